@@ -1,0 +1,36 @@
+//! Numerical kernels for recur.
+//!
+//! This is the only crate of the workspace that contains `unsafe` code. It holds:
+//! - [`Real`]: the floating-point types recur computes in (`f32` for speed, `f64` for
+//!   reference and gradient checks);
+//! - [`gemm`](mod@gemm): a bounds-checked, strided matrix-multiply front end over the `gemm`
+//!   crate (which detects AVX2/AVX-512 at run time), next to a naive reference;
+//! - [`cells`]: the fused element-wise gate arithmetic of the RNN, LSTM and GRU cells, forward
+//!   and backward, over flat row-major buffers.
+//!
+//! Every buffer is row-major; shapes are given in comments as `(rows, cols)`.
+
+pub mod cells;
+pub mod gemm;
+mod real;
+
+pub use real::Real;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static NUM_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets how many threads the large matrix multiplies may use (0 = all available cores).
+pub fn set_num_threads(n: usize) {
+    NUM_THREADS.store(n, Ordering::Relaxed);
+}
+
+/// The number of threads the large matrix multiplies use.
+pub fn num_threads() -> usize {
+    match NUM_THREADS.load(Ordering::Relaxed) {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        n => n,
+    }
+}

@@ -1,0 +1,43 @@
+//! # recur
+//!
+//! Recurrent neural networks on the CPU with PyTorch's exact semantics: `nn.RNN` (tanh and
+//! relu), `nn.LSTM` (with `proj_size`), `nn.GRU` and their single-step cells, forward and
+//! backpropagation through time, variable-length batches, streaming, and PyTorch state_dicts
+//! in and out (safetensors).
+//!
+//! ```
+//! use recur::{Rnn, RnnConfig, Tensor, Dropout};
+//! // nn.GRU(4, 8, num_layers=2, bidirectional=True, batch_first=True)
+//! let cfg = RnnConfig::gru(4, 8).num_layers(2).bidirectional(true).batch_first(true);
+//! let gru: Rnn<f32> = Rnn::new(cfg, 42).unwrap();
+//! let x = Tensor::new(&[2, 5, 4], (0..40).map(|i| i as f32 / 40.0).collect()).unwrap();
+//! // Two sequences of lengths 5 and 3 (PackedSequence semantics).
+//! let (out, tape) = gru.forward_train(&x, None, Some(&[5, 3]), Dropout::Off).unwrap();
+//! assert_eq!(out.output.shape(), &[2, 5, 16]);
+//! // Loss = sum(output): its gradient is all ones.
+//! let ones = Tensor::new(out.output.shape(), vec![1.0; 160]).unwrap();
+//! let mut grads = gru.zeros_like_params();
+//! let dx = gru.backward(&tape, Some(&ones), None, None, &mut grads).unwrap();
+//! assert_eq!(dx.input.shape(), x.shape());
+//! ```
+
+pub mod cell;
+pub mod config;
+mod engine;
+pub mod error;
+pub mod layout;
+pub mod reference;
+pub mod rnn;
+pub mod state_dict;
+pub mod stream;
+pub mod tensor;
+pub mod tolerance;
+
+pub use cell::Cell;
+pub use config::{Mode, RnnConfig};
+pub use error::{Error, Result};
+pub use layout::{Naming, ParamEntry, ParamKind, ParamLayout};
+pub use recur_kernels::Real;
+pub use rnn::{Dropout, InputGrads, Output, Rnn, State, Tape};
+pub use stream::Stream;
+pub use tensor::Tensor;

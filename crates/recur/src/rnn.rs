@@ -1,0 +1,755 @@
+//! `Rnn`: the equivalent of `torch.nn.RNN`, `torch.nn.LSTM` and `torch.nn.GRU`.
+
+use crate::config::{Mode, RnnConfig};
+use crate::engine::{self, BwdWork, Dims, DirGrads, DirParams, DirState, DyView, Plan};
+use crate::error::{fmt_shape, Error, Result};
+use crate::layout::{DirLayout, Naming, ParamLayout};
+use crate::tensor::Tensor;
+use rand::{Rng, RngCore, SeedableRng};
+use recur_kernels::Real;
+
+/// A stack of recurrent layers with PyTorch's semantics, parameters and names.
+///
+/// Parameters live in one flat buffer laid out by [`ParamLayout`] (PyTorch's registration
+/// order); gradients use the same layout.
+///
+/// ```
+/// use recur::{Rnn, RnnConfig, Tensor};
+/// // nn.LSTM(3, 5, num_layers=2)
+/// let lstm: Rnn<f32> = Rnn::new(RnnConfig::lstm(3, 5).num_layers(2), 0).unwrap();
+/// let x = Tensor::zeros(&[7, 2, 3]); // (seq, batch, input)
+/// let out = lstm.forward(&x, None, None).unwrap();
+/// assert_eq!(out.output.shape(), &[7, 2, 5]);
+/// assert_eq!(out.h_n.shape(), &[2, 2, 5]);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Rnn<T = f32> {
+    config: RnnConfig,
+    layout: ParamLayout,
+    params: Vec<T>,
+}
+
+/// The recurrent state: `h` (L·D, B, H_out) and, for an LSTM, `c` (L·D, B, H), indexed
+/// `layer * D + direction`. Without a batch dimension for unbatched input.
+#[derive(Clone, Debug, PartialEq)]
+pub struct State<T> {
+    /// Hidden state.
+    pub h: Tensor<T>,
+    /// Cell state (LSTM only).
+    pub c: Option<Tensor<T>>,
+}
+
+/// What a forward pass returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Output<T> {
+    /// The last layer's h at every step: (T, B, D·H_out), or (B, T, D·H_out) if batch_first;
+    /// zero at padded positions.
+    pub output: Tensor<T>,
+    /// The final hidden state, (L·D, B, H_out), taken at each sequence's last step.
+    pub h_n: Tensor<T>,
+    /// The final cell state (LSTM only), (L·D, B, H).
+    pub c_n: Option<Tensor<T>>,
+}
+
+impl<T: Real> Output<T> {
+    /// The final state, to start the next chunk of a sequence (truncated BPTT: no gradient
+    /// flows back through it).
+    pub fn state(&self) -> State<T> {
+        State {
+            h: self.h_n.clone(),
+            c: self.c_n.clone(),
+        }
+    }
+}
+
+/// Gradients with respect to the inputs of a forward pass.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputGrads<T> {
+    /// d loss / d input, shaped as the input (zero at padded positions).
+    pub input: Tensor<T>,
+    /// d loss / d h0, shaped as h0.
+    pub h0: Tensor<T>,
+    /// d loss / d c0 (LSTM only).
+    pub c0: Option<Tensor<T>>,
+}
+
+/// Dropout between layers.
+pub enum Dropout<'a, T> {
+    /// Evaluation mode: no dropout.
+    Off,
+    /// Training mode: masks drawn from `rng` with the configured probability (inverted
+    /// scaling, as `nn.Dropout`).
+    Sample(&'a mut dyn RngCore),
+    /// Training mode with given masks: one per layer but the last, each (T, B, D·H_out),
+    /// time-major whatever `batch_first` says, holding 0 or 1/(1-p).
+    Masks(&'a [Tensor<T>]),
+}
+
+/// What a training forward pass keeps for [`Rnn::backward`].
+#[derive(Clone, Debug)]
+pub struct Tape<T> {
+    prep: Prepared,
+    layers: Vec<LayerTape<T>>,
+}
+
+#[derive(Clone, Debug)]
+struct LayerTape<T> {
+    /// (T·B, in): the layer input (after dropout), sorted, time-major, zero at padding.
+    input: Vec<T>,
+    dirs: Vec<DirState<T>>,
+    /// (T·B, D·H_out): the dropout mask applied to this layer's output, if any.
+    mask: Option<Vec<T>>,
+}
+
+/// Shapes and batch order of one call.
+#[derive(Clone, Debug)]
+struct Prepared {
+    plan: Plan,
+    /// sorted position → original batch index; None when no reordering is needed.
+    order: Option<Vec<usize>>,
+    /// (B): lengths in sorted order.
+    lengths: Vec<usize>,
+    unbatched: bool,
+    /// The user's input shape.
+    input_shape: Vec<usize>,
+}
+
+impl Prepared {
+    fn orig(&self, s: usize) -> usize {
+        self.order.as_ref().map_or(s, |o| o[s])
+    }
+}
+
+impl<T: Real> Rnn<T> {
+    /// A new model with PyTorch's default initialization: every parameter drawn from
+    /// U(-1/√hidden_size, 1/√hidden_size), from a generator seeded with `seed`.
+    pub fn new(config: RnnConfig, seed: u64) -> Result<Rnn<T>> {
+        Rnn::new_named(config, Naming::Layer, seed)
+    }
+
+    pub(crate) fn new_named(config: RnnConfig, naming: Naming, seed: u64) -> Result<Rnn<T>> {
+        config.validate()?;
+        let layout = ParamLayout::new(&config, naming);
+        let k = 1.0 / (config.hidden_size as f64).sqrt();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let params = (0..layout.total())
+            .map(|_| T::from_f64(rng.gen_range(-k..k)))
+            .collect();
+        Ok(Rnn {
+            config,
+            layout,
+            params,
+        })
+    }
+
+    /// A model with the given flat parameters (in [`ParamLayout`] order).
+    pub fn from_params(config: RnnConfig, params: Vec<T>) -> Result<Rnn<T>> {
+        Rnn::from_params_named(config, Naming::Layer, params)
+    }
+
+    pub(crate) fn from_params_named(
+        config: RnnConfig,
+        naming: Naming,
+        params: Vec<T>,
+    ) -> Result<Rnn<T>> {
+        config.validate()?;
+        let layout = ParamLayout::new(&config, naming);
+        if params.len() != layout.total() {
+            return Err(Error::Input(format!(
+                "parameters: expected {} values for this configuration, got {}",
+                layout.total(),
+                params.len()
+            )));
+        }
+        Ok(Rnn {
+            config,
+            layout,
+            params,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RnnConfig {
+        &self.config
+    }
+    /// Sets `batch_first` (it changes no parameter).
+    pub fn set_batch_first(&mut self, batch_first: bool) {
+        self.config.batch_first = batch_first;
+    }
+    /// Sets the dropout probability between layers (it changes no parameter).
+    pub fn set_dropout(&mut self, p: f64) -> Result<()> {
+        let c = self.config.clone().dropout(p);
+        c.validate()?;
+        self.config = c;
+        Ok(())
+    }
+    /// The parameter table.
+    pub fn layout(&self) -> &ParamLayout {
+        &self.layout
+    }
+    /// All parameters, flat, in [`ParamLayout`] order.
+    pub fn params(&self) -> &[T] {
+        &self.params
+    }
+    /// All parameters, flat, mutable (for optimizers).
+    pub fn params_mut(&mut self) -> &mut [T] {
+        &mut self.params
+    }
+    /// The parameter called `name` (a PyTorch name such as `weight_hh_l0`).
+    pub fn param(&self, name: &str) -> Option<&[T]> {
+        self.layout.get(name).map(|e| &self.params[e.range()])
+    }
+    /// A zeroed gradient buffer with the parameters' layout.
+    pub fn zeros_like_params(&self) -> Vec<T> {
+        vec![T::ZERO; self.layout.total()]
+    }
+    /// The same model in another precision.
+    pub fn cast<U: Real>(&self) -> Rnn<U> {
+        Rnn {
+            config: self.config.clone(),
+            layout: self.layout.clone(),
+            params: self
+                .params
+                .iter()
+                .map(|&x| U::from_f64(x.to_f64()))
+                .collect(),
+        }
+    }
+
+    fn dims(&self, layer: usize) -> Dims {
+        Dims {
+            mode: self.config.mode,
+            h: self.config.hidden_size,
+            hout: self.config.h_out(),
+            input: self.config.layer_input_size(layer),
+        }
+    }
+
+    pub(crate) fn dir_params(&self, layer: usize, dir: usize) -> DirParams<'_, T> {
+        let l = self.layout.dir(layer, dir);
+        let p = &self.params;
+        DirParams {
+            w_ih: &p[l.w_ih.clone()],
+            w_hh: &p[l.w_hh.clone()],
+            b_ih: l.b_ih.clone().map(|r| &p[r]),
+            b_hh: l.b_hh.clone().map(|r| &p[r]),
+            w_hr: l.w_hr.clone().map(|r| &p[r]),
+        }
+    }
+
+    /// The shape of h0/h_n for a batch of `b` (None = unbatched).
+    pub fn state_shape(&self, b: Option<usize>, cell: bool) -> Vec<usize> {
+        let ld = self.config.num_layers * self.config.num_directions();
+        let last = if cell {
+            self.config.hidden_size
+        } else {
+            self.config.h_out()
+        };
+        match b {
+            Some(b) => vec![ld, b, last],
+            None => vec![ld, last],
+        }
+    }
+
+    /// Inference (evaluation mode): runs the stack over `input` and returns every output and
+    /// the final states.
+    ///
+    /// - `input`: (T, B, input_size), or (B, T, input_size) if `batch_first`, or unbatched
+    ///   (T, input_size);
+    /// - `state`: the initial state (zeros when `None`);
+    /// - `lengths`: one length per sequence (each in 1..=T), with the semantics of a PyTorch
+    ///   `PackedSequence`: each sequence runs to its own length, the reverse direction starts at
+    ///   its last element, padded outputs are 0, and the final state is taken at its last step.
+    pub fn forward(
+        &self,
+        input: &Tensor<T>,
+        state: Option<&State<T>>,
+        lengths: Option<&[usize]>,
+    ) -> Result<Output<T>> {
+        self.run(input, state, lengths, Dropout::Off, false)
+            .map(|(o, _)| o)
+    }
+
+    /// Training forward pass: like [`Rnn::forward`], with dropout between layers as `dropout`
+    /// says, and keeps what [`Rnn::backward`] needs.
+    pub fn forward_train(
+        &self,
+        input: &Tensor<T>,
+        state: Option<&State<T>>,
+        lengths: Option<&[usize]>,
+        dropout: Dropout<'_, T>,
+    ) -> Result<(Output<T>, Tape<T>)> {
+        let (o, t) = self.run(input, state, lengths, dropout, true)?;
+        Ok((o, t.expect("tape kept")))
+    }
+
+    fn prepare(&self, input: &Tensor<T>, lengths: Option<&[usize]>) -> Result<(Prepared, Vec<T>)> {
+        let c = &self.config;
+        let shape = input.shape();
+        let (t, b, unbatched) = match shape.len() {
+            2 => (shape[0], 1, true),
+            3 if c.batch_first => (shape[1], shape[0], false),
+            3 => (shape[0], shape[1], false),
+            _ => return Err(Error::Input(format!(
+                "input: expected 3 dimensions {} (or 2 for an unbatched sequence), got shape {}",
+                if c.batch_first {
+                    "(batch, seq, input_size)"
+                } else {
+                    "(seq, batch, input_size)"
+                },
+                fmt_shape(shape)
+            ))),
+        };
+        let i = *shape.last().unwrap();
+        if i != c.input_size {
+            return Err(Error::Input(format!(
+                "input: the last dimension must equal input_size: expected {}, got {} (shape {})",
+                c.input_size,
+                i,
+                fmt_shape(shape)
+            )));
+        }
+        if t == 0 {
+            return Err(Error::Input(format!(
+                "input: the sequence length is 0 (shape {}); give at least one step",
+                fmt_shape(shape)
+            )));
+        }
+        if b == 0 {
+            return Err(Error::Input(format!(
+                "input: the batch is empty (shape {})",
+                fmt_shape(shape)
+            )));
+        }
+        let (order, sorted) = match lengths {
+            None => (None, vec![t; b]),
+            Some(l) => {
+                if l.len() != b {
+                    return Err(Error::Input(format!(
+                        "lengths: expected one length per sequence ({b}), got {}",
+                        l.len()
+                    )));
+                }
+                if let Some((k, &v)) = l.iter().enumerate().find(|(_, &v)| v == 0 || v > t) {
+                    return Err(Error::Input(if v == 0 {
+                        format!("lengths[{k}] is 0: every sequence needs at least one step")
+                    } else {
+                        format!("lengths[{k}] is {v}, longer than the input's {t} steps")
+                    }));
+                }
+                if l.iter().all(|&v| v == t) {
+                    (None, vec![t; b])
+                } else {
+                    let mut idx: Vec<usize> = (0..b).collect();
+                    idx.sort_by(|&x, &y| l[y].cmp(&l[x]));
+                    let sorted = idx.iter().map(|&k| l[k]).collect();
+                    (Some(idx), sorted)
+                }
+            }
+        };
+        let prep = Prepared {
+            plan: Plan::new(t, &sorted),
+            order,
+            lengths: sorted,
+            unbatched,
+            input_shape: shape.to_vec(),
+        };
+        // Gather into (T, B, I), sorted, zero at padding.
+        let src = input.data();
+        let mut x = vec![T::ZERO; t * b * i];
+        for s in 0..b {
+            let ob = prep.orig(s);
+            for ti in 0..prep.lengths[s] {
+                let from = self.user_index(ti, ob, t, b) * i;
+                x[(ti * b + s) * i..(ti * b + s + 1) * i].copy_from_slice(&src[from..from + i]);
+            }
+        }
+        Ok((prep, x))
+    }
+
+    /// Row index of (time, batch) in the user's layout.
+    fn user_index(&self, t: usize, b: usize, tn: usize, bn: usize) -> usize {
+        if self.config.batch_first {
+            b * tn + t
+        } else {
+            t * bn + b
+        }
+    }
+
+    /// Takes a state tensor (L·D, B, n) in user order to sorted order.
+    fn gather_state(
+        &self,
+        prep: &Prepared,
+        what: &str,
+        s: &Tensor<T>,
+        cell: bool,
+    ) -> Result<Vec<T>> {
+        let b = prep.plan.b;
+        let want = self.state_shape(if prep.unbatched { None } else { Some(b) }, cell);
+        if s.shape() != want.as_slice() {
+            return Err(Error::shape(what, &want, s.shape()));
+        }
+        let n = *want.last().unwrap();
+        let ld = want[0];
+        let mut out = vec![T::ZERO; ld * b * n];
+        for l in 0..ld {
+            for sb in 0..b {
+                let ob = prep.orig(sb);
+                out[(l * b + sb) * n..][..n].copy_from_slice(&s.data()[(l * b + ob) * n..][..n]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The inverse of `gather_state`.
+    fn scatter_state(&self, prep: &Prepared, v: &[T], cell: bool) -> Tensor<T> {
+        let b = prep.plan.b;
+        let shape = self.state_shape(if prep.unbatched { None } else { Some(b) }, cell);
+        let n = *shape.last().unwrap();
+        let mut out = vec![T::ZERO; v.len()];
+        for l in 0..shape[0] {
+            for sb in 0..b {
+                let ob = prep.orig(sb);
+                out[(l * b + ob) * n..][..n].copy_from_slice(&v[(l * b + sb) * n..][..n]);
+            }
+        }
+        Tensor::new(&shape, out).expect("state shape")
+    }
+
+    /// Takes a sorted (T·B, n) buffer to the user's layout (T, B, n) / (B, T, n) / (T, n).
+    fn scatter_seq(&self, prep: &Prepared, v: &[T], n: usize) -> Tensor<T> {
+        let (t, b) = (prep.plan.t, prep.plan.b);
+        let mut out = vec![T::ZERO; t * b * n];
+        for s in 0..b {
+            let ob = prep.orig(s);
+            for ti in 0..prep.lengths[s] {
+                let to = self.user_index(ti, ob, t, b) * n;
+                out[to..to + n].copy_from_slice(&v[(ti * b + s) * n..][..n]);
+            }
+        }
+        let mut shape = prep.input_shape.clone();
+        *shape.last_mut().unwrap() = n;
+        Tensor::new(&shape, out).expect("sequence shape")
+    }
+
+    /// Takes a user-layout tensor shaped like the output to sorted (T·B, n).
+    fn gather_seq(&self, prep: &Prepared, what: &str, v: &Tensor<T>, n: usize) -> Result<Vec<T>> {
+        let mut want = prep.input_shape.clone();
+        *want.last_mut().unwrap() = n;
+        if v.shape() != want.as_slice() {
+            return Err(Error::shape(what, &want, v.shape()));
+        }
+        let (t, b) = (prep.plan.t, prep.plan.b);
+        let mut out = vec![T::ZERO; t * b * n];
+        for s in 0..b {
+            let ob = prep.orig(s);
+            for ti in 0..prep.lengths[s] {
+                let from = self.user_index(ti, ob, t, b) * n;
+                out[(ti * b + s) * n..][..n].copy_from_slice(&v.data()[from..from + n]);
+            }
+        }
+        Ok(out)
+    }
+
+    fn run(
+        &self,
+        input: &Tensor<T>,
+        state: Option<&State<T>>,
+        lengths: Option<&[usize]>,
+        dropout: Dropout<'_, T>,
+        keep: bool,
+    ) -> Result<(Output<T>, Option<Tape<T>>)> {
+        let c = &self.config;
+        let (prep, x) = self.prepare(input, lengths)?;
+        let (t, b) = (prep.plan.t, prep.plan.b);
+        let (nl, nd, h, hout) = (c.num_layers, c.num_directions(), c.hidden_size, c.h_out());
+        let lstm = c.mode == Mode::Lstm;
+        let h0 = match state {
+            Some(s) => self.gather_state(&prep, "h0", &s.h, false)?,
+            None => vec![T::ZERO; nl * nd * b * hout],
+        };
+        let c0 = match (lstm, state.and_then(|s| s.c.as_ref())) {
+            (true, Some(c0)) => self.gather_state(&prep, "c0", c0, true)?,
+            (true, None) => vec![T::ZERO; nl * nd * b * h],
+            (false, Some(_)) => {
+                return Err(Error::Input(format!(
+                    "c0 was given, but a {} has no cell state",
+                    c.mode
+                )))
+            }
+            (false, None) => vec![],
+        };
+        let width = nd * hout;
+        let mut masks: Vec<Option<Vec<T>>> = vec![None; nl];
+        match dropout {
+            Dropout::Off => {}
+            Dropout::Sample(rng) => {
+                if c.dropout > 0.0 {
+                    let keep_p = 1.0 - c.dropout;
+                    let scale = if keep_p > 0.0 {
+                        T::from_f64(1.0 / keep_p)
+                    } else {
+                        T::ZERO
+                    };
+                    for m in masks.iter_mut().take(nl - 1) {
+                        let v = (0..t * b * width)
+                            .map(|_| {
+                                if rng.gen::<f64>() < keep_p {
+                                    scale
+                                } else {
+                                    T::ZERO
+                                }
+                            })
+                            .collect();
+                        *m = Some(v);
+                    }
+                }
+            }
+            Dropout::Masks(given) => {
+                if given.len() != nl - 1 {
+                    return Err(Error::Input(format!(
+                        "dropout masks: expected {} (one per layer but the last), got {}",
+                        nl - 1,
+                        given.len()
+                    )));
+                }
+                for (l, m) in given.iter().enumerate() {
+                    let want = [t, b, width];
+                    if m.shape() != want {
+                        return Err(Error::shape(&format!("dropout mask {l}"), &want, m.shape()));
+                    }
+                    let mut v = vec![T::ZERO; t * b * width];
+                    for ti in 0..t {
+                        for s in 0..b {
+                            let ob = prep.orig(s);
+                            v[(ti * b + s) * width..][..width]
+                                .copy_from_slice(&m.data()[(ti * b + ob) * width..][..width]);
+                        }
+                    }
+                    masks[l] = Some(v);
+                }
+            }
+        }
+
+        let mut layer_in = x;
+        let mut hn = vec![T::ZERO; nl * nd * b * hout];
+        let mut cn = vec![T::ZERO; if lstm { nl * nd * b * h } else { 0 }];
+        let mut tapes = Vec::new();
+        for l in 0..nl {
+            let d = self.dims(l);
+            let mut y = vec![T::ZERO; t * b * width];
+            let mut dirs = Vec::with_capacity(nd);
+            for dir in 0..nd {
+                let reverse = dir == 1;
+                let k = l * nd + dir;
+                let mut s = DirState::new(&d, &prep.plan);
+                let c0k = if lstm {
+                    &c0[k * b * h..(k + 1) * b * h]
+                } else {
+                    &[][..]
+                };
+                engine::dir_forward(
+                    &d,
+                    &self.dir_params(l, dir),
+                    &prep.plan,
+                    &layer_in,
+                    &h0[k * b * hout..(k + 1) * b * hout],
+                    c0k,
+                    reverse,
+                    &mut s,
+                );
+                let last = s.last_slot(&prep.plan, reverse);
+                hn[k * b * hout..(k + 1) * b * hout]
+                    .copy_from_slice(&s.hs[last * b * hout..(last + 1) * b * hout]);
+                if lstm {
+                    cn[k * b * h..(k + 1) * b * h]
+                        .copy_from_slice(&s.cs[last * b * h..(last + 1) * b * h]);
+                }
+                // The output at time t is the state written at time t.
+                for ti in 0..t {
+                    let slot = if reverse { ti } else { ti + 1 };
+                    for r in 0..prep.plan.batch_sizes[ti] {
+                        y[(ti * b + r) * width + dir * hout..][..hout]
+                            .copy_from_slice(&s.hs[(slot * b + r) * hout..][..hout]);
+                    }
+                }
+                dirs.push(s);
+            }
+            let mask = masks[l].take();
+            let mut next = y;
+            if let Some(m) = &mask {
+                for (v, &mv) in next.iter_mut().zip(m) {
+                    *v *= mv;
+                }
+            }
+            if keep {
+                tapes.push(LayerTape {
+                    input: std::mem::take(&mut layer_in),
+                    dirs,
+                    mask,
+                });
+            }
+            layer_in = next;
+        }
+        let output = self.scatter_seq(&prep, &layer_in, width);
+        let h_n = self.scatter_state(&prep, &hn, false);
+        let c_n = if lstm {
+            Some(self.scatter_state(&prep, &cn, true))
+        } else {
+            None
+        };
+        let tape = if keep {
+            Some(Tape {
+                prep,
+                layers: tapes,
+            })
+        } else {
+            None
+        };
+        Ok((Output { output, h_n, c_n }, tape))
+    }
+
+    /// Backpropagation through time.
+    ///
+    /// Given the gradient of the loss with respect to the output (and optionally to h_n and
+    /// c_n), **adds** the gradient of every parameter to `grads` (flat, [`ParamLayout`] order,
+    /// as PyTorch accumulates into `.grad`) and returns the gradients with respect to the input
+    /// and the initial states.
+    pub fn backward(
+        &self,
+        tape: &Tape<T>,
+        grad_output: Option<&Tensor<T>>,
+        grad_h_n: Option<&Tensor<T>>,
+        grad_c_n: Option<&Tensor<T>>,
+        grads: &mut [T],
+    ) -> Result<InputGrads<T>> {
+        let c = &self.config;
+        let prep = &tape.prep;
+        let (t, b) = (prep.plan.t, prep.plan.b);
+        let (nl, nd, h, hout) = (c.num_layers, c.num_directions(), c.hidden_size, c.h_out());
+        let lstm = c.mode == Mode::Lstm;
+        let width = nd * hout;
+        if grads.len() != self.layout.total() {
+            return Err(Error::Input(format!(
+                "grads: expected {} values (the parameter count), got {}",
+                self.layout.total(),
+                grads.len()
+            )));
+        }
+        let mut dy = match grad_output {
+            Some(g) => Some(self.gather_seq(prep, "grad_output", g, width)?),
+            None => None,
+        };
+        let dhn = match grad_h_n {
+            Some(g) => Some(self.gather_state(prep, "grad_h_n", g, false)?),
+            None => None,
+        };
+        let dcn = match (lstm, grad_c_n) {
+            (true, Some(g)) => Some(self.gather_state(prep, "grad_c_n", g, true)?),
+            (false, Some(_)) => {
+                return Err(Error::Input(format!(
+                    "grad_c_n was given, but a {} has no cell state",
+                    c.mode
+                )))
+            }
+            _ => None,
+        };
+        let mut dh0 = vec![T::ZERO; nl * nd * b * hout];
+        let mut dc0 = vec![T::ZERO; if lstm { nl * nd * b * h } else { 0 }];
+        let mut dx_final = Vec::new();
+        for l in (0..nl).rev() {
+            let d = self.dims(l);
+            let lt = &tape.layers[l];
+            let mut dx = vec![T::ZERO; t * b * d.input];
+            for dir in 0..nd {
+                let k = l * nd + dir;
+                let mut work = BwdWork::new(&d, &prep.plan);
+                let gr = split_grads(grads, self.layout.dir(l, dir));
+                let dyv = dy.as_deref().map(|data| DyView {
+                    data,
+                    ld: width,
+                    col: dir * hout,
+                });
+                let (dh0k, dc0k): (&mut [T], &mut [T]) = (
+                    &mut dh0[k * b * hout..(k + 1) * b * hout],
+                    if lstm {
+                        &mut dc0[k * b * h..(k + 1) * b * h]
+                    } else {
+                        &mut []
+                    },
+                );
+                engine::dir_backward(
+                    &d,
+                    &self.dir_params(l, dir),
+                    &prep.plan,
+                    &lt.input,
+                    &lt.dirs[dir],
+                    dir == 1,
+                    dyv,
+                    dhn.as_ref().map(|v| &v[k * b * hout..(k + 1) * b * hout]),
+                    dcn.as_ref().map(|v| &v[k * b * h..(k + 1) * b * h]),
+                    gr,
+                    &mut dx,
+                    dh0k,
+                    dc0k,
+                    &mut work,
+                );
+            }
+            if l > 0 {
+                if let Some(m) = &tape.layers[l - 1].mask {
+                    for (v, &mv) in dx.iter_mut().zip(m) {
+                        *v *= mv;
+                    }
+                }
+                dy = Some(dx);
+            } else {
+                dx_final = dx;
+            }
+        }
+        let input = self.scatter_seq(prep, &dx_final, c.input_size);
+        let h0 = self.scatter_state(prep, &dh0, false);
+        let c0 = if lstm {
+            Some(self.scatter_state(prep, &dc0, true))
+        } else {
+            None
+        };
+        Ok(InputGrads { input, h0, c0 })
+    }
+}
+
+/// Splits the gradient buffer into the disjoint slices of one (layer, direction).
+/// The layout stores them in the order w_ih, w_hh, b_ih, b_hh, w_hr, back to back.
+fn split_grads<'a, T>(grads: &'a mut [T], l: &DirLayout) -> DirGrads<'a, T> {
+    let start = l.w_ih.start;
+    let end = [
+        Some(&l.w_hh),
+        l.b_ih.as_ref(),
+        l.b_hh.as_ref(),
+        l.w_hr.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|r| r.end)
+    .max()
+    .unwrap();
+    let rest = &mut grads[start..end];
+    let (w_ih, rest) = rest.split_at_mut(l.w_ih.len());
+    let (w_hh, mut rest) = rest.split_at_mut(l.w_hh.len());
+    let mut take = |r: &Option<std::ops::Range<usize>>| {
+        r.as_ref().map(|r| {
+            let (a, b) = std::mem::take(&mut rest).split_at_mut(r.len());
+            rest = b;
+            a
+        })
+    };
+    let b_ih = take(&l.b_ih);
+    let b_hh = take(&l.b_hh);
+    let w_hr = take(&l.w_hr);
+    DirGrads {
+        w_ih,
+        w_hh,
+        b_ih,
+        b_hh,
+        w_hr,
+    }
+}
