@@ -1,1 +1,47 @@
-fn main() {}
+//! `recur`: the command-line tool. A thin layer over the `recur` library.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod bench;
+mod demo;
+mod forward;
+
+/// Counts allocated bytes, for the peak memory `recur bench` reports.
+#[global_allocator]
+static ALLOC: recur_kernels::alloc::Tracking = recur_kernels::alloc::Tracking;
+
+/// Recurrent neural networks (RNN, LSTM, GRU) with PyTorch's semantics, fast on the CPU.
+#[derive(Parser)]
+#[command(name = "recur", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a small model on built-in generated data, report what it learned and show it.
+    Demo(demo::Args),
+    /// Run a PyTorch state_dict (safetensors) on inputs from a safetensors file; with
+    /// gradients in the inputs, run backpropagation through time as well.
+    Forward(forward::Args),
+    /// Time recur on the benchmark grid (bench/grid.json): ms per iteration, GFLOP/s, peak memory.
+    Bench(bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(a) => demo::run(a),
+        Command::Forward(a) => forward::run(a),
+        Command::Bench(a) => bench::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -48,6 +48,7 @@ pub fn lstm_forward<T: Real>(
 /// - `dc` (n, H): in: the gradient reaching `c_new` from the next step; out: the gradient with
 ///   respect to `c_prev`.
 /// - `dgates` (n, 4H): out, the gradient with respect to the pre-activations.
+#[allow(clippy::too_many_arguments)]
 pub fn lstm_backward<T: Real>(
     n: usize,
     h: usize,

@@ -10,6 +10,7 @@
 //!
 //! Every buffer is row-major; shapes are given in comments as `(rows, cols)`.
 
+pub mod alloc;
 pub mod cells;
 pub mod gemm;
 mod real;

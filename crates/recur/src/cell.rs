@@ -109,6 +109,14 @@ impl<T: Real> Cell<T> {
                 )))
             }
         };
+        if x.shape().last() != Some(&cfg.input_size) {
+            let want: Vec<usize> = if unbatched {
+                vec![cfg.input_size]
+            } else {
+                vec![x.shape()[0], cfg.input_size]
+            };
+            return Err(Error::shape("cell input", &want, x.shape()));
+        }
         let b = if unbatched { 1 } else { x.shape()[0] };
         let xs = x.clone().reshape(&[1, b, *x.shape().last().unwrap()])?;
         let want: Vec<usize> = if unbatched {

@@ -319,6 +319,11 @@ pub(crate) struct BwdWork<T> {
     dc: Vec<T>,
     /// LSTM with projection: (B, H): gradient of m.
     dm: Vec<T>,
+    /// (H_out, G·H): W_hh transposed once per call, so that the per-step product
+    /// `dG W_hh = dG (W_hhᵀ)ᵀ` reads it with the same layout as the forward pass.
+    w_hh_t: Vec<T>,
+    /// LSTM with projection: (H, P): W_hr transposed once per call.
+    w_hr_t: Vec<T>,
 }
 
 impl<T: Real> BwdWork<T> {
@@ -334,6 +339,12 @@ impl<T: Real> BwdWork<T> {
             },
             dhs: if lstm && d.proj() {
                 vec![T::ZERO; t * b * d.hout]
+            } else {
+                vec![]
+            },
+            w_hh_t: vec![T::ZERO; d.hout * d.gh()],
+            w_hr_t: if lstm && d.proj() {
+                vec![T::ZERO; d.h * d.hout]
             } else {
                 vec![]
             },
@@ -388,7 +399,12 @@ pub(crate) fn dir_backward<T: Real>(
             None => w.dc.fill(T::ZERO),
         }
     }
-    let w_hh = MatRef::new(p.w_hh, g, hout);
+    transpose(p.w_hh, g, hout, &mut w.w_hh_t);
+    let w_hh = MatRef::new(&w.w_hh_t[..], hout, g).t();
+    if let Some(w_hr) = p.w_hr {
+        transpose(w_hr, hout, h, &mut w.w_hr_t);
+    }
+    let w_hr = MatRef::new(&w.w_hr_t[..], h, hout).t();
     for k in 0..tn {
         let t = if reverse { k } else { tn - 1 - k };
         let n = plan.batch_sizes[t];
@@ -408,14 +424,14 @@ pub(crate) fn dir_backward<T: Real>(
             Mode::Lstm => {
                 let cp = &s.cs[prev * b * h..(prev + 1) * b * h];
                 let cn = &s.cs[new * b * h..(new + 1) * b * h];
-                if let Some(w_hr) = p.w_hr {
+                if p.w_hr.is_some() {
                     let dhs = &mut w.dhs[t * b * hout..(t + 1) * b * hout];
                     dhs[..n * hout].copy_from_slice(&w.dh[..n * hout]);
                     dhs[n * hout..].fill(T::ZERO);
                     matmul(
                         MatMut::new(&mut w.dm, n, h),
                         MatRef::new(&w.dh, n, hout),
-                        MatRef::new(w_hr, hout, h),
+                        w_hr,
                         false,
                         Par::Seq,
                     );
@@ -519,6 +535,15 @@ pub(crate) fn dir_backward<T: Real>(
         true,
         Par::Threads,
     );
+}
+
+/// `dst` (cols, rows) = `src` (rows, cols) transposed.
+fn transpose<T: Real>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+    for r in 0..rows {
+        for c in 0..cols {
+            dst[c * rows + r] = src[r * cols + c];
+        }
+    }
 }
 
 /// `out[j] += Σ_rows m[row, j]` for a (rows, cols) matrix `m`.

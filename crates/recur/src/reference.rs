@@ -1,1 +1,198 @@
-//! placeholder
+//! A plain reference implementation, in f64, written straight from PyTorch's equations: one
+//! sequence at a time, one step at a time, explicit loops, no GEMM, no sorting, no shared
+//! buffers. It is slow on purpose; tests check the fast engine against it and check the
+//! engine's gradients against its finite differences.
+
+use crate::config::Mode;
+use crate::rnn::Rnn;
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// `y = W x (+ b)` for W (rows, x.len()) row-major.
+fn affine(w: &[f64], x: &[f64], b: Option<&[f64]>) -> Vec<f64> {
+    let rows = w.len() / x.len().max(1);
+    (0..rows)
+        .map(|r| {
+            let dot: f64 = (0..x.len()).map(|k| w[r * x.len() + k] * x[k]).sum();
+            dot + b.map_or(0.0, |b| b[r])
+        })
+        .collect()
+}
+
+/// The parameters of one cell (one layer, one direction).
+pub struct CellParams<'a> {
+    /// (G·H, in)
+    pub w_ih: &'a [f64],
+    /// (G·H, H_out)
+    pub w_hh: &'a [f64],
+    /// (G·H)
+    pub b_ih: Option<&'a [f64]>,
+    /// (G·H)
+    pub b_hh: Option<&'a [f64]>,
+    /// (P, H)
+    pub w_hr: Option<&'a [f64]>,
+}
+
+/// One step of `nn.RNNCell`: `h' = act(W_ih x + b_ih + W_hh h + b_hh)`.
+pub fn rnn_cell(p: &CellParams<'_>, x: &[f64], h: &[f64], relu: bool) -> Vec<f64> {
+    let a = affine(p.w_ih, x, p.b_ih);
+    let b = affine(p.w_hh, h, p.b_hh);
+    a.iter()
+        .zip(&b)
+        .map(|(u, v)| {
+            if relu {
+                (u + v).max(0.0)
+            } else {
+                (u + v).tanh()
+            }
+        })
+        .collect()
+}
+
+/// One step of `nn.LSTMCell` (with PyTorch's projection when `w_hr` is given):
+/// `i, f, g, o` from the four row blocks; `c' = f c + i g`; `h' = o tanh(c')` (then `W_hr h'`).
+pub fn lstm_cell(p: &CellParams<'_>, x: &[f64], h: &[f64], c: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let hs = c.len();
+    let a = affine(p.w_ih, x, p.b_ih);
+    let b = affine(p.w_hh, h, p.b_hh);
+    let pre = |k: usize, j: usize| a[k * hs + j] + b[k * hs + j];
+    let mut c2 = vec![0.0; hs];
+    let mut m = vec![0.0; hs];
+    for j in 0..hs {
+        let i = sigmoid(pre(0, j));
+        let f = sigmoid(pre(1, j));
+        let g = pre(2, j).tanh();
+        let o = sigmoid(pre(3, j));
+        c2[j] = f * c[j] + i * g;
+        m[j] = o * c2[j].tanh();
+    }
+    let h2 = match p.w_hr {
+        Some(w) => affine(w, &m, None),
+        None => m,
+    };
+    (h2, c2)
+}
+
+/// One step of `nn.GRUCell`: `r, z` from the first two blocks,
+/// `n = tanh(W_in x + b_in + r (W_hn h + b_hn))`, `h' = (1 - z) n + z h`.
+pub fn gru_cell(p: &CellParams<'_>, x: &[f64], h: &[f64]) -> Vec<f64> {
+    let hs = h.len();
+    let a = affine(p.w_ih, x, p.b_ih);
+    let b = affine(p.w_hh, h, p.b_hh);
+    (0..hs)
+        .map(|j| {
+            let r = sigmoid(a[j] + b[j]);
+            let z = sigmoid(a[hs + j] + b[hs + j]);
+            let n = (a[2 * hs + j] + r * b[2 * hs + j]).tanh();
+            (1.0 - z) * n + z * h[j]
+        })
+        .collect()
+}
+
+/// What [`forward`] returns, in the same layouts as [`Rnn::forward`] with time-major input:
+/// output (T, B, D·H_out), h_n (L·D, B, H_out), c_n (L·D, B, H).
+pub struct RefOutput {
+    /// (T, B, D·H_out), zero at padded positions.
+    pub output: Vec<f64>,
+    /// (L·D, B, H_out)
+    pub h_n: Vec<f64>,
+    /// (L·D, B, H), LSTM only (else empty).
+    pub c_n: Vec<f64>,
+}
+
+/// The whole stack, the plain way: for each sequence b separately, for each layer, for each
+/// direction, step through the sequence's own `lengths[b]` elements (reverse direction from its
+/// last element back to the first). `x` is time-major (T, B, I); `h0`/`c0` as in
+/// [`Rnn::forward`] (zeros when empty); `masks[l]` (T, B, D·H_out) multiplies layer l's output.
+#[allow(clippy::too_many_arguments)]
+pub fn forward(
+    model: &Rnn<f64>,
+    x: &[f64],
+    t: usize,
+    b: usize,
+    h0: &[f64],
+    c0: &[f64],
+    lengths: &[usize],
+    masks: &[Vec<f64>],
+) -> RefOutput {
+    let c = model.config();
+    let (nl, nd, hsz, hout) = (c.num_layers, c.num_directions(), c.hidden_size, c.h_out());
+    let width = nd * hout;
+    let mut output = vec![0.0; t * b * width];
+    let mut h_n = vec![0.0; nl * nd * b * hout];
+    let mut c_n = vec![
+        0.0;
+        if c.mode == Mode::Lstm {
+            nl * nd * b * hsz
+        } else {
+            0
+        }
+    ];
+    for s in 0..b {
+        let len = lengths[s];
+        // seq[t] = the input of the current layer at step t for this sequence
+        let mut seq: Vec<Vec<f64>> = (0..len)
+            .map(|ti| x[(ti * b + s) * c.input_size..][..c.input_size].to_vec())
+            .collect();
+        for l in 0..nl {
+            let mut out = vec![vec![0.0; width]; len];
+            for d in 0..nd {
+                let lay = model.layout().dir(l, d);
+                let pr = model.params();
+                let p = CellParams {
+                    w_ih: &pr[lay.w_ih.clone()],
+                    w_hh: &pr[lay.w_hh.clone()],
+                    b_ih: lay.b_ih.clone().map(|r| &pr[r]),
+                    b_hh: lay.b_hh.clone().map(|r| &pr[r]),
+                    w_hr: lay.w_hr.clone().map(|r| &pr[r]),
+                };
+                let k = l * nd + d;
+                let mut h = if h0.is_empty() {
+                    vec![0.0; hout]
+                } else {
+                    h0[(k * b + s) * hout..][..hout].to_vec()
+                };
+                let mut cc = if c0.is_empty() {
+                    vec![0.0; hsz]
+                } else {
+                    c0[(k * b + s) * hsz..][..hsz].to_vec()
+                };
+                let steps: Vec<usize> = if d == 0 {
+                    (0..len).collect()
+                } else {
+                    (0..len).rev().collect()
+                };
+                for ti in steps {
+                    match c.mode {
+                        Mode::RnnTanh | Mode::RnnRelu => {
+                            h = rnn_cell(&p, &seq[ti], &h, c.mode == Mode::RnnRelu)
+                        }
+                        Mode::Gru => h = gru_cell(&p, &seq[ti], &h),
+                        Mode::Lstm => (h, cc) = lstm_cell(&p, &seq[ti], &h, &cc),
+                    }
+                    out[ti][d * hout..(d + 1) * hout].copy_from_slice(&h);
+                }
+                h_n[(k * b + s) * hout..][..hout].copy_from_slice(&h);
+                if c.mode == Mode::Lstm {
+                    c_n[(k * b + s) * hsz..][..hsz].copy_from_slice(&cc);
+                }
+            }
+            if l + 1 < nl {
+                if let Some(m) = masks.get(l) {
+                    for (ti, row) in out.iter_mut().enumerate() {
+                        for (j, v) in row.iter_mut().enumerate() {
+                            *v *= m[(ti * b + s) * width + j];
+                        }
+                    }
+                }
+            }
+            seq = out;
+        }
+        for (ti, row) in seq.iter().enumerate() {
+            output[(ti * b + s) * width..][..width].copy_from_slice(row);
+        }
+    }
+    RefOutput { output, h_n, c_n }
+}

@@ -290,7 +290,8 @@ impl<T: Real> Rnn<T> {
             2 => (shape[0], 1, true),
             3 if c.batch_first => (shape[1], shape[0], false),
             3 => (shape[0], shape[1], false),
-            _ => return Err(Error::Input(format!(
+            _ => {
+                return Err(Error::Input(format!(
                 "input: expected 3 dimensions {} (or 2 for an unbatched sequence), got shape {}",
                 if c.batch_first {
                     "(batch, seq, input_size)"
@@ -298,7 +299,8 @@ impl<T: Real> Rnn<T> {
                     "(seq, batch, input_size)"
                 },
                 fmt_shape(shape)
-            ))),
+            )))
+            }
         };
         let i = *shape.last().unwrap();
         if i != c.input_size {
@@ -535,7 +537,7 @@ impl<T: Real> Rnn<T> {
         let mut hn = vec![T::ZERO; nl * nd * b * hout];
         let mut cn = vec![T::ZERO; if lstm { nl * nd * b * h } else { 0 }];
         let mut tapes = Vec::new();
-        for l in 0..nl {
+        for (l, layer_mask) in masks.iter_mut().enumerate() {
             let d = self.dims(l);
             let mut y = vec![T::ZERO; t * b * width];
             let mut dirs = Vec::with_capacity(nd);
@@ -575,7 +577,7 @@ impl<T: Real> Rnn<T> {
                 }
                 dirs.push(s);
             }
-            let mask = masks[l].take();
+            let mask = layer_mask.take();
             let mut next = y;
             if let Some(m) = &mask {
                 for (v, &mv) in next.iter_mut().zip(m) {

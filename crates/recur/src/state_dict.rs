@@ -432,12 +432,47 @@ fn infer_config(
     let w_ih = shape_of(file, &sfx("weight_ih", 0, false), 2)?;
     let w_hh = shape_of(file, &sfx("weight_hh", 0, false), 2)?;
     let hr_name = sfx("weight_hr", 0, false);
-    let (hidden, proj) = if file.contains(&hr_name) && naming == Naming::Layer {
-        let w_hr = shape_of(file, &hr_name, 2)?;
-        (w_hr[1], w_hr[0])
+    // A projected LSTM has `weight_hr_l*` tensors: then weight_hh is (4H, P). Any of them
+    // tells (so a missing or mis-shaped weight_hr_l0 is reported by the layout check below,
+    // under its own name).
+    let projection = if naming == Naming::Layer {
+        file.names()
+            .find(|n| {
+                n.strip_prefix(p)
+                    .is_some_and(|r| r.starts_with("weight_hr_l") && !r.contains('.'))
+            })
+            .map(|n| n.to_string())
+    } else {
+        None
+    };
+    let (hidden, proj) = if let Some(hr) = &projection {
+        if w_hh[0] % 4 != 0 || w_hh[0] == 0 {
+            return Err(Error::Weights(format!(
+                "{}: tensor '{hr}' (a projection) is only valid for LSTM weights, but '{}' has shape {}, not (4 * hidden_size, proj_size)",
+                file.source,
+                sfx("weight_hh", 0, false),
+                fmt_shape(w_hh)
+            )));
+        }
+        let (h, pz) = (w_hh[0] / 4, w_hh[1]);
+        if pz >= h {
+            return Err(Error::Weights(format!(
+                "{}: tensor '{}' has shape {}, so proj_size {pz} and hidden_size {h}; proj_size has to be smaller than hidden_size",
+                file.source,
+                sfx("weight_hh", 0, false),
+                fmt_shape(w_hh)
+            )));
+        }
+        (h, pz)
     } else {
         (w_hh[1], 0)
     };
+    if file.contains(&hr_name) && naming == Naming::Cell {
+        return Err(Error::Weights(format!(
+            "{}: tensor '{hr_name}': cells have no projection",
+            file.source
+        )));
+    }
     if hidden == 0 || w_hh[0] % hidden != 0 {
         return Err(Error::Weights(format!(
             "{}: tensor '{}' has shape {}: its rows should be a multiple (1, 3 or 4 gates) of hidden_size {hidden}",
@@ -548,12 +583,11 @@ fn gather_params<T: Real>(
     )))
 }
 
-/// Names that belong to a recurrent module (and so must match the layout when under its prefix).
+/// Names that belong to the recurrent module itself: everything directly under its prefix
+/// (names with a further dot belong to other modules). PyTorch's `load_state_dict(strict=True)`
+/// rejects any of them that is not a parameter.
 fn looks_recurrent(rest: &str) -> bool {
     !rest.contains('.')
-        && ["weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"]
-            .iter()
-            .any(|s| rest.starts_with(s))
 }
 
 /// A one-line PyTorch-style description of a configuration.

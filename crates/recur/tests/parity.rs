@@ -29,6 +29,7 @@ struct Checker {
 }
 
 impl Checker {
+    #[allow(clippy::too_many_arguments)]
     fn check<T: Real>(
         &mut self,
         case: &str,
@@ -267,7 +268,7 @@ fn every_fixture_matches_pytorch() {
     }
     println!("\nparity: {} fixtures {:?}", files.len(), per_module);
     println!(
-        "| cell | precision | quantity | values | max abs error | max rel error (|ref| > 1e-4) |"
+        "| cell | precision | quantity | values | max abs error | max rel error (where abs(ref) > 1e-4) |"
     );
     println!("|---|---|---|---|---|---|");
     for ((mode, prec, kind), s) in &ck.stats {

@@ -1,0 +1,220 @@
+//! `recur bench`: times recur on the benchmark grid of `bench/grid.json` (compiled in), and
+//! prints median/min milliseconds, GFLOP/s and peak memory per row, as a table or JSON lines.
+//! `scripts/bench_torch.py` runs PyTorch on the same grid and prints the ratios.
+
+use clap::Args as ClapArgs;
+use recur::{Dropout, Mode, Rnn, RnnConfig, Stream, Tensor};
+use recur_kernels::alloc;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+const GRID: &str = include_str!("../../../bench/grid.json");
+
+/// Options of `recur bench`.
+#[derive(ClapArgs)]
+pub struct Args {
+    /// Only rows whose `name/cell/mode` contains this text (e.g. `large`, `lstm/train`).
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Threads for the matrix multiplies (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Untimed repetitions before timing.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Timed repetitions (at least).
+    #[arg(long, default_value_t = 20)]
+    pub reps: usize,
+    /// Keep repeating until this many seconds were timed.
+    #[arg(long, default_value_t = 1.0)]
+    pub min_time: f64,
+    /// Print one JSON object per row instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Deserialize, Clone)]
+struct Grid {
+    rows: Vec<Row>,
+}
+
+/// One benchmark configuration (the fields of `bench/grid.json`).
+#[derive(Deserialize, Serialize, Clone)]
+pub struct Row {
+    name: String,
+    cell: String,
+    mode: String,
+    batch: usize,
+    seq: usize,
+    input: usize,
+    hidden: usize,
+    layers: usize,
+    bidirectional: bool,
+    #[serde(default)]
+    streaming: bool,
+}
+
+#[derive(Serialize)]
+struct Record {
+    lib: &'static str,
+    #[serde(flatten)]
+    row: Row,
+    threads: usize,
+    reps: usize,
+    median_ms: f64,
+    min_ms: f64,
+    gflop: f64,
+    gflops_median: f64,
+    gflops_best: f64,
+    peak_mb: f64,
+}
+
+/// 2·M·N·K per matrix product, gate arithmetic not counted; train = 3 × forward (the FLOP
+/// model of the PyTorch baseline script).
+fn forward_flops(r: &Row, mode: Mode) -> f64 {
+    let g = mode.gates() as f64;
+    let d = if r.bidirectional { 2.0 } else { 1.0 };
+    let mut total = 0.0;
+    for l in 0..r.layers {
+        let f = if l == 0 {
+            r.input as f64
+        } else {
+            r.hidden as f64 * d
+        };
+        total += d * 2.0 * (r.batch * r.seq) as f64 * g * r.hidden as f64 * (f + r.hidden as f64);
+    }
+    total
+}
+
+fn time_it(a: &Args, mut f: impl FnMut()) -> (Vec<f64>, f64) {
+    for _ in 0..a.warmup {
+        f();
+    }
+    alloc::reset_peak();
+    let base = alloc::current_bytes();
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < a.reps || start.elapsed().as_secs_f64() < a.min_time {
+        let t0 = Instant::now();
+        f();
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    let peak = (alloc::peak_bytes().saturating_sub(base)) as f64 / 1e6;
+    (times, peak)
+}
+
+fn run_row(a: &Args, r: &Row) -> Result<Record, String> {
+    let mode: Mode = r.cell.parse().map_err(|e: recur::Error| e.to_string())?;
+    let cfg = RnnConfig::new(mode, r.input, r.hidden)
+        .num_layers(r.layers)
+        .bidirectional(r.bidirectional)
+        .batch_first(true);
+    let rnn: Rnn<f32> = Rnn::new(cfg, 0).map_err(|e| e.to_string())?;
+    let x: Vec<f32> = (0..r.batch * r.seq * r.input)
+        .map(|i| ((i as f32) * 0.618).sin())
+        .collect();
+    let (times, peak) = if r.streaming {
+        let mut s = Stream::new(&rnn, r.batch).map_err(|e| e.to_string())?;
+        let xs = &x[..r.batch * r.input];
+        time_it(a, || {
+            s.step(xs).expect("step");
+        })
+    } else {
+        let xt = Tensor::new(&[r.batch, r.seq, r.input], x).map_err(|e| e.to_string())?;
+        match r.mode.as_str() {
+            "infer" => time_it(a, || {
+                rnn.forward(&xt, None, None).expect("forward");
+            }),
+            "train" => {
+                let mut grads = rnn.zeros_like_params();
+                let d = if r.bidirectional { 2 } else { 1 };
+                let gy = Tensor::new(
+                    &[r.batch, r.seq, d * r.hidden],
+                    vec![1.0f32; r.batch * r.seq * d * r.hidden],
+                )
+                .unwrap();
+                let gh = Tensor::new(
+                    &[r.layers * d, r.batch, r.hidden],
+                    vec![1.0f32; r.layers * d * r.batch * r.hidden],
+                )
+                .unwrap();
+                time_it(a, || {
+                    grads.fill(0.0);
+                    let (_, tape) = rnn
+                        .forward_train(&xt, None, None, Dropout::Off)
+                        .expect("forward");
+                    rnn.backward(&tape, Some(&gy), Some(&gh), None, &mut grads)
+                        .expect("backward");
+                })
+            }
+            m => {
+                return Err(format!(
+                    "bench/grid.json: unknown mode '{m}' (infer or train)"
+                ))
+            }
+        }
+    };
+    let mut sorted = times.clone();
+    sorted.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    let median = sorted[sorted.len() / 2];
+    let min = sorted[0];
+    let flops = forward_flops(r, mode) * if r.mode == "train" { 3.0 } else { 1.0 };
+    Ok(Record {
+        lib: "recur",
+        row: r.clone(),
+        threads: recur::num_threads(),
+        reps: times.len(),
+        median_ms: median,
+        min_ms: min,
+        gflop: flops / 1e9,
+        gflops_median: flops / (median * 1e-3) / 1e9,
+        gflops_best: flops / (min * 1e-3) / 1e9,
+        peak_mb: peak,
+    })
+}
+
+pub fn run(a: Args) -> Result<(), String> {
+    let grid: Grid = serde_json::from_str(GRID).map_err(|e| format!("bench/grid.json: {e}"))?;
+    recur::set_num_threads(a.threads);
+    let rows: Vec<&Row> = grid
+        .rows
+        .iter()
+        .filter(|r| {
+            a.filter
+                .as_ref()
+                .is_none_or(|f| format!("{}/{}/{}", r.name, r.cell, r.mode).contains(f.as_str()))
+        })
+        .collect();
+    if rows.is_empty() {
+        return Err(format!(
+            "no benchmark row matches '{}'",
+            a.filter.as_deref().unwrap_or("")
+        ));
+    }
+    if !a.json {
+        println!(
+            "{:<14} {:<9} {:<6} {:>3} {:>10} {:>10} {:>9} {:>9} {:>9}",
+            "row", "cell", "mode", "thr", "median ms", "min ms", "GFLOP", "GFLOP/s", "peak MB"
+        );
+    }
+    for r in rows {
+        let rec = run_row(&a, r)?;
+        if a.json {
+            println!("{}", serde_json::to_string(&rec).unwrap());
+        } else {
+            println!(
+                "{:<14} {:<9} {:<6} {:>3} {:>10.3} {:>10.3} {:>9.4} {:>9.1} {:>9.1}",
+                r.name,
+                r.cell,
+                r.mode,
+                rec.threads,
+                rec.median_ms,
+                rec.min_ms,
+                rec.gflop,
+                rec.gflops_median,
+                rec.peak_mb
+            );
+        }
+    }
+    Ok(())
+}
