@@ -16,6 +16,9 @@ pub struct Args {
     /// Only rows whose `name/cell/mode` contains this text (e.g. `large`, `lstm/train`).
     #[arg(long)]
     pub filter: Option<String>,
+    /// Only the row `name/cell/mode` exactly (e.g. `large/lstm/train`).
+    #[arg(long)]
+    pub row: Option<String>,
     /// Threads for the matrix multiplies (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -66,7 +69,11 @@ struct Record {
     gflop: f64,
     gflops_median: f64,
     gflops_best: f64,
+    /// Peak bytes allocated during the timed iterations, above what was allocated before them.
     peak_mb: f64,
+    /// Growth of the process's resident-set high-water mark (VmHWM) from before the first
+    /// iteration to the end: measured the same way for PyTorch by scripts/bench_torch.py.
+    rss_delta_mb: f64,
 }
 
 /// 2·M·N·K per matrix product, gate arithmetic not counted; train = 3 × forward (the FLOP
@@ -86,7 +93,22 @@ fn forward_flops(r: &Row, mode: Mode) -> f64 {
     total
 }
 
-fn time_it(a: &Args, mut f: impl FnMut()) -> (Vec<f64>, f64) {
+/// The resident-set high-water mark of this process, in MB (0 where /proc is not available).
+fn vm_hwm_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn time_it(a: &Args, mut f: impl FnMut()) -> (Vec<f64>, f64, f64) {
+    let hwm0 = vm_hwm_mb();
     for _ in 0..a.warmup {
         f();
     }
@@ -100,7 +122,7 @@ fn time_it(a: &Args, mut f: impl FnMut()) -> (Vec<f64>, f64) {
         times.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     let peak = (alloc::peak_bytes().saturating_sub(base)) as f64 / 1e6;
-    (times, peak)
+    (times, peak, vm_hwm_mb() - hwm0)
 }
 
 fn run_row(a: &Args, r: &Row) -> Result<Record, String> {
@@ -113,7 +135,7 @@ fn run_row(a: &Args, r: &Row) -> Result<Record, String> {
     let x: Vec<f32> = (0..r.batch * r.seq * r.input)
         .map(|i| ((i as f32) * 0.618).sin())
         .collect();
-    let (times, peak) = if r.streaming {
+    let (times, peak, rss) = if r.streaming {
         let mut s = Stream::new(&rnn, r.batch).map_err(|e| e.to_string())?;
         let xs = &x[..r.batch * r.input];
         time_it(a, || {
@@ -170,6 +192,7 @@ fn run_row(a: &Args, r: &Row) -> Result<Record, String> {
         gflops_median: flops / (median * 1e-3) / 1e9,
         gflops_best: flops / (min * 1e-3) / 1e9,
         peak_mb: peak,
+        rss_delta_mb: rss,
     })
 }
 
@@ -180,9 +203,9 @@ pub fn run(a: Args) -> Result<(), String> {
         .rows
         .iter()
         .filter(|r| {
-            a.filter
-                .as_ref()
-                .is_none_or(|f| format!("{}/{}/{}", r.name, r.cell, r.mode).contains(f.as_str()))
+            let id = format!("{}/{}/{}", r.name, r.cell, r.mode);
+            a.filter.as_ref().is_none_or(|f| id.contains(f.as_str()))
+                && a.row.as_ref().is_none_or(|x| *x == id)
         })
         .collect();
     if rows.is_empty() {

@@ -119,7 +119,13 @@ pub enum Par {
     Seq,
     /// On up to [`crate::num_threads`] threads (the multiplies hoisted out of the time loop).
     Threads,
+    /// [`Par::Threads`] when the product is large enough to pay for waking the other threads
+    /// (m·n·k ≥ [`AUTO_THREADS_MIN`]), else [`Par::Seq`]: the per-time-step multiplies.
+    Auto,
 }
+
+/// The size (m·n·k multiply-adds) from which [`Par::Auto`] uses several threads.
+pub const AUTO_THREADS_MIN: usize = 1 << 21;
 
 fn check<T>(c: &MatMut<'_, T>, a: &MatRef<'_, T>, b: &MatRef<'_, T>) {
     assert!(
@@ -163,8 +169,12 @@ pub fn matmul<T: Real>(
         }
         return;
     }
+    let threads = crate::num_threads();
     let parallelism = match par {
-        Par::Threads if crate::num_threads() > 1 => gemm::Parallelism::Rayon(crate::num_threads()),
+        Par::Threads if threads > 1 => gemm::Parallelism::Rayon(threads),
+        Par::Auto if threads > 1 && c.rows * c.cols * a.cols >= AUTO_THREADS_MIN => {
+            gemm::Parallelism::Rayon(threads)
+        }
         _ => gemm::Parallelism::None,
     };
     // SAFETY: `check` proved that every (i, j) index of the three views, with the given strides,

@@ -12,8 +12,13 @@
 
 pub mod alloc;
 pub mod cells;
+pub mod cpu;
 pub mod gemm;
+pub mod packed;
+pub mod pool;
 mod real;
+#[cfg(target_arch = "x86_64")]
+mod simd;
 
 pub use real::Real;
 
@@ -29,9 +34,18 @@ pub fn set_num_threads(n: usize) {
 /// The number of threads the large matrix multiplies use.
 pub fn num_threads() -> usize {
     match NUM_THREADS.load(Ordering::Relaxed) {
-        0 => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
+        0 => available_cores(),
         n => n,
     }
+}
+
+/// The cores this process may use, asked once (the query reads cgroup files, far too slow to
+/// repeat for every matrix product).
+fn available_cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
 }

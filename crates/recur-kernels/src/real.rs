@@ -40,6 +40,8 @@ pub trait Real:
     fn sqrt(self) -> Self;
     /// Neither NaN nor infinite.
     fn is_finite(self) -> bool;
+    /// The free list of reusable buffers of this type.
+    fn pool() -> &'static crate::pool::Pool<Self>;
     /// The logistic sigmoid 1 / (1 + e^-x).
     #[inline]
     fn sigmoid(self) -> Self {
@@ -89,6 +91,10 @@ macro_rules! impl_real {
             #[inline]
             fn is_finite(self) -> bool {
                 <$t>::is_finite(self)
+            }
+            fn pool() -> &'static crate::pool::Pool<Self> {
+                static POOL: crate::pool::Pool<$t> = crate::pool::Pool::new();
+                &POOL
             }
         }
     };

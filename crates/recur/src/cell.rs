@@ -26,7 +26,7 @@ pub struct Cell<T = f32> {
 
 /// What a cell's training forward pass keeps for [`Cell::backward`].
 #[derive(Clone, Debug)]
-pub struct CellTape<T> {
+pub struct CellTape<T: Real> {
     tape: Tape<T>,
     unbatched: bool,
 }

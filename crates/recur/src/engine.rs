@@ -22,6 +22,8 @@
 use crate::config::Mode;
 use recur_kernels::cells;
 use recur_kernels::gemm::{matmul, MatMut, MatRef, Par};
+use recur_kernels::packed::PackedB;
+use recur_kernels::pool::Buf;
 use recur_kernels::Real;
 
 /// Sizes of one (layer, direction).
@@ -46,26 +48,108 @@ impl Dims {
     }
 }
 
-/// How many sequences run at each step (lengths sorted in decreasing order).
+/// One group of rows: a sub-batch whose time loop runs on its own thread.
+#[derive(Clone, Debug)]
+pub(crate) struct Group {
+    /// First internal batch position of the group.
+    pub off: usize,
+    /// Number of rows.
+    pub b: usize,
+    /// (T): how many of the group's rows still run at step t (they are sorted by length).
+    pub batch_sizes: Vec<usize>,
+}
+
+/// The internal order of a batch: sorted by decreasing length, then dealt round-robin into
+/// groups (so that every group gets long and short sequences alike). Buffers of shape
+/// (T, B, ·) are stored group after group: group g's rows are one contiguous (T, b_g, ·) block.
 #[derive(Clone, Debug)]
 pub(crate) struct Plan {
     pub t: usize,
     pub b: usize,
-    /// (T): the number of sequences whose length exceeds t.
-    pub batch_sizes: Vec<usize>,
+    pub groups: Vec<Group>,
+    /// internal position p → (group, row within the group)
+    pos: Vec<(usize, usize)>,
 }
 
 impl Plan {
-    /// `sorted_lengths` must be in decreasing order, each in 1..=t.
-    pub fn new(t: usize, sorted_lengths: &[usize]) -> Plan {
-        let batch_sizes = (0..t)
-            .map(|s| sorted_lengths.iter().filter(|&&l| l > s).count())
-            .collect();
-        Plan {
-            t,
-            b: sorted_lengths.len(),
-            batch_sizes,
+    /// `sorted_lengths` in decreasing order, each in 1..=t; `n_groups` ≥ 1.
+    pub fn new(t: usize, sorted_lengths: &[usize], n_groups: usize) -> Plan {
+        let b = sorted_lengths.len();
+        let ng = n_groups.clamp(1, b.max(1));
+        let mut groups = Vec::with_capacity(ng);
+        let mut off = 0;
+        for g in 0..ng {
+            // Sorted positions g, g + ng, g + 2ng, ... belong to group g.
+            let lens: Vec<usize> = sorted_lengths.iter().skip(g).step_by(ng).copied().collect();
+            let batch_sizes = (0..t)
+                .map(|s| lens.iter().filter(|&&l| l > s).count())
+                .collect();
+            groups.push(Group {
+                off,
+                b: lens.len(),
+                batch_sizes,
+            });
+            off += lens.len();
         }
+        let mut pos = vec![(0, 0); b];
+        for (g, gr) in groups.iter().enumerate() {
+            for r in 0..gr.b {
+                pos[gr.off + r] = (g, r);
+            }
+        }
+        Plan { t, b, groups, pos }
+    }
+    /// The position in decreasing-length order of internal position p.
+    pub fn sorted_pos(&self, p: usize) -> usize {
+        let (g, r) = self.pos[p];
+        r * self.groups.len() + g
+    }
+    /// Row of (time t, internal position p) in a (T·B, ·) buffer.
+    pub fn row(&self, t: usize, p: usize) -> usize {
+        let (g, r) = self.pos[p];
+        let gr = &self.groups[g];
+        gr.off * self.t + t * gr.b + r
+    }
+}
+
+/// Splits `buf` into one chunk per group, of `b_g · per_row` elements each (empty chunks for an
+/// empty, unused buffer).
+fn group_chunks<'a, T>(mut buf: &'a mut [T], plan: &Plan, per_row: usize) -> Vec<&'a mut [T]> {
+    let mut out = Vec::with_capacity(plan.groups.len());
+    if buf.is_empty() {
+        out.resize_with(plan.groups.len(), || &mut [][..]);
+        return out;
+    }
+    for g in &plan.groups {
+        let (a, rest) = std::mem::take(&mut buf).split_at_mut(g.b * per_row);
+        out.push(a);
+        buf = rest;
+    }
+    out
+}
+
+/// [`group_chunks`] for a read-only buffer.
+fn group_chunks_ref<'a, T>(mut buf: &'a [T], plan: &Plan, per_row: usize) -> Vec<&'a [T]> {
+    let mut out = Vec::with_capacity(plan.groups.len());
+    if buf.is_empty() {
+        out.resize(plan.groups.len(), &[][..]);
+        return out;
+    }
+    for g in &plan.groups {
+        let (a, rest) = buf.split_at(g.b * per_row);
+        out.push(a);
+        buf = rest;
+    }
+    out
+}
+
+/// Runs `f` on every item, on separate threads when there is more than one.
+fn for_each_group<I: Send>(items: Vec<I>, f: impl Fn(I) + Sync + Send) {
+    use rayon::prelude::*;
+    if items.len() > 1 {
+        items.into_par_iter().for_each(f);
+    } else {
+        items.into_iter().for_each(f);
     }
 }
 
@@ -83,6 +167,27 @@ pub(crate) struct DirParams<'a, T> {
     pub w_hr: Option<&'a [T]>,
 }
 
+/// The recurrent weights of one (layer, direction) packed for the per-step products of the
+/// forward pass: `W_hhᵀ` (H_out, G·H) and, for a projected LSTM, `W_hrᵀ` (H, P).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct StepWeights<T> {
+    pub hh_t: PackedB<T>,
+    pub hr_t: Option<PackedB<T>>,
+}
+
+impl<T: Real> StepWeights<T> {
+    pub fn new(d: &Dims, p: &DirParams<'_, T>) -> StepWeights<T> {
+        let mut hh_t = PackedB::new();
+        hh_t.pack(MatRef::new(p.w_hh, d.gh(), d.hout).t());
+        let hr_t = p.w_hr.map(|w| {
+            let mut pb = PackedB::new();
+            pb.pack(MatRef::new(w, d.hout, d.h).t());
+            pb
+        });
+        StepWeights { hh_t, hr_t }
+    }
+}
+
 /// The gradients of one (layer, direction), as slices of the flat gradient buffer.
 pub(crate) struct DirGrads<'a, T> {
     pub w_ih: &'a mut [T],
@@ -94,19 +199,19 @@ pub(crate) struct DirGrads<'a, T> {
 
 /// What the forward pass of one (layer, direction) keeps for the backward pass.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct DirState<T> {
+pub(crate) struct DirState<T: Real> {
     /// (T, B, G·H): LSTM `[i f g o]`, GRU `[r z n]` after activation; RNN pre-activations.
-    pub gates: Vec<T>,
+    pub gates: Buf<T>,
     /// (T+1, B, H_out): states, in time order (see the module docs).
-    pub hs: Vec<T>,
+    pub hs: Buf<T>,
     /// LSTM: (T+1, B, H) cell states, same order as `hs`.
-    pub cs: Vec<T>,
+    pub cs: Buf<T>,
     /// LSTM with projection: (T, B, H), `o * tanh(c)` before the projection.
-    pub ms: Vec<T>,
+    pub ms: Buf<T>,
     /// GRU: (T, B, H), `W_hn h + b_hn`.
-    pub hn: Vec<T>,
+    pub hn: Buf<T>,
     /// GRU scratch: (B, 3H), `h W_hhᵀ`.
-    pub scratch: Vec<T>,
+    pub scratch: Buf<T>,
 }
 
 impl<T: Real> DirState<T> {
@@ -115,27 +220,28 @@ impl<T: Real> DirState<T> {
         let lstm = d.mode == Mode::Lstm;
         let gru = d.mode == Mode::Gru;
         DirState {
-            gates: vec![T::ZERO; t * b * d.gh()],
-            hs: vec![T::ZERO; (t + 1) * b * d.hout],
+            gates: Buf::any(t * b * d.gh()),
+            hs: Buf::any((t + 1) * b * d.hout),
             cs: if lstm {
-                vec![T::ZERO; (t + 1) * b * d.h]
+                Buf::any((t + 1) * b * d.h)
             } else {
-                vec![]
+                Buf::empty()
             },
+            // rows not running at a step are never written, and dW_hr reads them (times 0)
             ms: if lstm && d.proj() {
-                vec![T::ZERO; t * b * d.h]
+                Buf::zeroed(t * b * d.h)
             } else {
-                vec![]
+                Buf::empty()
             },
             hn: if gru {
-                vec![T::ZERO; t * b * d.h]
+                Buf::any(t * b * d.h)
             } else {
-                vec![]
+                Buf::empty()
             },
             scratch: if gru {
-                vec![T::ZERO; b * d.gh()]
+                Buf::any(b * d.gh())
             } else {
-                vec![]
+                Buf::empty()
             },
         }
     }
@@ -184,10 +290,13 @@ pub(crate) fn add_biases<T: Real>(d: &Dims, p: &DirParams<'_, T>, g: &mut [T], r
 /// One time step for rows 0..n. `gates` (n, G·H) holds `x W_ihᵀ` plus the biases of
 /// [`add_biases`]; on return it holds what the backward pass needs. `m` (n, H) is used by a
 /// projected LSTM, `hn` (n, H) and `gh` (n, 3H) by the GRU; pass empty slices otherwise.
+/// `threads`: the products may be split across threads (false when each thread already runs
+/// its own group of rows).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn step<T: Real>(
     d: &Dims,
     p: &DirParams<'_, T>,
+    w: &StepWeights<T>,
     n: usize,
     gates: &mut [T],
     h_prev: &[T],
@@ -197,33 +306,28 @@ pub(crate) fn step<T: Real>(
     m: &mut [T],
     hn: &mut [T],
     gh: &mut [T],
+    threads: bool,
 ) {
     let (h, hout, g) = (d.h, d.hout, d.gh());
-    let hp = MatRef::new(h_prev, n, hout);
-    let w_hh_t = MatRef::new(p.w_hh, g, hout).t();
     match d.mode {
         Mode::Lstm => {
-            matmul(MatMut::new(gates, n, g), hp, w_hh_t, true, Par::Seq);
-            if let Some(w_hr) = p.w_hr {
+            // gates (n, 4H) += h_prev (n, H_out) · W_hhᵀ
+            w.hh_t.matmul_with(n, h_prev, hout, gates, g, true, threads);
+            if let Some(hr_t) = &w.hr_t {
                 cells::lstm_forward(n, h, gates, c_prev, c_new, m);
-                let w_hr_t = MatRef::new(w_hr, hout, h).t();
-                matmul(
-                    MatMut::new(h_new, n, hout),
-                    MatRef::new(m, n, h),
-                    w_hr_t,
-                    false,
-                    Par::Seq,
-                );
+                // h_new (n, P) = m (n, H) · W_hrᵀ
+                hr_t.matmul_with(n, m, h, h_new, hout, false, threads);
             } else {
                 cells::lstm_forward(n, h, gates, c_prev, c_new, h_new);
             }
         }
         Mode::Gru => {
-            matmul(MatMut::new(gh, n, g), hp, w_hh_t, false, Par::Seq);
+            // gh (n, 3H) = h_prev · W_hhᵀ
+            w.hh_t.matmul_with(n, h_prev, hout, gh, g, false, threads);
             cells::gru_forward(n, h, gates, gh, p.b_hh, h_prev, hn, h_new);
         }
         Mode::RnnTanh | Mode::RnnRelu => {
-            matmul(MatMut::new(gates, n, g), hp, w_hh_t, true, Par::Seq);
+            w.hh_t.matmul_with(n, h_prev, hout, gates, g, true, threads);
             cells::rnn_forward(
                 &gates[..n * h],
                 &mut h_new[..n * h],
@@ -235,7 +339,8 @@ pub(crate) fn step<T: Real>(
 
 /// Forward pass of one (layer, direction) over the whole sequence.
 ///
-/// `x` (T·B, in) is the layer input, zero at padded positions; `h0` (B, H_out), `c0` (B, H).
+/// `x` (T·B, in) is the layer input in the plan's order, zero at padded positions; `h0`
+/// (B, H_out), `c0` (B, H).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn dir_forward<T: Real>(
     d: &Dims,
@@ -247,8 +352,8 @@ pub(crate) fn dir_forward<T: Real>(
     reverse: bool,
     s: &mut DirState<T>,
 ) {
-    let (tn, b, g, h, hout) = (plan.t, plan.b, d.gh(), d.h, d.hout);
-    let rows = tn * b;
+    let (tn, g, h, hout) = (plan.t, d.gh(), d.h, d.hout);
+    let rows = tn * plan.b;
     // Input projection for every step at once: gates (T·B, G·H) = x (T·B, in) · W_ihᵀ.
     matmul(
         MatMut::new(&mut s.gates, rows, g),
@@ -258,72 +363,132 @@ pub(crate) fn dir_forward<T: Real>(
         Par::Threads,
     );
     add_biases(d, p, &mut s.gates, rows);
+    let sw = StepWeights::new(d, p);
+    let lstm = d.mode == Mode::Lstm;
+    let many = plan.groups.len() > 1;
+    let jobs: Vec<_> = plan
+        .groups
+        .iter()
+        .zip(group_chunks(&mut s.gates, plan, tn * g))
+        .zip(group_chunks(&mut s.hs, plan, (tn + 1) * hout))
+        .zip(group_chunks(&mut s.cs, plan, (tn + 1) * h))
+        .zip(group_chunks(&mut s.ms, plan, tn * h))
+        .zip(group_chunks(&mut s.hn, plan, tn * h))
+        .zip(group_chunks(&mut s.scratch, plan, g))
+        .map(|((((((gr, gates), hs), cs), ms), hn), scratch)| GroupFwd {
+            gr,
+            gates,
+            hs,
+            cs,
+            ms,
+            hn,
+            scratch,
+        })
+        .collect();
+    for_each_group(jobs, |j: GroupFwd<'_, T>| {
+        let h0g = &h0[j.gr.off * hout..(j.gr.off + j.gr.b) * hout];
+        let c0g: &[T] = if lstm {
+            &c0[j.gr.off * h..(j.gr.off + j.gr.b) * h]
+        } else {
+            &[]
+        };
+        group_forward(d, p, &sw, tn, j, h0g, c0g, reverse, !many);
+    });
+}
+
+/// The buffers of one group, for [`group_forward`].
+struct GroupFwd<'a, T> {
+    gr: &'a Group,
+    /// (T, b, G·H)
+    gates: &'a mut [T],
+    /// (T+1, b, H_out)
+    hs: &'a mut [T],
+    /// LSTM: (T+1, b, H)
+    cs: &'a mut [T],
+    /// projected LSTM: (T, b, H)
+    ms: &'a mut [T],
+    /// GRU: (T, b, H)
+    hn: &'a mut [T],
+    /// GRU: (b, 3H)
+    scratch: &'a mut [T],
+}
+
+/// The time loop of one group (a sub-batch of `j.gr.b` rows).
+#[allow(clippy::too_many_arguments)]
+fn group_forward<T: Real>(
+    d: &Dims,
+    p: &DirParams<'_, T>,
+    sw: &StepWeights<T>,
+    tn: usize,
+    j: GroupFwd<'_, T>,
+    h0: &[T],
+    c0: &[T],
+    reverse: bool,
+    threads: bool,
+) {
+    let (b, g, h, hout) = (j.gr.b, d.gh(), d.h, d.hout);
     let init = if reverse { tn } else { 0 };
-    s.hs[init * b * hout..(init + 1) * b * hout].copy_from_slice(h0);
+    j.hs[init * b * hout..(init + 1) * b * hout].copy_from_slice(h0);
     let lstm = d.mode == Mode::Lstm;
     if lstm {
-        s.cs[init * b * h..(init + 1) * b * h].copy_from_slice(c0);
+        j.cs[init * b * h..(init + 1) * b * h].copy_from_slice(c0);
     }
-    let mut empty: [T; 0] = [];
     for k in 0..tn {
         let t = if reverse { tn - 1 - k } else { k };
-        let n = plan.batch_sizes[t];
+        let n = j.gr.batch_sizes[t];
         let (prev, new) = if reverse { (t + 1, t) } else { (t, t + 1) };
-        let (hp, hnw) = two_slots(&mut s.hs, prev, new, b * hout);
+        let (hp, hnw) = two_slots(j.hs, prev, new, b * hout);
         hnw[n * hout..].copy_from_slice(&hp[n * hout..]);
         let (cp, cnw): (&[T], &mut [T]) = if lstm {
-            let (cp, cnw) = two_slots(&mut s.cs, prev, new, b * h);
+            let (cp, cnw) = two_slots(j.cs, prev, new, b * h);
             cnw[n * h..].copy_from_slice(&cp[n * h..]);
             (cp, cnw)
         } else {
             (&[], &mut [])
         };
-        let m: &mut [T] = if s.ms.is_empty() {
-            &mut empty
-        } else {
-            &mut s.ms[t * b * h..(t + 1) * b * h]
-        };
-        let hn: &mut [T] = if s.hn.is_empty() {
+        let m: &mut [T] = if j.ms.is_empty() {
             &mut []
         } else {
-            &mut s.hn[t * b * h..(t + 1) * b * h]
+            &mut j.ms[t * b * h..(t + 1) * b * h]
+        };
+        let hn: &mut [T] = if j.hn.is_empty() {
+            &mut []
+        } else {
+            &mut j.hn[t * b * h..(t + 1) * b * h]
         };
         step(
             d,
             p,
+            sw,
             n,
-            &mut s.gates[t * b * g..(t + 1) * b * g],
+            &mut j.gates[t * b * g..(t + 1) * b * g],
             hp,
             hnw,
             cp,
             cnw,
             m,
             hn,
-            &mut s.scratch,
+            j.scratch,
+            threads,
         );
     }
 }
 
 /// Scratch space of the backward pass of one (layer, direction), sized once per call.
 #[derive(Debug, Default)]
-pub(crate) struct BwdWork<T> {
+pub(crate) struct BwdWork<T: Real> {
     /// (T, B, G·H): gradient of the input-side pre-activations.
-    dg: Vec<T>,
+    dg: Buf<T>,
     /// GRU: (T, B, 3H): gradient of the hidden-side pre-activations `h W_hhᵀ + b_hh`.
-    dgh: Vec<T>,
+    dgh: Buf<T>,
     /// LSTM with projection: (T, B, P): gradient of h at every step, for `dW_hr`.
-    dhs: Vec<T>,
-    /// (B, H_out): gradient of the running h.
-    dh: Vec<T>,
-    /// LSTM: (B, H): gradient of the running c.
-    dc: Vec<T>,
+    dhs: Buf<T>,
     /// LSTM with projection: (B, H): gradient of m.
-    dm: Vec<T>,
-    /// (H_out, G·H): W_hh transposed once per call, so that the per-step product
-    /// `dG W_hh = dG (W_hhᵀ)ᵀ` reads it with the same layout as the forward pass.
-    w_hh_t: Vec<T>,
-    /// LSTM with projection: (H, P): W_hr transposed once per call.
-    w_hr_t: Vec<T>,
+    dm: Buf<T>,
+    /// W_hh (G·H, H_out) packed once per call for the per-step `dG W_hh`.
+    hh: PackedB<T>,
+    /// LSTM with projection: W_hr (P, H) packed once per call for the per-step `dh W_hr`.
+    hr: PackedB<T>,
 }
 
 impl<T: Real> BwdWork<T> {
@@ -331,29 +496,23 @@ impl<T: Real> BwdWork<T> {
         let (t, b) = (plan.t, plan.b);
         let lstm = d.mode == Mode::Lstm;
         BwdWork {
-            dg: vec![T::ZERO; t * b * d.gh()],
+            dg: Buf::any(t * b * d.gh()),
             dgh: if d.mode == Mode::Gru {
-                vec![T::ZERO; t * b * d.gh()]
+                Buf::any(t * b * d.gh())
             } else {
-                vec![]
+                Buf::empty()
             },
             dhs: if lstm && d.proj() {
-                vec![T::ZERO; t * b * d.hout]
+                Buf::any(t * b * d.hout)
             } else {
-                vec![]
+                Buf::empty()
             },
-            w_hh_t: vec![T::ZERO; d.hout * d.gh()],
-            w_hr_t: if lstm && d.proj() {
-                vec![T::ZERO; d.h * d.hout]
-            } else {
-                vec![]
-            },
-            dh: vec![T::ZERO; b * d.hout],
-            dc: if lstm { vec![T::ZERO; b * d.h] } else { vec![] },
+            hh: PackedB::new(),
+            hr: PackedB::new(),
             dm: if lstm && d.proj() {
-                vec![T::ZERO; b * d.h]
+                Buf::any(b * d.h)
             } else {
-                vec![]
+                Buf::empty()
             },
         }
     }
@@ -387,103 +546,85 @@ pub(crate) fn dir_backward<T: Real>(
     dc0: &mut [T],
     w: &mut BwdWork<T>,
 ) {
-    let (tn, b, g, h, hout) = (plan.t, plan.b, d.gh(), d.h, d.hout);
-    let rows = tn * b;
+    let (tn, g, h, hout) = (plan.t, d.gh(), d.h, d.hout);
+    let rows = tn * plan.b;
+    let lstm = d.mode == Mode::Lstm;
     match dh_n {
-        Some(v) => w.dh.copy_from_slice(v),
-        None => w.dh.fill(T::ZERO),
+        Some(v) => dh0.copy_from_slice(v),
+        None => dh0.fill(T::ZERO),
     }
-    if d.mode == Mode::Lstm {
+    if lstm {
         match dc_n {
-            Some(v) => w.dc.copy_from_slice(v),
-            None => w.dc.fill(T::ZERO),
+            Some(v) => dc0.copy_from_slice(v),
+            None => dc0.fill(T::ZERO),
         }
     }
-    transpose(p.w_hh, g, hout, &mut w.w_hh_t);
-    let w_hh = MatRef::new(&w.w_hh_t[..], hout, g).t();
+    w.hh.pack(MatRef::new(p.w_hh, g, hout));
     if let Some(w_hr) = p.w_hr {
-        transpose(w_hr, hout, h, &mut w.w_hr_t);
+        w.hr.pack(MatRef::new(w_hr, hout, h));
     }
-    let w_hr = MatRef::new(&w.w_hr_t[..], h, hout).t();
-    for k in 0..tn {
-        let t = if reverse { k } else { tn - 1 - k };
-        let n = plan.batch_sizes[t];
-        let (prev, new) = if reverse { (t + 1, t) } else { (t, t + 1) };
-        if let Some(dy) = &dy {
-            for r in 0..n {
-                let src = &dy.data[(t * b + r) * dy.ld + dy.col..][..hout];
-                for (a, &v) in w.dh[r * hout..(r + 1) * hout].iter_mut().zip(src) {
-                    *a += v;
-                }
-            }
-        }
-        let dgt = &mut w.dg[t * b * g..(t + 1) * b * g];
-        dgt[n * g..].fill(T::ZERO);
-        let gates = &s.gates[t * b * g..(t + 1) * b * g];
-        match d.mode {
-            Mode::Lstm => {
-                let cp = &s.cs[prev * b * h..(prev + 1) * b * h];
-                let cn = &s.cs[new * b * h..(new + 1) * b * h];
-                if p.w_hr.is_some() {
-                    let dhs = &mut w.dhs[t * b * hout..(t + 1) * b * hout];
-                    dhs[..n * hout].copy_from_slice(&w.dh[..n * hout]);
-                    dhs[n * hout..].fill(T::ZERO);
-                    matmul(
-                        MatMut::new(&mut w.dm, n, h),
-                        MatRef::new(&w.dh, n, hout),
-                        w_hr,
-                        false,
-                        Par::Seq,
-                    );
-                    cells::lstm_backward(n, h, gates, cp, cn, &w.dm, &mut w.dc, dgt);
-                } else {
-                    cells::lstm_backward(n, h, gates, cp, cn, &w.dh, &mut w.dc, dgt);
-                }
-                matmul(
-                    MatMut::new(&mut w.dh, n, hout),
-                    MatRef::new(dgt, n, g),
-                    w_hh,
-                    false,
-                    Par::Seq,
-                );
-            }
-            Mode::Gru => {
-                let dght = &mut w.dgh[t * b * g..(t + 1) * b * g];
-                dght[n * g..].fill(T::ZERO);
-                let hp = &s.hs[prev * b * hout..(prev + 1) * b * hout];
-                let hn = &s.hn[t * b * h..(t + 1) * b * h];
-                cells::gru_backward(n, h, gates, hn, hp, &mut w.dh, dgt, dght);
-                matmul(
-                    MatMut::new(&mut w.dh, n, hout),
-                    MatRef::new(dght, n, g),
-                    w_hh,
-                    true,
-                    Par::Seq,
-                );
-            }
-            Mode::RnnTanh | Mode::RnnRelu => {
-                let hnw = &s.hs[new * b * hout..(new + 1) * b * hout];
-                cells::rnn_backward(
-                    &hnw[..n * h],
-                    &w.dh[..n * h],
-                    &mut dgt[..n * h],
-                    d.mode == Mode::RnnRelu,
-                );
-                matmul(
-                    MatMut::new(&mut w.dh, n, hout),
-                    MatRef::new(dgt, n, g),
-                    w_hh,
-                    false,
-                    Par::Seq,
-                );
-            }
-        }
+    {
+        let many = plan.groups.len() > 1;
+        let BwdWork {
+            dg,
+            dgh,
+            dhs,
+            dm,
+            hh,
+            hr,
+        } = w;
+        let (hh, hr) = (&*hh, &*hr);
+        let jobs: Vec<_> = plan
+            .groups
+            .iter()
+            .zip(group_chunks(dg, plan, tn * g))
+            .zip(group_chunks(dgh, plan, tn * g))
+            .zip(group_chunks(dhs, plan, tn * hout))
+            .zip(group_chunks(dm, plan, h))
+            .zip(group_chunks(dh0, plan, hout))
+            .zip(group_chunks(dc0, plan, h))
+            .map(|((((((gr, dg), dgh), dhs), dm), dh), dc)| GroupBwd {
+                gr,
+                dg,
+                dgh,
+                dhs,
+                dm,
+                dh,
+                dc,
+            })
+            .collect();
+        let views: Vec<_> = group_chunks_ref(&s.gates, plan, tn * g)
+            .into_iter()
+            .zip(group_chunks_ref(&s.hs, plan, (tn + 1) * hout))
+            .zip(group_chunks_ref(&s.cs, plan, (tn + 1) * h))
+            .zip(group_chunks_ref(&s.hn, plan, tn * h))
+            .collect();
+        let work: Vec<_> = jobs.into_iter().zip(views).collect();
+        for_each_group(work, |(j, (((gates, hs), cs), hn))| {
+            let dyg = dy.as_ref().map(|v| DyView {
+                data: &v.data[j.gr.off * tn * v.ld..],
+                ld: v.ld,
+                col: v.col,
+            });
+            group_backward(
+                d,
+                hh,
+                hr,
+                p.w_hr.is_some(),
+                tn,
+                reverse,
+                j,
+                gates,
+                hs,
+                cs,
+                hn,
+                dyg,
+                !many,
+            );
+        });
     }
-    dh0.copy_from_slice(&w.dh);
-    if d.mode == Mode::Lstm {
-        dc0.copy_from_slice(&w.dc);
-    }
-    // Everything below is one GEMM (or column sum) over all T·B rows.
+    // Everything below is one GEMM (or column sum) over all T·B rows, except dW_hh: one per
+    // group, since each group's states sit in their own (T+1, b, H_out) block.
     let dg = MatRef::new(&w.dg, rows, g);
     let dgh = if d.mode == Mode::Gru {
         MatRef::new(&w.dgh[..], rows, g)
@@ -498,19 +639,27 @@ pub(crate) fn dir_backward<T: Real>(
         true,
         Par::Threads,
     );
-    // dW_hh (G·H, H_out) += dG_hᵀ · h_prev, h_prev = hs[0..T] or hs[1..T+1]
-    let hprev = if reverse {
-        &s.hs[b * hout..]
-    } else {
-        &s.hs[..rows * hout]
-    };
-    matmul(
-        MatMut::new(gr.w_hh, g, hout),
-        dgh.t(),
-        MatRef::new(hprev, rows, hout),
-        true,
-        Par::Threads,
-    );
+    // dW_hh (G·H, H_out) += dG_hᵀ · h_prev, h_prev = hs[0..T] or hs[1..T+1] of each group
+    for grp in &plan.groups {
+        let hs = &s.hs[grp.off * (tn + 1) * hout..(grp.off + grp.b) * (tn + 1) * hout];
+        let hprev = if reverse {
+            &hs[grp.b * hout..]
+        } else {
+            &hs[..tn * grp.b * hout]
+        };
+        let dgh_g = MatRef::new(
+            &dgh.data[grp.off * tn * g..(grp.off + grp.b) * tn * g],
+            tn * grp.b,
+            g,
+        );
+        matmul(
+            MatMut::new(&mut *gr.w_hh, g, hout),
+            dgh_g.t(),
+            MatRef::new(hprev, tn * grp.b, hout),
+            true,
+            Par::Threads,
+        );
+    }
     if let Some(db) = gr.b_ih {
         col_sum(&w.dg, g, db);
     }
@@ -537,11 +686,93 @@ pub(crate) fn dir_backward<T: Real>(
     );
 }
 
-/// `dst` (cols, rows) = `src` (rows, cols) transposed.
-fn transpose<T: Real>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
-    for r in 0..rows {
-        for c in 0..cols {
-            dst[c * rows + r] = src[r * cols + c];
+/// The backward buffers of one group, for [`group_backward`].
+struct GroupBwd<'a, T> {
+    gr: &'a Group,
+    /// (T, b, G·H)
+    dg: &'a mut [T],
+    /// GRU: (T, b, 3H)
+    dgh: &'a mut [T],
+    /// projected LSTM: (T, b, P)
+    dhs: &'a mut [T],
+    /// projected LSTM: (b, H)
+    dm: &'a mut [T],
+    /// (b, H_out): in: d h_n; running; out: d h0
+    dh: &'a mut [T],
+    /// LSTM: (b, H): in: d c_n; running; out: d c0
+    dc: &'a mut [T],
+}
+
+/// The backward time loop of one group. `gates` (T, b, G·H), `hs` (T+1, b, H_out), `cs`
+/// (T+1, b, H), `hn` (T, b, H) are the group's saved activations.
+#[allow(clippy::too_many_arguments)]
+fn group_backward<T: Real>(
+    d: &Dims,
+    hh: &PackedB<T>,
+    hr: &PackedB<T>,
+    proj: bool,
+    tn: usize,
+    reverse: bool,
+    j: GroupBwd<'_, T>,
+    gates_all: &[T],
+    hs: &[T],
+    cs: &[T],
+    hn_all: &[T],
+    dy: Option<DyView<'_, T>>,
+    threads: bool,
+) {
+    let (b, g, h, hout) = (j.gr.b, d.gh(), d.h, d.hout);
+    for k in 0..tn {
+        let t = if reverse { k } else { tn - 1 - k };
+        let n = j.gr.batch_sizes[t];
+        let (prev, new) = if reverse { (t + 1, t) } else { (t, t + 1) };
+        if let Some(dy) = &dy {
+            for r in 0..n {
+                let src = &dy.data[(t * b + r) * dy.ld + dy.col..][..hout];
+                for (a, &v) in j.dh[r * hout..(r + 1) * hout].iter_mut().zip(src) {
+                    *a += v;
+                }
+            }
+        }
+        let dgt = &mut j.dg[t * b * g..(t + 1) * b * g];
+        dgt[n * g..].fill(T::ZERO);
+        let gates = &gates_all[t * b * g..(t + 1) * b * g];
+        match d.mode {
+            Mode::Lstm => {
+                let cp = &cs[prev * b * h..(prev + 1) * b * h];
+                let cn = &cs[new * b * h..(new + 1) * b * h];
+                if proj {
+                    let dhs = &mut j.dhs[t * b * hout..(t + 1) * b * hout];
+                    dhs[..n * hout].copy_from_slice(&j.dh[..n * hout]);
+                    dhs[n * hout..].fill(T::ZERO);
+                    // dm (n, H) = dh (n, P) · W_hr
+                    hr.matmul_with(n, j.dh, hout, j.dm, h, false, threads);
+                    cells::lstm_backward(n, h, gates, cp, cn, j.dm, j.dc, dgt);
+                } else {
+                    cells::lstm_backward(n, h, gates, cp, cn, j.dh, j.dc, dgt);
+                }
+                // dh_prev (n, H_out) = dG (n, 4H) · W_hh
+                hh.matmul_with(n, dgt, g, j.dh, hout, false, threads);
+            }
+            Mode::Gru => {
+                let dght = &mut j.dgh[t * b * g..(t + 1) * b * g];
+                dght[n * g..].fill(T::ZERO);
+                let hp = &hs[prev * b * hout..(prev + 1) * b * hout];
+                let hn = &hn_all[t * b * h..(t + 1) * b * h];
+                cells::gru_backward(n, h, gates, hn, hp, j.dh, dgt, dght);
+                // dh_prev += dG_h (n, 3H) · W_hh
+                hh.matmul_with(n, dght, g, j.dh, hout, true, threads);
+            }
+            Mode::RnnTanh | Mode::RnnRelu => {
+                let hnw = &hs[new * b * hout..(new + 1) * b * hout];
+                cells::rnn_backward(
+                    &hnw[..n * h],
+                    &j.dh[..n * h],
+                    &mut dgt[..n * h],
+                    d.mode == Mode::RnnRelu,
+                );
+                hh.matmul_with(n, dgt, g, j.dh, hout, false, threads);
+            }
         }
     }
 }

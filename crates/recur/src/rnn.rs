@@ -6,6 +6,7 @@ use crate::error::{fmt_shape, Error, Result};
 use crate::layout::{DirLayout, Naming, ParamLayout};
 use crate::tensor::Tensor;
 use rand::{Rng, RngCore, SeedableRng};
+use recur_kernels::pool::Buf;
 use recur_kernels::Real;
 
 /// A stack of recurrent layers with PyTorch's semantics, parameters and names.
@@ -87,27 +88,27 @@ pub enum Dropout<'a, T> {
 
 /// What a training forward pass keeps for [`Rnn::backward`].
 #[derive(Clone, Debug)]
-pub struct Tape<T> {
+pub struct Tape<T: Real> {
     prep: Prepared,
     layers: Vec<LayerTape<T>>,
 }
 
 #[derive(Clone, Debug)]
-struct LayerTape<T> {
+struct LayerTape<T: Real> {
     /// (T·B, in): the layer input (after dropout), sorted, time-major, zero at padding.
-    input: Vec<T>,
+    input: Buf<T>,
     dirs: Vec<DirState<T>>,
     /// (T·B, D·H_out): the dropout mask applied to this layer's output, if any.
-    mask: Option<Vec<T>>,
+    mask: Option<Buf<T>>,
 }
 
 /// Shapes and batch order of one call.
 #[derive(Clone, Debug)]
 struct Prepared {
     plan: Plan,
-    /// sorted position → original batch index; None when no reordering is needed.
+    /// internal position → original batch index; None when it is the identity.
     order: Option<Vec<usize>>,
-    /// (B): lengths in sorted order.
+    /// (B): lengths in internal order.
     lengths: Vec<usize>,
     unbatched: bool,
     /// The user's input shape.
@@ -283,7 +284,7 @@ impl<T: Real> Rnn<T> {
         Ok((o, t.expect("tape kept")))
     }
 
-    fn prepare(&self, input: &Tensor<T>, lengths: Option<&[usize]>) -> Result<(Prepared, Vec<T>)> {
+    fn prepare(&self, input: &Tensor<T>, lengths: Option<&[usize]>) -> Result<(Prepared, Buf<T>)> {
         let c = &self.config;
         let shape = input.shape();
         let (t, b, unbatched) = match shape.len() {
@@ -323,8 +324,10 @@ impl<T: Real> Rnn<T> {
                 fmt_shape(shape)
             )));
         }
-        let (order, sorted) = match lengths {
-            None => (None, vec![t; b]),
+        // Sort by decreasing length (stable), then deal the batch into groups of rows whose
+        // time loops run on separate threads (see engine::Plan).
+        let by_len: Vec<usize> = match lengths {
+            None => (0..b).collect(),
             Some(l) => {
                 if l.len() != b {
                     return Err(Error::Input(format!(
@@ -339,31 +342,33 @@ impl<T: Real> Rnn<T> {
                         format!("lengths[{k}] is {v}, longer than the input's {t} steps")
                     }));
                 }
-                if l.iter().all(|&v| v == t) {
-                    (None, vec![t; b])
-                } else {
-                    let mut idx: Vec<usize> = (0..b).collect();
-                    idx.sort_by(|&x, &y| l[y].cmp(&l[x]));
-                    let sorted = idx.iter().map(|&k| l[k]).collect();
-                    (Some(idx), sorted)
-                }
+                let mut idx: Vec<usize> = (0..b).collect();
+                idx.sort_by(|&x, &y| l[y].cmp(&l[x]));
+                idx
             }
         };
+        let len_of = |ob: usize| lengths.map_or(t, |l| l[ob]);
+        let sorted: Vec<usize> = by_len.iter().map(|&ob| len_of(ob)).collect();
+        let plan = Plan::new(t, &sorted, n_groups(b));
+        let order: Vec<usize> = (0..b).map(|p| by_len[plan.sorted_pos(p)]).collect();
+        let lengths_int: Vec<usize> = order.iter().map(|&ob| len_of(ob)).collect();
+        let identity = order.iter().enumerate().all(|(p, &ob)| p == ob);
         let prep = Prepared {
-            plan: Plan::new(t, &sorted),
-            order,
-            lengths: sorted,
+            plan,
+            order: (!identity).then_some(order),
+            lengths: lengths_int,
             unbatched,
             input_shape: shape.to_vec(),
         };
-        // Gather into (T, B, I), sorted, zero at padding.
+        // Gather into the plan's (T, B, I) order, zero at padding.
         let src = input.data();
-        let mut x = vec![T::ZERO; t * b * i];
+        let mut x = Buf::zeroed(t * b * i);
         for s in 0..b {
             let ob = prep.orig(s);
             for ti in 0..prep.lengths[s] {
                 let from = self.user_index(ti, ob, t, b) * i;
-                x[(ti * b + s) * i..(ti * b + s + 1) * i].copy_from_slice(&src[from..from + i]);
+                let to = prep.plan.row(ti, s) * i;
+                x[to..to + i].copy_from_slice(&src[from..from + i]);
             }
         }
         Ok((prep, x))
@@ -385,7 +390,7 @@ impl<T: Real> Rnn<T> {
         what: &str,
         s: &Tensor<T>,
         cell: bool,
-    ) -> Result<Vec<T>> {
+    ) -> Result<Buf<T>> {
         let b = prep.plan.b;
         let want = self.state_shape(if prep.unbatched { None } else { Some(b) }, cell);
         if s.shape() != want.as_slice() {
@@ -393,7 +398,7 @@ impl<T: Real> Rnn<T> {
         }
         let n = *want.last().unwrap();
         let ld = want[0];
-        let mut out = vec![T::ZERO; ld * b * n];
+        let mut out = Buf::any(ld * b * n);
         for l in 0..ld {
             for sb in 0..b {
                 let ob = prep.orig(sb);
@@ -408,7 +413,7 @@ impl<T: Real> Rnn<T> {
         let b = prep.plan.b;
         let shape = self.state_shape(if prep.unbatched { None } else { Some(b) }, cell);
         let n = *shape.last().unwrap();
-        let mut out = vec![T::ZERO; v.len()];
+        let mut out = Buf::any(v.len()).into_vec();
         for l in 0..shape[0] {
             for sb in 0..b {
                 let ob = prep.orig(sb);
@@ -421,12 +426,12 @@ impl<T: Real> Rnn<T> {
     /// Takes a sorted (T·B, n) buffer to the user's layout (T, B, n) / (B, T, n) / (T, n).
     fn scatter_seq(&self, prep: &Prepared, v: &[T], n: usize) -> Tensor<T> {
         let (t, b) = (prep.plan.t, prep.plan.b);
-        let mut out = vec![T::ZERO; t * b * n];
+        let mut out = Buf::zeroed(t * b * n).into_vec();
         for s in 0..b {
             let ob = prep.orig(s);
             for ti in 0..prep.lengths[s] {
                 let to = self.user_index(ti, ob, t, b) * n;
-                out[to..to + n].copy_from_slice(&v[(ti * b + s) * n..][..n]);
+                out[to..to + n].copy_from_slice(&v[prep.plan.row(ti, s) * n..][..n]);
             }
         }
         let mut shape = prep.input_shape.clone();
@@ -435,19 +440,19 @@ impl<T: Real> Rnn<T> {
     }
 
     /// Takes a user-layout tensor shaped like the output to sorted (T·B, n).
-    fn gather_seq(&self, prep: &Prepared, what: &str, v: &Tensor<T>, n: usize) -> Result<Vec<T>> {
+    fn gather_seq(&self, prep: &Prepared, what: &str, v: &Tensor<T>, n: usize) -> Result<Buf<T>> {
         let mut want = prep.input_shape.clone();
         *want.last_mut().unwrap() = n;
         if v.shape() != want.as_slice() {
             return Err(Error::shape(what, &want, v.shape()));
         }
         let (t, b) = (prep.plan.t, prep.plan.b);
-        let mut out = vec![T::ZERO; t * b * n];
+        let mut out = Buf::any(t * b * n);
         for s in 0..b {
             let ob = prep.orig(s);
             for ti in 0..prep.lengths[s] {
                 let from = self.user_index(ti, ob, t, b) * n;
-                out[(ti * b + s) * n..][..n].copy_from_slice(&v.data()[from..from + n]);
+                out[prep.plan.row(ti, s) * n..][..n].copy_from_slice(&v.data()[from..from + n]);
             }
         }
         Ok(out)
@@ -468,21 +473,21 @@ impl<T: Real> Rnn<T> {
         let lstm = c.mode == Mode::Lstm;
         let h0 = match state {
             Some(s) => self.gather_state(&prep, "h0", &s.h, false)?,
-            None => vec![T::ZERO; nl * nd * b * hout],
+            None => Buf::zeroed(nl * nd * b * hout),
         };
         let c0 = match (lstm, state.and_then(|s| s.c.as_ref())) {
             (true, Some(c0)) => self.gather_state(&prep, "c0", c0, true)?,
-            (true, None) => vec![T::ZERO; nl * nd * b * h],
+            (true, None) => Buf::zeroed(nl * nd * b * h),
             (false, Some(_)) => {
                 return Err(Error::Input(format!(
                     "c0 was given, but a {} has no cell state",
                     c.mode
                 )))
             }
-            (false, None) => vec![],
+            (false, None) => Buf::empty(),
         };
         let width = nd * hout;
-        let mut masks: Vec<Option<Vec<T>>> = vec![None; nl];
+        let mut masks: Vec<Option<Buf<T>>> = (0..nl).map(|_| None).collect();
         match dropout {
             Dropout::Off => {}
             Dropout::Sample(rng) => {
@@ -494,15 +499,14 @@ impl<T: Real> Rnn<T> {
                         T::ZERO
                     };
                     for m in masks.iter_mut().take(nl - 1) {
-                        let v = (0..t * b * width)
-                            .map(|_| {
-                                if rng.gen::<f64>() < keep_p {
-                                    scale
-                                } else {
-                                    T::ZERO
-                                }
-                            })
-                            .collect();
+                        let mut v = Buf::any(t * b * width);
+                        for x in v.iter_mut() {
+                            *x = if rng.gen::<f64>() < keep_p {
+                                scale
+                            } else {
+                                T::ZERO
+                            };
+                        }
                         *m = Some(v);
                     }
                 }
@@ -520,11 +524,11 @@ impl<T: Real> Rnn<T> {
                     if m.shape() != want {
                         return Err(Error::shape(&format!("dropout mask {l}"), &want, m.shape()));
                     }
-                    let mut v = vec![T::ZERO; t * b * width];
+                    let mut v = Buf::any(t * b * width);
                     for ti in 0..t {
                         for s in 0..b {
                             let ob = prep.orig(s);
-                            v[(ti * b + s) * width..][..width]
+                            v[prep.plan.row(ti, s) * width..][..width]
                                 .copy_from_slice(&m.data()[(ti * b + ob) * width..][..width]);
                         }
                     }
@@ -534,12 +538,12 @@ impl<T: Real> Rnn<T> {
         }
 
         let mut layer_in = x;
-        let mut hn = vec![T::ZERO; nl * nd * b * hout];
-        let mut cn = vec![T::ZERO; if lstm { nl * nd * b * h } else { 0 }];
+        let mut hn = Buf::any(nl * nd * b * hout);
+        let mut cn = Buf::any(if lstm { nl * nd * b * h } else { 0 });
         let mut tapes = Vec::new();
         for (l, layer_mask) in masks.iter_mut().enumerate() {
             let d = self.dims(l);
-            let mut y = vec![T::ZERO; t * b * width];
+            let mut y = Buf::zeroed(t * b * width);
             let mut dirs = Vec::with_capacity(nd);
             for dir in 0..nd {
                 let reverse = dir == 1;
@@ -561,18 +565,23 @@ impl<T: Real> Rnn<T> {
                     &mut s,
                 );
                 let last = s.last_slot(&prep.plan, reverse);
-                hn[k * b * hout..(k + 1) * b * hout]
-                    .copy_from_slice(&s.hs[last * b * hout..(last + 1) * b * hout]);
-                if lstm {
-                    cn[k * b * h..(k + 1) * b * h]
-                        .copy_from_slice(&s.cs[last * b * h..(last + 1) * b * h]);
-                }
-                // The output at time t is the state written at time t.
-                for ti in 0..t {
-                    let slot = if reverse { ti } else { ti + 1 };
-                    for r in 0..prep.plan.batch_sizes[ti] {
-                        y[(ti * b + r) * width + dir * hout..][..hout]
-                            .copy_from_slice(&s.hs[(slot * b + r) * hout..][..hout]);
+                for g in &prep.plan.groups {
+                    // The group's states: (T+1, b_g, ·) blocks; its final state is slot `last`.
+                    let hs = &s.hs[g.off * (t + 1) * hout..];
+                    hn[(k * b + g.off) * hout..][..g.b * hout]
+                        .copy_from_slice(&hs[last * g.b * hout..][..g.b * hout]);
+                    if lstm {
+                        let cs = &s.cs[g.off * (t + 1) * h..];
+                        cn[(k * b + g.off) * h..][..g.b * h]
+                            .copy_from_slice(&cs[last * g.b * h..][..g.b * h]);
+                    }
+                    // The output at time t is the state written at time t.
+                    for ti in 0..t {
+                        let slot = if reverse { ti } else { ti + 1 };
+                        for r in 0..g.batch_sizes[ti] {
+                            y[(g.off * t + ti * g.b + r) * width + dir * hout..][..hout]
+                                .copy_from_slice(&hs[(slot * g.b + r) * hout..][..hout]);
+                        }
                     }
                 }
                 dirs.push(s);
@@ -580,7 +589,7 @@ impl<T: Real> Rnn<T> {
             let mask = layer_mask.take();
             let mut next = y;
             if let Some(m) = &mask {
-                for (v, &mv) in next.iter_mut().zip(m) {
+                for (v, &mv) in next.iter_mut().zip(m.iter()) {
                     *v *= mv;
                 }
             }
@@ -656,13 +665,13 @@ impl<T: Real> Rnn<T> {
             }
             _ => None,
         };
-        let mut dh0 = vec![T::ZERO; nl * nd * b * hout];
-        let mut dc0 = vec![T::ZERO; if lstm { nl * nd * b * h } else { 0 }];
-        let mut dx_final = Vec::new();
+        let mut dh0 = Buf::any(nl * nd * b * hout);
+        let mut dc0 = Buf::any(if lstm { nl * nd * b * h } else { 0 });
+        let mut dx_final = Buf::empty();
         for l in (0..nl).rev() {
             let d = self.dims(l);
             let lt = &tape.layers[l];
-            let mut dx = vec![T::ZERO; t * b * d.input];
+            let mut dx = Buf::zeroed(t * b * d.input);
             for dir in 0..nd {
                 let k = l * nd + dir;
                 let mut work = BwdWork::new(&d, &prep.plan);
@@ -699,7 +708,7 @@ impl<T: Real> Rnn<T> {
             }
             if l > 0 {
                 if let Some(m) = &tape.layers[l - 1].mask {
-                    for (v, &mv) in dx.iter_mut().zip(m) {
+                    for (v, &mv) in dx.iter_mut().zip(m.iter()) {
                         *v *= mv;
                     }
                 }
@@ -717,6 +726,12 @@ impl<T: Real> Rnn<T> {
         };
         Ok(InputGrads { input, h0, c0 })
     }
+}
+
+/// How many groups of rows (one per thread) a batch of `b` is split into: up to the thread
+/// count, with at least 8 rows per group (smaller groups waste the matrix kernels' tiles).
+fn n_groups(b: usize) -> usize {
+    recur_kernels::num_threads().min(b / 8).max(1)
 }
 
 /// Splits the gradient buffer into the disjoint slices of one (layer, direction).

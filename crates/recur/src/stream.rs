@@ -1,11 +1,12 @@
 //! Streaming: advance a recurrent state one input at a time, with no allocation per step.
 
 use crate::config::Mode;
-use crate::engine::{self, Dims};
+use crate::engine::{self, Dims, StepWeights};
 use crate::error::{Error, Result};
 use crate::rnn::{Rnn, State};
 use crate::tensor::Tensor;
-use recur_kernels::gemm::{matmul, MatMut, MatRef, Par};
+use recur_kernels::gemm::MatRef;
+use recur_kernels::packed::PackedB;
 use recur_kernels::Real;
 
 /// A running state of a unidirectional [`Rnn`] for a batch of `B` streams.
@@ -42,6 +43,10 @@ pub struct Stream<'m, T> {
     hn: Vec<T>,
     /// GRU: (B, 3H).
     gh: Vec<T>,
+    /// Per layer: the recurrent weights packed once, for every step.
+    packed: Vec<StepWeights<T>>,
+    /// Per layer: W_ihᵀ (in, G·H) packed once, for the input projection of every step.
+    ih_t: Vec<PackedB<T>>,
 }
 
 impl<'m, T: Real> Stream<'m, T> {
@@ -94,6 +99,24 @@ impl<'m, T: Real> Stream<'m, T> {
             } else {
                 vec![]
             },
+            packed: (0..l)
+                .map(|k| {
+                    let d = Dims {
+                        mode: c.mode,
+                        h,
+                        hout,
+                        input: c.layer_input_size(k),
+                    };
+                    StepWeights::new(&d, &model.dir_params(k, 0))
+                })
+                .collect(),
+            ih_t: (0..l)
+                .map(|k| {
+                    let mut pb = PackedB::new();
+                    pb.pack(MatRef::new(model.dir_params(k, 0).w_ih, g, c.layer_input_size(k)).t());
+                    pb
+                })
+                .collect(),
         })
     }
 
@@ -177,13 +200,8 @@ impl<'m, T: Real> Stream<'m, T> {
             } else {
                 &below[(l - 1) * b * hout..]
             };
-            matmul(
-                MatMut::new(&mut self.gates, b, g),
-                MatRef::new(xin, b, d.input),
-                MatRef::new(p.w_ih, g, d.input).t(),
-                false,
-                Par::Seq,
-            );
+            // gates (B, G·H) = x (B, in) · W_ihᵀ
+            self.ih_t[l].matmul(b, xin, d.input, &mut self.gates, g, false);
             engine::add_biases(&d, &p, &mut self.gates, b);
             let h_prev = &mut this_and_above[..b * hout];
             let (c_prev, c_new): (&mut [T], &mut [T]) = if self.c.is_empty() {
@@ -194,6 +212,7 @@ impl<'m, T: Real> Stream<'m, T> {
             engine::step(
                 &d,
                 &p,
+                &self.packed[l],
                 b,
                 &mut self.gates,
                 h_prev,
@@ -203,6 +222,7 @@ impl<'m, T: Real> Stream<'m, T> {
                 &mut self.m,
                 &mut self.hn,
                 &mut self.gh,
+                true,
             );
             h_prev.copy_from_slice(&self.h_new);
             c_prev.copy_from_slice(c_new);

@@ -1,6 +1,6 @@
 //! Nothing is allocated inside the time loop: a counting allocator shows that the number of
-//! allocations of a forward or backward pass does not grow with the sequence length, and that
-//! a streaming step allocates nothing at all.
+//! allocations of a forward or backward pass does not grow with the sequence length (T = 10 vs
+//! T = 100), and that a streaming step allocates nothing at all.
 
 use recur::{Dropout, Mode, Rnn, RnnConfig, Stream, Tensor};
 use recur_kernels::alloc::{thread_allocations, Tracking};
@@ -26,7 +26,7 @@ fn allocations_do_not_grow_with_sequence_length() {
             .proj_size(if mode == Mode::Lstm { 5 } else { 0 });
         let rnn: Rnn<f32> = Rnn::new(cfg, 0).unwrap();
         let mut counts = Vec::new();
-        for t in [10usize, 40] {
+        for t in [10usize, 100] {
             let b = 3;
             let x = Tensor::new(&[t, b, 8], vec![0.1; t * b * 8]).unwrap();
             let lengths = [t, t - 3, 2];
@@ -51,9 +51,12 @@ fn allocations_do_not_grow_with_sequence_length() {
             drop(o);
             counts.push((nf, nb, ni));
         }
-        assert_eq!(
-            counts[0], counts[1],
-            "{mode}: allocations (forward_train, backward, forward) at T=10 vs T=40"
+        // One allocation per step would add at least 90; buffers come from a reuse pool, whose
+        // state may shift a few allocations either way.
+        let (a, b) = (counts[0], counts[1]);
+        assert!(
+            b.0 <= a.0 + 5 && b.1 <= a.1 + 5 && b.2 <= a.2 + 5,
+            "{mode}: allocations (forward_train, backward, forward) at T=10 {a:?} vs T=100 {b:?}"
         );
     }
 }
