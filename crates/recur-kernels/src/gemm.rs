@@ -119,13 +119,7 @@ pub enum Par {
     Seq,
     /// On up to [`crate::num_threads`] threads (the multiplies hoisted out of the time loop).
     Threads,
-    /// [`Par::Threads`] when the product is large enough to pay for waking the other threads
-    /// (m·n·k ≥ [`AUTO_THREADS_MIN`]), else [`Par::Seq`]: the per-time-step multiplies.
-    Auto,
 }
-
-/// The size (m·n·k multiply-adds) from which [`Par::Auto`] uses several threads.
-pub const AUTO_THREADS_MIN: usize = 1 << 21;
 
 fn check<T>(c: &MatMut<'_, T>, a: &MatRef<'_, T>, b: &MatRef<'_, T>) {
     assert!(
@@ -172,9 +166,6 @@ pub fn matmul<T: Real>(
     let threads = crate::num_threads();
     let parallelism = match par {
         Par::Threads if threads > 1 => gemm::Parallelism::Rayon(threads),
-        Par::Auto if threads > 1 && c.rows * c.cols * a.cols >= AUTO_THREADS_MIN => {
-            gemm::Parallelism::Rayon(threads)
-        }
         _ => gemm::Parallelism::None,
     };
     // SAFETY: `check` proved that every (i, j) index of the three views, with the given strides,

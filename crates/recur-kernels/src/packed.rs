@@ -256,25 +256,33 @@ mod avx2 {
     ) {
         let ap = a.as_ptr();
         let cp = c.as_mut_ptr();
-        for p in p0..p1 {
-            let bp = b.as_ptr().add(p * k * NR);
-            let cols = NR.min(n - p * NR);
-            let mut i = 0;
-            while i < m {
-                let rows = MR.min(m - i);
-                tile(
-                    rows,
-                    cols,
-                    k,
-                    ap.add(i * lda),
-                    lda,
-                    bp,
-                    cp.add(i * ldc + p * NR),
-                    ldc,
-                    acc,
-                );
-                i += MR;
+        // Row blocks of about 256 KiB of A (kept in L2 while every panel of B sweeps over
+        // them): a tall A is then read once, not once per panel.
+        let mc = ((1usize << 16) / k.max(1) / MR).max(1) * MR;
+        let mut i0 = 0;
+        while i0 < m {
+            let i1 = (i0 + mc).min(m);
+            for p in p0..p1 {
+                let bp = b.as_ptr().add(p * k * NR);
+                let cols = NR.min(n - p * NR);
+                let mut i = i0;
+                while i < i1 {
+                    let rows = MR.min(i1 - i);
+                    tile(
+                        rows,
+                        cols,
+                        k,
+                        ap.add(i * lda),
+                        lda,
+                        bp,
+                        cp.add(i * ldc + p * NR),
+                        ldc,
+                        acc,
+                    );
+                    i += MR;
+                }
             }
+            i0 = i1;
         }
     }
 

@@ -353,16 +353,10 @@ pub(crate) fn dir_forward<T: Real>(
     s: &mut DirState<T>,
 ) {
     let (tn, g, h, hout) = (plan.t, d.gh(), d.h, d.hout);
-    let rows = tn * plan.b;
-    // Input projection for every step at once: gates (T·B, G·H) = x (T·B, in) · W_ihᵀ.
-    matmul(
-        MatMut::new(&mut s.gates, rows, g),
-        MatRef::new(x, rows, d.input),
-        MatRef::new(p.w_ih, g, d.input).t(),
-        false,
-        Par::Threads,
-    );
-    add_biases(d, p, &mut s.gates, rows);
+    // W_ihᵀ packed once; each group projects its own rows (one GEMM over all its T·b rows,
+    // before its time loop, on its own thread).
+    let mut ih_t = PackedB::new();
+    ih_t.pack(MatRef::new(p.w_ih, g, d.input).t());
     let sw = StepWeights::new(d, p);
     let lstm = d.mode == Mode::Lstm;
     let many = plan.groups.len() > 1;
@@ -386,6 +380,11 @@ pub(crate) fn dir_forward<T: Real>(
         })
         .collect();
     for_each_group(jobs, |j: GroupFwd<'_, T>| {
+        // Input projection for every step at once: gates (T·b, G·H) = x (T·b, in) · W_ihᵀ + b.
+        let rows = tn * j.gr.b;
+        let xg = &x[j.gr.off * tn * d.input..(j.gr.off + j.gr.b) * tn * d.input];
+        ih_t.matmul_with(rows, xg, d.input, j.gates, g, false, !many);
+        add_biases(d, p, j.gates, rows);
         let h0g = &h0[j.gr.off * hout..(j.gr.off + j.gr.b) * hout];
         let c0g: &[T] = if lstm {
             &c0[j.gr.off * h..(j.gr.off + j.gr.b) * h]
