@@ -6,6 +6,8 @@ use std::process::ExitCode;
 mod bench;
 mod demo;
 mod forward;
+mod sample;
+mod train;
 
 /// Counts allocated bytes, for the peak memory `recur bench` reports.
 #[global_allocator]
@@ -28,6 +30,10 @@ enum Command {
     Forward(forward::Args),
     /// Time recur on the benchmark grid (bench/grid.json): ms per iteration, GFLOP/s, peak memory.
     Bench(bench::Args),
+    /// Train a model: `recur train lm` trains a character-level language model on a text file.
+    Train(train::Args),
+    /// Generate text from a character-level language model trained by `recur train lm`.
+    Sample(sample::Args),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +42,8 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo::run(a),
         Command::Forward(a) => forward::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Sample(a) => sample::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

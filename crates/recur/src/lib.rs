@@ -26,12 +26,14 @@ pub mod config;
 mod engine;
 pub mod error;
 pub mod layout;
+pub mod lm;
 pub mod nn;
 pub mod reference;
 pub mod rnn;
 pub mod state_dict;
 pub mod stream;
 pub mod tensor;
+pub mod text;
 pub mod tolerance;
 
 pub use cell::Cell;

@@ -6,6 +6,7 @@
 //! accumulates into `.grad`), so one buffer can hold the gradients of a whole model.
 //!
 //! - [`Linear`], `nn.Linear`, `y = x Wᵀ + b`;
+//! - [`Embedding`], `nn.Embedding`: rows of a table gathered by token id;
 //! - [`softmax_cross_entropy`], `F.cross_entropy(reduction='mean', ignore_index=...)` and its
 //!   gradient; [`softmax`] for probabilities;
 //! - [`clip_grad_norm`], `nn.utils.clip_grad_norm_`;
@@ -27,11 +28,13 @@
 //! ```
 
 mod clip;
+mod embedding;
 mod linear;
 mod loss;
 mod optim;
 
 pub use clip::{clip_grad_norm, clip_grad_norm_flat};
+pub use embedding::Embedding;
 pub use linear::Linear;
 pub use loss::{softmax, softmax_cross_entropy, DEFAULT_IGNORE_INDEX};
 pub use optim::{Adam, AdamConfig, Sgd, SgdConfig};

@@ -1,0 +1,76 @@
+//! `recur sample`: generates text from a model directory written by `recur train lm`.
+//!
+//! ```text
+//! recur sample --model DIR [--prime TEXT] [--length N] [--temperature T] [--top-k K] [--seed S]
+//! ```
+//!
+//! Prints the priming text followed by the generated characters. The same options (seed
+//! included) print the same text.
+
+use crate::train::default_prime;
+use clap::Args as ClapArgs;
+use recur::lm::{load_dir, SampleOptions};
+use recur::text::Vocab;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Options of `recur sample`.
+#[derive(ClapArgs)]
+pub struct Args {
+    /// The model directory written by `recur train lm`.
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    /// The text to start from (default: a newline).
+    #[arg(long, value_name = "TEXT")]
+    prime: Option<String>,
+    /// Characters to generate after the priming text.
+    #[arg(long, default_value_t = 500)]
+    length: usize,
+    /// Softmax temperature: below 1 more conservative, above 1 more varied; 0 always takes
+    /// the most likely character.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    /// Draw only among the K most likely characters.
+    #[arg(long, value_name = "K")]
+    top_k: Option<usize>,
+    /// Seed of the generator.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+pub fn run(a: Args) -> Result<(), String> {
+    if !(a.temperature.is_finite() && a.temperature >= 0.0) {
+        return Err(format!(
+            "--temperature must be a number >= 0, got {}",
+            a.temperature
+        ));
+    }
+    if a.top_k == Some(0) {
+        return Err("--top-k must be at least 1".into());
+    }
+    let (model, vocab) = load_dir::<f32>(&a.model).map_err(|e| e.to_string())?;
+    let prime = match a.prime {
+        Some(p) if !p.is_empty() => p,
+        _ => default_prime(&vocab),
+    };
+    let unknown = vocab.count_unknown(&prime);
+    if unknown > 0 {
+        eprintln!(
+            "note: {unknown} character{} of --prime {} not in the model's vocabulary (read as <unk>)",
+            if unknown > 1 { "s" } else { "" },
+            if unknown > 1 { "are" } else { "is" }
+        );
+    }
+    let opts = SampleOptions {
+        temperature: a.temperature,
+        top_k: a.top_k,
+        seed: a.seed,
+        exclude: vec![Vocab::UNK],
+    };
+    let ids = model
+        .sample(&vocab.encode(&prime), a.length, &opts)
+        .map_err(|e| e.to_string())?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{prime}{}", vocab.decode(&ids)).map_err(|e| format!("stdout: {e}"))?;
+    Ok(())
+}

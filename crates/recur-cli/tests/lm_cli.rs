@@ -1,0 +1,398 @@
+//! `recur train lm` and `recur sample` end to end on a small generated text: the model
+//! directory's files, the validation curve, deterministic sampling; bad files and options give
+//! one `error:` line and exit status 2, never a panic.
+
+use recur::state_dict::TensorFile;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A fresh directory under the system's temp dir, removed on drop.
+struct TmpDir(PathBuf);
+
+impl TmpDir {
+    fn new(tag: &str) -> TmpDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "recur-lm-cli-{}-{tag}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TmpDir(p)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn recur(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_recur"))
+        .args(args)
+        .output()
+        .expect("run recur")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A text from a tiny grammar, "<subject> <verb> <object>." with words drawn by a small
+/// deterministic generator.
+fn grammar_text(n: usize, seed: u64) -> String {
+    let subjects = ["the cat", "a dog", "my friend", "she"];
+    let verbs = ["sees", "likes", "eats", "finds"];
+    let objects = ["fish", "the ball", "bread", "a tree"];
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 33) as usize % 4
+    };
+    let mut out = String::new();
+    for k in 0..n {
+        out += subjects[next()];
+        out.push(' ');
+        out += verbs[next()];
+        out.push(' ');
+        out += objects[next()];
+        out.push_str(if k % 5 == 4 { ".\n" } else { ". " });
+    }
+    out
+}
+
+/// Fails with the process's output unless it succeeded.
+fn ok(o: &Output) -> String {
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        o.status.success(),
+        "status {:?}\nstdout:\n{out}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+/// Checks the process failed with exit status 2 and one `error: ` line containing `want`.
+fn fails_with(o: &Output, want: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains(want), "expected {want:?} in: {err}");
+}
+
+#[test]
+fn train_lm_writes_the_model_directory_and_sample_is_deterministic() {
+    let dir = TmpDir::new("train");
+    let train = dir.path("train.txt");
+    std::fs::write(&train, grammar_text(600, 1)).unwrap();
+    let model = dir.path("model");
+    let out = ok(&recur(&[
+        "train",
+        "lm",
+        "--train",
+        s(&train),
+        "--out",
+        s(&model),
+        "--hidden-size",
+        "48",
+        "--num-layers",
+        "1",
+        "--embed-size",
+        "16",
+        "--batch-size",
+        "16",
+        "--seq-len",
+        "32",
+        "--lr",
+        "1e-2",
+        "--steps",
+        "150",
+        "--eval-every",
+        "50",
+        "--log-every",
+        "0.05",
+        "--sample-length",
+        "80",
+    ]));
+    for want in [
+        "the last 5% of",
+        "unigram baseline",
+        "step 150/150",
+        "steps/s",
+        "chars/s",
+        "ETA",
+        "eval at step 50: valid loss",
+        "eval at step 150",
+        "final validation: loss",
+        "sample (best model",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+
+    // metrics.json: the curve, the best point, and well below the unigram baseline.
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("metrics.json")).unwrap())
+            .unwrap();
+    let curve = metrics["curve"].as_array().unwrap();
+    let steps: Vec<u64> = curve.iter().map(|p| p["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [50, 100, 150]);
+    let unigram = metrics["unigram_bpc"].as_f64().unwrap();
+    let best = metrics["best"]["valid_bpc"].as_f64().unwrap();
+    let min = curve
+        .iter()
+        .map(|p| p["valid_bpc"].as_f64().unwrap())
+        .fold(f64::INFINITY, f64::min);
+    assert_eq!(best, min);
+    assert!(best < 0.5 * unigram, "best {best}, unigram {unigram}");
+    assert_eq!(metrics["final"]["step"], 150);
+    assert!(metrics["chars_per_second"].as_f64().unwrap() > 0.0);
+
+    // config.json and vocab.json.
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["model"], "char_lm");
+    assert_eq!(config["cell"], "lstm");
+    assert_eq!(config["hidden_size"], 48);
+    assert_eq!(config["training"]["seq_len"], 32);
+    let vocab: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("vocab.json")).unwrap()).unwrap();
+    assert_eq!(vocab["tokens"][0], "<unk>");
+    assert_eq!(
+        vocab["tokens"].as_array().unwrap().len() as u64,
+        config["vocab_size"].as_u64().unwrap()
+    );
+
+    // model.safetensors: PyTorch names.
+    let f = TensorFile::read(model.join("model.safetensors")).unwrap();
+    let names: Vec<&str> = f.names().collect();
+    assert_eq!(
+        names,
+        [
+            "embed.weight",
+            "head.bias",
+            "head.weight",
+            "rnn.bias_hh_l0",
+            "rnn.bias_ih_l0",
+            "rnn.weight_hh_l0",
+            "rnn.weight_ih_l0"
+        ]
+    );
+    assert_eq!(f.raw("rnn.weight_ih_l0").unwrap().shape, [4 * 48, 16]);
+    assert!(!model.read_dir().unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains(".tmp")));
+
+    // Sampling: the same seed prints the same text; it starts with the prime.
+    let sample = |seed: &str| {
+        ok(&recur(&[
+            "sample",
+            "--model",
+            s(&model),
+            "--prime",
+            "the cat ",
+            "--length",
+            "120",
+            "--temperature",
+            "0.7",
+            "--top-k",
+            "5",
+            "--seed",
+            seed,
+        ]))
+    };
+    let a = sample("5");
+    assert_eq!(a, sample("5"));
+    assert_ne!(a, sample("6"));
+    assert!(a.starts_with("the cat "), "{a}");
+    assert_eq!(a.trim_end_matches('\n').chars().count(), 8 + 120);
+    assert!(
+        ["sees", "likes", "eats", "finds"]
+            .iter()
+            .any(|w| a.contains(w)),
+        "{a}"
+    );
+    // Defaults: a newline as prime, 500 characters.
+    let d = ok(&recur(&["sample", "--model", s(&model)]));
+    assert_eq!(d.chars().count(), 1 + 500 + 1);
+    // Unknown characters in the prime are read as <unk>, with a note.
+    let o = recur(&[
+        "sample",
+        "--model",
+        s(&model),
+        "--prime",
+        "QQ ",
+        "--length",
+        "5",
+    ]);
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("2 characters of --prime"));
+}
+
+#[test]
+fn train_lm_with_a_validation_file_gru_dropout_sgd() {
+    let dir = TmpDir::new("valid");
+    let train = dir.path("train.txt");
+    let valid = dir.path("valid.txt");
+    std::fs::write(&train, grammar_text(100, 3)).unwrap();
+    // "Z" never occurs in training: it is read as <unk>.
+    std::fs::write(&valid, grammar_text(10, 4) + "Z").unwrap();
+    let model = dir.path("m");
+    let out = ok(&recur(&[
+        "train",
+        "lm",
+        "--train",
+        s(&train),
+        "--valid",
+        s(&valid),
+        "--out",
+        s(&model),
+        "--cell",
+        "gru",
+        "--hidden-size",
+        "16",
+        "--num-layers",
+        "2",
+        "--embed-size",
+        "8",
+        "--dropout",
+        "0.2",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.5",
+        "--batch-size",
+        "4",
+        "--seq-len",
+        "16",
+        "--epochs",
+        "2",
+        "--sample-length",
+        "0",
+    ]));
+    assert!(out.contains("1 not in the vocabulary"), "{out}");
+    assert!(out.contains("SGD(lr=0.5)"), "{out}");
+    assert!(!out.contains("sample (best model"), "{out}");
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("metrics.json")).unwrap())
+            .unwrap();
+    assert_eq!(metrics["valid_unknown_chars"], 1);
+    assert_eq!(metrics["curve"].as_array().unwrap().len(), 10);
+    let f = TensorFile::read(model.join("model.safetensors")).unwrap();
+    assert!(f.contains("rnn.weight_hh_l1"));
+    assert_eq!(f.raw("rnn.weight_ih_l0").unwrap().shape, [3 * 16, 8]);
+    ok(&recur(&["sample", "--model", s(&model), "--length", "20"]));
+}
+
+#[test]
+fn bad_files_and_options_give_one_error_line() {
+    let dir = TmpDir::new("errors");
+    let good = dir.path("good.txt");
+    std::fs::write(&good, grammar_text(50, 1)).unwrap();
+    let empty = dir.path("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    let binary = dir.path("binary.txt");
+    std::fs::write(&binary, b"abc\xff\xfedef").unwrap();
+    let tiny = dir.path("tiny.txt");
+    std::fs::write(&tiny, "abcdefghijklmnopqrstuvwxyz").unwrap();
+    let out = dir.path("out");
+    let train = |file: &Path, extra: &[&str]| {
+        let mut args = vec!["train", "lm", "--train", s(file), "--out", s(&out)];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--steps", "1", "--sample-length", "0"]);
+        recur(&args)
+    };
+    fails_with(&train(&dir.path("missing.txt"), &[]), "--train ");
+    fails_with(&train(&dir.path("missing.txt"), &[]), "cannot read");
+    fails_with(&train(&empty, &[]), "the file is empty");
+    fails_with(
+        &train(&binary, &[]),
+        "not UTF-8 text (invalid byte at offset 3)",
+    );
+    fails_with(&train(&good, &["--valid", s(&empty)]), "--valid");
+    fails_with(
+        &train(&good, &["--cell", "transformer"]),
+        "unknown cell 'transformer'",
+    );
+    fails_with(
+        &train(&good, &["--dropout", "1.5"]),
+        "--dropout must be in [0, 1)",
+    );
+    fails_with(
+        &train(&good, &["--hidden-size", "0"]),
+        "--hidden-size must be at least 1",
+    );
+    fails_with(
+        &train(&good, &["--num-layers", "0"]),
+        "--num-layers must be at least 1",
+    );
+    fails_with(
+        &train(&good, &["--seq-len", "0"]),
+        "--seq-len must be at least 1",
+    );
+    fails_with(
+        &train(&good, &["--batch-size", "0"]),
+        "--batch-size must be at least 1",
+    );
+    fails_with(
+        &train(&good, &["--lr=-1"]),
+        "--lr must be a positive number",
+    );
+    fails_with(
+        &train(&good, &["--optimizer", "rmsprop"]),
+        "--optimizer: expected 'adam' or 'sgd'",
+    );
+    fails_with(
+        &train(&good, &["--clip-grad-norm=-2"]),
+        "--clip-grad-norm must be a number >= 0",
+    );
+    fails_with(
+        &train(&tiny, &["--batch-size", "64"]),
+        "too short for --batch-size 64",
+    );
+    // --steps and --epochs together: clap's message (several lines) and status 2.
+    let o = recur(&[
+        "train",
+        "lm",
+        "--train",
+        s(&good),
+        "--out",
+        s(&out),
+        "--steps",
+        "3",
+        "--epochs",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot be used with"));
+    assert!(!out.exists(), "no model directory after errors");
+
+    fails_with(
+        &recur(&["sample", "--model", s(&dir.path("nope"))]),
+        "no such model directory",
+    );
+    fails_with(
+        &recur(&["sample", "--model", s(&dir.0), "--temperature=-1"]),
+        "--temperature must be a number >= 0",
+    );
+    fails_with(
+        &recur(&["sample", "--model", s(&dir.0), "--top-k", "0"]),
+        "--top-k must be at least 1",
+    );
+    fails_with(
+        &recur(&["sample", "--model", s(&dir.0)]),
+        "config.json: cannot read",
+    );
+}

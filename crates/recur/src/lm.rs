@@ -1,0 +1,822 @@
+//! A character-level language model in the style of char-rnn: [`CharLm`], Embedding →
+//! [`Rnn`] (LSTM, GRU or RNN; dropout between layers) → dropout → Linear → logits over the
+//! vocabulary, trained with truncated backpropagation through time over the chunks of
+//! [`Batches`](crate::text::Batches).
+//!
+//! ```
+//! use recur::lm::{CharLm, CharLmConfig, SampleOptions};
+//! use recur::nn::{Adam, AdamConfig};
+//! use recur::text::{Batches, Vocab};
+//! use recur::Mode;
+//!
+//! let text = "abcabcabcabcabcabcabcabcabcabcabcabc";
+//! let vocab = Vocab::from_text(text);
+//! let ids = vocab.encode(text);
+//! let config = CharLmConfig::new(Mode::Gru, vocab.len())
+//!     .embed_size(8)
+//!     .hidden_size(16)
+//!     .num_layers(1);
+//! let mut model: CharLm<f32> = CharLm::new(config, 0).unwrap();
+//! let mut opt = Adam::new(model.num_params(), AdamConfig::default().lr(1e-2));
+//! let mut grads = model.zeros_like_grads();
+//! let batches = Batches::new(&ids, 4, 4).unwrap();
+//! for _epoch in 0..5 {
+//!     let mut state = None; // a new pass starts from zero states
+//!     for chunk in batches.iter() {
+//!         grads.zero();
+//!         let (_loss, next) = model.loss_and_grad(&chunk, state.as_ref(), None, &mut grads).unwrap();
+//!         grads.clip_norm(5.0);
+//!         opt.step_parts(&mut model.parts(&grads));
+//!         state = Some(next); // carried to the next chunk, without gradient
+//!     }
+//! }
+//! let eval = model.evaluate(&ids, 4, 8).unwrap();
+//! assert!(eval.bpc.is_finite());
+//! let prime = vocab.encode("ab");
+//! let out = model.sample(&prime, 10, &SampleOptions::default()).unwrap();
+//! assert_eq!(out.len(), 10);
+//! ```
+
+use crate::config::{Mode, RnnConfig};
+use crate::error::{Error, Result};
+use crate::nn::{clip_grad_norm, softmax_cross_entropy, Embedding, Linear, DEFAULT_IGNORE_INDEX};
+use crate::rnn::{Dropout, Rnn, State};
+use crate::state_dict::{
+    describe, load_rnn, state_dict, write_atomic, write_tensors, LoadOptions, OutTensor, TensorFile,
+};
+use crate::stream::Stream;
+use crate::tensor::Tensor;
+use crate::text::{Batches, Chunk, Vocab};
+use rand::{Rng, SeedableRng};
+use recur_kernels::Real;
+use std::path::Path;
+
+/// The trait of the generators [`CharLm::loss_and_grad`] draws dropout masks from
+/// (re-exported so that callers need no random-number crate of their own).
+pub use rand::RngCore;
+
+/// A seeded generator (ChaCha8) for dropout masks: `Some(&mut seeded_rng(seed))`.
+pub fn seeded_rng(seed: u64) -> impl RngCore + Clone {
+    rand_chacha::ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// The weights file of a model directory.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// The configuration file of a model directory.
+pub const CONFIG_FILE: &str = "config.json";
+/// The vocabulary file of a model directory.
+pub const VOCAB_FILE: &str = "vocab.json";
+
+/// The shape of a [`CharLm`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct CharLmConfig {
+    /// The recurrent cell.
+    pub mode: Mode,
+    /// Ids of the vocabulary (`<unk>` included): rows of the embedding, outputs of the head.
+    pub vocab_size: usize,
+    /// Size of the character embeddings, the input size of the recurrent stack.
+    pub embed_size: usize,
+    /// Hidden size of every recurrent layer.
+    pub hidden_size: usize,
+    /// Recurrent layers.
+    pub num_layers: usize,
+    /// Dropout probability, in training, between recurrent layers and on the last layer's
+    /// output (before the head).
+    pub dropout: f64,
+}
+
+impl CharLmConfig {
+    /// A configuration with char-rnn-like defaults: embeddings of 64, 2 layers of 128, no
+    /// dropout.
+    pub fn new(mode: Mode, vocab_size: usize) -> CharLmConfig {
+        CharLmConfig {
+            mode,
+            vocab_size,
+            embed_size: 64,
+            hidden_size: 128,
+            num_layers: 2,
+            dropout: 0.0,
+        }
+    }
+    /// Sets `embed_size`.
+    pub fn embed_size(mut self, n: usize) -> Self {
+        self.embed_size = n;
+        self
+    }
+    /// Sets `hidden_size`.
+    pub fn hidden_size(mut self, n: usize) -> Self {
+        self.hidden_size = n;
+        self
+    }
+    /// Sets `num_layers`.
+    pub fn num_layers(mut self, n: usize) -> Self {
+        self.num_layers = n;
+        self
+    }
+    /// Sets `dropout`.
+    pub fn dropout(mut self, p: f64) -> Self {
+        self.dropout = p;
+        self
+    }
+
+    /// Checks every size is positive and `dropout` is in [0, 1).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.vocab_size == 0 {
+            return bad("vocab_size must be at least 1".into());
+        }
+        if self.embed_size == 0 {
+            return bad("embed_size must be at least 1".into());
+        }
+        if self.hidden_size == 0 {
+            return bad("hidden_size must be at least 1".into());
+        }
+        if self.num_layers == 0 {
+            return bad("num_layers must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
+        }
+        Ok(())
+    }
+
+    /// The recurrent stack: `nn.<cell>(embed_size, hidden_size, num_layers, dropout)`,
+    /// time-major.
+    pub fn rnn_config(&self) -> RnnConfig {
+        RnnConfig::new(self.mode, self.embed_size, self.hidden_size)
+            .num_layers(self.num_layers)
+            .dropout(self.dropout)
+    }
+
+    /// The configuration as a JSON object: `{"model": "char_lm", "cell": "lstm",
+    /// "vocab_size": ..., "embed_size": ..., "hidden_size": ..., "num_layers": ...,
+    /// "dropout": ...}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "model": "char_lm",
+            "cell": self.mode.name(),
+            "vocab_size": self.vocab_size,
+            "embed_size": self.embed_size,
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "dropout": self.dropout,
+        })
+    }
+
+    /// Reads the object of [`CharLmConfig::to_json`] (other keys are ignored); `source`
+    /// names it in error messages.
+    pub fn from_json(v: &serde_json::Value, source: &str) -> Result<CharLmConfig> {
+        let bad = |m: String| Error::Input(format!("{source}: {m}"));
+        if v.get("model").and_then(|m| m.as_str()) != Some("char_lm") {
+            return Err(bad(
+                "not a character language model (expected \"model\": \"char_lm\")".into(),
+            ));
+        }
+        let size = |k: &str| -> Result<usize> {
+            v.get(k)
+                .and_then(|x| x.as_u64())
+                .map(|x| x as usize)
+                .ok_or_else(|| bad(format!("\"{k}\" must be a non-negative integer")))
+        };
+        let mode: Mode = v
+            .get("cell")
+            .and_then(|c| c.as_str())
+            .ok_or_else(|| bad("\"cell\" must be a string".into()))?
+            .parse()
+            .map_err(|e: Error| bad(e.to_string()))?;
+        let c = CharLmConfig {
+            mode,
+            vocab_size: size("vocab_size")?,
+            embed_size: size("embed_size")?,
+            hidden_size: size("hidden_size")?,
+            num_layers: size("num_layers")?,
+            dropout: v
+                .get("dropout")
+                .map(|d| {
+                    d.as_f64()
+                        .ok_or_else(|| bad("\"dropout\" must be a number".into()))
+                })
+                .transpose()?
+                .unwrap_or(0.0),
+        };
+        c.validate().map_err(|e| bad(e.to_string()))?;
+        Ok(c)
+    }
+}
+
+/// The gradients of a [`CharLm`], one flat buffer per module (each in its module's layout).
+#[derive(Clone, Debug)]
+pub struct CharLmGrads<T> {
+    /// `embed.weight`, (vocab, embed)
+    pub embed: Vec<T>,
+    /// The recurrent stack, in its [`ParamLayout`](crate::ParamLayout) order.
+    pub rnn: Vec<T>,
+    /// `head.weight` (vocab, hidden), then `head.bias` (vocab).
+    pub head: Vec<T>,
+}
+
+impl<T: Real> CharLmGrads<T> {
+    /// Sets every gradient to zero (backward passes add into the buffers).
+    pub fn zero(&mut self) {
+        self.embed.fill(T::ZERO);
+        self.rnn.fill(T::ZERO);
+        self.head.fill(T::ZERO);
+    }
+    /// `clip_grad_norm_(model.parameters(), max_norm)`: returns the norm before clipping.
+    pub fn clip_norm(&mut self, max_norm: f64) -> f64 {
+        clip_grad_norm(
+            &mut [&mut self.embed[..], &mut self.rnn[..], &mut self.head[..]],
+            max_norm,
+        )
+        .to_f64()
+    }
+}
+
+/// Mean loss over a text, from [`CharLm::evaluate`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Eval {
+    /// Mean cross-entropy, in nats per character.
+    pub loss: f64,
+    /// The same in bits per character: `loss / ln 2`.
+    pub bpc: f64,
+    /// How many characters were predicted.
+    pub targets: usize,
+}
+
+/// How [`CharLm::sample`] draws characters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampleOptions {
+    /// Divides the logits before the softmax: below 1 sharper, above 1 flatter; 0 always
+    /// takes the most likely character (default 1).
+    pub temperature: f64,
+    /// Draw only among the `k` most likely ids (default: all).
+    pub top_k: Option<usize>,
+    /// Seed of the generator (default 0).
+    pub seed: u64,
+    /// Ids never drawn (e.g. [`Vocab::UNK`]).
+    pub exclude: Vec<usize>,
+}
+
+impl Default for SampleOptions {
+    fn default() -> Self {
+        SampleOptions {
+            temperature: 1.0,
+            top_k: None,
+            seed: 0,
+            exclude: vec![],
+        }
+    }
+}
+
+/// A character-level language model: `embed` (nn.Embedding) → `rnn` (nn.LSTM/GRU/RNN,
+/// time-major) → dropout → `head` (nn.Linear(hidden, vocab)).
+///
+/// Its state_dict has the names of the PyTorch module
+///
+/// ```text
+/// class CharLm(nn.Module):
+///     def __init__(self, V, E, H, L, p):
+///         super().__init__()
+///         self.embed = nn.Embedding(V, E)
+///         self.rnn = nn.LSTM(E, H, num_layers=L, dropout=p)
+///         self.drop = nn.Dropout(p)
+///         self.head = nn.Linear(H, V)
+///     def forward(self, x, state):            # x: (T, B) ids
+///         y, state = self.rnn(self.embed(x), state)
+///         return self.head(self.drop(y)), state
+/// ```
+#[derive(Clone, Debug)]
+pub struct CharLm<T: Real = f32> {
+    config: CharLmConfig,
+    embed: Embedding<T>,
+    rnn: Rnn<T>,
+    head: Linear<T>,
+}
+
+impl<T: Real> CharLm<T> {
+    /// A new model with PyTorch's default initializations, seeded with `seed` (the embedding),
+    /// `seed + 1` (the recurrent stack) and `seed + 2` (the head).
+    pub fn new(config: CharLmConfig, seed: u64) -> Result<CharLm<T>> {
+        config.validate()?;
+        let embed = Embedding::new(config.vocab_size, config.embed_size, seed);
+        let rnn = Rnn::new(config.rnn_config(), seed.wrapping_add(1))?;
+        let head = Linear::new(
+            config.hidden_size,
+            config.vocab_size,
+            true,
+            seed.wrapping_add(2),
+        );
+        Ok(CharLm {
+            config,
+            embed,
+            rnn,
+            head,
+        })
+    }
+
+    /// A model made of the given modules; an error if they do not fit `config`.
+    pub fn from_parts(
+        config: CharLmConfig,
+        embed: Embedding<T>,
+        mut rnn: Rnn<T>,
+        head: Linear<T>,
+    ) -> Result<CharLm<T>> {
+        config.validate()?;
+        let (v, e, h) = (config.vocab_size, config.embed_size, config.hidden_size);
+        if embed.num_embeddings() != v || embed.embedding_dim() != e {
+            return Err(Error::Config(format!(
+                "the embedding is ({}, {}), expected (vocab_size {v}, embed_size {e})",
+                embed.num_embeddings(),
+                embed.embedding_dim()
+            )));
+        }
+        let mut want = config.rnn_config();
+        want.batch_first = rnn.config().batch_first;
+        want.dropout = rnn.config().dropout;
+        if *rnn.config() != want {
+            return Err(Error::Config(format!(
+                "the recurrent layers are {}, expected {}",
+                describe(rnn.config()),
+                describe(&want)
+            )));
+        }
+        rnn.set_batch_first(false);
+        rnn.set_dropout(config.dropout)?;
+        if head.in_features() != h || head.out_features() != v || !head.has_bias() {
+            return Err(Error::Config(format!(
+                "the head is Linear({}, {}, bias={}), expected Linear({h}, {v}, bias=true)",
+                head.in_features(),
+                head.out_features(),
+                head.has_bias()
+            )));
+        }
+        Ok(CharLm {
+            config,
+            embed,
+            rnn,
+            head,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CharLmConfig {
+        &self.config
+    }
+    /// The embedding.
+    pub fn embed(&self) -> &Embedding<T> {
+        &self.embed
+    }
+    /// The recurrent stack.
+    pub fn rnn(&self) -> &Rnn<T> {
+        &self.rnn
+    }
+    /// The output head.
+    pub fn head(&self) -> &Linear<T> {
+        &self.head
+    }
+    /// The embedding, mutable.
+    pub fn embed_mut(&mut self) -> &mut Embedding<T> {
+        &mut self.embed
+    }
+    /// The recurrent stack, mutable.
+    pub fn rnn_mut(&mut self) -> &mut Rnn<T> {
+        &mut self.rnn
+    }
+    /// The output head, mutable.
+    pub fn head_mut(&mut self) -> &mut Linear<T> {
+        &mut self.head
+    }
+    /// The number of parameters.
+    pub fn num_params(&self) -> usize {
+        self.embed.num_params() + self.rnn.params().len() + self.head.num_params()
+    }
+    /// Zeroed gradient buffers.
+    pub fn zeros_like_grads(&self) -> CharLmGrads<T> {
+        CharLmGrads {
+            embed: self.embed.zeros_like_params(),
+            rnn: self.rnn.zeros_like_params(),
+            head: self.head.zeros_like_params(),
+        }
+    }
+    /// The `(parameters, gradients)` pairs of the three modules, in the order embed, rnn,
+    /// head, for `Adam::step_parts` / `Sgd::step_parts`.
+    pub fn parts<'a>(&'a mut self, grads: &'a CharLmGrads<T>) -> [(&'a mut [T], &'a [T]); 3] {
+        [
+            (self.embed.params_mut(), &grads.embed[..]),
+            (self.rnn.params_mut(), &grads.rnn[..]),
+            (self.head.params_mut(), &grads.head[..]),
+        ]
+    }
+
+    fn check_ids(&self, what: &str, ids: &[usize], steps: usize, batch: usize) -> Result<()> {
+        if ids.len() != steps * batch {
+            return Err(Error::Input(format!(
+                "{what}: expected (steps {steps}, batch {batch}) = {} ids, got {}",
+                steps * batch,
+                ids.len()
+            )));
+        }
+        if steps == 0 || batch == 0 {
+            return Err(Error::Input(format!(
+                "{what}: empty chunk (steps {steps}, batch {batch})"
+            )));
+        }
+        let v = self.config.vocab_size;
+        if let Some((k, &id)) = ids.iter().enumerate().find(|(_, &id)| id >= v) {
+            return Err(Error::Input(format!(
+                "{what}[{k}] = {id} is out of range for a vocabulary of {v}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The embeddings of `ids`, as the recurrent input (steps, batch, embed).
+    fn embed_ids(&self, ids: &[usize], steps: usize, batch: usize) -> Result<Tensor<T>> {
+        let mut x = vec![T::ZERO; ids.len() * self.config.embed_size];
+        self.embed.forward(ids, &mut x)?;
+        Tensor::new(&[steps, batch, self.config.embed_size], x)
+    }
+
+    /// Evaluation-mode forward pass over `steps` steps of `batch` streams.
+    ///
+    /// - `input`: (steps, batch) ids, time-major
+    /// - `state`: the state at the start (zeros when `None`)
+    /// - returns the logits, (steps·batch, vocab), and the state at the end
+    pub fn forward(
+        &self,
+        input: &[usize],
+        steps: usize,
+        batch: usize,
+        state: Option<&State<T>>,
+    ) -> Result<(Vec<T>, State<T>)> {
+        self.check_ids("input", input, steps, batch)?;
+        let x = self.embed_ids(input, steps, batch)?;
+        let out = self.rnn.forward(&x, state, None)?;
+        let n = steps * batch;
+        let mut logits = vec![T::ZERO; n * self.config.vocab_size];
+        self.head.forward(out.output.data(), n, &mut logits);
+        Ok((logits, out.state()))
+    }
+
+    /// Training step over one chunk: forward with the carried `state`, mean cross-entropy of
+    /// the targets, and backward; **adds** the parameter gradients into `grads`. Returns the
+    /// loss (nats per character) and the state at the end of the chunk, to carry to the next
+    /// chunk (no gradient flows back through it).
+    ///
+    /// Dropout (training mode) is drawn from `rng` when it is given and the configured
+    /// probability is positive: first the recurrent stack's masks between layers, then the
+    /// mask on its output. Without `rng`, nothing is dropped.
+    pub fn loss_and_grad(
+        &self,
+        chunk: &Chunk,
+        state: Option<&State<T>>,
+        rng: Option<&mut dyn RngCore>,
+        grads: &mut CharLmGrads<T>,
+    ) -> Result<(f64, State<T>)> {
+        let (steps, batch) = (chunk.steps, chunk.batch);
+        self.check_ids("input", &chunk.input, steps, batch)?;
+        self.check_ids("target", &chunk.target, steps, batch)?;
+        if grads.embed.len() != self.embed.num_params()
+            || grads.rnn.len() != self.rnn.params().len()
+            || grads.head.len() != self.head.num_params()
+        {
+            return Err(Error::Input(
+                "grads: the buffers do not fit this model (use zeros_like_grads)".into(),
+            ));
+        }
+        let (v, h) = (self.config.vocab_size, self.config.hidden_size);
+        let n = steps * batch;
+        let x = self.embed_ids(&chunk.input, steps, batch)?;
+        let p = self.config.dropout;
+        let (out, tape, mask) = match rng {
+            Some(rng) if p > 0.0 => {
+                let (out, tape) =
+                    self.rnn
+                        .forward_train(&x, state, None, Dropout::Sample(&mut *rng))?;
+                // nn.Dropout(p) on the output: keep with probability 1 - p, scaled by 1/(1-p).
+                let keep = 1.0 - p;
+                let scale = T::from_f64(1.0 / keep);
+                let mask: Vec<T> = (0..n * h)
+                    .map(|_| {
+                        if rng.gen::<f64>() < keep {
+                            scale
+                        } else {
+                            T::ZERO
+                        }
+                    })
+                    .collect();
+                (out, tape, Some(mask))
+            }
+            _ => {
+                let (out, tape) = self.rnn.forward_train(&x, state, None, Dropout::Off)?;
+                (out, tape, None)
+            }
+        };
+        let next = out.state();
+        // y (n, H): the last layer's output, after dropout.
+        let mut y = out.output.into_data();
+        if let Some(m) = &mask {
+            for (a, &b) in y.iter_mut().zip(m) {
+                *a *= b;
+            }
+        }
+        // logits (n, V)
+        let mut logits = vec![T::ZERO; n * v];
+        self.head.forward(&y, n, &mut logits);
+        let targets: Vec<i64> = chunk.target.iter().map(|&t| t as i64).collect();
+        let (loss, dlogits) = softmax_cross_entropy(&logits, v, &targets, DEFAULT_IGNORE_INDEX)?;
+        // dy (n, H)
+        let mut dy = vec![T::ZERO; n * h];
+        self.head
+            .backward(&y, &dlogits, n, &mut grads.head, Some(&mut dy));
+        if let Some(m) = &mask {
+            for (a, &b) in dy.iter_mut().zip(m) {
+                *a *= b;
+            }
+        }
+        let dy = Tensor::new(&[steps, batch, h], dy)?;
+        let dx = self
+            .rnn
+            .backward(&tape, Some(&dy), None, None, &mut grads.rnn)?;
+        self.embed
+            .backward(&chunk.input, dx.input.data(), &mut grads.embed)?;
+        Ok((loss.to_f64(), next))
+    }
+
+    /// Mean loss over a text in evaluation mode: `ids` is cut into `batch_size` streams (fewer
+    /// if the text is short) read `seq_len` steps at a time with the state carried from chunk
+    /// to chunk, as in training ([`Batches`]); every id but the first is predicted once, up to
+    /// `batch_size - 1` ids at the end that do not fill the streams.
+    pub fn evaluate(&self, ids: &[usize], batch_size: usize, seq_len: usize) -> Result<Eval> {
+        if ids.len() < 2 {
+            return Err(Error::Input(format!(
+                "evaluation needs a text of at least 2 characters, got {}",
+                ids.len()
+            )));
+        }
+        let b = batch_size.clamp(1, ids.len() - 1);
+        let batches = Batches::new(ids, b, seq_len)?;
+        let v = self.config.vocab_size;
+        let mut state: Option<State<T>> = None;
+        let mut total = 0.0f64;
+        for chunk in batches.iter() {
+            let (logits, next) =
+                self.forward(&chunk.input, chunk.steps, chunk.batch, state.as_ref())?;
+            for (row, &t) in logits.chunks_exact(v).zip(&chunk.target) {
+                total += nll(row, t);
+            }
+            state = Some(next);
+        }
+        let targets = batches.num_targets();
+        let loss = total / targets as f64;
+        Ok(Eval {
+            loss,
+            bpc: loss / std::f64::consts::LN_2,
+            targets,
+        })
+    }
+
+    /// Generates `length` ids after `prime` (at least one id): the prime runs through the
+    /// model in one forward pass, then each drawn id is fed back one step at a time through a
+    /// [`Stream`]. The same options (seed included) give the same ids.
+    pub fn sample(
+        &self,
+        prime: &[usize],
+        length: usize,
+        opts: &SampleOptions,
+    ) -> Result<Vec<usize>> {
+        let v = self.config.vocab_size;
+        if prime.is_empty() {
+            return Err(Error::Input(
+                "sampling needs a priming text of at least one character".into(),
+            ));
+        }
+        if !(opts.temperature.is_finite() && opts.temperature >= 0.0) {
+            return Err(Error::Input(format!(
+                "temperature must be a number >= 0, got {}",
+                opts.temperature
+            )));
+        }
+        if opts.top_k == Some(0) {
+            return Err(Error::Input("top_k must be at least 1".into()));
+        }
+        if (0..v).all(|id| opts.exclude.contains(&id)) {
+            return Err(Error::Input(
+                "every id is excluded: nothing left to sample".into(),
+            ));
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed);
+        let (logits, state) = self.forward(prime, prime.len(), 1, None)?;
+        let mut cur: Vec<T> = logits[(prime.len() - 1) * v..].to_vec();
+        let mut stream = Stream::new(&self.rnn, 1)?;
+        stream.set_state(&state)?;
+        let mut x = vec![T::ZERO; self.config.embed_size];
+        let mut out = Vec::with_capacity(length);
+        for k in 0..length {
+            let id = pick(&cur, opts, &mut rng);
+            out.push(id);
+            if k + 1 == length {
+                break;
+            }
+            self.embed.forward(&[id], &mut x)?;
+            let hid = stream.step(&x)?;
+            self.head.forward(hid, 1, &mut cur);
+        }
+        Ok(out)
+    }
+
+    /// The state_dict: `embed.weight`, `rnn.weight_ih_l0`, ... (PyTorch names and order),
+    /// `head.weight`, `head.bias`, with shapes and values.
+    pub fn state_dict(&self) -> Vec<(String, Vec<usize>, &[T])> {
+        let (v, e, h) = (
+            self.config.vocab_size,
+            self.config.embed_size,
+            self.config.hidden_size,
+        );
+        let mut out = vec![("embed.weight".to_string(), vec![v, e], self.embed.weight())];
+        out.extend(state_dict(self.rnn.layout(), self.rnn.params(), "rnn"));
+        out.push(("head.weight".into(), vec![v, h], self.head.weight()));
+        out.push((
+            "head.bias".into(),
+            vec![v],
+            self.head.bias().expect("the head has a bias"),
+        ));
+        out
+    }
+
+    /// Writes the state_dict to a safetensors file in f32, atomically.
+    pub fn save_weights(&self, path: impl AsRef<Path>) -> Result<()> {
+        let sd = self.state_dict();
+        let vals: Vec<Vec<f32>> = sd
+            .iter()
+            .map(|(_, _, v)| v.iter().map(|x| x.to_f64() as f32).collect())
+            .collect();
+        let tensors: Vec<(String, Vec<usize>, OutTensor<'_>)> = sd
+            .iter()
+            .zip(&vals)
+            .map(|((n, s, _), v)| (n.clone(), s.clone(), OutTensor::F32(v)))
+            .collect();
+        write_tensors(path, &tensors, &[])
+    }
+
+    /// Reads the weights written by [`CharLm::save_weights`] for a model of `config`; every
+    /// tensor is checked against it, and a tensor the model does not have is an error.
+    pub fn load_weights(path: impl AsRef<Path>, config: &CharLmConfig) -> Result<CharLm<T>> {
+        config.validate()?;
+        let file = TensorFile::read(path)?;
+        let src = file.source().to_string();
+        let relu = match config.mode {
+            Mode::RnnTanh => Some(false),
+            Mode::RnnRelu => Some(true),
+            _ => None,
+        };
+        let opts = LoadOptions {
+            prefix: Some("rnn".into()),
+            relu,
+            batch_first: false,
+        };
+        let misfit = |m: String| {
+            Error::Weights(format!(
+                "{src}: the weights do not fit the configuration: {m}"
+            ))
+        };
+        let rnn = load_rnn::<T>(&file, &opts)?;
+        let mut want = config.rnn_config();
+        want.dropout = 0.0;
+        if *rnn.config() != want {
+            return Err(misfit(format!(
+                "the recurrent layers are {}, expected {}",
+                describe(rnn.config()),
+                describe(&want)
+            )));
+        }
+        let tensor = |name: &str, shape: &[usize]| -> Result<Vec<T>> {
+            let t = file.float::<T>(name)?;
+            if t.shape() != shape {
+                return Err(misfit(format!(
+                    "tensor '{name}' has shape {}, expected {}",
+                    crate::error::fmt_shape(t.shape()),
+                    crate::error::fmt_shape(shape)
+                )));
+            }
+            Ok(t.into_data())
+        };
+        let (v, e, h) = (config.vocab_size, config.embed_size, config.hidden_size);
+        let embed = Embedding::from_params(v, e, tensor("embed.weight", &[v, e])?)?;
+        let mut head_params = tensor("head.weight", &[v, h])?;
+        head_params.extend(tensor("head.bias", &[v])?);
+        let head = Linear::from_params(h, v, true, head_params)?;
+        let model = CharLm::from_parts(config.clone(), embed, rnn, head)
+            .map_err(|e| misfit(e.to_string()))?;
+        let known: Vec<String> = model.state_dict().into_iter().map(|(n, _, _)| n).collect();
+        if let Some(extra) = file.names().find(|n| !known.iter().any(|k| k == n)) {
+            return Err(Error::Weights(format!(
+                "{src}: unexpected tensor '{extra}' (not a parameter of this model)"
+            )));
+        }
+        Ok(model)
+    }
+}
+
+/// -log softmax(row)[t], in f64.
+fn nll<T: Real>(row: &[T], t: usize) -> f64 {
+    let m = row
+        .iter()
+        .map(|x| x.to_f64())
+        .fold(f64::NEG_INFINITY, f64::max);
+    let sum: f64 = row.iter().map(|x| (x.to_f64() - m).exp()).sum();
+    sum.ln() - (row[t].to_f64() - m)
+}
+
+/// Draws one id from `logits` as `opts` says.
+fn pick<T: Real>(logits: &[T], opts: &SampleOptions, rng: &mut impl Rng) -> usize {
+    let mut cand: Vec<(usize, f64)> = logits
+        .iter()
+        .enumerate()
+        .filter(|(id, _)| !opts.exclude.contains(id))
+        .map(|(id, z)| (id, z.to_f64()))
+        .collect();
+    // The most likely first (ties: the smaller id first).
+    cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    if opts.temperature == 0.0 {
+        return cand[0].0;
+    }
+    if let Some(k) = opts.top_k {
+        cand.truncate(k);
+    }
+    let m = cand[0].1;
+    let w: Vec<f64> = cand
+        .iter()
+        .map(|&(_, z)| ((z - m) / opts.temperature).exp())
+        .collect();
+    let total: f64 = w.iter().sum();
+    let mut u = rng.gen::<f64>() * total;
+    for (&(id, _), &wi) in cand.iter().zip(&w) {
+        if u < wi {
+            return id;
+        }
+        u -= wi;
+    }
+    cand[cand.len() - 1].0
+}
+
+/// Writes a model directory: `vocab.json`, `config.json` (the model's configuration, with
+/// `training` under the key `"training"` if given) and `model.safetensors`, each atomically.
+pub fn save_dir<T: Real>(
+    dir: impl AsRef<Path>,
+    model: &CharLm<T>,
+    vocab: &Vocab,
+    training: Option<&serde_json::Value>,
+) -> Result<()> {
+    let dir = dir.as_ref();
+    if vocab.len() != model.config().vocab_size {
+        return Err(Error::Input(format!(
+            "the vocabulary has {} ids but the model {}",
+            vocab.len(),
+            model.config().vocab_size
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Error::Io(format!(
+            "{}: cannot create the directory: {e}",
+            dir.display()
+        ))
+    })?;
+    vocab.save(dir.join(VOCAB_FILE))?;
+    let mut cfg = model.config().to_json();
+    if let Some(t) = training {
+        cfg["training"] = t.clone();
+    }
+    let text = serde_json::to_string_pretty(&cfg).expect("JSON of a configuration");
+    write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())?;
+    model.save_weights(dir.join(WEIGHTS_FILE))
+}
+
+/// Reads a model directory written by [`save_dir`]: the model and its vocabulary.
+pub fn load_dir<T: Real>(dir: impl AsRef<Path>) -> Result<(CharLm<T>, Vocab)> {
+    let dir = dir.as_ref();
+    if !dir.is_dir() {
+        return Err(Error::Io(format!(
+            "{}: no such model directory",
+            dir.display()
+        )));
+    }
+    let cfg_path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&cfg_path)
+        .map_err(|e| Error::Io(format!("{}: cannot read: {e}", cfg_path.display())))?;
+    let source = cfg_path.display().to_string();
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::Input(format!("{source}: invalid JSON ({e})")))?;
+    let config = CharLmConfig::from_json(&json, &source)?;
+    let vocab = Vocab::load(dir.join(VOCAB_FILE))?;
+    if vocab.len() != config.vocab_size {
+        return Err(Error::Input(format!(
+            "{}: {} ids, but {source} says vocab_size {}",
+            dir.join(VOCAB_FILE).display(),
+            vocab.len(),
+            config.vocab_size
+        )));
+    }
+    let model = CharLm::load_weights(dir.join(WEIGHTS_FILE), &config)?;
+    Ok((model, vocab))
+}
