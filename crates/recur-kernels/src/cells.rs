@@ -142,9 +142,9 @@ pub fn gru_backward<T: Real>(
     h_prev: &[T],
     dh: &mut [T],
     dgi: &mut [T],
-    dgh: &mut [T],
+    dhn: &mut [T],
 ) {
-    naive::gru_backward(n, h, gates, hn, h_prev, dh, dgi, dgh)
+    naive::gru_backward(n, h, gates, hn, h_prev, dh, dgi, dhn)
 }
 
 /// Elman RNN step, forward: see [`naive::rnn_forward`].
@@ -308,9 +308,11 @@ pub mod naive {
     ///
     /// - `gates` (n, 3H): `[r | z | n]` from [`gru_forward`]; `hn` (n, H); `h_prev` (n, H).
     /// - `dh` (n, H): in: the gradient with respect to `h_new`; out: its direct part
-    ///   `dh * z` of the gradient with respect to `h_prev` (the caller adds `dgh W_hh`).
+    ///   `dh * z` of the gradient with respect to `h_prev` (the caller adds
+    ///   `[dgi_r | dgi_z | dhn] W_hh`).
     /// - `dgi` (n, 3H): out, the gradient with respect to `x W_ihᵀ + b_ih`.
-    /// - `dgh` (n, 3H): out, the gradient with respect to `h_prev W_hhᵀ + b_hh`.
+    /// - `dhn` (n, H): out, the gradient with respect to `W_hn h_prev + b_hn` (the n block of
+    ///   the hidden side; its r and z blocks equal `dgi`'s).
     #[allow(clippy::too_many_arguments)]
     pub fn gru_backward<T: Real>(
         n: usize,
@@ -320,12 +322,11 @@ pub mod naive {
         h_prev: &[T],
         dh: &mut [T],
         dgi: &mut [T],
-        dgh: &mut [T],
+        dhn: &mut [T],
     ) {
         for r in 0..n {
             let g = &gates[r * 3 * h..(r + 1) * 3 * h];
             let di = &mut dgi[r * 3 * h..(r + 1) * 3 * h];
-            let dhh = &mut dgh[r * 3 * h..(r + 1) * 3 * h];
             for j in 0..h {
                 let (rg, zg, ng) = (g[j], g[h + j], g[2 * h + j]);
                 let k = r * h + j;
@@ -336,9 +337,7 @@ pub mod naive {
                 di[j] = dar;
                 di[h + j] = daz;
                 di[2 * h + j] = dan;
-                dhh[j] = dar;
-                dhh[h + j] = daz;
-                dhh[2 * h + j] = dan * rg;
+                dhn[k] = dan * rg;
                 dh[k] = d * zg;
             }
         }

@@ -478,14 +478,18 @@ fn group_forward<T: Real>(
 pub(crate) struct BwdWork<T: Real> {
     /// (T, B, G·H): gradient of the input-side pre-activations.
     dg: Buf<T>,
-    /// GRU: (T, B, 3H): gradient of the hidden-side pre-activations `h W_hhᵀ + b_hh`.
-    dgh: Buf<T>,
+    /// GRU: (T, B, H): gradient of `W_hn h + b_hn` (the hidden side's n block; its r and z
+    /// blocks equal the input side's).
+    dhn: Buf<T>,
     /// LSTM with projection: (T, B, P): gradient of h at every step, for `dW_hr`.
     dhs: Buf<T>,
     /// LSTM with projection: (B, H): gradient of m.
     dm: Buf<T>,
-    /// W_hh (G·H, H_out) packed once per call for the per-step `dG W_hh`.
+    /// W_hh (G·H, H_out) packed once per call for the per-step `dG W_hh` (GRU: its r and z
+    /// row blocks only, (2H, H_out)).
     hh: PackedB<T>,
+    /// GRU: the n row block of W_hh, (H, H_out).
+    hh_n: PackedB<T>,
     /// LSTM with projection: W_hr (P, H) packed once per call for the per-step `dh W_hr`.
     hr: PackedB<T>,
 }
@@ -496,8 +500,8 @@ impl<T: Real> BwdWork<T> {
         let lstm = d.mode == Mode::Lstm;
         BwdWork {
             dg: Buf::any(t * b * d.gh()),
-            dgh: if d.mode == Mode::Gru {
-                Buf::any(t * b * d.gh())
+            dhn: if d.mode == Mode::Gru {
+                Buf::any(t * b * d.h)
             } else {
                 Buf::empty()
             },
@@ -507,6 +511,7 @@ impl<T: Real> BwdWork<T> {
                 Buf::empty()
             },
             hh: PackedB::new(),
+            hh_n: PackedB::new(),
             hr: PackedB::new(),
             dm: if lstm && d.proj() {
                 Buf::any(b * d.h)
@@ -558,7 +563,12 @@ pub(crate) fn dir_backward<T: Real>(
             None => dc0.fill(T::ZERO),
         }
     }
-    w.hh.pack(MatRef::new(p.w_hh, g, hout));
+    if d.mode == Mode::Gru {
+        w.hh.pack(MatRef::new(&p.w_hh[..2 * h * hout], 2 * h, hout));
+        w.hh_n.pack(MatRef::new(&p.w_hh[2 * h * hout..], h, hout));
+    } else {
+        w.hh.pack(MatRef::new(p.w_hh, g, hout));
+    }
     if let Some(w_hr) = p.w_hr {
         w.hr.pack(MatRef::new(w_hr, hout, h));
     }
@@ -566,26 +576,27 @@ pub(crate) fn dir_backward<T: Real>(
         let many = plan.groups.len() > 1;
         let BwdWork {
             dg,
-            dgh,
+            dhn,
             dhs,
             dm,
             hh,
+            hh_n,
             hr,
         } = w;
-        let (hh, hr) = (&*hh, &*hr);
+        let (hh, hh_n, hr) = (&*hh, &*hh_n, &*hr);
         let jobs: Vec<_> = plan
             .groups
             .iter()
             .zip(group_chunks(dg, plan, tn * g))
-            .zip(group_chunks(dgh, plan, tn * g))
+            .zip(group_chunks(dhn, plan, tn * h))
             .zip(group_chunks(dhs, plan, tn * hout))
             .zip(group_chunks(dm, plan, h))
             .zip(group_chunks(dh0, plan, hout))
             .zip(group_chunks(dc0, plan, h))
-            .map(|((((((gr, dg), dgh), dhs), dm), dh), dc)| GroupBwd {
+            .map(|((((((gr, dg), dhn), dhs), dm), dh), dc)| GroupBwd {
                 gr,
                 dg,
-                dgh,
+                dhn,
                 dhs,
                 dm,
                 dh,
@@ -608,6 +619,7 @@ pub(crate) fn dir_backward<T: Real>(
             group_backward(
                 d,
                 hh,
+                hh_n,
                 hr,
                 p.w_hr.is_some(),
                 tn,
@@ -625,11 +637,6 @@ pub(crate) fn dir_backward<T: Real>(
     // Everything below is one GEMM (or column sum) over all T·B rows, except dW_hh: one per
     // group, since each group's states sit in their own (T+1, b, H_out) block.
     let dg = MatRef::new(&w.dg, rows, g);
-    let dgh = if d.mode == Mode::Gru {
-        MatRef::new(&w.dgh[..], rows, g)
-    } else {
-        dg
-    };
     // dW_ih (G·H, in) += dGᵀ · x
     matmul(
         MatMut::new(gr.w_ih, g, d.input),
@@ -638,32 +645,65 @@ pub(crate) fn dir_backward<T: Real>(
         true,
         Par::Threads,
     );
-    // dW_hh (G·H, H_out) += dG_hᵀ · h_prev, h_prev = hs[0..T] or hs[1..T+1] of each group
+    // dW_hh (G·H, H_out) += dG_hᵀ · h_prev, h_prev = hs[0..T] or hs[1..T+1] of each group. The
+    // hidden-side gradient dG_h equals dG except, for the GRU, in its n block (kept apart in
+    // `dhn`): those rows of dW_hh take dhnᵀ · h_prev.
+    let gru = d.mode == Mode::Gru;
+    let g_shared = if gru { 2 * h } else { g };
     for grp in &plan.groups {
         let hs = &s.hs[grp.off * (tn + 1) * hout..(grp.off + grp.b) * (tn + 1) * hout];
-        let hprev = if reverse {
-            &hs[grp.b * hout..]
-        } else {
-            &hs[..tn * grp.b * hout]
-        };
-        let dgh_g = MatRef::new(
-            &dgh.data[grp.off * tn * g..(grp.off + grp.b) * tn * g],
+        let hprev = MatRef::new(
+            if reverse {
+                &hs[grp.b * hout..]
+            } else {
+                &hs[..tn * grp.b * hout]
+            },
             tn * grp.b,
+            hout,
+        );
+        let dg_g = MatRef::strided(
+            &w.dg[grp.off * tn * g..(grp.off + grp.b) * tn * g],
+            tn * grp.b,
+            g_shared,
             g,
         );
         matmul(
-            MatMut::new(&mut *gr.w_hh, g, hout),
-            dgh_g.t(),
-            MatRef::new(hprev, tn * grp.b, hout),
+            MatMut::new(&mut gr.w_hh[..g_shared * hout], g_shared, hout),
+            dg_g.t(),
+            hprev,
             true,
             Par::Threads,
         );
+        if gru {
+            let dhn_g = MatRef::new(
+                &w.dhn[grp.off * tn * h..(grp.off + grp.b) * tn * h],
+                tn * grp.b,
+                h,
+            );
+            matmul(
+                MatMut::new(&mut gr.w_hh[2 * h * hout..], h, hout),
+                dhn_g.t(),
+                hprev,
+                true,
+                Par::Threads,
+            );
+        }
     }
     if let Some(db) = gr.b_ih {
         col_sum(&w.dg, g, db);
     }
     if let Some(db) = gr.b_hh {
-        col_sum(dgh.data, g, db);
+        if gru {
+            // [da_r | da_z] as on the input side, then the n block from dhn.
+            for row in w.dg.chunks_exact(g) {
+                for (o, &v) in db[..2 * h].iter_mut().zip(&row[..2 * h]) {
+                    *o += v;
+                }
+            }
+            col_sum(&w.dhn, h, &mut db[2 * h..]);
+        } else {
+            col_sum(&w.dg, g, db);
+        }
     }
     if let Some(dw_hr) = gr.w_hr {
         // dW_hr (P, H) += dhsᵀ · m
@@ -690,8 +730,8 @@ struct GroupBwd<'a, T> {
     gr: &'a Group,
     /// (T, b, G·H)
     dg: &'a mut [T],
-    /// GRU: (T, b, 3H)
-    dgh: &'a mut [T],
+    /// GRU: (T, b, H)
+    dhn: &'a mut [T],
     /// projected LSTM: (T, b, P)
     dhs: &'a mut [T],
     /// projected LSTM: (b, H)
@@ -708,6 +748,7 @@ struct GroupBwd<'a, T> {
 fn group_backward<T: Real>(
     d: &Dims,
     hh: &PackedB<T>,
+    hh_n: &PackedB<T>,
     hr: &PackedB<T>,
     proj: bool,
     tn: usize,
@@ -754,13 +795,14 @@ fn group_backward<T: Real>(
                 hh.matmul_with(n, dgt, g, j.dh, hout, false, threads);
             }
             Mode::Gru => {
-                let dght = &mut j.dgh[t * b * g..(t + 1) * b * g];
-                dght[n * g..].fill(T::ZERO);
+                let dhnt = &mut j.dhn[t * b * h..(t + 1) * b * h];
+                dhnt[n * h..].fill(T::ZERO);
                 let hp = &hs[prev * b * hout..(prev + 1) * b * hout];
                 let hn = &hn_all[t * b * h..(t + 1) * b * h];
-                cells::gru_backward(n, h, gates, hn, hp, j.dh, dgt, dght);
-                // dh_prev += dG_h (n, 3H) · W_hh
-                hh.matmul_with(n, dght, g, j.dh, hout, true, threads);
+                cells::gru_backward(n, h, gates, hn, hp, j.dh, dgt, dhnt);
+                // dh_prev += [da_r | da_z] · W_hh[r, z rows] + dhn · W_hh[n rows]
+                hh.matmul_with(n, dgt, g, j.dh, hout, true, threads);
+                hh_n.matmul_with(n, dhnt, h, j.dh, hout, true, threads);
             }
             Mode::RnnTanh | Mode::RnnRelu => {
                 let hnw = &hs[new * b * hout..(new + 1) * b * hout];
