@@ -33,28 +33,16 @@ with the venv python printed by scripts/venv.sh (which creates .venv/ on first u
 """
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _ensure_torch():
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        if os.environ.get("RECUR_VENV_REEXEC") == "1":
-            raise
-        out = subprocess.run(
-            ["bash", str(ROOT / "scripts" / "venv.sh")], check=True, stdout=subprocess.PIPE, text=True
-        ).stdout
-        py = out.strip().splitlines()[-1]
-        env = dict(os.environ, RECUR_VENV_REEXEC="1")
-        os.execve(py, [py, str(Path(__file__).resolve()), *sys.argv[1:]], env)
+sys.path.insert(0, str(ROOT / "scripts"))
+import venvpy  # noqa: E402
 
-
-_ensure_torch()
+venvpy.ensure(("torch",))
 
 import argparse  # noqa: E402
 import json  # noqa: E402

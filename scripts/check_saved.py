@@ -13,31 +13,16 @@ exactly. Prints one line per file (OK / SKIP / FAIL and the error) and a final l
 If torch is not importable, re-executes itself with the venv python from scripts/venv.sh.
 """
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _ensure_torch():
-    try:
-        import numpy  # noqa: F401
-        import safetensors  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError:
-        if os.environ.get("RECUR_VENV_REEXEC") == "1":
-            raise
-        out = subprocess.run(
-            ["bash", str(ROOT / "scripts" / "venv.sh")], check=True, stdout=subprocess.PIPE, text=True
-        ).stdout
-        py = out.strip().splitlines()[-1]
-        env = dict(os.environ, RECUR_VENV_REEXEC="1")
-        os.execve(py, [py, str(Path(__file__).resolve()), *sys.argv[1:]], env)
+sys.path.insert(0, str(ROOT / "scripts"))
+import venvpy  # noqa: E402
 
-
-_ensure_torch()
+venvpy.ensure()
 
 import safetensors  # noqa: E402
 import safetensors.torch  # noqa: E402

@@ -41,9 +41,7 @@ use crate::config::{Mode, RnnConfig};
 use crate::error::{Error, Result};
 use crate::nn::{clip_grad_norm, softmax_cross_entropy, Embedding, Linear, DEFAULT_IGNORE_INDEX};
 use crate::rnn::{Dropout, Rnn, State};
-use crate::state_dict::{
-    describe, load_rnn, state_dict, write_atomic, write_tensors, LoadOptions, OutTensor, TensorFile,
-};
+use crate::state_dict::{describe, load_rnn, state_dict, write_atomic, LoadOptions, TensorFile};
 use crate::stream::Stream;
 use crate::tensor::Tensor;
 use crate::text::{Batches, Chunk, Vocab};
@@ -646,17 +644,7 @@ impl<T: Real> CharLm<T> {
 
     /// Writes the state_dict to a safetensors file in f32, atomically.
     pub fn save_weights(&self, path: impl AsRef<Path>) -> Result<()> {
-        let sd = self.state_dict();
-        let vals: Vec<Vec<f32>> = sd
-            .iter()
-            .map(|(_, _, v)| v.iter().map(|x| x.to_f64() as f32).collect())
-            .collect();
-        let tensors: Vec<(String, Vec<usize>, OutTensor<'_>)> = sd
-            .iter()
-            .zip(&vals)
-            .map(|((n, s, _), v)| (n.clone(), s.clone(), OutTensor::F32(v)))
-            .collect();
-        write_tensors(path, &tensors, &[])
+        crate::state_dict::save_named(&self.state_dict(), path)
     }
 
     /// Reads the weights written by [`CharLm::save_weights`] for a model of `config`; every

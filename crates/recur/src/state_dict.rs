@@ -682,17 +682,25 @@ pub fn save<T: Real>(
     prefix: &str,
     path: impl AsRef<Path>,
 ) -> Result<()> {
-    let sd = state_dict(layout, params, prefix);
-    let vals: Vec<Vec<f32>> = sd
+    save_named(&state_dict(layout, params, prefix), path)
+}
+
+/// Writes named tensors (name, shape, values) to a safetensors file in f32, atomically, in
+/// the given order.
+pub fn save_named<T: Real>(
+    tensors: &[(String, Vec<usize>, &[T])],
+    path: impl AsRef<Path>,
+) -> Result<()> {
+    let vals: Vec<Vec<f32>> = tensors
         .iter()
         .map(|(_, _, v)| v.iter().map(|x| x.to_f64() as f32).collect())
         .collect();
-    let tensors: Vec<(String, Vec<usize>, OutTensor<'_>)> = sd
+    let out: Vec<(String, Vec<usize>, OutTensor<'_>)> = tensors
         .iter()
         .zip(&vals)
         .map(|((n, s, _), v)| (n.clone(), s.clone(), OutTensor::F32(v)))
         .collect();
-    write_tensors(path, &tensors, &[])
+    write_tensors(path, &out, &[])
 }
 
 #[cfg(test)]
