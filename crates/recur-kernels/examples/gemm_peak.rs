@@ -93,6 +93,9 @@ fn main() {
             bench_packed(m, n, k)
         );
     }
+    for (m, n, k) in [(6400, 2048, 512), (64, 2048, 512)] {
+        println!("packed {m}x{k} * {k}x{n} (threads as set)          {:>7.1} GFLOP/s", bench_packed(m, n, k));
+    }
     for (m, n, k) in [(3200, 2048, 512), (3200, 512, 100)] {
         println!(
             "2 groups of {m}x{k} * {k}x{n} (input projection)     {:>7.1} GFLOP/s",
