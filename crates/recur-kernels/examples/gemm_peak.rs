@@ -94,7 +94,10 @@ fn main() {
         );
     }
     for (m, n, k) in [(6400, 2048, 512), (64, 2048, 512)] {
-        println!("packed {m}x{k} * {k}x{n} (threads as set)          {:>7.1} GFLOP/s", bench_packed(m, n, k));
+        println!(
+            "packed {m}x{k} * {k}x{n} (threads as set)          {:>7.1} GFLOP/s",
+            bench_packed(m, n, k)
+        );
     }
     for (m, n, k) in [(3200, 2048, 512), (3200, 512, 100)] {
         println!(
