@@ -199,12 +199,27 @@ impl Job<'_> {
     /// The optional float tensor `name` of the inputs file.
     fn opt<T: Real>(&self, name: &str) -> Result<Option<Tensor<T>>, String> {
         if self.inputs.contains(name) {
-            self.inputs
-                .float::<T>(name)
-                .map(Some)
-                .map_err(|e| e.to_string())
+            let t = self.inputs.float::<T>(name).map_err(|e| e.to_string())?;
+            self.finite(name, &t)?;
+            Ok(Some(t))
         } else {
             Ok(None)
+        }
+    }
+
+    /// Rejects NaN and infinity in a tensor of the inputs file, saying where.
+    fn finite<T: Real>(&self, name: &str, t: &Tensor<T>) -> Result<(), String> {
+        match t.first_non_finite() {
+            None => Ok(()),
+            Some(idx) => {
+                let at: Vec<String> = idx.iter().map(|i| i.to_string()).collect();
+                Err(format!(
+                    "{}: tensor '{name}' holds {} at index ({}); every value must be finite",
+                    self.x(),
+                    t.data()[t.data().iter().position(|v| !v.is_finite()).unwrap()],
+                    at.join(", ")
+                ))
+            }
         }
     }
 
@@ -287,6 +302,7 @@ impl Job<'_> {
         let model = describe(cfg);
         self.no_cell_state(cfg.mode, &model)?;
         let x: Tensor<T> = self.inputs.float("input").map_err(|e| e.to_string())?;
+        self.finite("input", &x)?;
         let h0 = self.opt::<T>("h0")?;
         let c0 = self.opt::<T>("c0")?;
         let lengths = if self.inputs.contains("lengths") {
@@ -376,6 +392,7 @@ impl Job<'_> {
             ));
         }
         let x: Tensor<T> = self.inputs.float("input").map_err(|e| e.to_string())?;
+        self.finite("input", &x)?;
         let (i, hsz) = (cfg.input_size, cfg.hidden_size);
         // Check the shapes here, with the names the file uses.
         let state_shape: Vec<usize> = match x.shape() {

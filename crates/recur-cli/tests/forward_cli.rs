@@ -545,6 +545,24 @@ fn bad_lengths() {
 }
 
 #[test]
+fn non_finite_values() {
+    let st = setup(LSTM);
+    let mut input = f32s("input", &[5, 3, 4]);
+    if let Vals::F32(v) = &mut input.2 {
+        v[(2 * 3 + 1) * 4 + 3] = f32::NAN;
+    }
+    st.fails_with_inputs(&[input], &["'input'", "NaN", "(2, 1, 3)", "finite"]);
+    let mut h0 = f32s("h0", &[4, 3, 1]);
+    if let Vals::F32(v) = &mut h0.2 {
+        v[5] = f32::NEG_INFINITY;
+    }
+    st.fails_with_inputs(
+        &[f32s("input", &[5, 3, 4]), h0],
+        &["'h0'", "-inf", "(1, 2, 0)"],
+    );
+}
+
+#[test]
 fn nonlinearity_on_lstm_weights() {
     let st = setup(LSTM);
     fails(

@@ -56,8 +56,36 @@ impl<T: Real> Tensor<T> {
             data: self.data.iter().map(|x| U::from_f64(x.to_f64())).collect(),
         }
     }
+    /// The index, one coordinate per dimension, of the first NaN or infinite value, if any.
+    pub fn first_non_finite(&self) -> Option<Vec<usize>> {
+        let flat = self.data.iter().position(|v| !v.is_finite())?;
+        let mut idx = vec![0; self.shape.len()];
+        let mut rest = flat;
+        for (i, &d) in self.shape.iter().enumerate().rev() {
+            idx[i] = rest % d;
+            rest /= d;
+        }
+        Some(idx)
+    }
+
     /// The same values under another shape with as many elements.
     pub fn reshape(self, shape: &[usize]) -> Result<Tensor<T>> {
         Tensor::new(shape, self.data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_non_finite_gives_the_multi_index() {
+        let mut t: Tensor<f32> = Tensor::zeros(&[2, 3, 4]);
+        assert_eq!(t.first_non_finite(), None);
+        // (1, 2, 1) is flat index 12 + 8 + 1 = 21; (1, 2, 0) is 20 and comes first.
+        t.data_mut()[21] = f32::INFINITY;
+        assert_eq!(t.first_non_finite(), Some(vec![1, 2, 1]));
+        t.data_mut()[20] = f32::NAN;
+        assert_eq!(t.first_non_finite(), Some(vec![1, 2, 0]));
     }
 }
