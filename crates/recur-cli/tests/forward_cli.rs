@@ -7,7 +7,6 @@ use recur::tolerance::{Tol, F32_FORWARD, F32_GRAD, F64_VS_TORCH};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn fixture(case: &str) -> PathBuf {
     PathBuf::from(concat!(
@@ -17,31 +16,9 @@ fn fixture(case: &str) -> PathBuf {
     .join(format!("{case}.safetensors"))
 }
 
-/// A fresh directory under the system's temp dir, removed on drop.
-struct TmpDir(PathBuf);
-
-impl TmpDir {
-    fn new(tag: &str) -> TmpDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "recur-forward-cli-{}-{tag}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TmpDir(p)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+#[path = "../../../tests/support/tmpdir.rs"]
+mod tmpdir;
+use tmpdir::TmpDir;
 
 /// An owned tensor to write.
 enum Vals {

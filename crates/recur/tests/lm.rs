@@ -7,7 +7,6 @@ use recur::lm::{load_dir, save_dir, CharLm, CharLmConfig, SampleOptions};
 use recur::nn::{Adam, AdamConfig, Embedding};
 use recur::text::{entropy_bits, unigram_bits, Batches, Chunk, Vocab};
 use recur::{Mode, State, Tensor};
-use std::path::PathBuf;
 
 fn randn(n: usize, seed: u64) -> Vec<f64> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -18,23 +17,9 @@ fn close(a: f64, b: f64, tol: f64) -> bool {
     (a - b).abs() <= tol * (1.0 + a.abs().max(b.abs()))
 }
 
-/// A fresh directory under the system's temp dir, removed on drop.
-struct TmpDir(PathBuf);
-
-impl TmpDir {
-    fn new(tag: &str) -> TmpDir {
-        let p = std::env::temp_dir().join(format!("recur-lm-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TmpDir(p)
-    }
-}
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+#[path = "../../../tests/support/tmpdir.rs"]
+mod tmpdir;
+use tmpdir::TmpDir;
 
 // ---------------------------------------------------------------------------------------------
 // Embedding

@@ -648,28 +648,9 @@ fn fixture(case: &str) -> PathBuf {
         .join(format!("{case}.safetensors"))
 }
 
-struct TmpDir(PathBuf);
-
-impl TmpDir {
-    fn new(tag: &str) -> TmpDir {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "recur-weights-errors-{}-{tag}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TmpDir(p)
-    }
-}
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+#[path = "../../../tests/support/tmpdir.rs"]
+mod tmpdir;
+use tmpdir::TmpDir;
 
 /// Tensor names in the order of their data in the file.
 fn data_order(bytes: &[u8]) -> Vec<String> {
