@@ -1,7 +1,8 @@
 //! Reused buffers. A forward or backward pass needs tens of megabytes of scratch; taking it
 //! fresh from the system allocator each call maps new pages and faults every one of them in
 //! (milliseconds per call). [`Buf`] returns its memory to a bounded free list of its element
-//! type when dropped, and [`Buf::any`] / [`Buf::zeroed`] take from it first.
+//! type when dropped (at most 64 buffers and 2 GiB per type), and [`Buf::any`] /
+//! [`Buf::zeroed`] take from it first. [`Pool::clear`] gives the memory back.
 
 use crate::Real;
 use std::ops::{Deref, DerefMut};
@@ -48,6 +49,19 @@ impl<T: Real> Pool<T> {
             }
         }
         vec![T::ZERO; len]
+    }
+
+    /// Frees every buffer the pool keeps.
+    pub fn clear(&self) {
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Bytes the pool keeps.
+    pub fn kept_bytes(&self) -> usize {
+        let free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        free.iter()
+            .map(|v| v.capacity() * std::mem::size_of::<T>())
+            .sum()
     }
 
     fn give(&self, v: Vec<T>) {
@@ -146,5 +160,8 @@ mod tests {
         let c: Buf<f64> = Buf::any(5);
         assert_eq!(c.len(), 5);
         assert_eq!(c.clone().len(), 5);
+        drop(c);
+        f64::pool().clear();
+        assert_eq!(f64::pool().kept_bytes(), 0);
     }
 }

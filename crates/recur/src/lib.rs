@@ -44,3 +44,11 @@ pub use recur_kernels::{num_threads, set_num_threads, Real};
 pub use rnn::{Dropout, InputGrads, Output, Rnn, State, Tape};
 pub use stream::Stream;
 pub use tensor::Tensor;
+
+/// Frees the scratch buffers recur keeps between calls. Forward and backward passes reuse
+/// their buffers (up to 2 GiB per element type) to avoid re-mapping memory on every call;
+/// call this after a large job to give that memory back.
+pub fn release_buffers() {
+    <f32 as Real>::pool().clear();
+    <f64 as Real>::pool().clear();
+}
