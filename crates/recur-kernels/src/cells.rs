@@ -6,22 +6,8 @@
 //! element; LSTM gate blocks are `[i | f | g | o]`, GRU blocks `[r | z | n]`.
 
 use crate::Real;
+use crate::{as_f32, as_f32_mut};
 use std::any::TypeId;
-
-fn as_f32<T: 'static>(x: &[T]) -> Option<&[f32]> {
-    (TypeId::of::<T>() == TypeId::of::<f32>()).then(|| {
-        // SAFETY: T is f32 (same TypeId), so the memory is a valid [f32] of the same length.
-        unsafe { std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len()) }
-    })
-}
-
-fn as_f32_mut<T: 'static>(x: &mut [T]) -> Option<&mut [f32]> {
-    (TypeId::of::<T>() == TypeId::of::<f32>()).then(|| {
-        // SAFETY: T is f32 (same TypeId), so the memory is a valid [f32] of the same length,
-        // and the exclusive borrow moves into the returned slice.
-        unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr() as *mut f32, x.len()) }
-    })
-}
 
 /// Whether the AVX2+FMA kernels apply to element type `T` on this CPU.
 fn fast<T: 'static>() -> bool {

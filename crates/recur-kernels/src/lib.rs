@@ -22,6 +22,7 @@ mod simd;
 
 pub use real::Real;
 
+use std::any::TypeId;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 static NUM_THREADS: AtomicUsize = AtomicUsize::new(0);
@@ -47,5 +48,22 @@ fn available_cores() -> usize {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
+    })
+}
+
+/// `x` as f32 values when `T` is f32 (the fast kernels are written for f32).
+pub(crate) fn as_f32<T: 'static>(x: &[T]) -> Option<&[f32]> {
+    (TypeId::of::<T>() == TypeId::of::<f32>()).then(|| {
+        // SAFETY: T is f32 (same TypeId), so the memory is a valid [f32] of the same length.
+        unsafe { std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len()) }
+    })
+}
+
+/// `x` as mutable f32 values when `T` is f32.
+pub(crate) fn as_f32_mut<T: 'static>(x: &mut [T]) -> Option<&mut [f32]> {
+    (TypeId::of::<T>() == TypeId::of::<f32>()).then(|| {
+        // SAFETY: T is f32 (same TypeId), so the memory is a valid [f32] of the same length,
+        // and the exclusive borrow moves into the returned slice.
+        unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr() as *mut f32, x.len()) }
     })
 }

@@ -170,16 +170,15 @@ impl<T: Real> PackedB<T> {
     ) {
         #[cfg(target_arch = "x86_64")]
         if TypeId::of::<T>() == TypeId::of::<f32>() && crate::cpu::features().avx2_fma {
-            // SAFETY: T is f32 (same TypeId), so the reinterpretations are exact; the CPU has
-            // AVX2+FMA; `matmul` checked that A holds m rows of k values with stride lda and C m
-            // rows of n values with stride ldc, and the packed buffer holds every panel.
-            unsafe {
-                let a = std::slice::from_raw_parts(a.as_ptr() as *const f32, a.len());
-                let c = std::slice::from_raw_parts_mut(c.as_mut_ptr() as *mut f32, c.len());
-                let b =
-                    std::slice::from_raw_parts(self.data.as_ptr() as *const f32, self.data.len());
-                avx2::panels(p0, p1, m, self.k, self.n, a, lda, b, c, ldc, acc);
-            }
+            let (a, b) = (
+                crate::as_f32(a).unwrap(),
+                crate::as_f32(&self.data).unwrap(),
+            );
+            let c = crate::as_f32_mut(c).unwrap();
+            // SAFETY: the CPU has AVX2+FMA; `matmul` checked that A holds m rows of k values
+            // with stride lda and C m rows of n values with stride ldc, and the packed buffer
+            // holds every panel.
+            unsafe { avx2::panels(p0, p1, m, self.k, self.n, a, lda, b, c, ldc, acc) };
             return;
         }
         self.panels_naive(p0, p1, m, a, lda, c, ldc, acc);
