@@ -1,0 +1,660 @@
+//! Gradient-flow diagnostics checked against independent references, in f64:
+//!
+//! - d loss / d h_t recorded by `Rnn::backward_with` against central finite differences of the
+//!   plain reference (`reference::forward_perturbed` adds ±FD_STEP to one element of h_t
+//!   between steps), for every cell, stacked, bidirectional, projected and variable-length
+//!   batches; and against the closed form (W_hhᵀ)^(T-1-t) w of a ReLU RNN in its linear regime;
+//! - the step Jacobian's J v, Jᵀ u and spectral norm against a finite-difference Jacobian of the
+//!   reference cells (`reference::rnn_cell`, `lstm_cell`, `gru_cell`) and its SVD;
+//! - singular values against matrices built with known singular values.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use recur::diagnostics::{
+    recurrent_spectra, singular_values, spectral_norm, step_jacobian_norms, HiddenGrads,
+    StepJacobian,
+};
+use recur::reference::{self, CellParams, Perturb};
+use recur::tolerance::{F64_VS_TORCH, FD_STEP, FINITE_DIFF};
+use recur::{Dropout, Mode, Rnn, RnnConfig, State, Tensor};
+
+fn uniform(rng: &mut ChaCha8Rng, n: usize, lo: f64, hi: f64) -> Vec<f64> {
+    (0..n).map(|_| rng.gen_range(lo..hi)).collect()
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// One case of the finite-difference check of d loss / d h_t.
+struct Case {
+    cfg: RnnConfig,
+    t: usize,
+    lengths: Vec<usize>,
+}
+
+/// L = Σ output·gy + Σ h_n·gh (+ Σ c_n·gc) with random gy, gh, gc; the recorded dL/dh_t of
+/// every (layer, direction, sequence, step, unit) against the central difference of the
+/// reference's L when that element of h_t is moved by ±FD_STEP.
+fn check_hidden_grads(case: &Case, seed: u64) {
+    let cfg = &case.cfg;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let model: Rnn<f64> = Rnn::new(cfg.clone(), seed).unwrap();
+    let (t, b) = (case.t, case.lengths.len());
+    let (nl, nd, h, hout, i) = (
+        cfg.num_layers,
+        cfg.num_directions(),
+        cfg.hidden_size,
+        cfg.h_out(),
+        cfg.input_size,
+    );
+    let lstm = cfg.mode == Mode::Lstm;
+    // Time-major input for the reference; the engine gets it in its own layout.
+    let x = uniform(&mut rng, t * b * i, -1.0, 1.0);
+    let h0 = uniform(&mut rng, nl * nd * b * hout, -1.0, 1.0);
+    let c0 = if lstm {
+        uniform(&mut rng, nl * nd * b * h, -1.0, 1.0)
+    } else {
+        vec![]
+    };
+    let width = nd * hout;
+    let gy = uniform(&mut rng, t * b * width, -1.0, 1.0);
+    let gh = uniform(&mut rng, nl * nd * b * hout, -1.0, 1.0);
+    let gc = if lstm {
+        uniform(&mut rng, nl * nd * b * h, -1.0, 1.0)
+    } else {
+        vec![]
+    };
+    let loss = |r: &reference::RefOutput| dot(&r.output, &gy) + dot(&r.h_n, &gh) + dot(&r.c_n, &gc);
+    // (T, B, ·) → (B, T, ·)
+    let to_bf = |v: &[f64], n: usize| -> Vec<f64> {
+        let mut out = vec![0.0; v.len()];
+        for ti in 0..t {
+            for s in 0..b {
+                out[(s * t + ti) * n..][..n].copy_from_slice(&v[(ti * b + s) * n..][..n]);
+            }
+        }
+        out
+    };
+    let (xs, gys) = if cfg.batch_first {
+        (
+            Tensor::new(&[b, t, i], to_bf(&x, i)).unwrap(),
+            Tensor::new(&[b, t, width], to_bf(&gy, width)).unwrap(),
+        )
+    } else {
+        (
+            Tensor::new(&[t, b, i], x.clone()).unwrap(),
+            Tensor::new(&[t, b, width], gy.clone()).unwrap(),
+        )
+    };
+    let st = State {
+        h: Tensor::new(&[nl * nd, b, hout], h0.clone()).unwrap(),
+        c: lstm.then(|| Tensor::new(&[nl * nd, b, h], c0.clone()).unwrap()),
+    };
+    let (_, tape) = model
+        .forward_train(&xs, Some(&st), Some(&case.lengths), Dropout::Off)
+        .unwrap();
+    let ghn = Tensor::new(&[nl * nd, b, hout], gh.clone()).unwrap();
+    let gcn = lstm.then(|| Tensor::new(&[nl * nd, b, h], gc.clone()).unwrap());
+    let mut grads = model.zeros_like_params();
+    let mut rec = HiddenGrads::new();
+    let with = model
+        .backward_with(
+            &tape,
+            Some(&gys),
+            Some(&ghn),
+            gcn.as_ref(),
+            &mut grads,
+            &mut rec,
+        )
+        .unwrap();
+    // Recording changes nothing else.
+    let mut grads_plain = model.zeros_like_params();
+    let plain = model
+        .backward(
+            &tape,
+            Some(&gys),
+            Some(&ghn),
+            gcn.as_ref(),
+            &mut grads_plain,
+        )
+        .unwrap();
+    assert_eq!(grads, grads_plain);
+    assert_eq!(with, plain);
+    assert_eq!(
+        (
+            rec.num_layers(),
+            rec.num_directions(),
+            rec.seq_len(),
+            rec.batch_size(),
+            rec.hidden_size()
+        ),
+        (nl, nd, t, b, hout)
+    );
+    assert_eq!(rec.lengths(), &case.lengths[..]);
+
+    let name = format!(
+        "{:?} L{nl} D{nd} P{} batch_first {} lengths {:?}",
+        cfg.mode, cfg.proj_size, cfg.batch_first, case.lengths
+    );
+    let mut checked = 0;
+    for l in 0..nl {
+        for d in 0..nd {
+            let got = rec.get(l, d);
+            for ti in 0..t {
+                for s in 0..b {
+                    for u in 0..hout {
+                        let at = |eps: f64| {
+                            let p = Perturb {
+                                layer: l,
+                                direction: d,
+                                seq: s,
+                                time: ti,
+                                unit: u,
+                                eps,
+                            };
+                            loss(&reference::forward_perturbed(
+                                &model,
+                                &x,
+                                t,
+                                b,
+                                &h0,
+                                &c0,
+                                &case.lengths,
+                                &[],
+                                Some(p),
+                            ))
+                        };
+                        let fd = (at(FD_STEP) - at(-FD_STEP)) / (2.0 * FD_STEP);
+                        let g = got[(ti * b + s) * hout + u];
+                        if ti >= case.lengths[s] {
+                            assert_eq!(g, 0.0, "{name}: padding (l{l} d{d} t{ti} b{s})");
+                        }
+                        assert!(
+                            FINITE_DIFF.ok(g, fd),
+                            "{name}: dL/dh l{l} d{d} t{ti} b{s} unit {u}: {g} vs finite difference {fd}"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+            // norms() is the batch norm of the same numbers.
+            let norms = rec.norms(l, d);
+            let seq = rec.seq_norms(l, d);
+            for ti in 0..t {
+                let row = &got[ti * b * hout..(ti + 1) * b * hout];
+                assert!((norms[ti] - dot(row, row).sqrt()).abs() <= 1e-12 * (1.0 + norms[ti]));
+                let total: f64 = (0..b).map(|s| seq[ti * b + s].powi(2)).sum();
+                assert!((total.sqrt() - norms[ti]).abs() <= 1e-12 * (1.0 + norms[ti]));
+            }
+        }
+    }
+    assert_eq!(checked, nl * nd * t * b * hout);
+}
+
+#[test]
+fn hidden_grads_match_finite_differences() {
+    let cases = [
+        Case {
+            cfg: RnnConfig::rnn(3, 4),
+            t: 5,
+            lengths: vec![5, 3, 4],
+        },
+        Case {
+            cfg: RnnConfig::new(Mode::RnnRelu, 3, 4).num_layers(2),
+            t: 4,
+            lengths: vec![4, 4],
+        },
+        Case {
+            cfg: RnnConfig::lstm(3, 4).num_layers(2).bidirectional(true),
+            t: 4,
+            lengths: vec![2, 4, 3],
+        },
+        Case {
+            cfg: RnnConfig::lstm(2, 5).proj_size(3).batch_first(true),
+            t: 5,
+            lengths: vec![3, 5],
+        },
+        Case {
+            cfg: RnnConfig::gru(3, 4)
+                .num_layers(2)
+                .bidirectional(true)
+                .batch_first(true),
+            t: 4,
+            lengths: vec![4, 1, 3],
+        },
+    ];
+    for (k, c) in cases.iter().enumerate() {
+        check_hidden_grads(c, 100 + k as u64);
+    }
+}
+
+/// A ReLU RNN with positive weights, biases and inputs never leaves its linear regime, so for
+/// L = w·h_{T-1}, dL/dh_t = (W_hhᵀ)^(T-1-t) w exactly: the gradient is multiplied by the same
+/// matrix at every step back in time.
+#[test]
+fn relu_rnn_in_its_linear_regime_follows_powers_of_w_hh() {
+    let (i, h, t, b) = (3, 6, 30, 2);
+    let cfg = RnnConfig::new(Mode::RnnRelu, i, h);
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut model: Rnn<f64> = Rnn::new(cfg, 0).unwrap();
+    for v in model.params_mut() {
+        *v = rng.gen_range(0.0..0.3);
+    }
+    let w_hh = model.param("weight_hh_l0").unwrap().to_vec();
+    let x = Tensor::new(&[t, b, i], uniform(&mut rng, t * b * i, 0.0, 1.0)).unwrap();
+    let (out, tape) = model.forward_train(&x, None, None, Dropout::Off).unwrap();
+    assert!(
+        out.output.data().iter().all(|&v| v > 0.0),
+        "left the linear regime"
+    );
+    let w = uniform(&mut rng, b * h, -1.0, 1.0); // (1, B, H)
+    let gh = Tensor::new(&[1, b, h], w.clone()).unwrap();
+    let mut grads = model.zeros_like_params();
+    let mut rec = HiddenGrads::new();
+    model
+        .backward_with(&tape, None, Some(&gh), None, &mut grads, &mut rec)
+        .unwrap();
+    let got = rec.get(0, 0);
+    for s in 0..b {
+        // v = (W_hhᵀ)^k w for k = 0, 1, ...: step t = T-1-k.
+        let mut v = w[s * h..(s + 1) * h].to_vec();
+        for k in 0..t {
+            let ti = t - 1 - k;
+            let g = &got[(ti * b + s) * h..][..h];
+            let scale = v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+            for (a, e) in g.iter().zip(&v) {
+                assert!(
+                    (a - e).abs() <= 1e-12 * scale,
+                    "seq {s} t {ti}: {a} vs (W_hh^T)^{k} w = {e}"
+                );
+            }
+            let mut next = vec![0.0; h];
+            for (r, &vr) in v.iter().enumerate() {
+                for (c, n) in next.iter_mut().enumerate() {
+                    *n += w_hh[r * h + c] * vr;
+                }
+            }
+            v = next;
+        }
+    }
+    // So the per-step norms shrink like the powers of the spectral radius of W_hh: the ratio
+    // of successive norms far from the end tends to it (positive matrix: Perron root).
+    let norms = rec.norms(0, 0);
+    let rho = {
+        // The Perron root of a positive matrix by plain power iteration on W_hhᵀ.
+        let mut v = vec![1.0; h];
+        let mut lambda = 0.0;
+        for _ in 0..500 {
+            let mut next = vec![0.0; h];
+            for (r, &vr) in v.iter().enumerate() {
+                for (c, n) in next.iter_mut().enumerate() {
+                    *n += w_hh[r * h + c] * vr;
+                }
+            }
+            lambda = dot(&next, &next).sqrt() / dot(&v, &v).sqrt();
+            v = next;
+        }
+        lambda
+    };
+    let ratio = norms[0] / norms[1];
+    assert!(
+        (ratio - rho).abs() < 1e-6 * rho,
+        "norm ratio {ratio} vs spectral radius {rho}"
+    );
+}
+
+/// F(state) of one cell from the reference implementation.
+fn reference_step(rnn: &Rnn<f64>, layer: usize, dir: usize, x: &[f64], state: &[f64]) -> Vec<f64> {
+    let c = rnn.config();
+    let lay = rnn.layout().dir(layer, dir);
+    let pr = rnn.params();
+    let p = CellParams {
+        w_ih: &pr[lay.w_ih.clone()],
+        w_hh: &pr[lay.w_hh.clone()],
+        b_ih: lay.b_ih.clone().map(|r| &pr[r]),
+        b_hh: lay.b_hh.clone().map(|r| &pr[r]),
+        w_hr: lay.w_hr.clone().map(|r| &pr[r]),
+    };
+    let hout = c.h_out();
+    match c.mode {
+        Mode::RnnTanh | Mode::RnnRelu => reference::rnn_cell(&p, x, state, c.mode == Mode::RnnRelu),
+        Mode::Gru => reference::gru_cell(&p, x, state),
+        Mode::Lstm => {
+            let (h, cc) = reference::lstm_cell(&p, x, &state[..hout], &state[hout..]);
+            [h, cc].concat()
+        }
+    }
+}
+
+#[test]
+fn step_jacobian_matches_finite_differences() {
+    let configs = [
+        RnnConfig::rnn(3, 5),
+        RnnConfig::new(Mode::RnnRelu, 3, 5),
+        RnnConfig::lstm(3, 4),
+        RnnConfig::lstm(3, 5).proj_size(3),
+        RnnConfig::gru(3, 5),
+        // layer 1, reverse direction: input size 2·H_out
+        RnnConfig::gru(3, 4).num_layers(2).bidirectional(true),
+        RnnConfig::lstm(3, 4).num_layers(2).bidirectional(true),
+    ];
+    for (k, cfg) in configs.iter().enumerate() {
+        let mut rng = ChaCha8Rng::seed_from_u64(k as u64);
+        let rnn: Rnn<f64> = Rnn::new(cfg.clone(), 10 + k as u64).unwrap();
+        let (layer, dir) = (cfg.num_layers - 1, cfg.num_directions() - 1);
+        let lstm = cfg.mode == Mode::Lstm;
+        let x = uniform(&mut rng, cfg.layer_input_size(layer), -1.5, 1.5);
+        let hp = uniform(&mut rng, cfg.h_out(), -0.9, 0.9);
+        let cp = if lstm {
+            uniform(&mut rng, cfg.hidden_size, -1.5, 1.5)
+        } else {
+            vec![]
+        };
+        let j = StepJacobian::new(&rnn, layer, dir, &x, &hp, &cp).unwrap();
+        let state = [hp.clone(), cp.clone()].concat();
+        let n = state.len();
+        assert_eq!(j.state_size(), n);
+        // The point itself: the new state equals the reference cell's.
+        let f0 = reference_step(&rnn, layer, dir, &x, &state);
+        let new = [j.h_new().to_vec(), j.c_new().to_vec()].concat();
+        for (a, e) in new.iter().zip(&f0) {
+            assert!(F64_VS_TORCH.ok(*a, *e), "{cfg:?}: new state {a} vs {e}");
+        }
+        // Finite-difference Jacobian, (n, n) row-major: column c = dF/dstate[c].
+        let mut jfd = vec![0.0; n * n];
+        for c in 0..n {
+            let mut sp = state.clone();
+            sp[c] += FD_STEP;
+            let fp = reference_step(&rnn, layer, dir, &x, &sp);
+            sp[c] -= 2.0 * FD_STEP;
+            let fm = reference_step(&rnn, layer, dir, &x, &sp);
+            for r in 0..n {
+                jfd[r * n + c] = (fp[r] - fm[r]) / (2.0 * FD_STEP);
+            }
+        }
+        for c in 0..n {
+            let mut e = vec![0.0; n];
+            e[c] = 1.0;
+            let col = j.jvp(&e);
+            let row = j.vjp(&e);
+            for r in 0..n {
+                assert!(
+                    FINITE_DIFF.ok(col[r], jfd[r * n + c]),
+                    "{cfg:?}: J[{r},{c}] by jvp {} vs finite difference {}",
+                    col[r],
+                    jfd[r * n + c]
+                );
+                assert!(
+                    FINITE_DIFF.ok(row[r], jfd[c * n + r]),
+                    "{cfg:?}: J[{c},{r}] by vjp {} vs finite difference {}",
+                    row[r],
+                    jfd[c * n + r]
+                );
+            }
+        }
+        // Spectral norms against the SVD of the finite-difference Jacobian.
+        let sigma = singular_values(&jfd, n, n)[0];
+        let got = j.spectral_norm(2000, 1e-14);
+        assert!(
+            (got - sigma).abs() <= 1e-6 * sigma,
+            "{cfg:?}: ||J|| {got} vs {sigma}"
+        );
+        let hout = cfg.h_out();
+        let block: Vec<f64> = (0..hout)
+            .flat_map(|r| jfd[r * n..r * n + hout].to_vec())
+            .collect();
+        let sigma_hh = singular_values(&block, hout, hout)[0];
+        let got_hh = j.hh_spectral_norm(2000, 1e-14);
+        assert!(
+            (got_hh - sigma_hh).abs() <= 1e-6 * sigma_hh,
+            "{cfg:?}: ||dh/dh|| {got_hh} vs {sigma_hh}"
+        );
+    }
+}
+
+#[test]
+fn jacobian_trace_follows_the_forward_pass() {
+    for cfg in [
+        RnnConfig::lstm(2, 4).num_layers(2).bidirectional(true),
+        RnnConfig::gru(2, 3),
+        RnnConfig::rnn(2, 3),
+    ] {
+        let rnn: Rnn<f64> = Rnn::new(cfg.clone(), 3).unwrap();
+        let len = 6;
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let x = uniform(&mut rng, len * 2, -1.0, 1.0);
+        let traces = step_jacobian_norms(&rnn, &x, len, 200).unwrap();
+        assert_eq!(traces.len(), cfg.num_layers * cfg.num_directions());
+        let out = rnn
+            .forward(&Tensor::new(&[len, 2], x.clone()).unwrap(), None, None)
+            .unwrap();
+        let (nd, hout) = (cfg.num_directions(), cfg.h_out());
+        for tr in traces.iter().filter(|tr| tr.layer == cfg.num_layers - 1) {
+            for t in 0..len {
+                for u in 0..hout {
+                    let a = tr.h[t * hout + u];
+                    let e = out.output.data()[t * nd * hout + tr.direction * hout + u];
+                    assert!(F64_VS_TORCH.ok(a, e), "{cfg:?}: h {a} vs forward {e}");
+                }
+            }
+        }
+        for tr in &traces {
+            assert!(tr.state.iter().all(|&v| v.is_finite() && v > 0.0));
+            if cfg.mode != Mode::Lstm {
+                assert_eq!(tr.state, tr.hh);
+            }
+        }
+    }
+    let rnn: Rnn<f64> = Rnn::new(RnnConfig::rnn(2, 3), 0).unwrap();
+    let e = step_jacobian_norms(&rnn, &[0.0; 5], 3, 10).unwrap_err();
+    assert!(e.to_string().contains("(3, 2)"), "{e}");
+}
+
+/// A random orthogonal (n, n) matrix as a product of Givens rotations.
+fn givens_orthogonal(n: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
+    let mut q = vec![0.0; n * n];
+    for k in 0..n {
+        q[k * n + k] = 1.0;
+    }
+    for _ in 0..4 * n * n {
+        let (p, r) = (rng.gen_range(0..n), rng.gen_range(0..n));
+        if p == r {
+            continue;
+        }
+        let a: f64 = rng.gen_range(0.0..std::f64::consts::TAU);
+        let (c, s) = (a.cos(), a.sin());
+        for col in 0..n {
+            let (x, y) = (q[p * n + col], q[r * n + col]);
+            q[p * n + col] = c * x - s * y;
+            q[r * n + col] = s * x + c * y;
+        }
+    }
+    q
+}
+
+/// A = U diag(s) Vᵀ, (rows, cols), with the given singular values (min(rows, cols) of them).
+fn with_singular_values(rows: usize, cols: usize, s: &[f64], rng: &mut ChaCha8Rng) -> Vec<f64> {
+    let u = givens_orthogonal(rows, rng);
+    let v = givens_orthogonal(cols, rng);
+    let mut a = vec![0.0; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            a[r * cols + c] = (0..s.len())
+                .map(|k| u[r * rows + k] * s[k] * v[c * cols + k])
+                .sum();
+        }
+    }
+    a
+}
+
+#[test]
+fn singular_values_of_matrices_built_from_them() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for (rows, cols) in [(6, 6), (9, 4), (4, 9), (1, 5), (30, 30)] {
+        let k = rows.min(cols);
+        let mut s: Vec<f64> = (0..k).map(|j| 3.0 / (1.0 + j as f64)).collect();
+        s[k - 1] = if k > 2 { 0.0 } else { s[k - 1] }; // one exact zero when there is room
+        let a = with_singular_values(rows, cols, &s, &mut rng);
+        let got = singular_values(&a, rows, cols);
+        assert_eq!(got.len(), k);
+        for (g, e) in got.iter().zip(&s) {
+            assert!(
+                (g - e).abs() <= 1e-13 * s[0] * k as f64,
+                "{rows}x{cols}: {got:?} vs {s:?}"
+            );
+        }
+        let top = spectral_norm(&a, rows, cols, 5000, 1e-15);
+        assert!(
+            (top - s[0]).abs() <= 1e-9 * s[0],
+            "{rows}x{cols}: {top} vs {}",
+            s[0]
+        );
+    }
+    // The 2x2 closed form: [[a, b], [0, d]] has σ1² + σ2² = a² + b² + d² and σ1 σ2 = |a d|.
+    let (a, b, d) = (2.0, 1.0, 0.5);
+    let sv = singular_values(&[a, b, 0.0, d], 2, 2);
+    assert!((sv[0] * sv[0] + sv[1] * sv[1] - (a * a + b * b + d * d)).abs() < 1e-14);
+    assert!((sv[0] * sv[1] - a * d).abs() < 1e-14);
+}
+
+/// An LSTM whose recurrent gate blocks are 1Q, 2Q, 3Q, 4Q for one orthogonal Q: each block's
+/// singular values are all k, and the whole (4H, H) matrix has WᵀW = 30 I, so all of its
+/// singular values are √30.
+#[test]
+fn recurrent_spectra_per_gate_block() {
+    let h = 5;
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let q = givens_orthogonal(h, &mut rng);
+    let mut rnn: Rnn<f64> = Rnn::new(RnnConfig::lstm(2, h).num_layers(2), 0).unwrap();
+    let e = rnn.layout().get("weight_hh_l1").unwrap().clone();
+    for k in 0..4 {
+        for (j, &v) in q.iter().enumerate() {
+            rnn.params_mut()[e.offset + k * h * h + j] = (k + 1) as f64 * v;
+        }
+    }
+    let spectra = recurrent_spectra(&rnn, true);
+    // Two parameters, each whole + 4 gates.
+    assert_eq!(spectra.len(), 10);
+    let l1: Vec<_> = spectra
+        .iter()
+        .filter(|s| s.param == "weight_hh_l1")
+        .collect();
+    assert_eq!(l1[0].gate, None);
+    assert_eq!(l1[0].shape, (4 * h, h));
+    for v in l1[0].singular_values.iter().chain([&l1[0].largest]) {
+        assert!((v - 30f64.sqrt()).abs() < 1e-12, "{v}");
+    }
+    for (k, (s, name)) in l1[1..].iter().zip(["i", "f", "g", "o"]).enumerate() {
+        assert_eq!(s.gate, Some(name));
+        assert_eq!(s.shape, (h, h));
+        for v in s.singular_values.iter().chain([&s.largest]) {
+            assert!((v - (k + 1) as f64).abs() < 1e-12, "{name}: {v}");
+        }
+    }
+    // Without `all`, only the largest.
+    let quick = recurrent_spectra(&rnn, false);
+    assert!(quick.iter().all(|s| s.singular_values.is_empty()));
+    // A tanh RNN has one block, the whole matrix.
+    let rnn: Rnn<f32> = Rnn::new(RnnConfig::rnn(2, 4), 0).unwrap();
+    let s = recurrent_spectra(&rnn, true);
+    assert_eq!(s.len(), 1);
+    let w: Vec<f64> = rnn
+        .param("weight_hh_l0")
+        .unwrap()
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
+    let want = singular_values(&w, 4, 4);
+    assert_eq!(s[0].singular_values, want);
+    assert!((s[0].largest - want[0]).abs() < 1e-9 * want[0]);
+}
+
+#[test]
+fn grad_stats_norms_spikes_non_finite_and_clipping() {
+    use recur::diagnostics::{named_grads, GradStats, GradStatsConfig, GradWarning};
+    let rnn: Rnn<f32> = Rnn::new(RnnConfig::gru(2, 3), 0).unwrap();
+    let n = rnn.layout().total();
+    let mut stats = GradStats::new(GradStatsConfig {
+        window: 5,
+        spike_factor: 10.0,
+        min_history: 3,
+    });
+    // Steps 1..=4: every gradient element k/100, scaled by the step: global norms grow as
+    // s·‖g‖; step 5: 100× the median (a spike); step 6: a NaN in bias_hh_l0.
+    let base: Vec<f32> = (0..n).map(|k| (k % 7) as f32 / 100.0).collect();
+    let base_norm = base.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
+    let mut seen = Vec::new();
+    for s in 1..=4 {
+        let g: Vec<f32> = base.iter().map(|&v| v * s as f32).collect();
+        let step = stats.observe(
+            &named_grads(rnn.layout(), &g, "rnn."),
+            Some(2.5 * base_norm),
+        );
+        assert_eq!(step.step, s);
+        assert!(step.warnings.is_empty(), "{:?}", step.warnings);
+        // Per-parameter norms, named, in layout order; the global norm is their L2 sum.
+        let names: Vec<&str> = step.param_norms.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "rnn.weight_ih_l0",
+                "rnn.weight_hh_l0",
+                "rnn.bias_ih_l0",
+                "rnn.bias_hh_l0"
+            ]
+        );
+        for ((_, got), e) in step.param_norms.iter().zip(rnn.layout().entries()) {
+            let want = g[e.range()]
+                .iter()
+                .map(|&v| (v as f64).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            assert!((got - want).abs() < 1e-12 * (1.0 + want));
+        }
+        assert!((step.global_norm - s as f64 * base_norm).abs() < 1e-5 * base_norm);
+        assert_eq!(step.clipped, s >= 3, "step {s}");
+        seen.push(step.global_norm);
+    }
+    // Median of 1, 2, 3, 4 (× base) is 2.5 × base.
+    let median = stats.running_median().unwrap();
+    assert!((median - 2.5 * base_norm).abs() < 1e-5 * base_norm);
+    let g: Vec<f32> = base.iter().map(|&v| v * 250.0).collect();
+    let step = stats.observe(&named_grads(rnn.layout(), &g, ""), None);
+    assert!(!step.clipped, "no max norm: never clipped");
+    match &step.warnings[..] {
+        [GradWarning::Spike { norm, median: m }] => {
+            assert!((norm / m - 100.0).abs() < 1e-3, "{norm} / {m}");
+            assert!(step.warnings[0].to_string().contains("100.0x"));
+        }
+        w => panic!("expected one spike, got {w:?}"),
+    }
+    let mut g = base.clone();
+    let e = rnn.layout().get("bias_hh_l0").unwrap();
+    g[e.offset + 1] = f32::NAN;
+    let step = stats.observe(&named_grads(rnn.layout(), &g, ""), Some(1.0));
+    assert!(step.global_norm.is_nan());
+    assert!(!step.clipped);
+    assert_eq!(
+        step.warnings,
+        [GradWarning::NonFinite {
+            params: vec!["bias_hh_l0".to_string()]
+        }]
+    );
+    // The NaN step does not enter the median; the window keeps the last 5 finite norms.
+    assert_eq!(
+        (
+            stats.steps(),
+            stats.clipped(),
+            stats.spikes(),
+            stats.non_finite()
+        ),
+        (6, 2, 1, 1)
+    );
+    assert!((stats.clip_rate() - 2.0 / 6.0).abs() < 1e-15);
+    let median = stats.running_median().unwrap();
+    assert!(
+        (median - 3.0 * base_norm).abs() < 1e-5 * base_norm,
+        "{median}"
+    );
+}
