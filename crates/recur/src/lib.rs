@@ -26,6 +26,7 @@ pub mod config;
 pub mod diagnostics;
 mod engine;
 pub mod error;
+pub mod init;
 pub mod layout;
 pub mod lm;
 pub mod nn;

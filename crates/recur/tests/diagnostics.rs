@@ -658,3 +658,183 @@ fn grad_stats_norms_spikes_non_finite_and_clipping() {
         "{median}"
     );
 }
+
+/// ‖MᵀM - I‖_max for the (rows, cols) matrix M (columns orthonormal) or ‖MMᵀ - I‖ (rows).
+fn orthonormality_error(m: &[f64], rows: usize, cols: usize) -> f64 {
+    let mut worst: f64 = 0.0;
+    if rows >= cols {
+        for a in 0..cols {
+            for b in 0..cols {
+                let d: f64 = (0..rows).map(|r| m[r * cols + a] * m[r * cols + b]).sum();
+                worst = worst.max((d - f64::from(a == b)).abs());
+            }
+        }
+    } else {
+        for a in 0..rows {
+            for b in 0..rows {
+                let d = dot(&m[a * cols..(a + 1) * cols], &m[b * cols..(b + 1) * cols]);
+                worst = worst.max((d - f64::from(a == b)).abs());
+            }
+        }
+    }
+    worst
+}
+
+#[test]
+fn qr_q_is_orthonormal_with_a_positive_r_diagonal() {
+    use recur::init::qr_q;
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for (m, n) in [(6, 6), (10, 4), (64, 64), (3, 1)] {
+        let a = uniform(&mut rng, m * n, -1.0, 1.0);
+        let q = qr_q(&a, m, n);
+        assert!(orthonormality_error(&q, m, n) < 1e-12, "({m}, {n})");
+        // R = Qᵀ A is upper triangular with a positive diagonal, and Q R = A: the QR
+        // decomposition with positive R diagonal, which is unique for a full-rank A.
+        let mut r = vec![0.0; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                r[i * n + j] = (0..m).map(|k| q[k * n + i] * a[k * n + j]).sum();
+            }
+        }
+        for i in 0..n {
+            assert!(
+                r[i * n + i] > 0.0,
+                "({m}, {n}): R[{i},{i}] = {}",
+                r[i * n + i]
+            );
+            for j in 0..i {
+                assert!(
+                    r[i * n + j].abs() < 1e-12,
+                    "({m}, {n}): R[{i},{j}] = {}",
+                    r[i * n + j]
+                );
+            }
+        }
+        for i in 0..m {
+            for j in 0..n {
+                let qr: f64 = (0..n).map(|k| q[i * n + k] * r[k * n + j]).sum();
+                assert!((qr - a[i * n + j]).abs() < 1e-12);
+            }
+        }
+    }
+}
+
+#[test]
+fn orthogonal_init_one_block_per_gate() {
+    use recur::init::{orthogonal, orthogonal_recurrent};
+    // Wide and tall matrices: orthonormal rows or columns, scaled by the gain.
+    for (rows, cols) in [(5, 8), (8, 5), (7, 7)] {
+        let m = orthogonal(rows, cols, 1.0, 11);
+        assert!(
+            orthonormality_error(&m, rows, cols) < 1e-12,
+            "({rows}, {cols})"
+        );
+        let g = orthogonal(rows, cols, 2.0, 11);
+        assert!(g.iter().zip(&m).all(|(a, b)| (a - 2.0 * b).abs() < 1e-15));
+    }
+    // Different seeds give different matrices.
+    assert_ne!(orthogonal(4, 4, 1.0, 0), orthogonal(4, 4, 1.0, 1));
+    for cfg in [
+        RnnConfig::lstm(3, 6).num_layers(2).bidirectional(true),
+        RnnConfig::lstm(3, 6).proj_size(4),
+        RnnConfig::gru(3, 5),
+        RnnConfig::rnn(3, 5),
+    ] {
+        let mut rnn: Rnn<f64> = Rnn::new(cfg.clone(), 0).unwrap();
+        let before = rnn.params().to_vec();
+        orthogonal_recurrent(&mut rnn, 1.0, 42).unwrap();
+        let (h, hout, g) = (cfg.hidden_size, cfg.h_out(), cfg.mode.gates());
+        let mut blocks = Vec::new();
+        for e in rnn.layout().entries() {
+            let p = &rnn.params()[e.range()];
+            if e.name.starts_with("weight_hh") {
+                for k in 0..g {
+                    let b = &p[k * h * hout..(k + 1) * h * hout];
+                    assert!(
+                        orthonormality_error(b, h, hout) < 1e-12,
+                        "{cfg:?} {} block {k}",
+                        e.name
+                    );
+                    blocks.push(b.to_vec());
+                }
+            } else {
+                assert_eq!(p, &before[e.range()], "{cfg:?}: {} must not change", e.name);
+            }
+        }
+        // Every block is its own draw.
+        for a in 0..blocks.len() {
+            for b in a + 1..blocks.len() {
+                assert_ne!(blocks[a], blocks[b]);
+            }
+        }
+    }
+}
+
+#[test]
+fn irnn_and_forget_gate_bias_set_the_right_parameters() {
+    use recur::init::{forget_gate_bias, irnn};
+    let mut rnn: Rnn<f32> = Rnn::new(RnnConfig::new(Mode::RnnRelu, 3, 4).num_layers(2), 0).unwrap();
+    let w_ih = rnn.param("weight_ih_l1").unwrap().to_vec();
+    irnn(&mut rnn, 1.0).unwrap();
+    for l in 0..2 {
+        let w = rnn.param(&format!("weight_hh_l{l}")).unwrap();
+        for r in 0..4 {
+            for c in 0..4 {
+                assert_eq!(w[r * 4 + c], if r == c { 1.0 } else { 0.0 });
+            }
+        }
+        for b in ["bias_ih", "bias_hh"] {
+            assert!(rnn
+                .param(&format!("{b}_l{l}"))
+                .unwrap()
+                .iter()
+                .all(|&v| v == 0.0));
+        }
+    }
+    assert_eq!(rnn.param("weight_ih_l1").unwrap(), &w_ih[..]);
+    // With identity recurrence, zero biases and zero input, a one-layer ReLU RNN keeps its
+    // (non-negative) state.
+    let mut rnn: Rnn<f32> = Rnn::new(RnnConfig::new(Mode::RnnRelu, 3, 4), 0).unwrap();
+    irnn(&mut rnn, 1.0).unwrap();
+    let h0 = Tensor::new(&[1, 1, 4], vec![0.5, 0.0, 2.0, 1.0]).unwrap();
+    let out = rnn
+        .forward(
+            &Tensor::zeros(&[9, 1, 3]),
+            Some(&State {
+                h: h0.clone(),
+                c: None,
+            }),
+            None,
+        )
+        .unwrap();
+    assert_eq!(out.h_n, h0);
+    let mut lstm: Rnn<f32> = Rnn::new(RnnConfig::lstm(3, 4), 0).unwrap();
+    assert!(irnn(&mut lstm, 1.0)
+        .unwrap_err()
+        .to_string()
+        .contains("lstm"));
+
+    // Forget gate: rows H..2H of bias_ih (gate order i, f, g, o) = 1, of bias_hh = 0; nothing else.
+    let mut lstm: Rnn<f64> = Rnn::new(RnnConfig::lstm(3, 4).bidirectional(true), 1).unwrap();
+    let before = lstm.params().to_vec();
+    forget_gate_bias(&mut lstm, 1.0).unwrap();
+    for e in lstm.layout().entries() {
+        let (old, new) = (&before[e.range()], &lstm.params()[e.range()]);
+        for (k, (&o, &n)) in old.iter().zip(new).enumerate() {
+            let forget = (4..8).contains(&k);
+            let want = match (e.name.starts_with("bias_ih"), e.name.starts_with("bias_hh")) {
+                (true, _) if forget => 1.0,
+                (_, true) if forget => 0.0,
+                _ => o,
+            };
+            assert_eq!(n, want, "{}[{k}]", e.name);
+        }
+    }
+    let mut gru: Rnn<f64> = Rnn::new(RnnConfig::gru(3, 4), 1).unwrap();
+    assert!(forget_gate_bias(&mut gru, 1.0).is_err());
+    let mut nobias: Rnn<f64> = Rnn::new(RnnConfig::lstm(3, 4).bias(false), 1).unwrap();
+    assert!(forget_gate_bias(&mut nobias, 1.0)
+        .unwrap_err()
+        .to_string()
+        .contains("bias"));
+}

@@ -34,6 +34,7 @@ mod loss;
 mod optim;
 
 pub use clip::{clip_grad_norm, clip_grad_norm_flat};
+pub(crate) use embedding::normal_values;
 pub use embedding::Embedding;
 pub use linear::Linear;
 pub use loss::{softmax, softmax_cross_entropy, DEFAULT_IGNORE_INDEX};
