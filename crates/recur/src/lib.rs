@@ -34,6 +34,7 @@ pub mod reference;
 pub mod rnn;
 pub mod state_dict;
 pub mod stream;
+pub mod synthetic;
 pub mod tensor;
 pub mod text;
 pub mod tolerance;
