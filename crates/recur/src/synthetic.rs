@@ -809,7 +809,7 @@ pub fn train(
         Optimizer::Adam(lr) => Opt::Adam(Adam::new(n, AdamConfig::default().lr(lr))),
         Optimizer::Sgd(lr) => Opt::Sgd(Sgd::new(n, SgdConfig::default().lr(lr))),
     };
-    let eval = task.eval_set(cfg.eval_size, 250, cfg.seed ^ 0xe7a1_5e7);
+    let eval = task.eval_set(cfg.eval_size, 250, cfg.seed ^ 0x0e7a_15e7);
     let mut rng = task_rng(cfg.seed.wrapping_add(0x7a5c));
     let probe = task.train_batch(cfg.batch_size, &mut task_rng(cfg.seed ^ 0x960b));
     let baseline = task.baseline();
