@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 mod bench;
 mod demo;
+mod experiment;
 mod forward;
+mod gradients;
 mod sample;
 mod train;
 
@@ -34,6 +36,10 @@ enum Command {
     Train(train::Args),
     /// Generate text from a character-level language model trained by `recur train lm`.
     Sample(sample::Args),
+    /// Long-range benchmarks (adding, copy, digits): every cell at every length, a table and plots.
+    Experiment(experiment::Args),
+    /// Vanishing and exploding gradients: dL/dh_t per step, recurrent spectra, step Jacobians.
+    Gradients(gradients::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +50,8 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Train(a) => train::run(a),
         Command::Sample(a) => sample::run(a),
+        Command::Experiment(a) => experiment::run(a),
+        Command::Gradients(a) => gradients::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
