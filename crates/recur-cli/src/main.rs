@@ -1,12 +1,16 @@
 //! `recur`: the command-line tool. A thin layer over the `recur` library.
 
 use clap::{Parser, Subcommand};
+use run::Failure;
 use std::process::ExitCode;
 
 mod bench;
 mod demo;
 mod forward;
+mod opt;
+mod run;
 mod sample;
+mod task_lm;
 mod train;
 
 /// Counts allocated bytes, for the peak memory `recur bench` reports.
@@ -39,17 +43,17 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo(a) => demo::run(a),
-        Command::Forward(a) => forward::run(a),
-        Command::Bench(a) => bench::run(a),
+        Command::Demo(a) => demo::run(a).map_err(Failure::from),
+        Command::Forward(a) => forward::run(a).map_err(Failure::from),
+        Command::Bench(a) => bench::run(a).map_err(Failure::from),
         Command::Train(a) => train::run(a),
-        Command::Sample(a) => sample::run(a),
+        Command::Sample(a) => sample::run(a).map_err(Failure::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.status)
         }
     }
 }
