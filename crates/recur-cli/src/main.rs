@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 mod bench;
 mod demo;
+mod eval;
 mod forward;
 mod opt;
 mod run;
@@ -36,6 +37,11 @@ enum Command {
     Bench(bench::Args),
     /// Train a model: `recur train lm` trains a character-level language model on a text file.
     Train(train::Args),
+    /// Evaluate a model trained by `recur train` on a data file: prints its metrics.
+    Eval(eval::EvalArgs),
+    /// Run a model trained by `recur train` on inputs, one per line: prints one prediction
+    /// per line.
+    Predict(eval::PredictArgs),
     /// Generate text from a character-level language model trained by `recur train lm`.
     Sample(sample::Args),
 }
@@ -47,6 +53,8 @@ fn main() -> ExitCode {
         Command::Forward(a) => forward::run(a).map_err(Failure::from),
         Command::Bench(a) => bench::run(a).map_err(Failure::from),
         Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run_eval(a),
+        Command::Predict(a) => eval::run_predict(a),
         Command::Sample(a) => sample::run(a).map_err(Failure::from),
     };
     match result {

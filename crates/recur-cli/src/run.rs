@@ -291,7 +291,9 @@ pub fn fmt_metrics(m: &Metrics) -> String {
 }
 
 fn fmt_value(v: f64) -> String {
-    if v != 0.0 && (v.abs() >= 1e5 || v.abs() < 1e-3) {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else if v != 0.0 && (v.abs() >= 1e5 || v.abs() < 1e-3) {
         format!("{v:.3e}")
     } else {
         format!("{v:.4}")

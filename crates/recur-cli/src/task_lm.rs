@@ -398,3 +398,50 @@ impl Task for LmTask {
         ])
     }
 }
+
+/// `recur eval` of a language model: bits per character on a text file, read the way
+/// training reads its validation text.
+pub fn eval(a: &crate::eval::EvalArgs) -> Result<Metrics, String> {
+    let (model, vocab) = recur::lm::load_dir::<f32>(&a.model).map_err(|e| e.to_string())?;
+    let text = read_text("--data", &a.data)?;
+    let ids = vocab.encode(&text);
+    let seq_len = 64;
+    let e = model
+        .evaluate(&ids, a.batch_size, seq_len)
+        .map_err(|e| format!("--data {}: {e}", a.data.display()))?;
+    Ok(vec![
+        ("bpc".into(), e.bpc),
+        ("loss".into(), e.loss),
+        ("characters".into(), ids.len() as f64),
+        (
+            "unknown_characters".into(),
+            vocab.count_unknown(&text) as f64,
+        ),
+    ])
+}
+
+/// `recur predict` of a language model: each input line continued by `--max-len` characters
+/// (most likely ones at temperature 0, sampled otherwise).
+pub fn predict(a: &crate::eval::PredictArgs, lines: &[String]) -> Result<Vec<String>, String> {
+    let (model, vocab) = recur::lm::load_dir::<f32>(&a.model).map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(lines.len());
+    for (k, line) in lines.iter().enumerate() {
+        let prime = if line.is_empty() {
+            default_prime(&vocab)
+        } else {
+            line.clone()
+        };
+        let opts = SampleOptions {
+            temperature: a.temperature,
+            top_k: None,
+            seed: a.seed.wrapping_add(k as u64),
+            exclude: vec![Vocab::UNK],
+        };
+        let ids = model
+            .sample(&vocab.encode(&prime), a.max_len, &opts)
+            .map_err(|e| format!("input line {}: {e}", k + 1))?;
+        // One line out per line in: newlines in the continuation are shown as spaces.
+        out.push(format!("{line}{}", vocab.decode(&ids).replace('\n', " ")));
+    }
+    Ok(out)
+}
