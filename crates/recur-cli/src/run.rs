@@ -166,20 +166,39 @@ pub trait Task {
 }
 
 /// Where the human-readable log goes: stdout, or stderr with `--json` (so stdout holds only
-/// the JSON line).
+/// the JSON line). While a progress bar is on a terminal that stdout also writes to, lines go
+/// above the bar.
 pub struct Log {
     to_stderr: bool,
+    progress: Option<recur_plot::Progress>,
 }
 
 impl Log {
     pub fn new(json: bool) -> Log {
-        Log { to_stderr: json }
+        Log {
+            to_stderr: json,
+            progress: None,
+        }
     }
     pub fn line(&mut self, s: &str) {
-        if self.to_stderr {
-            eprintln!("{s}");
-        } else {
-            println!("{s}");
+        use std::io::IsTerminal;
+        match &mut self.progress {
+            Some(p) if self.to_stderr || std::io::stdout().is_terminal() => p.println(s),
+            _ if self.to_stderr => eprintln!("{s}"),
+            _ => println!("{s}"),
+        }
+    }
+    fn start_progress(&mut self, p: recur_plot::Progress) {
+        self.progress = Some(p);
+    }
+    fn progress(&mut self, step: u64, loss: f64, units: u64) {
+        if let Some(p) = &mut self.progress {
+            p.update(step, loss, units);
+        }
+    }
+    fn end_progress(&mut self) {
+        if let Some(mut p) = self.progress.take() {
+            p.finish();
         }
     }
 }
@@ -454,56 +473,13 @@ impl RunState {
     }
 }
 
-/// A progress line for logs: step, epoch, loss, rates, ETA.
-struct Progress {
-    unit: &'static str,
-    total: u64,
-    every: f64,
-    last: Instant,
-    last_step: u64,
-    last_units: u64,
-}
-
-impl Progress {
-    fn tick(&mut self, log: &mut Log, r: &RunState, per_epoch: u64, force: bool) {
-        let dt = self.last.elapsed().as_secs_f64();
-        if !(force || dt >= self.every) || r.step == self.last_step {
-            return;
-        }
-        let steps = r.step - self.last_step;
-        let per_step = r.train_seconds / r.step.max(1) as f64;
-        log.line(&format!(
-            "step {:>w$}/{}  epoch {:6.2}  loss {:.4}  {:.2} steps/s  {} {}/s  ETA {}",
-            r.step,
-            self.total,
-            r.step as f64 / per_epoch as f64,
-            r.loss_sum / r.loss_n.max(1) as f64,
-            steps as f64 / dt.max(1e-9),
-            si((r.units - self.last_units) as f64 / dt.max(1e-9)),
-            self.unit,
-            duration(per_step * (self.total - r.step) as f64),
-            w = self.total.to_string().len()
-        ));
-        self.last = Instant::now();
-        self.last_step = r.step;
-        self.last_units = r.units;
-    }
-    /// Restarts the rate window (after an evaluation, whose time is not training time).
-    fn restart(&mut self, r: &RunState) {
-        self.last = Instant::now();
-        self.last_step = r.step;
-        self.last_units = r.units;
-    }
-}
-
-/// What a finished run reports.
-pub struct Summary {
-    pub json: serde_json::Value,
-}
-
 /// Trains `task` as `o` says, writing into `o.out`; prints the log, and the JSON line with
-/// `--json`.
-pub fn train(task: &mut dyn Task, o: &TrainOpts, log: &mut Log) -> Result<Summary, Failure> {
+/// `--json`; returns the JSON summary.
+pub fn train(
+    task: &mut dyn Task,
+    o: &TrainOpts,
+    log: &mut Log,
+) -> Result<serde_json::Value, Failure> {
     check_opts(o)?;
     if let Some(t) = o.threads {
         recur::set_num_threads(t);
@@ -604,14 +580,12 @@ pub fn train(task: &mut dyn Task, o: &TrainOpts, log: &mut Log) -> Result<Summar
         "eval_every": eval_every,
     });
     watch_interrupts();
-    let mut progress = Progress {
-        unit: task.unit(),
-        total,
-        every: o.log_every,
-        last: Instant::now(),
-        last_step: r.step,
-        last_units: r.units,
-    };
+    let units_before = r.units;
+    log.start_progress(
+        recur_plot::Progress::new(total, task.unit())
+            .log_every(std::time::Duration::from_secs_f64(o.log_every))
+            .start_step(r.step),
+    );
     let mut nonfinite_run = 0u64;
     let mut last_ckpt_step = if o.resume { Some(r.step) } else { None };
 
@@ -687,10 +661,9 @@ pub fn train(task: &mut dyn Task, o: &TrainOpts, log: &mut Log) -> Result<Summar
         r.loss_sum += stats.loss;
         r.loss_n += 1;
         r.units += stats.units;
-        progress.tick(log, &r, per_epoch, false);
+        log.progress(r.step, stats.loss, r.units - units_before);
 
         if r.step % eval_every == 0 || r.step == total {
-            progress.tick(log, &r, per_epoch, true);
             let metrics = task.evaluate()?;
             let value = metrics.first().map(|m| m.1).unwrap_or(f64::NAN);
             let improved = value.is_finite()
@@ -724,14 +697,14 @@ pub fn train(task: &mut dyn Task, o: &TrainOpts, log: &mut Log) -> Result<Summar
                 }
             ));
             write_metrics(o, &r, None, &serde_json::Value::Null)?;
-            plot_curves(&o.out, &r, task.name());
-            progress.restart(&r);
+            plot_curves(&o.out, &r, task.name(), log);
         }
         if r.step % checkpoint_every == 0 || r.step == total || interrupted() {
             write_checkpoint(&ckpt_path, task, &opt, &r, &trajectory)?;
             last_ckpt_step = Some(r.step);
         }
         if interrupted() {
+            log.end_progress();
             write_metrics(o, &r, None, &serde_json::Value::Null)?;
             return Err(Failure {
                 message: format!(
@@ -744,6 +717,7 @@ pub fn train(task: &mut dyn Task, o: &TrainOpts, log: &mut Log) -> Result<Summar
         }
     }
 
+    log.end_progress();
     let (best_step, _) = r.best.ok_or_else(|| {
         format!(
             "no evaluation gave a finite {}; nothing was saved",
@@ -813,7 +787,7 @@ pub fn train(task: &mut dyn Task, o: &TrainOpts, log: &mut Log) -> Result<Summar
     if o.json {
         println!("{json}");
     }
-    Ok(Summary { json })
+    Ok(json)
 }
 
 fn write_checkpoint(
@@ -879,8 +853,68 @@ fn write_metrics(
     Ok(doc)
 }
 
-/// Draws the training loss and every validation metric against the step.
-fn plot_curves(_dir: &Path, _r: &RunState, _task: &str) {}
+/// Draws the training loss and every validation metric against the step: one panel for the
+/// losses (training and any validation loss), one for each other metric. A failure to write
+/// the plots is reported, not fatal.
+fn plot_curves(dir: &Path, r: &RunState, task: &str, log: &mut Log) {
+    use recur_plot::{Chart, Figure, LineChart, Series};
+    let mut loss = vec![Series {
+        name: "train loss".into(),
+        points: r
+            .curve
+            .iter()
+            .map(|p| (p.step as f64, p.train_loss))
+            .collect(),
+    }];
+    let mut panels = Vec::new();
+    let names: Vec<String> = r
+        .curve
+        .last()
+        .map(|p| p.metrics.iter().map(|m| m.0.clone()).collect())
+        .unwrap_or_default();
+    for name in names {
+        let points: Vec<(f64, f64)> = r
+            .curve
+            .iter()
+            .filter_map(|p| {
+                let v = p.metrics.iter().find(|m| m.0 == name)?.1;
+                Some((p.step as f64, v))
+            })
+            .collect();
+        if name.ends_with("loss") {
+            loss.push(Series {
+                name: name.replace('_', " "),
+                points,
+            });
+        } else {
+            panels.push(Chart::Line(LineChart {
+                title: name.replace('_', " "),
+                x_label: "step".into(),
+                y_label: name.clone(),
+                log_y: false,
+                series: vec![Series { name, points }],
+            }));
+        }
+    }
+    panels.insert(
+        0,
+        Chart::Line(LineChart {
+            title: "loss".into(),
+            x_label: "step".into(),
+            y_label: "loss (nats)".into(),
+            log_y: false,
+            series: loss,
+        }),
+    );
+    let fig = Figure {
+        title: format!("recur train {task}"),
+        columns: panels.len().min(2),
+        charts: panels,
+    };
+    if let Err(e) = fig.save(&dir.join(CURVES_STEM)) {
+        log.line(&format!("warning: cannot write the training curves: {e}"));
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -1005,7 +1039,7 @@ mod tests {
             serde_json::from_str(&std::fs::read_to_string(dir.join(METRICS_FILE)).unwrap())
                 .unwrap();
         assert_eq!(m["skipped_steps"], 2);
-        assert_eq!(s.json["steps"], 12);
+        assert_eq!(s["steps"], 12);
         // The same updates as plain SGD over the 10 good steps (targets of steps 1..=12 but
         // 3 and 7), computed here by hand.
         let mut w = [0.5f32, -1.0, 3.0];

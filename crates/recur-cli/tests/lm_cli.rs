@@ -52,7 +52,7 @@ fn train_lm_writes_the_model_directory_and_sample_is_deterministic() {
     let train = dir.path("train.txt");
     std::fs::write(&train, grammar_text(600, 1)).unwrap();
     let model = dir.path("model");
-    let out = ok(&recur(&[
+    let o = recur(&[
         "train",
         "lm",
         "--train",
@@ -79,14 +79,22 @@ fn train_lm_writes_the_model_directory_and_sample_is_deterministic() {
         "0.05",
         "--sample-length",
         "80",
-    ]));
+    ]);
+    let out = ok(&o);
+    // Not on a terminal: plain progress lines on stderr.
+    let err = String::from_utf8_lossy(&o.stderr);
+    for want in [
+        "done 150/150 (100.0%)",
+        "step/s",
+        "char/s",
+        "elapsed",
+        "ETA",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
     for want in [
         "the last 5% of",
         "unigram baseline",
-        "step 150/150",
-        "steps/s",
-        "char/s",
-        "ETA",
         "eval at step 50: valid_bpc",
         "eval at step 150",
         "final (step 150): valid_bpc",
