@@ -36,7 +36,7 @@ enum Command {
     /// Time recur on the benchmark grid (bench/grid.json): ms per iteration, GFLOP/s, peak memory.
     Bench(bench::Args),
     /// Train a model: `recur train lm` trains a character-level language model on a text file.
-    Train(train::Args),
+    Train(Box<train::Args>),
     /// Evaluate a model trained by `recur train` on a data file: prints its metrics.
     Eval(eval::EvalArgs),
     /// Run a model trained by `recur train` on inputs, one per line: prints one prediction
@@ -52,7 +52,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo::run(a).map_err(Failure::from),
         Command::Forward(a) => forward::run(a).map_err(Failure::from),
         Command::Bench(a) => bench::run(a).map_err(Failure::from),
-        Command::Train(a) => train::run(a),
+        Command::Train(a) => train::run(*a),
         Command::Eval(a) => eval::run_eval(a),
         Command::Predict(a) => eval::run_predict(a),
         Command::Sample(a) => sample::run(a).map_err(Failure::from),

@@ -663,7 +663,7 @@ pub fn train(
         r.units += stats.units;
         log.progress(r.step, stats.loss, r.units - units_before);
 
-        if r.step % eval_every == 0 || r.step == total {
+        if r.step.is_multiple_of(eval_every) || r.step == total {
             let metrics = task.evaluate()?;
             let value = metrics.first().map(|m| m.1).unwrap_or(f64::NAN);
             let improved = value.is_finite()
@@ -699,7 +699,7 @@ pub fn train(
             write_metrics(o, &r, None, &serde_json::Value::Null)?;
             plot_curves(&o.out, &r, task.name(), log);
         }
-        if r.step % checkpoint_every == 0 || r.step == total || interrupted() {
+        if r.step.is_multiple_of(checkpoint_every) || r.step == total || interrupted() {
             write_checkpoint(&ckpt_path, task, &opt, &r, &trajectory)?;
             last_ckpt_step = Some(r.step);
         }
