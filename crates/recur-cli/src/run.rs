@@ -188,15 +188,15 @@ impl Log {
             _ => println!("{s}"),
         }
     }
-    fn start_progress(&mut self, p: recur_plot::Progress) {
+    pub fn start_progress(&mut self, p: recur_plot::Progress) {
         self.progress = Some(p);
     }
-    fn progress(&mut self, step: u64, loss: f64, units: u64) {
+    pub fn progress(&mut self, step: u64, loss: f64, units: u64) {
         if let Some(p) = &mut self.progress {
             p.update(step, loss, units);
         }
     }
-    fn end_progress(&mut self) {
+    pub fn end_progress(&mut self) {
         if let Some(mut p) = self.progress.take() {
             p.finish();
         }
