@@ -8,7 +8,6 @@ mod bench;
 mod demo;
 mod eval;
 mod forward;
-mod opt;
 mod run;
 mod sample;
 mod task_lm;

@@ -12,10 +12,11 @@
 //! stopped at step k and resumed reaches the same weights, bit for bit, as a run that was not
 //! stopped.
 
-use crate::opt::{Optimizer, Schedule};
 use clap::Args as ClapArgs;
 use recur::checkpoint::{Checkpoint, CheckpointWriter};
-use recur::nn::clip_grad_norm;
+use recur::nn::{
+    clip_grad_norm, clip_grad_value, Optimizer, OptimizerConfig, OptimizerState, Schedule,
+};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -73,21 +74,26 @@ pub struct TrainOpts {
     /// Seed of the initialization, dropout, data order and samples.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Optimizer: adam, adamw, sgd, rmsprop or adagrad (torch.optim formulas).
-    #[arg(long, default_value = "adam")]
+    /// Optimizer: adam, adamw, sgd, rmsprop or adagrad (torch.optim formulas), with PyTorch's
+    /// defaults; other hyper-parameters as NAME:KEY=VALUE,..., e.g.
+    /// `sgd:nesterov=true,dampening=0` or `adam:beta2=0.98,amsgrad=true`.
+    #[arg(long, default_value = "adam", value_name = "NAME[:KEY=VALUE,...]")]
     pub optimizer: String,
     /// Learning rate.
     #[arg(long, default_value_t = 2e-3)]
     pub lr: f64,
-    /// Weight decay (L2 for adam/sgd/rmsprop/adagrad, decoupled for adamw).
-    #[arg(long, default_value_t = 0.0)]
-    pub weight_decay: f64,
+    /// Weight decay (L2 for adam/sgd/rmsprop/adagrad, decoupled for adamw; PyTorch's default
+    /// when not given: 0, or 0.01 for adamw).
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
     /// Momentum (sgd, rmsprop).
-    #[arg(long, default_value_t = 0.0)]
-    pub momentum: f64,
-    /// Learning-rate schedule: constant, cosine, exponential:GAMMA, step:STEP_SIZE:GAMMA,
-    /// linear (decay to 0); with --warmup-steps, a linear warm-up comes first.
-    #[arg(long, default_value = "constant", value_name = "SCHEDULE")]
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// Learning-rate schedule (torch.optim.lr_scheduler), stepped once per training step:
+    /// constant, cosine (to 0 at the last step), linear, exp:gamma=G, step:step_size=N,gamma=G,
+    /// multistep:milestones=A/B,gamma=G, cosine:t_max=N,eta_min=X; with --warmup-steps, a
+    /// linear warm-up comes first.
+    #[arg(long, default_value = "constant", value_name = "NAME[:KEY=VALUE,...]")]
     pub lr_schedule: String,
     /// Steps of linear learning-rate warm-up before the schedule.
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -362,10 +368,8 @@ fn trajectory_json(o: &TrainOpts, total: u64, task: &dyn Task) -> serde_json::Va
         "task": task.name(),
         "config": task.config_json(),
         "seed": o.seed,
-        "optimizer": o.optimizer,
+        "optimizer": optimizer_config(o).map(|c| c.spec()).unwrap_or_default(),
         "lr": o.lr,
-        "weight_decay": o.weight_decay,
-        "momentum": o.momentum,
         "lr_schedule": o.lr_schedule,
         "warmup_steps": o.warmup_steps,
         // A schedule that depends on the run's length must keep it.
@@ -494,10 +498,11 @@ pub fn train(
     let checkpoint_every = o.checkpoint_every.unwrap_or(eval_every);
     let n_params: usize = task.parts().iter().map(|p| p.params.len()).sum();
 
-    let schedule = Schedule::parse(&o.lr_schedule, o.lr, o.warmup_steps, total)
+    let schedule = Schedule::parse(&o.lr_schedule, o.lr, total, o.warmup_steps)
         .map_err(|e| format!("--lr-schedule: {e}"))?;
-    let mut opt = Optimizer::new(&o.optimizer, n_params, o.lr, o.weight_decay, o.momentum)
-        .map_err(|e| format!("--optimizer: {e}"))?;
+    let opt_config = optimizer_config(o).map_err(|e| format!("--optimizer: {e}"))?;
+    let mut opt: Optimizer<f32> =
+        Optimizer::new(n_params, opt_config.clone()).map_err(|e| format!("--optimizer: {e}"))?;
     let trajectory = trajectory_json(o, total, task);
     let ckpt_path = o.out.join(CHECKPOINT_FILE);
     std::fs::create_dir_all(&o.out).map_err(|e| {
@@ -543,7 +548,7 @@ pub fn train(
             p.params.copy_from_slice(&v);
         }
         task.load_state(&c)?;
-        load_optimizer(&mut opt, &c)?;
+        load_optimizer(&mut opt, &c, n_params)?;
         if r.step >= total {
             return Err(format!(
                 "--resume: the checkpoint is at step {} already, and this run has {total} steps; give a larger --steps",
@@ -566,7 +571,7 @@ pub fn train(
     log.line(&format!(
         "training: {total} steps ({:.2} epochs of {per_epoch} steps), {}, lr schedule {}{}, clip_grad_norm {}{}, seed {}; evaluation every {eval_every} steps, checkpoint every {checkpoint_every}",
         total as f64 / per_epoch as f64,
-        opt.describe(),
+        opt_config.spec(),
         o.lr_schedule,
         if o.warmup_steps > 0 { format!(" after {} warm-up steps", o.warmup_steps) } else { String::new() },
         if o.clip_grad_norm > 0.0 { o.clip_grad_norm.to_string() } else { "off".into() },
@@ -598,9 +603,8 @@ pub fn train(
         let mut bad = (!stats.loss.is_finite()).then(|| format!("loss {}", stats.loss));
         if bad.is_none() {
             if let Some(v) = o.clip_grad_value {
-                for p in parts.iter_mut() {
-                    crate::opt::clip_grad_value(p.grads, v);
-                }
+                let mut grads: Vec<&mut [f32]> = parts.iter_mut().map(|p| &mut *p.grads).collect();
+                clip_grad_value(&mut grads, v)?;
             }
             let mut grads: Vec<&mut [f32]> = parts.iter_mut().map(|p| &mut *p.grads).collect();
             let max = if o.clip_grad_norm > 0.0 {
@@ -793,7 +797,7 @@ pub fn train(
 fn write_checkpoint(
     path: &Path,
     task: &mut dyn Task,
-    opt: &Optimizer,
+    opt: &Optimizer<f32>,
     r: &RunState,
     trajectory: &serde_json::Value,
 ) -> Result<(), Failure> {
@@ -807,25 +811,59 @@ fn write_checkpoint(
         w.f32(format!("param.{}", p.name), &[n], p.params.to_vec());
     }
     task.save_state(&mut w);
-    let (buffers, scalars) = opt.state();
-    for (name, v) in buffers {
-        let n = v.len();
-        w.f32(format!("optimizer.{name}"), &[n], v);
+    let state = opt.state();
+    for (name, v) in &state.buffers {
+        w.f32(format!("optimizer.{name}"), &[v.len()], v.clone());
     }
-    w.meta_mut()["optimizer"] = scalars;
+    w.meta_mut()["optimizer"] = serde_json::json!({
+        "optimizer": state.optimizer,
+        "steps": state.steps,
+        "buffers": state.buffers.iter().map(|b| b.0.clone()).collect::<Vec<_>>(),
+    });
     w.write(path)?;
     Ok(())
 }
 
-fn load_optimizer(opt: &mut Optimizer, c: &Checkpoint) -> recur::Result<()> {
-    let scalars = c.field("optimizer")?.clone();
-    let names = opt.state_names();
-    let mut buffers = Vec::with_capacity(names.len());
-    for (name, len) in names {
-        buffers.push((name.clone(), c.f32(&format!("optimizer.{name}"), len)?));
+fn load_optimizer(opt: &mut Optimizer<f32>, c: &Checkpoint, n: usize) -> recur::Result<()> {
+    let meta = c.field("optimizer")?;
+    let bad = |m: &str| recur::Error::Input(format!("{}: optimizer state: {m}", c.source()));
+    let mut buffers = Vec::new();
+    for name in meta["buffers"]
+        .as_array()
+        .ok_or_else(|| bad("no buffer list"))?
+    {
+        let name = name
+            .as_str()
+            .ok_or_else(|| bad("a buffer name is not a string"))?;
+        buffers.push((name.to_string(), c.f32(&format!("optimizer.{name}"), n)?));
     }
-    opt.load_state(buffers, &scalars)
+    let state = OptimizerState {
+        optimizer: meta["optimizer"]
+            .as_str()
+            .ok_or_else(|| bad("no optimizer name"))?
+            .to_string(),
+        steps: meta["steps"].as_u64().ok_or_else(|| bad("no step count"))?,
+        buffers,
+    };
+    opt.load_state(&state)
         .map_err(|e| recur::Error::Input(format!("{}: {e}", c.source())))
+}
+
+/// The optimizer `--optimizer`, `--lr`, `--weight-decay` and `--momentum` describe.
+fn optimizer_config(o: &TrainOpts) -> recur::Result<OptimizerConfig> {
+    let (name, rest) = o.optimizer.split_once(':').unwrap_or((&o.optimizer, ""));
+    // The flags are spelled as options of the spec, so one parser checks them all.
+    let mut spec = format!("{name}:lr={}", o.lr);
+    if let Some(wd) = o.weight_decay {
+        spec += &format!(",weight_decay={wd}");
+    }
+    if let Some(m) = o.momentum {
+        spec += &format!(",momentum={m}");
+    }
+    if !rest.is_empty() {
+        spec += &format!(",{rest}");
+    }
+    OptimizerConfig::parse(&spec)
 }
 
 /// Writes metrics.json: the curve so far, and at the end the best and final points and the

@@ -246,7 +246,7 @@ fn train_lm_with_a_validation_file_gru_dropout_sgd() {
         "0",
     ]));
     assert!(out.contains("1 not in the vocabulary"), "{out}");
-    assert!(out.contains("SGD(lr=0.5)"), "{out}");
+    assert!(out.contains("sgd:lr=0.5,momentum=0.0"), "{out}");
     assert!(!out.contains("sample (best model"), "{out}");
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(model.join("metrics.json")).unwrap())

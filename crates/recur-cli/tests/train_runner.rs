@@ -222,6 +222,7 @@ fn ctrl_c_saves_a_checkpoint_and_resume_is_bit_exact() {
         assert!(err.contains("--resume"), "{err}");
         let stopped = step_of(&b);
         assert!(stopped < 1500, "{stopped}");
+        eprintln!("interrupted at step {stopped} of 1500");
         let mut args = lm_args(&text, &b, &extra);
         args.push("--resume".into());
         ok(&recur(&args));
@@ -271,6 +272,7 @@ fn kill_9_at_any_moment_leaves_a_complete_checkpoint() {
             break;
         }
     }
+    eprintln!("{kills} runs killed with SIGKILL");
     assert!(kills >= 1, "no run was killed");
     if step_of(&b) < 400 {
         let mut args = lm_args(&text, &b, &extra);
