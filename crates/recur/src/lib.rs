@@ -23,6 +23,7 @@
 
 pub mod cell;
 pub mod config;
+pub mod data;
 mod engine;
 pub mod error;
 pub mod layout;
