@@ -209,7 +209,7 @@ fn read_text(path: &Path) -> Result<String> {
         Error::Input(format!(
             "{}: invalid UTF-8 at byte {}",
             path.display(),
-            e.utf8_error().valid_up_to()
+            e.utf8_error().valid_up_to() + 1
         ))
     })
 }
