@@ -338,7 +338,7 @@ pub fn rate(v: Option<f64>) -> String {
     } else {
         (v, "")
     };
-    if v < 1.0 && suffix.is_empty() {
+    if v < 0.995 && suffix.is_empty() {
         format!("{v:.2}")
     } else if v < 99.95 {
         format!("{v:.1}{suffix}")

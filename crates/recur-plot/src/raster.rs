@@ -238,34 +238,41 @@ impl Canvas {
             Anchor::End => -w,
         };
         let half_cap = (font::CAP_H as i64 * s) / 2;
-        // Origin (pen start, top of the cap height) in the text's own frame.
+        // Pen origin in the text's own frame: u along the text, v down from the cap top.
         let (ox, oy) = (x.round() as i64, y.round() as i64);
+        let mut cache: Vec<(char, font::Coverage)> = Vec::new();
         for (i, ch) in text.chars().enumerate() {
-            let g = font::glyph(ch);
+            if ch == ' ' {
+                continue;
+            }
+            let idx = match cache.iter().position(|(c, _)| *c == ch) {
+                Some(k) => k,
+                None => {
+                    cache.push((ch, font::coverage(ch, scale, bold)));
+                    cache.len() - 1
+                }
+            };
+            let (gw, gh, cov) = &cache[idx].1;
             let gx = start + i as i64 * font::ADVANCE as i64 * s;
-            for (row, bits) in g.iter().enumerate() {
-                for col in 0..font::GLYPH_W as i64 {
-                    if bits & (1 << (font::GLYPH_W as i64 - 1 - col)) == 0 {
+            for gy in 0..*gh {
+                for gxx in 0..*gw {
+                    let a = cov[gy * gw + gxx];
+                    if a <= 0.0 {
                         continue;
                     }
-                    for dy in 0..s {
-                        for dx in 0..s + i64::from(bold) {
-                            // Text-frame coordinates: u along the text, v down from cap top.
-                            let u = gx + col * s + dx;
-                            let v = row as i64 * s + dy - half_cap;
-                            let (px, py) = if vertical {
-                                (ox + v, oy - u)
-                            } else {
-                                (ox + u, oy + v)
-                            };
-                            if px >= 0
-                                && py >= 0
-                                && (px as usize) < self.width
-                                && (py as usize) < self.height
-                            {
-                                self.blend(px as usize, py as usize, color, 1.0);
-                            }
-                        }
+                    let u = gx + gxx as i64;
+                    let v = gy as i64 - half_cap;
+                    let (px, py) = if vertical {
+                        (ox + v, oy - u)
+                    } else {
+                        (ox + u, oy + v)
+                    };
+                    if px >= 0
+                        && py >= 0
+                        && (px as usize) < self.width
+                        && (py as usize) < self.height
+                    {
+                        self.blend(px as usize, py as usize, color, a);
                     }
                 }
             }
