@@ -42,7 +42,7 @@ pub use progress::Progress;
 /// neighbour is drawn as a dot.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Series {
-    /// Legend entry.
+    /// Legend entry (empty: the series is left out of the legend).
     pub name: String,
     /// (x, y) pairs in drawing order.
     pub points: Vec<(f64, f64)>,

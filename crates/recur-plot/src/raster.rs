@@ -354,3 +354,44 @@ pub fn render(scene: &Scene) -> Canvas {
     }
     cv
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dashes_cover_the_on_fraction_across_vertices() {
+        // An L-shaped path of length 100 + 60 = 160 = 10 periods of (10 on, 6 off).
+        let path = [(0.0, 0.0), (100.0, 0.0), (100.0, 60.0)];
+        let segs = dashes(&path, 10.0, 6.0);
+        let len: f64 = segs
+            .iter()
+            .map(|(a, b)| ((b.0 - a.0).powi(2) + (b.1 - a.1).powi(2)).sqrt())
+            .sum();
+        assert!((len - 100.0).abs() < 1e-9, "dashed length {len}");
+        // The dash over 96..106 turns the corner: 4 units before it and 6 after.
+        let near =
+            |p: (f64, f64), q: (f64, f64)| (p.0 - q.0).abs() < 1e-9 && (p.1 - q.1).abs() < 1e-9;
+        assert!(
+            segs.iter()
+                .any(|&(a, b)| near(a, (96.0, 0.0)) && near(b, (100.0, 0.0))),
+            "{segs:?}"
+        );
+        assert!(
+            segs.iter()
+                .any(|&(a, b)| near(a, (100.0, 0.0)) && near(b, (100.0, 6.0))),
+            "{segs:?}"
+        );
+    }
+
+    #[test]
+    fn rect_coverage_is_exact_at_fractional_edges() {
+        let mut cv = Canvas::new(4, 1);
+        cv.fill_rect(0.5, 0.0, 2.0, 1.0, Rgb(0, 0, 0));
+        let px = cv.to_rgb8();
+        // Pixel 0 half covered (gray 128), pixel 1 fully (black), pixels 2 and 3 untouched.
+        assert_eq!(&px[0..3], &[128, 128, 128]);
+        assert_eq!(&px[3..6], &[0, 0, 0]);
+        assert_eq!(&px[6..12], &[255; 6]);
+    }
+}

@@ -29,7 +29,7 @@ pub const WHITE: Rgb = Rgb(0xFF, 0xFF, 0xFF);
 /// Width of series lines in pixels.
 const LINE_W: f64 = 2.0;
 /// Radius of the dot drawn for an isolated point.
-const DOT_R: f64 = 3.5;
+const DOT_R: f64 = 4.0;
 /// Longest legend entry, in characters, before it is shortened with an ellipsis.
 const LEGEND_CHARS: usize = 22;
 
@@ -522,8 +522,11 @@ fn line_panel(s: &mut Scene, c: &LineChart, px: f64, py: f64) {
     }
 
     // Legend size.
-    let named: Vec<usize> = (0..c.series.len()).collect();
-    let legend_rows = if c.series.is_empty() { 0 } else { named.len() };
+    // Legend entries: the series with a name (no legend when none has one).
+    let named: Vec<usize> = (0..c.series.len())
+        .filter(|&i| !c.series[i].name.is_empty())
+        .collect();
+    let legend_rows = named.len();
     let name_w = c
         .series
         .iter()
@@ -817,5 +820,58 @@ fn heat_panel(s: &mut Scene, h: &HeatMap, px: f64, py: f64) {
             true,
             false,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimation_keeps_each_pixel_columns_extremes_in_order() {
+        let mut s = 7u64;
+        let pts: Vec<(f64, f64)> = (0..20_000)
+            .map(|i| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (
+                    10.0 + i as f64 * 0.037,
+                    (s >> 11) as f64 / (1u64 << 53) as f64 * 400.0,
+                )
+            })
+            .collect();
+        let out = decimate(pts.clone());
+        assert!(out.len() < pts.len() / 4, "{} points kept", out.len());
+        assert_eq!(out.first(), pts.first());
+        assert_eq!(out.last(), pts.last());
+        // A subsequence of the input.
+        let mut it = pts.iter();
+        for p in &out {
+            assert!(it.any(|q| q == p), "point {p:?} not in input order");
+        }
+        // Same min and max y in every pixel column.
+        let extremes = |v: &[(f64, f64)]| {
+            let mut m = std::collections::BTreeMap::new();
+            for p in v {
+                let e = m
+                    .entry(p.0.floor() as i64)
+                    .or_insert((f64::INFINITY, f64::NEG_INFINITY));
+                e.0 = e.0.min(p.1);
+                e.1 = e.1.max(p.1);
+            }
+            m
+        };
+        assert_eq!(extremes(&out), extremes(&pts));
+    }
+
+    #[test]
+    fn long_text_is_shortened_with_an_ellipsis() {
+        assert_eq!(fit("short", 200.0, 2), ("short".to_string(), None));
+        // 60 px at scale 2: 5 characters of 12 px (the last one without its spacing column).
+        let (shown, full) = fit("a long legend name", 58.0, 2);
+        assert_eq!(shown, "a lo\u{2026}");
+        assert_eq!(full.as_deref(), Some("a long legend name"));
+        assert_eq!(font::text_width(&shown, 2), 58);
     }
 }

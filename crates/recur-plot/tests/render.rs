@@ -479,3 +479,93 @@ fn save_writes_both_files_atomically() {
     assert!(err.to_string().contains("x.svg"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// (text, x, y) of every horizontal `<text>` element of an SVG.
+fn svg_texts(svg: &str) -> Vec<(String, f64, f64)> {
+    let attr = |tag: &str, name: &str| -> Option<f64> {
+        let i = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+        tag[i..].split('"').next()?.parse().ok()
+    };
+    svg.lines()
+        .filter(|l| l.starts_with("<text ") && !l.contains("rotate("))
+        .map(|l| {
+            let open_end = l.find('>').unwrap();
+            let text = &l[open_end + 1..l.rfind("</text>").unwrap()];
+            (
+                text.to_string(),
+                attr(&l[..open_end], "x").unwrap(),
+                attr(&l[..open_end], "y").unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// (value, screen position) of tick labels.
+type Labels = Vec<(f64, f64)>;
+
+/// The y axis tick labels (value, y) and the x axis tick labels (value, x) of a one-panel
+/// SVG: numeric labels sharing the leftmost x, and numeric labels sharing the lowest y.
+fn axis_labels(svg: &str) -> (Labels, Labels) {
+    let nums: Vec<(f64, f64, f64)> = svg_texts(svg)
+        .into_iter()
+        .filter_map(|(t, x, y)| {
+            t.replace('\u{2212}', "-")
+                .parse::<f64>()
+                .ok()
+                .map(|v| (v, x, y))
+        })
+        .collect();
+    let min_x = nums.iter().map(|n| n.1).fold(f64::INFINITY, f64::min);
+    let max_y = nums.iter().map(|n| n.2).fold(f64::NEG_INFINITY, f64::max);
+    let ys = nums
+        .iter()
+        .filter(|n| n.1 == min_x)
+        .map(|n| (n.0, n.2))
+        .collect();
+    let xs = nums
+        .iter()
+        .filter(|n| n.2 == max_y)
+        .map(|n| (n.0, n.1))
+        .collect();
+    (ys, xs)
+}
+
+/// Whether screen positions increase with the values (true) or decrease (false); panics if
+/// neither.
+fn increasing(pairs: &[(f64, f64)]) -> bool {
+    let mut p = pairs.to_vec();
+    p.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert!(p.len() >= 2, "too few labels {p:?}");
+    let up = p.windows(2).all(|w| w[1].1 > w[0].1);
+    let down = p.windows(2).all(|w| w[1].1 < w[0].1);
+    assert!(up || down, "labels out of order {p:?}");
+    up
+}
+
+#[test]
+fn heat_map_axes_follow_the_given_ranges() {
+    let heat = |x_range, y_range| {
+        let fig = Figure::single(Chart::Heat(HeatMap {
+            rows: 4,
+            cols: 4,
+            values: (0..16).map(|v| v as f64).collect(),
+            x_range,
+            y_range,
+            ..HeatMap::default()
+        }));
+        axis_labels(&fig.to_svg())
+    };
+    // y_range (0, 4): row 0 (y = 0) on top, values grow downwards (screen y increases).
+    let (ys, xs) = heat((10.0, 20.0), (0.0, 4.0));
+    assert!(increasing(&ys), "{ys:?}");
+    assert!(increasing(&xs), "{xs:?}");
+    assert_eq!(ys.iter().map(|p| p.0).fold(f64::INFINITY, f64::min), 0.0);
+    assert_eq!(
+        xs.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max),
+        20.0
+    );
+    // Reversed ranges: y grows upwards, x grows to the left.
+    let (ys, xs) = heat((20.0, 10.0), (4.0, 0.0));
+    assert!(!increasing(&ys), "{ys:?}");
+    assert!(!increasing(&xs), "{xs:?}");
+}
