@@ -51,7 +51,8 @@ fn progress(total: u64, terminal: bool) -> (Progress, Buf, FakeClock) {
         Box::new(buf.clone()),
         terminal,
         Box::new(clock.clone()),
-    );
+    )
+    .term_width(100);
     (p, buf, clock)
 }
 
@@ -221,4 +222,27 @@ fn unknown_rates_and_resumed_runs() {
         "\n",
         "dropping with a bar on screen ends its line"
     );
+}
+
+#[test]
+fn bar_shrinks_to_fit_narrow_terminals() {
+    let line_at = |columns: usize| {
+        let (p, buf, clock) = progress(1000, true);
+        let mut p = p.term_width(columns);
+        clock.set_ms(2000);
+        p.update(500, 1.25, 64_000);
+        let out = buf.take();
+        out.trim_start_matches('\r')
+            .trim_end_matches("\x1b[K")
+            .to_string()
+    };
+    let text = " 500/1000   50%  250 step/s  32.0k tok/s  loss 1.2500  2s ETA 2s";
+    assert_eq!(line_at(100), format!("[==========>         ] {text}"));
+    // 74 columns: 73 characters at most, so the bar keeps 73 - 3 - 64 = 6.
+    assert_eq!(text.len(), 64);
+    assert_eq!(line_at(74), format!("[===>  ] {text}"));
+    // Too narrow for a 5-character bar: just the text, cut to fit.
+    assert_eq!(line_at(66), text);
+    assert_eq!(line_at(65), text);
+    assert_eq!(line_at(40), &text[..39]);
 }
