@@ -81,7 +81,7 @@ pub struct HeatMap {
     /// Number of columns of `values`.
     pub cols: usize,
     /// `rows x cols` values, row-major; row 0 is drawn at the top. If the length is not
-    /// `rows * cols` the missing cells are drawn as NaN and the panel says so.
+    /// `rows * cols` no cells are drawn and the panel says what it expected and found.
     pub values: Vec<f64>,
     /// x values of the left edge of column 0 and of the right edge of the last column.
     pub x_range: (f64, f64),

@@ -671,7 +671,7 @@ fn heat_panel(s: &mut Scene, h: &HeatMap, px: f64, py: f64) {
         |r: usize, c: usize| -> f64 { h.values.get(r * h.cols + c).copied().unwrap_or(f64::NAN) };
     let (mut vmin, mut vmax) = (f64::INFINITY, f64::NEG_INFINITY);
     let mut any_nan = false;
-    for &v in h.values.iter().take(n) {
+    for &v in &h.values {
         if v.is_finite() {
             vmin = vmin.min(v);
             vmax = vmax.max(v);
@@ -679,7 +679,6 @@ fn heat_panel(s: &mut Scene, h: &HeatMap, px: f64, py: f64) {
             any_nan = true;
         }
     }
-    any_nan |= !size_ok;
     let has_data = vmin <= vmax;
     if !has_data {
         (vmin, vmax) = (0.0, 1.0);
@@ -724,18 +723,18 @@ fn heat_panel(s: &mut Scene, h: &HeatMap, px: f64, py: f64) {
     f.x_flip = xr.0 > xr.1;
     f.y_flip = yr.0 < yr.1;
 
-    let colors: Vec<Rgb> = (0..h.rows)
-        .flat_map(|r| (0..h.cols).map(move |c| (r, c)))
-        .map(|(r, c)| {
-            let v = value(r, c);
-            if v.is_finite() {
-                viridis((v - vlo) / (vhi - vlo))
-            } else {
-                NAN_GRAY
-            }
-        })
-        .collect();
-    if n > 0 {
+    if n > 0 && size_ok {
+        let colors: Vec<Rgb> = (0..h.rows)
+            .flat_map(|r| (0..h.cols).map(move |c| (r, c)))
+            .map(|(r, c)| {
+                let v = value(r, c);
+                if v.is_finite() {
+                    viridis((v - vlo) / (vhi - vlo))
+                } else {
+                    NAN_GRAY
+                }
+            })
+            .collect();
         s.shapes.push(Shape::Cells {
             x0: f.x0,
             y0: f.y0,
@@ -766,10 +765,9 @@ fn heat_panel(s: &mut Scene, h: &HeatMap, px: f64, py: f64) {
             n,
             h.values.len()
         );
-        s.rect(f.x0 + 1.0, f.y0 + 1.0, f.x1 - 1.0, f.y0 + 30.0, WHITE);
         s.text_fit(
             (f.x0 + f.x1) / 2.0,
-            f.y0 + 16.0,
+            (f.y0 + f.y1) / 2.0,
             &msg,
             f.x1 - f.x0 - 8.0,
             TEXT,

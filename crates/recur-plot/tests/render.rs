@@ -275,6 +275,11 @@ fn empty_and_degenerate_inputs_render() {
             charts: vec![],
         },
     ];
+    let mismatched = cases[8].to_svg();
+    assert!(
+        mismatched.contains(">values: expected 2 x 3 = 6, found 1<"),
+        "no size message"
+    );
     for fig in cases {
         let img = decode(&fig.to_png());
         assert!(img.width >= 900 && img.height >= 560);
@@ -386,7 +391,14 @@ fn check_text(text: &str) {
 
 #[test]
 fn svg_is_well_formed_and_has_every_label_escaped() {
-    let names = ["train <ema>", "val & test", "quote \"q\" 'a'", "plain"];
+    // The last name is too long for the legend: shortened there, kept whole in a <title>.
+    let names = [
+        "train <ema>",
+        "val & test",
+        "quote \"q\" 'a'",
+        "plain",
+        "a very long series name with <tags> & more",
+    ];
     let series = names
         .iter()
         .enumerate()
