@@ -22,6 +22,8 @@
 //! assert_eq!(&png[1..4], b"PNG");
 //! ```
 
+#![warn(missing_docs)]
+
 mod color;
 mod font;
 mod png;
