@@ -22,7 +22,9 @@
 //! `explode` (`.svg` and `.png`).
 
 use clap::{Args as ClapArgs, ValueEnum};
-use recur::diagnostics::{recurrent_spectra, step_jacobian_norms, HiddenGrads, JacobianTrace};
+use recur::diagnostics::{
+    recurrent_spectra, step_jacobian_norms, GradStats, GradStatsConfig, HiddenGrads, JacobianTrace,
+};
 use recur::nn::softmax_cross_entropy;
 use recur::synthetic::{
     self, task_rng, CellKind, HiddenGradRecord, Model, Optimizer, RunResult, Task, TrainConfig,
@@ -732,4 +734,101 @@ fn run_model(a: &Args, dir: &Path, out: &Path) -> Result<(), String> {
         out.display()
     );
     Ok(())
+}
+
+/// `recur train --grad-stats`: the gradient statistics of every training step
+/// ([`recur::diagnostics::GradStats`]), before clipping: one line per step in
+/// `grad_stats.csv` (step, global norm, whether clipping fired, the norm of every parameter
+/// group), warnings in the log on spikes and non-finite values, and a summary at the end.
+pub struct GradStatsLog {
+    stats: GradStats,
+    max_norm: Option<f64>,
+    path: PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+/// The file `--grad-stats` writes in the model directory.
+pub const GRAD_STATS_FILE: &str = "grad_stats.csv";
+
+impl GradStatsLog {
+    /// Opens `dir/grad_stats.csv` (appending when resuming a run) for parameter groups
+    /// `names`; clipping to `max_norm` (None: off) counts as fired when the global norm is
+    /// above it.
+    pub fn create(
+        dir: &Path,
+        names: &[&str],
+        max_norm: Option<f64>,
+        append: bool,
+    ) -> Result<GradStatsLog, String> {
+        use std::io::Write;
+        let path = dir.join(GRAD_STATS_FILE);
+        let exists = path.exists();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(&path)
+            .map_err(|e| format!("--grad-stats: cannot write {}: {e}", path.display()))?;
+        let mut out = std::io::BufWriter::new(file);
+        if !(append && exists) {
+            let cols: Vec<String> = names.iter().map(|n| format!("norm_{n}")).collect();
+            writeln!(out, "step,global_norm,clipped,{}", cols.join(","))
+                .map_err(|e| format!("--grad-stats: {}: {e}", path.display()))?;
+        }
+        Ok(GradStatsLog {
+            stats: GradStats::new(GradStatsConfig::default()),
+            max_norm,
+            path,
+            out,
+        })
+    }
+
+    /// Measures the gradients of training step `step` (before clipping); returns the warning
+    /// lines for the log.
+    pub fn observe(
+        &mut self,
+        step: u64,
+        params: &[(String, &[f32])],
+    ) -> Result<Vec<String>, String> {
+        use std::io::Write;
+        let s = self.stats.observe(params, self.max_norm);
+        let norms: Vec<String> = s.param_norms.iter().map(|(_, n)| n.to_string()).collect();
+        writeln!(
+            self.out,
+            "{step},{},{},{}",
+            s.global_norm,
+            u8::from(s.clipped),
+            norms.join(",")
+        )
+        .map_err(|e| format!("--grad-stats: {}: {e}", self.path.display()))?;
+        Ok(s.warnings
+            .iter()
+            .map(|w| format!("step {step}: {w}"))
+            .collect())
+    }
+
+    /// Flushes the file and returns the summary line.
+    pub fn finish(&mut self) -> Result<String, String> {
+        use std::io::Write;
+        self.out
+            .flush()
+            .map_err(|e| format!("--grad-stats: {}: {e}", self.path.display()))?;
+        let st = &self.stats;
+        Ok(format!(
+            "gradient statistics ({}): {} steps, clipping fired at {} ({:.1}%), {} spikes over \
+             {}x the running median, {} steps with non-finite gradients; median global norm of \
+             the last {} steps {}",
+            self.path.display(),
+            st.steps(),
+            st.clipped(),
+            100.0 * st.clip_rate(),
+            st.spikes(),
+            GradStatsConfig::default().spike_factor,
+            st.non_finite(),
+            GradStatsConfig::default().window,
+            st.running_median()
+                .map_or("-".to_string(), |m| format!("{m:.4e}"))
+        ))
+    }
 }

@@ -414,3 +414,76 @@ fn gradients_of_a_saved_language_model() {
     ]);
     fails_with(&o, "fewer than --length + 1");
 }
+
+/// `recur train lm --grad-stats`: one CSV line per step whose global norm is the L2 sum of the
+/// parameter groups' norms, clipping counted when that norm is above --clip-grad-norm (the
+/// same count the runner reports), and a summary line.
+#[test]
+fn train_grad_stats_writes_norms_and_counts_clipping() {
+    let dir = TmpDir::new("grad-stats");
+    let text: String = (0..300)
+        .map(|k| ["abc ", "bca. ", "cab\n"][k % 3])
+        .collect();
+    let train = dir.path("train.txt");
+    std::fs::write(&train, &text).unwrap();
+    let out = dir.path("model");
+    let stdout = ok(&recur(&[
+        "train",
+        "lm",
+        "--train",
+        s(&train),
+        "--out",
+        s(&out),
+        "--steps",
+        "40",
+        "--hidden-size",
+        "12",
+        "--num-layers",
+        "1",
+        "--embed-size",
+        "4",
+        "--batch-size",
+        "4",
+        "--seq-len",
+        "16",
+        "--clip-grad-norm",
+        "0.3",
+        "--lr",
+        "1e-2",
+        "--grad-stats",
+        "--sample-length",
+        "0",
+    ]));
+    let csv = std::fs::read_to_string(out.join("grad_stats.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("step,global_norm,clipped,norm_embed,norm_rnn,norm_head")
+    );
+    let rows: Vec<Vec<f64>> = lines
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(rows.len(), 40);
+    let mut clipped = 0;
+    for (k, r) in rows.iter().enumerate() {
+        assert_eq!(r[0], (k + 1) as f64);
+        let sum: f64 = r[3..].iter().map(|v| v * v).sum::<f64>().sqrt();
+        assert!(
+            (sum - r[1]).abs() <= 1e-9 * r[1],
+            "step {}: {} vs {sum}",
+            k + 1,
+            r[1]
+        );
+        assert_eq!(r[2], f64::from(u8::from(r[1] > 0.3)));
+        clipped += r[2] as usize;
+    }
+    assert!(clipped > 0, "clipping at 0.3 should fire");
+    assert!(
+        stdout.contains(&format!("40 steps, clipping fired at {clipped} (")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("gradient norm clipped in {clipped} steps")),
+        "{stdout}"
+    );
+}
