@@ -53,7 +53,12 @@ pub struct Args {
     #[arg(long, default_value_t = 200)]
     length: usize,
     /// Cells, comma-separated: rnn_tanh, rnn_relu, irnn, lstm, gru.
-    #[arg(long, value_delimiter = ',', default_value = "rnn_tanh,irnn,lstm,gru")]
+    #[arg(
+        long,
+        alias = "cell",
+        value_delimiter = ',',
+        default_value = "rnn_tanh,irnn,lstm,gru"
+    )]
     cells: Vec<String>,
     /// Hidden units.
     #[arg(long, default_value_t = 64)]
