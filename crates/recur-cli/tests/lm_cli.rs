@@ -4,37 +4,23 @@
 
 use recur::state_dict::TensorFile;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 #[path = "../../../tests/support/tmpdir.rs"]
 mod tmpdir;
 use tmpdir::TmpDir;
+#[path = "../../../tests/support/cli.rs"]
+mod cli;
+use cli::{ok, recur};
 #[path = "../../../tests/support/grammar.rs"]
 mod grammar;
 use grammar::grammar_text;
-
-fn recur(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_recur"))
-        .args(args)
-        .output()
-        .expect("run recur")
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
 /// Fails with the process's output unless it succeeded.
-fn ok(o: &Output) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(
-        o.status.success(),
-        "status {:?}\nstdout:\n{out}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
-}
 
 /// Checks the process failed with exit status 2 and one `error: ` line containing `want`.
 fn fails_with(o: &Output, want: &str) {

@@ -13,7 +13,10 @@
 //! `PROPTEST_CASES=N` sets it for a long run (docs/fuzzing.md).
 
 use proptest::prelude::*;
+#[path = "../../../tests/support/proptest_cases.rs"]
+mod proptest_cases;
 use proptest::sample::Index;
+use proptest_cases::config;
 use recur::data::cmudict::{self, CmudictOptions};
 use recur::data::conllu::{self, ConlluOptions};
 use recur::data::csv::{self, CsvOptions};
@@ -36,18 +39,6 @@ const SRC: &str = "fuzz.in";
 
 /// Most bytes one call may allocate at once.
 const MAX_ALLOC: usize = 64 << 20;
-
-fn config(default_cases: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default_cases);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 /// Runs `f`, checking that the allocation peak it causes stays under [`MAX_ALLOC`].
 fn bounded<R>(f: impl FnOnce() -> R) -> R {
