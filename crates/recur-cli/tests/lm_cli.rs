@@ -20,8 +20,6 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Fails with the process's output unless it succeeded.
-
 /// Checks the process failed with exit status 2 and one `error: ` line containing `want`.
 fn fails_with(o: &Output, want: &str) {
     let err = String::from_utf8_lossy(&o.stderr);
