@@ -22,7 +22,9 @@
 //! ```
 
 pub mod cell;
+pub mod checkpoint;
 pub mod config;
+pub mod data;
 mod engine;
 pub mod error;
 pub mod layout;
