@@ -2,13 +2,14 @@
 //! differences in f64, one forward/backward pass against PyTorch fixtures
 //! (`scripts/gen_seq2seq_fixtures.py`; each file's `snippet` metadata holds the PyTorch code
 //! that made its numbers), greedy and beam-search decoding, learning a reversal task, save and
-//! load, metrics and vocabularies.
+//! load, and metrics.
 
 use rand::{Rng, SeedableRng};
+use recur::data::TokenVocab;
 use recur::nn::{Adam, AdamConfig, Embedding, Linear};
 use recur::seq2seq::{
     levenshtein, load_dir, save_dir, Attention, Batch, BeamOptions, ErrorCounts, Seq2Seq,
-    Seq2SeqConfig, Seq2SeqModules, TokenVocab, Tokenizer,
+    Seq2SeqConfig, Seq2SeqModules,
 };
 use recur::state_dict::TensorFile;
 use recur::tolerance::{Tol, F32_FORWARD, F32_GRAD, F64_VS_TORCH, FD_STEP, FINITE_DIFF};
@@ -687,8 +688,7 @@ fn learns_to_reverse_then_save_and_load() {
     assert_eq!(beam_tokens, tgt);
 
     // Save and load: the same files, names, numbers and outputs.
-    let src_vocab =
-        TokenVocab::from_tokens(Tokenizer::Char, &["a", "b", "c", "d", "e", "f"]).unwrap();
+    let src_vocab = TokenVocab::from_tokens(&["a", "b", "c", "d", "e", "f"]).unwrap();
     let tgt_vocab = src_vocab.clone();
     let dir = TmpDir::new("s2s");
     let training = serde_json::json!({"epochs": epochs});
@@ -774,7 +774,7 @@ fn loading_checks_the_configuration() {
         assert!(e.contains(needle), "{e}");
     }
     // Vocabularies must fit the model.
-    let small = TokenVocab::from_tokens(Tokenizer::Char, &["a"]).unwrap();
+    let small = TokenVocab::from_tokens(&["a"]).unwrap();
     let e = save_dir(&dir.0, &model, &small, &small, None)
         .unwrap_err()
         .to_string();
@@ -814,7 +814,7 @@ fn loading_checks_the_configuration() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Metrics and vocabularies
+// Metrics
 
 #[test]
 fn levenshtein_against_a_brute_force_definition() {
@@ -867,37 +867,4 @@ fn error_counts_with_alternative_references() {
     all.merge(&m);
     assert_eq!(all.exact_match(), m.exact_match());
     assert_eq!(ErrorCounts::default().exact_match(), 0.0);
-}
-
-#[test]
-fn token_vocab_round_trips_and_maps_unknowns() {
-    let words = ["K AE1 T", "D AO1 G", "K AO1 T"];
-    let v = TokenVocab::from_texts(Tokenizer::Word, &words);
-    assert_eq!(
-        v.tokens(),
-        &["<pad>", "<unk>", "<bos>", "<eos>", "AE1", "AO1", "D", "G", "K", "T"]
-    );
-    assert_eq!(v.encode("K AO1 Z"), vec![8, 5, TokenVocab::UNK]);
-    // The spelling of a special token in a text is not that token.
-    assert_eq!(v.encode("<eos> T"), vec![TokenVocab::UNK, 9]);
-    assert_eq!(v.count_unknown("<eos> T Z"), 2);
-    assert_eq!(v.decode(&[8, 4, 9]), "K AE1 T");
-    let back = TokenVocab::from_json(&v.to_json(), "v.json").unwrap();
-    assert_eq!(back, v);
-    let c = TokenVocab::from_texts(Tokenizer::Char, &["abc", "cab d"]);
-    assert_eq!(c.len(), 4 + 5);
-    assert_eq!(c.decode(&c.encode("bad")), "bad");
-    assert_eq!(c.tokenizer(), Tokenizer::Char);
-    for bad in [
-        "{",
-        r#"{"type": "char", "tokenizer": "char", "tokens": []}"#,
-        r#"{"type": "tokens", "tokenizer": "byte", "tokens": []}"#,
-        r#"{"type": "tokens", "tokenizer": "char", "tokens": ["<pad>", "<unk>", "<bos>"]}"#,
-        r#"{"type": "tokens", "tokenizer": "char", "tokens": ["<pad>", "<unk>", "<bos>", "<eos>", "a", "a"]}"#,
-    ] {
-        let e = TokenVocab::from_json(bad, "v.json")
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("v.json: not a token vocabulary"), "{e}");
-    }
 }

@@ -6,7 +6,8 @@
 //! or with beam search.
 //!
 //! ```
-//! use recur::seq2seq::{Attention, Batch, Seq2Seq, Seq2SeqConfig, TokenVocab};
+//! use recur::data::TokenVocab;
+//! use recur::seq2seq::{Attention, Batch, Seq2Seq, Seq2SeqConfig};
 //! use recur::nn::{Adam, AdamConfig};
 //! use recur::Mode;
 //!
@@ -35,13 +36,12 @@
 mod attention;
 mod decode;
 mod metrics;
-mod vocab;
 
 pub use decode::{BeamOptions, Hypothesis};
 pub use metrics::{levenshtein, ErrorCounts};
-pub use vocab::{TokenVocab, Tokenizer, SPECIALS};
 
 use crate::config::{Mode, RnnConfig};
+use crate::data::TokenVocab;
 use crate::error::{fmt_shape, Error, Result};
 use crate::nn::{clip_grad_norm, softmax_cross_entropy, Embedding, Linear, DEFAULT_IGNORE_INDEX};
 use crate::rnn::{Dropout, Output, Rnn, State, Tape};
@@ -1289,7 +1289,8 @@ fn log_softmax<T: Real>(row: &[T], out: &mut [f64]) {
     }
 }
 
-/// Writes a model directory: `src_vocab.json`, `tgt_vocab.json`, `config.json` (the model's
+/// Writes a model directory: `src_vocab.json`, `tgt_vocab.json` (the vocabularies of
+/// [`TokenVocab`]: `<pad>`, `<unk>`, `<bos>`, `<eos>` first), `config.json` (the model's
 /// configuration, with `training` under the key `"training"` if given) and
 /// `model.safetensors`, each atomically.
 pub fn save_dir<T: Real>(
