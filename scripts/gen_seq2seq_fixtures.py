@@ -15,7 +15,7 @@ backward pass of the PyTorch module below in float64, on a ragged batch, with
   expected.loss          f64   (1,) mean cross-entropy over the predicted ids y1..yn <eos>
   expected.grad.<name>   f64   d loss / d parameter, for every parameter
 
-and __metadata__ giving the configuration (mode, attention, sizes, bos_id, eos_id) and the
+and __metadata__ giving the configuration (mode, attention, bidirectional, sizes, bos_id, eos_id) and the
 `snippet` of PyTorch code that made the numbers. Deterministic: each case seeds torch from a CRC
 of its name, so re-running gives byte-identical files.
 """
@@ -43,12 +43,13 @@ PAD, UNK, BOS, EOS = 0, 1, 2, 3
 
 MODULE = '''
 class Seq2Seq(nn.Module):
-    def __init__(self, mode, Vs, Vt, E, H, L, attention):
+    def __init__(self, mode, Vs, Vt, E, H, L, attention, bidirectional):
         super().__init__()
         rnn = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN}[mode]
-        self.attention = attention
+        self.attention, self.bidirectional, self.L, self.H = attention, bidirectional, L, H
+        D = 2 if bidirectional else 1
         self.src_embed = nn.Embedding(Vs, E)
-        self.encoder = rnn(E, H, num_layers=L)
+        self.encoder = rnn(E, H // D, num_layers=L, bidirectional=bidirectional)
         self.tgt_embed = nn.Embedding(Vt, E)
         self.decoder = rnn(E, H, num_layers=L)
         if attention == "general":
@@ -61,6 +62,10 @@ class Seq2Seq(nn.Module):
         x = pack_padded_sequence(self.src_embed(src), src_len, enforce_sorted=False)
         enc, state = self.encoder(x)
         enc, _ = pad_packed_sequence(enc, total_length=src.shape[0])
+        if self.bidirectional:
+            L, H = self.L, self.H
+            join = lambda s: s.view(L, 2, -1, H // 2).transpose(1, 2).reshape(L, -1, H)
+            state = tuple(join(s) for s in state) if isinstance(state, tuple) else join(state)
         y = pack_padded_sequence(self.tgt_embed(dec_in), tgt_len, enforce_sorted=False)
         dec, _ = self.decoder(y, state)
         dec, _ = pad_packed_sequence(dec, total_length=dec_in.shape[0])
@@ -77,7 +82,8 @@ exec(MODULE)
 
 SNIPPET = (
     MODULE.strip()
-    + "\n\nmodel = Seq2Seq(mode, Vs, Vt, E, H, L, attention); model.load_state_dict(params)\n"
+    + "\n\nmodel = Seq2Seq(mode, Vs, Vt, E, H, L, attention, bidirectional)\n"
+    + "model.load_state_dict(params)\n"
     + "model = model.double()\n"
     + "# src (S, B) and dec_in = [<bos>, y] (T, B) padded with 0; target = [y, <eos>] padded with -100\n"
     + "logits = model(src, src_len, dec_in, tgt_len)\n"
@@ -85,13 +91,15 @@ SNIPPET = (
     + "loss.backward()"
 )
 
-# name: (mode, attention, Vs, Vt, E, H, L, source lengths, target lengths)
+# name: (mode, attention, bidirectional, Vs, Vt, E, H, L, source lengths, target lengths)
 CASES = {
-    "lstm_general_l2": ("lstm", "general", 9, 8, 5, 6, 2, [5, 2, 4, 1], [3, 0, 2, 4]),
-    "gru_dot_l1": ("gru", "dot", 7, 10, 4, 5, 1, [3, 6, 6, 2, 1], [4, 1, 5, 2, 2]),
-    "rnn_tanh_none_l2": ("rnn_tanh", "none", 6, 7, 3, 4, 2, [4, 1, 3], [2, 3, 0]),
-    "gru_general_l2": ("gru", "general", 8, 9, 4, 3, 2, [2, 5, 3, 5], [1, 3, 3, 0]),
-    "lstm_dot_l1_b1": ("lstm", "dot", 5, 6, 3, 4, 1, [4], [3]),
+    "lstm_general_l2": ("lstm", "general", False, 9, 8, 5, 6, 2, [5, 2, 4, 1], [3, 0, 2, 4]),
+    "gru_dot_l1": ("gru", "dot", False, 7, 10, 4, 5, 1, [3, 6, 6, 2, 1], [4, 1, 5, 2, 2]),
+    "rnn_tanh_none_l2": ("rnn_tanh", "none", False, 6, 7, 3, 4, 2, [4, 1, 3], [2, 3, 0]),
+    "gru_general_l2": ("gru", "general", False, 8, 9, 4, 3, 2, [2, 5, 3, 5], [1, 3, 3, 0]),
+    "lstm_dot_l1_b1": ("lstm", "dot", False, 5, 6, 3, 4, 1, [4], [3]),
+    "lstm_general_bi_l2": ("lstm", "general", True, 9, 8, 5, 6, 2, [5, 2, 4, 1], [3, 0, 2, 4]),
+    "gru_none_bi_l1": ("gru", "none", True, 7, 6, 3, 4, 1, [2, 4, 3], [2, 1, 3]),
 }
 
 
@@ -111,9 +119,9 @@ def save_deterministic(tensors, path, metadata):
         assert back[k].dtype == v.dtype and torch.equal(back[k], v), k
 
 
-def make_case(name, mode, attention, Vs, Vt, E, H, L, src_lens, tgt_lens):
+def make_case(name, mode, attention, bidirectional, Vs, Vt, E, H, L, src_lens, tgt_lens):
     torch.manual_seed(zlib.crc32(name.encode()))
-    model = Seq2Seq(mode, Vs, Vt, E, H, L, attention)  # noqa: F821 (defined by exec)
+    model = Seq2Seq(mode, Vs, Vt, E, H, L, attention, bidirectional)  # noqa: F821 (exec)
     B = len(src_lens)
     sources = [torch.randint(4, Vs, (n,)) for n in src_lens]
     targets = [torch.randint(4, Vt, (n,)) for n in tgt_lens]
@@ -151,6 +159,7 @@ def make_case(name, mode, attention, Vs, Vt, E, H, L, src_lens, tgt_lens):
         "embed_size": str(E),
         "hidden_size": str(H),
         "num_layers": str(L),
+        "bidirectional": "true" if bidirectional else "false",
         "bos_id": str(BOS),
         "eos_id": str(EOS),
         "torch": torch.__version__,

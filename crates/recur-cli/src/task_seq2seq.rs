@@ -7,7 +7,8 @@
 //! recur train seq2seq --train FILE [--valid FILE] [--test FILE] --out DIR
 //!     [--format tsv|cmudict] [--tokens char|word|space] [--src-tokens ..] [--tgt-tokens ..]
 //!     [--src-column 0] [--tgt-column 1] [--header] [--skip-bad-lines] [--max-train-len N]
-//!     [--cell lstm] [--hidden-size 256] [--num-layers 1] [--embed-size 64] [--dropout 0]
+//!     [--cell lstm] [--hidden-size 256] [--num-layers 1] [--bidirectional] [--embed-size 64]
+//!     [--dropout 0]
 //!     [--attention none|dot|general] [--batch-size 64] [--beam 1] [--length-penalty 0]
 //!     [training options: --lr, --optimizer, --steps/--epochs, --resume, ...]
 //! ```
@@ -91,12 +92,17 @@ pub struct Seq2SeqArgs {
     /// Recurrent cell of the encoder and decoder: lstm, gru, rnn_tanh or rnn_relu.
     #[arg(long, default_value = "lstm")]
     pub cell: String,
-    /// Hidden size of every recurrent layer.
+    /// Hidden size of the decoder and the attention (and of the encoder: of each direction,
+    /// half of it, with --bidirectional).
     #[arg(long, default_value_t = 256)]
     pub hidden_size: usize,
     /// Recurrent layers of the encoder and of the decoder.
     #[arg(long, default_value_t = 1)]
     pub num_layers: usize,
+    /// A bidirectional encoder (hidden-size / 2 per direction; the decoder starts from both
+    /// directions' final states side by side).
+    #[arg(long)]
+    pub bidirectional: bool,
     /// Size of the source and target embeddings.
     #[arg(long, default_value_t = 64)]
     pub embed_size: usize,
@@ -624,10 +630,19 @@ impl Seq2SeqTask {
             .embed_size(a.embed_size)
             .hidden_size(a.hidden_size)
             .num_layers(a.num_layers)
+            .bidirectional(a.bidirectional)
             .dropout(a.dropout)
             .attention(attention);
-        let model: Seq2Seq<f32> =
-            Seq2Seq::new(config.clone(), a.opts.seed).map_err(|e| e.to_string())?;
+        let model: Seq2Seq<f32> = Seq2Seq::new(config.clone(), a.opts.seed).map_err(|e| {
+            if a.bidirectional && !a.hidden_size.is_multiple_of(2) {
+                format!(
+                    "--bidirectional needs an even --hidden-size, got {}",
+                    a.hidden_size
+                )
+            } else {
+                e.to_string()
+            }
+        })?;
         log.line(&format!(
             "data ({}): {} training pairs of {} sources ({}){}; validation {} sources ({}); test {} sources ({})",
             format.format,
@@ -657,8 +672,8 @@ impl Seq2SeqTask {
             "model: Embedding({}, {}) -> encoder {} -> decoder {} from its final state, {} attention -> Linear({}, {}); {} parameters",
             src_vocab.len(),
             a.embed_size,
-            recur::state_dict::describe(&config.rnn_config()),
-            recur::state_dict::describe(&config.rnn_config()),
+            recur::state_dict::describe(&config.encoder_config()),
+            recur::state_dict::describe(&config.decoder_config()),
             attention,
             a.hidden_size,
             tgt_vocab.len(),

@@ -82,12 +82,13 @@ fn batch_loss(model: &Seq2Seq<f64>, batch: &Batch, seed: Option<u64>) -> f64 {
 }
 
 /// Checks d loss / d every parameter of a model against central finite differences.
-fn gradcheck(mode: Mode, attention: Attention, layers: usize, dropout: f64) {
+fn gradcheck(mode: Mode, attention: Attention, layers: usize, dropout: f64, bidirectional: bool) {
     let (vs, vt) = (7, 8);
     let cfg = Seq2SeqConfig::new(mode, vs, vt)
         .embed_size(3)
         .hidden_size(4)
         .num_layers(layers)
+        .bidirectional(bidirectional)
         .dropout(dropout)
         .attention(attention);
     let model: Seq2Seq<f64> = Seq2Seq::new(cfg, 5).unwrap();
@@ -141,7 +142,7 @@ fn gradcheck(mode: Mode, attention: Attention, layers: usize, dropout: f64) {
             let fd = (eval(FD_STEP) - eval(-FD_STEP)) / (2.0 * FD_STEP);
             assert!(
                 FINITE_DIFF.ok(got, fd),
-                "{mode} {attention} L{layers} dropout {dropout}: d loss / d {}[{k}]: got {got:e}, finite differences {fd:e}",
+                "{mode} {attention} L{layers} bidirectional {bidirectional} dropout {dropout}: d loss / d {}[{k}]: got {got:e}, finite differences {fd:e}",
                 names[m]
             );
             checked += 1;
@@ -164,32 +165,42 @@ fn gradcheck(mode: Mode, attention: Attention, layers: usize, dropout: f64) {
 
 #[test]
 fn gradients_lstm_general_attention_two_layers() {
-    gradcheck(Mode::Lstm, Attention::General, 2, 0.0);
+    gradcheck(Mode::Lstm, Attention::General, 2, 0.0, false);
 }
 
 #[test]
 fn gradients_gru_dot_attention() {
-    gradcheck(Mode::Gru, Attention::Dot, 1, 0.0);
+    gradcheck(Mode::Gru, Attention::Dot, 1, 0.0, false);
 }
 
 #[test]
 fn gradients_lstm_without_attention() {
-    gradcheck(Mode::Lstm, Attention::None, 1, 0.0);
+    gradcheck(Mode::Lstm, Attention::None, 1, 0.0, false);
 }
 
 #[test]
 fn gradients_gru_without_attention_two_layers() {
-    gradcheck(Mode::Gru, Attention::None, 2, 0.0);
+    gradcheck(Mode::Gru, Attention::None, 2, 0.0, false);
 }
 
 #[test]
 fn gradients_rnn_tanh_general_attention() {
-    gradcheck(Mode::RnnTanh, Attention::General, 1, 0.0);
+    gradcheck(Mode::RnnTanh, Attention::General, 1, 0.0, false);
+}
+
+#[test]
+fn gradients_lstm_general_attention_bidirectional_encoder_two_layers() {
+    gradcheck(Mode::Lstm, Attention::General, 2, 0.0, true);
+}
+
+#[test]
+fn gradients_gru_without_attention_bidirectional_encoder() {
+    gradcheck(Mode::Gru, Attention::None, 1, 0.0, true);
 }
 
 #[test]
 fn gradients_gru_general_attention_with_dropout() {
-    gradcheck(Mode::Gru, Attention::General, 2, 0.3);
+    gradcheck(Mode::Gru, Attention::General, 2, 0.3, false);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -227,6 +238,7 @@ fn load_fixture<T: Real>(path: &std::path::Path) -> (Seq2Seq<T>, Batch, TensorFi
     .embed_size(meta_usize(&f, "embed_size"))
     .hidden_size(meta_usize(&f, "hidden_size"))
     .num_layers(meta_usize(&f, "num_layers"))
+    .bidirectional(f.metadata()["bidirectional"] == "true")
     .attention(f.metadata()["attention"].parse().unwrap())
     .special_ids(meta_usize(&f, "bos_id"), meta_usize(&f, "eos_id"));
     let model = Seq2Seq::<T>::from_tensor_file(&f, "params.", &cfg).unwrap();
@@ -258,10 +270,12 @@ fn parity<T: Real>(loss_tol: Tol, grad_tol: Tol) {
     assert!(files.len() >= 5, "fixtures: {files:?}");
     let mut failures = Vec::new();
     let mut attentions = std::collections::BTreeSet::new();
+    let mut bidirectional = 0;
     for path in &files {
         let case = path.file_stem().unwrap().to_string_lossy().to_string();
         let (model, batch, f) = load_fixture::<T>(path);
         attentions.insert(model.config().attention.name());
+        bidirectional += usize::from(model.config().bidirectional);
         let snippet = &f.metadata()["snippet"];
         assert!(snippet.contains("loss.backward()"), "{case}: snippet");
         // Logits at every predicted position (rows past a target's end are padding).
@@ -340,6 +354,7 @@ fn parity<T: Real>(loss_tol: Tol, grad_tol: Tol) {
         );
     }
     assert_eq!(attentions.len(), 3, "cases cover none, dot and general");
+    assert!(bidirectional >= 2, "cases cover bidirectional encoders");
     assert!(
         failures.is_empty(),
         "{} mismatches:\n{}",
@@ -363,15 +378,17 @@ fn matches_pytorch_in_f32() {
 
 #[test]
 fn beam_of_one_is_greedy_and_scores_match_teacher_forcing() {
-    for (mode, attention) in [
-        (Mode::Lstm, Attention::General),
-        (Mode::Gru, Attention::Dot),
-        (Mode::RnnTanh, Attention::None),
+    for (mode, attention, bidirectional) in [
+        (Mode::Lstm, Attention::General, false),
+        (Mode::Gru, Attention::Dot, false),
+        (Mode::RnnTanh, Attention::None, false),
+        (Mode::Lstm, Attention::Dot, true),
     ] {
         let cfg = Seq2SeqConfig::new(mode, 9, 7)
             .embed_size(6)
             .hidden_size(10)
             .num_layers(2)
+            .bidirectional(bidirectional)
             .attention(attention);
         let model: Seq2Seq<f64> = Seq2Seq::new(cfg, 11).unwrap();
         let src = random_seqs(&[4, 1, 6, 3, 5, 2, 6], 9, 3);
@@ -792,6 +809,23 @@ fn loading_checks_the_configuration() {
         .is_err());
     let json = cfg.to_json();
     assert_eq!(Seq2SeqConfig::from_json(&json, "c.json").unwrap(), cfg);
+    let bi = cfg.clone().bidirectional(true).hidden_size(6);
+    assert_eq!(
+        Seq2SeqConfig::from_json(&bi.to_json(), "c.json").unwrap(),
+        bi
+    );
+    let e = cfg
+        .clone()
+        .bidirectional(true)
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("even hidden_size"), "{e}");
+    // Weights of a unidirectional encoder do not load as a bidirectional one.
+    let e = Seq2Seq::<f32>::load_weights(&path, &cfg.clone().bidirectional(true).hidden_size(6))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("do not fit"), "{e}");
     let mut wrong = json.clone();
     wrong["attention"] = "luong".into();
     let e = Seq2SeqConfig::from_json(&wrong, "c.json")

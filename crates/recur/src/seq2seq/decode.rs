@@ -117,7 +117,7 @@ impl<T: Real> Seq2Seq<T> {
         let (e, h) = (self.config.embed_size, self.config.hidden_size);
         let x = Self::embed(&self.src_embed, &ids, s, b, e)?;
         let out = self.encoder.forward(&x, None, Some(&src_len))?;
-        let state = out.state();
+        let state = super::bridge(out.state(), self.config.bidirectional);
         let enc = out.output.into_data();
         let keys = self.attn.as_ref().map(|attn| {
             let mut k = vec![T::ZERO; s * b * h];

@@ -117,11 +117,16 @@ pub struct Seq2SeqConfig {
     pub tgt_vocab_size: usize,
     /// Size of the source and target embeddings.
     pub embed_size: usize,
-    /// Hidden size of every recurrent layer.
+    /// Hidden size of the decoder's layers, of the attention's vectors, and of the encoder's
+    /// layers (of each direction of a bidirectional encoder: `hidden_size / 2`).
     pub hidden_size: usize,
     /// Recurrent layers of the encoder, and of the decoder (its state starts from the
     /// encoder's, layer by layer).
     pub num_layers: usize,
+    /// A bidirectional encoder: each layer runs both ways with `hidden_size / 2` features
+    /// each, and the decoder's layer starts from the two final states side by side
+    /// `[forward; backward]`.
+    pub bidirectional: bool,
     /// Dropout probability, in training, between recurrent layers and on the decoder's output.
     pub dropout: f64,
     /// The attention over the encoder outputs.
@@ -143,6 +148,7 @@ impl Seq2SeqConfig {
             embed_size: 64,
             hidden_size: 128,
             num_layers: 1,
+            bidirectional: false,
             dropout: 0.0,
             attention: Attention::General,
             bos_id: TokenVocab::BOS,
@@ -162,6 +168,11 @@ impl Seq2SeqConfig {
     /// Sets `num_layers`.
     pub fn num_layers(mut self, n: usize) -> Self {
         self.num_layers = n;
+        self
+    }
+    /// Sets `bidirectional`.
+    pub fn bidirectional(mut self, b: bool) -> Self {
+        self.bidirectional = b;
         self
     }
     /// Sets `dropout`.
@@ -199,6 +210,12 @@ impl Seq2SeqConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
         }
+        if self.bidirectional && !self.hidden_size.is_multiple_of(2) {
+            return bad(format!(
+                "a bidirectional encoder needs an even hidden_size (hidden_size / 2 per direction), got {}",
+                self.hidden_size
+            ));
+        }
         let v = self.tgt_vocab_size;
         if self.bos_id >= v || self.eos_id >= v {
             return bad(format!(
@@ -215,9 +232,23 @@ impl Seq2SeqConfig {
         Ok(())
     }
 
-    /// The encoder and the decoder: `nn.<cell>(embed_size, hidden_size, num_layers,
-    /// dropout)`, time-major.
-    pub fn rnn_config(&self) -> RnnConfig {
+    /// The encoder: `nn.<cell>(embed_size, hidden_size, num_layers, dropout)`, or with
+    /// `bidirectional` `nn.<cell>(embed_size, hidden_size / 2, num_layers, dropout,
+    /// bidirectional=True)`; time-major.
+    pub fn encoder_config(&self) -> RnnConfig {
+        let h = if self.bidirectional {
+            self.hidden_size / 2
+        } else {
+            self.hidden_size
+        };
+        RnnConfig::new(self.mode, self.embed_size, h)
+            .num_layers(self.num_layers)
+            .dropout(self.dropout)
+            .bidirectional(self.bidirectional)
+    }
+
+    /// The decoder: `nn.<cell>(embed_size, hidden_size, num_layers, dropout)`, time-major.
+    pub fn decoder_config(&self) -> RnnConfig {
         RnnConfig::new(self.mode, self.embed_size, self.hidden_size)
             .num_layers(self.num_layers)
             .dropout(self.dropout)
@@ -225,7 +256,8 @@ impl Seq2SeqConfig {
 
     /// The configuration as a JSON object: `{"model": "seq2seq", "cell": "lstm",
     /// "src_vocab_size": ..., "tgt_vocab_size": ..., "embed_size": ..., "hidden_size": ...,
-    /// "num_layers": ..., "dropout": ..., "attention": "general", "bos_id": 2, "eos_id": 3}`.
+    /// "num_layers": ..., "bidirectional": false, "dropout": ..., "attention": "general",
+    /// "bos_id": 2, "eos_id": 3}`.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "model": "seq2seq",
@@ -235,6 +267,7 @@ impl Seq2SeqConfig {
             "embed_size": self.embed_size,
             "hidden_size": self.hidden_size,
             "num_layers": self.num_layers,
+            "bidirectional": self.bidirectional,
             "dropout": self.dropout,
             "attention": self.attention.name(),
             "bos_id": self.bos_id,
@@ -275,6 +308,12 @@ impl Seq2SeqConfig {
             embed_size: size("embed_size")?,
             hidden_size: size("hidden_size")?,
             num_layers: size("num_layers")?,
+            bidirectional: match v.get("bidirectional") {
+                None => false,
+                Some(b) => b
+                    .as_bool()
+                    .ok_or_else(|| bad("\"bidirectional\" must be true or false".into()))?,
+            },
             dropout: v
                 .get("dropout")
                 .map(|d| {
@@ -479,7 +518,8 @@ impl<T: Real> Seq2SeqGrads<T> {
 pub struct Seq2SeqModules<T> {
     /// nn.Embedding(src_vocab, embed)
     pub src_embed: Embedding<T>,
-    /// nn.LSTM/GRU/RNN(embed, hidden, num_layers)
+    /// nn.LSTM/GRU/RNN(embed, hidden, num_layers), or (embed, hidden / 2, num_layers,
+    /// bidirectional=True)
     pub encoder: Rnn<T>,
     /// nn.Embedding(tgt_vocab, embed)
     pub tgt_embed: Embedding<T>,
@@ -499,10 +539,11 @@ pub struct Seq2SeqModules<T> {
 ///
 /// ```text
 /// class Seq2Seq(nn.Module):
-///     def __init__(self, Vs, Vt, E, H, L, p, attention):
+///     def __init__(self, Vs, Vt, E, H, L, p, attention, bidirectional):
 ///         super().__init__()
+///         D = 2 if bidirectional else 1
 ///         self.src_embed = nn.Embedding(Vs, E)
-///         self.encoder = nn.LSTM(E, H, num_layers=L, dropout=p)
+///         self.encoder = nn.LSTM(E, H // D, num_layers=L, dropout=p, bidirectional=bidirectional)
 ///         self.tgt_embed = nn.Embedding(Vt, E)
 ///         self.decoder = nn.LSTM(E, H, num_layers=L, dropout=p)
 ///         if attention == 'general':
@@ -513,8 +554,11 @@ pub struct Seq2SeqModules<T> {
 ///         self.head = nn.Linear(H, Vt)
 ///     def forward(self, src, src_len, dec_in, tgt_len):  # (S, B), (B), (T, B), (B)
 ///         x = pack_padded_sequence(self.src_embed(src), src_len, enforce_sorted=False)
-///         enc, state = self.encoder(x)
+///         enc, state = self.encoder(x)                     # state: (h, c) for an LSTM
 ///         enc, _ = pad_packed_sequence(enc, total_length=src.shape[0])     # (S, B, H)
+///         if bidirectional:  # each layer's two directions side by side: (L, B, H)
+///             state = tuple(s.view(L, 2, -1, H // 2).transpose(1, 2).reshape(L, -1, H)
+///                           for s in state)
 ///         y = pack_padded_sequence(self.tgt_embed(dec_in), tgt_len, enforce_sorted=False)
 ///         dec, _ = self.decoder(y, state)
 ///         dec, _ = pad_packed_sequence(dec, total_length=dec_in.shape[0])  # (T, B, H)
@@ -573,9 +617,9 @@ impl<T: Real> Seq2Seq<T> {
         let s = |k: u64| seed.wrapping_add(k);
         let modules = Seq2SeqModules {
             src_embed: Embedding::new(config.src_vocab_size, e, s(0)),
-            encoder: Rnn::new(config.rnn_config(), s(1))?,
+            encoder: Rnn::new(config.encoder_config(), s(1))?,
             tgt_embed: Embedding::new(config.tgt_vocab_size, e, s(2)),
-            decoder: Rnn::new(config.rnn_config(), s(3))?,
+            decoder: Rnn::new(config.decoder_config(), s(3))?,
             attn: (config.attention == Attention::General).then(|| Linear::new(h, h, false, s(4))),
             attn_combine: (config.attention != Attention::None)
                 .then(|| Linear::new(2 * h, h, false, s(5))),
@@ -606,8 +650,12 @@ impl<T: Real> Seq2Seq<T> {
             }
         }
         let mut rnns = [m.encoder, m.decoder];
-        for (name, rnn) in ["encoder", "decoder"].iter().zip(rnns.iter_mut()) {
-            let mut want = config.rnn_config();
+        let wants = [config.encoder_config(), config.decoder_config()];
+        for ((name, rnn), mut want) in ["encoder", "decoder"]
+            .iter()
+            .zip(rnns.iter_mut())
+            .zip(wants)
+        {
             want.batch_first = rnn.config().batch_first;
             want.dropout = rnn.config().dropout;
             if *rnn.config() != want {
@@ -827,7 +875,7 @@ impl<T: Real> Seq2Seq<T> {
                 _ => None,
             },
         )?;
-        let state = enc_out.state();
+        let state = bridge(enc_out.state(), self.config.bidirectional);
         let enc = enc_out.output.into_data();
         // Decoder over the shifted targets, from the encoder's final state.
         let xt = Self::embed(&self.tgt_embed, &batch.dec_input, t, b, e)?;
@@ -1015,11 +1063,12 @@ impl<T: Real> Seq2Seq<T> {
             .enc_tape
             .as_ref()
             .expect("a training pass keeps its tapes");
+        let bi = self.config.bidirectional;
         let ge = self.encoder.backward(
             enc_tape,
             denc.as_ref(),
-            Some(&gd.h0),
-            gd.c0.as_ref(),
+            Some(&unbridge(&gd.h0, bi)),
+            gd.c0.as_ref().map(|c| unbridge(c, bi)).as_ref(),
             &mut grads.encoder,
         )?;
         self.src_embed
@@ -1133,9 +1182,8 @@ impl<T: Real> Seq2Seq<T> {
             Mode::RnnRelu => Some(true),
             _ => None,
         };
-        let mut want = config.rnn_config();
-        want.dropout = 0.0;
-        let rnn = |name: &str| -> Result<Rnn<T>> {
+        let rnn = |name: &str, mut want: RnnConfig| -> Result<Rnn<T>> {
+            want.dropout = 0.0;
             let opts = LoadOptions {
                 prefix: Some(format!("{prefix}{name}")),
                 relu,
@@ -1176,9 +1224,9 @@ impl<T: Real> Seq2Seq<T> {
         head.extend(tensor("head.bias", &[vt])?);
         let modules = Seq2SeqModules {
             src_embed: Embedding::from_params(vs, e, tensor("src_embed.weight", &[vs, e])?)?,
-            encoder: rnn("encoder")?,
+            encoder: rnn("encoder", config.encoder_config())?,
             tgt_embed: Embedding::from_params(vt, e, tensor("tgt_embed.weight", &[vt, e])?)?,
-            decoder: rnn("decoder")?,
+            decoder: rnn("decoder", config.decoder_config())?,
             attn: if general {
                 Some(Linear::from_params(
                     h,
@@ -1233,6 +1281,54 @@ impl<T: Real> Seq2SeqGrads<T> {
             self.head.len(),
         ]
     }
+}
+
+/// The decoder's initial state from the encoder's final state: the same for a unidirectional
+/// encoder; for a bidirectional one, each layer's two directions side by side,
+/// (2L, B, H/2) → (L, B, H), as `h.view(L, 2, B, H/2).transpose(1, 2).reshape(L, B, H)`.
+fn bridge<T: Real>(s: State<T>, bidirectional: bool) -> State<T> {
+    if !bidirectional {
+        return s;
+    }
+    let join = |t: &Tensor<T>| {
+        let (ld, b, h2) = (t.shape()[0], t.shape()[1], t.shape()[2]);
+        let l = ld / 2;
+        let mut out = vec![T::ZERO; ld * b * h2];
+        for li in 0..l {
+            for bi in 0..b {
+                for d in 0..2 {
+                    let from = ((li * 2 + d) * b + bi) * h2;
+                    let to = (li * b + bi) * 2 * h2 + d * h2;
+                    out[to..to + h2].copy_from_slice(&t.data()[from..from + h2]);
+                }
+            }
+        }
+        Tensor::new(&[l, b, 2 * h2], out).expect("bridged state shape")
+    };
+    State {
+        h: join(&s.h),
+        c: s.c.as_ref().map(join),
+    }
+}
+
+/// The gradient of [`bridge`]: (L, B, H) → (2L, B, H/2) for a bidirectional encoder.
+fn unbridge<T: Real>(g: &Tensor<T>, bidirectional: bool) -> Tensor<T> {
+    if !bidirectional {
+        return g.clone();
+    }
+    let (l, b, h) = (g.shape()[0], g.shape()[1], g.shape()[2]);
+    let h2 = h / 2;
+    let mut out = vec![T::ZERO; l * b * h];
+    for li in 0..l {
+        for bi in 0..b {
+            for d in 0..2 {
+                let from = (li * b + bi) * h + d * h2;
+                let to = ((li * 2 + d) * b + bi) * h2;
+                out[to..to + h2].copy_from_slice(&g.data()[from..from + h2]);
+            }
+        }
+    }
+    Tensor::new(&[2 * l, b, h2], out).expect("encoder state shape")
 }
 
 /// A recurrent stack over `x`: evaluation mode, or with `train` a training pass that keeps its
