@@ -660,7 +660,7 @@ impl Seq2SeqTask {
             describe("--test", &a.test),
         ));
         log.line(&format!(
-            "vocabularies (with <pad> <unk> <bos> <eos>): source {} {}s, target {} {}s; unknown source tokens: {} in validation, {} in test",
+            "vocabularies (with <pad> <unk> <bos> <eos>): source {} ({} tokens), target {} ({} tokens); unknown source tokens: {} in validation, {} in test",
             src_vocab.len(),
             format.src_tokens.name(),
             tgt_vocab.len(),
