@@ -11,6 +11,7 @@ mod forward;
 mod run;
 mod sample;
 mod task_lm;
+mod task_seq2seq;
 mod train;
 
 /// Counts allocated bytes, for the peak memory `recur bench` reports.
