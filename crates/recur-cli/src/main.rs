@@ -7,7 +7,9 @@ use std::process::ExitCode;
 mod bench;
 mod demo;
 mod eval;
+mod experiment;
 mod forward;
+mod gradients;
 mod run;
 mod sample;
 mod task_lm;
@@ -44,6 +46,10 @@ enum Command {
     Predict(eval::PredictArgs),
     /// Generate text from a character-level language model trained by `recur train lm`.
     Sample(sample::Args),
+    /// Long-range benchmarks (adding, copy, digits): every cell at every length, a table and plots.
+    Experiment(experiment::Args),
+    /// Vanishing and exploding gradients: dL/dh_t per step, recurrent spectra, step Jacobians.
+    Gradients(gradients::Args),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +62,8 @@ fn main() -> ExitCode {
         Command::Eval(a) => eval::run_eval(a),
         Command::Predict(a) => eval::run_predict(a),
         Command::Sample(a) => sample::run(a).map_err(Failure::from),
+        Command::Experiment(a) => experiment::run(a).map_err(Failure::from),
+        Command::Gradients(a) => gradients::run(a).map_err(Failure::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -114,6 +114,11 @@ pub struct TrainOpts {
     /// Print one line of JSON with the final metrics on stdout (the log goes to stderr).
     #[arg(long)]
     pub json: bool,
+    /// Record the gradient norms of every step (global and per parameter group, before
+    /// clipping) in grad_stats.csv, warn on spikes and non-finite values, report how often
+    /// clipping fired.
+    #[arg(long)]
+    pub grad_stats: bool,
     /// Seconds between progress lines when the output is not a terminal.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     pub log_every: f64,
@@ -591,6 +596,15 @@ pub fn train(
             .log_every(std::time::Duration::from_secs_f64(o.log_every))
             .start_step(r.step),
     );
+    let mut grad_stats = if o.grad_stats {
+        let names: Vec<&str> = task.parts().iter().map(|p| p.name).collect();
+        let max = (o.clip_grad_norm > 0.0).then_some(o.clip_grad_norm);
+        Some(crate::gradients::GradStatsLog::create(
+            &o.out, &names, max, o.resume,
+        )?)
+    } else {
+        None
+    };
     let mut nonfinite_run = 0u64;
     let mut last_ckpt_step = if o.resume { Some(r.step) } else { None };
 
@@ -600,6 +614,15 @@ pub fn train(
         let t0 = Instant::now();
         let stats = task.train_batch()?;
         let mut parts = task.parts();
+        if let Some(g) = &mut grad_stats {
+            let named: Vec<(String, &[f32])> = parts
+                .iter()
+                .map(|p| (p.name.to_string(), &*p.grads))
+                .collect();
+            for w in g.observe(r.step + 1, &named)? {
+                log.line(&w);
+            }
+        }
         let mut bad = (!stats.loss.is_finite()).then(|| format!("loss {}", stats.loss));
         if bad.is_none() {
             if let Some(v) = o.clip_grad_value {
@@ -722,6 +745,9 @@ pub fn train(
     }
 
     log.end_progress();
+    if let Some(g) = &mut grad_stats {
+        log.line(&g.finish()?);
+    }
     let (best_step, _) = r.best.ok_or_else(|| {
         format!(
             "no evaluation gave a finite {}; nothing was saved",

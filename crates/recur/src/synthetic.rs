@@ -791,14 +791,43 @@ pub fn train(
     cfg: &TrainConfig,
     on_eval: &mut dyn FnMut(&EvalPoint),
 ) -> Result<RunResult> {
-    if cfg.hidden_size == 0 || cfg.batch_size == 0 || cfg.eval_every == 0 {
+    if cfg.hidden_size == 0 {
+        return Err(Error::Config(
+            "training: hidden_size must be at least 1".into(),
+        ));
+    }
+    let mut model = Model::new(task, cell, cfg.hidden_size, cfg.orthogonal, cfg.seed)?;
+    train_model(task, &mut model, cell, cfg, on_eval)
+}
+
+/// [`train`] on a given model (e.g. one with a custom initialization), which is left trained;
+/// `cell` only labels the result, and `cfg.hidden_size` and `cfg.orthogonal` are not used.
+pub fn train_model(
+    task: &Task,
+    model: &mut Model,
+    cell: CellKind,
+    cfg: &TrainConfig,
+    on_eval: &mut dyn FnMut(&EvalPoint),
+) -> Result<RunResult> {
+    if cfg.batch_size == 0 || cfg.eval_every == 0 {
         return Err(Error::Config(format!(
-            "training: hidden_size, batch_size and eval_every must be at least 1, got {}, {}, {}",
-            cfg.hidden_size, cfg.batch_size, cfg.eval_every
+            "training: batch_size and eval_every must be at least 1, got {}, {}",
+            cfg.batch_size, cfg.eval_every
+        )));
+    }
+    if model.rnn.config().input_size != task.input_size()
+        || model.head.out_features() != task.output_size()
+    {
+        return Err(Error::Config(format!(
+            "training: the {} task needs {} inputs and {} outputs, the model has {} and {}",
+            task.name(),
+            task.input_size(),
+            task.output_size(),
+            model.rnn.config().input_size,
+            model.head.out_features()
         )));
     }
     let start = Instant::now();
-    let mut model = Model::new(task, cell, cfg.hidden_size, cfg.orthogonal, cfg.seed)?;
     let mut grads = model.zeros_like_grads();
     let n = model.rnn.params().len() + model.head.num_params();
     enum Opt {
@@ -840,7 +869,7 @@ pub fn train(
         res.evals.push(p);
         Ok(())
     };
-    do_eval(&model, 0, &mut res)?;
+    do_eval(model, 0, &mut res)?;
     for step in 1..=cfg.steps {
         if let Some(every) = cfg.record_every {
             if every > 0 && (step - 1) % every == 0 {
@@ -886,7 +915,7 @@ pub fn train(
             Opt::Sgd(s) => s.step_parts(&mut parts),
         }
         if step % cfg.eval_every == 0 || step == cfg.steps {
-            do_eval(&model, step, &mut res)?;
+            do_eval(model, step, &mut res)?;
         }
     }
     res.seconds = start.elapsed().as_secs_f64();
