@@ -13,6 +13,7 @@ mod gradients;
 mod run;
 mod sample;
 mod task_lm;
+mod task_seq2seq;
 mod train;
 
 /// Counts allocated bytes, for the peak memory `recur bench` reports.

@@ -12,10 +12,13 @@ pub struct Args {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)]
 enum What {
     /// Train a character-level language model on a text file (char-rnn style: embedding,
     /// recurrent layers, linear head; truncated BPTT over contiguous streams).
     Lm(crate::task_lm::LmArgs),
+    /// Train an encoder-decoder model on (source, target) pairs: TSV or CMUdict.
+    Seq2seq(crate::task_seq2seq::Seq2SeqArgs),
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
@@ -23,6 +26,11 @@ pub fn run(a: Args) -> Result<(), Failure> {
         What::Lm(a) => {
             let mut log = Log::new(a.opts.json);
             let mut task = crate::task_lm::LmTask::new(&a, &mut log)?;
+            train(&mut task, &a.opts, &mut log)?;
+        }
+        What::Seq2seq(a) => {
+            let mut log = Log::new(a.opts.json);
+            let mut task = crate::task_seq2seq::Seq2SeqTask::new(&a, &mut log)?;
             train(&mut task, &a.opts, &mut log)?;
         }
     }

@@ -5,33 +5,18 @@
 
 use recur::checkpoint::Checkpoint;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[path = "../../../tests/support/tmpdir.rs"]
 mod tmpdir;
 use tmpdir::TmpDir;
+#[path = "../../../tests/support/cli.rs"]
+mod cli;
+use cli::{ok, recur};
 #[path = "../../../tests/support/grammar.rs"]
 mod grammar;
 use grammar::grammar_text;
-
-fn recur(args: &[String]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_recur"))
-        .args(args)
-        .output()
-        .expect("run recur")
-}
-
-fn ok(o: &Output) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(
-        o.status.success(),
-        "status {:?}\nstdout:\n{out}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
-}
 
 /// `recur train lm` on `text` into `out` with a small model (dropout on, so the generator's
 /// position matters) and `extra` options.

@@ -34,6 +34,7 @@ pub mod lm;
 pub mod nn;
 pub mod reference;
 pub mod rnn;
+pub mod seq2seq;
 pub mod state_dict;
 pub mod stream;
 pub mod synthetic;

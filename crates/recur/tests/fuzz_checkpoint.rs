@@ -5,20 +5,11 @@
 //! number of cases (docs/fuzzing.md).
 
 use proptest::prelude::*;
+#[path = "../../../tests/support/proptest_cases.rs"]
+mod proptest_cases;
+use proptest_cases::config;
 use recur::checkpoint::{rng_from_state, Checkpoint, CheckpointWriter, META_KEY};
 use recur::state_dict::{serialize_tensors, OutTensor};
-
-fn config(default_cases: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default_cases);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 /// A small valid checkpoint, like the runner writes.
 fn valid() -> Vec<u8> {
