@@ -1683,14 +1683,16 @@ pub fn forecast_windows(
     Ok((inputs, targets))
 }
 
-/// Writes a model directory: `config.json` (the model's configuration, with `training` under
-/// the key `"training"` if given), `model.safetensors` and, when the model standardises its
-/// inputs or targets, `normalization.safetensors`; each atomically. Vocabularies and label
-/// names are the caller's to add.
+/// Writes a model directory: `config.json` (the model's configuration, plus every key of the
+/// JSON object `extra` if given, e.g. `"task"` and `"training"`), `model.safetensors` and,
+/// when the model standardises its inputs or targets, `normalization.safetensors`; each
+/// atomically. Vocabularies and label names are the caller's to add.
+///
+/// An error if `extra` is not an object or one of its keys is a key of the configuration.
 pub fn save_dir<T: Real>(
     dir: impl AsRef<Path>,
     model: &SeqModel<T>,
-    training: Option<&serde_json::Value>,
+    extra: Option<&serde_json::Value>,
 ) -> Result<()> {
     let dir = dir.as_ref();
     std::fs::create_dir_all(dir).map_err(|e| {
@@ -1702,8 +1704,18 @@ pub fn save_dir<T: Real>(
     let mut cfg = model.config().to_json();
     cfg["input_normalization"] = model.input_norm.is_some().into();
     cfg["target_normalization"] = model.target_norm.is_some().into();
-    if let Some(t) = training {
-        cfg["training"] = t.clone();
+    if let Some(extra) = extra {
+        let obj = extra.as_object().ok_or_else(|| {
+            Error::Input("the extra keys of config.json must be a JSON object".into())
+        })?;
+        for (k, v) in obj {
+            if cfg.get(k).is_some() {
+                return Err(Error::Input(format!(
+                    "config.json: the extra key \"{k}\" is a key of the model's configuration"
+                )));
+            }
+            cfg[k] = v.clone();
+        }
     }
     let norm_path = dir.join(NORMALIZATION_FILE);
     let norms: Vec<(&str, &Normalization)> = [

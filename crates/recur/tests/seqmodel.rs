@@ -1020,12 +1020,25 @@ fn forecaster_beats_repeating_the_last_value_then_round_trips() {
     assert!(report.skill() > 0.5, "{report:?}");
 
     let dir = TmpDir::new("forecast");
-    save_dir(&dir.0, &model, Some(&serde_json::json!({"steps": 600}))).unwrap();
+    save_dir(
+        &dir.0,
+        &model,
+        Some(&serde_json::json!({"task": "forecast", "training": {"steps": 600}})),
+    )
+    .unwrap();
+    let e = save_dir(&dir.0, &model, Some(&serde_json::json!({"loss": 1})))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("\"loss\" is a key of the model's configuration"),
+        "{e}"
+    );
     let cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["model"], "seq_model");
     assert_eq!(cfg["loss"], "mse");
     assert_eq!(cfg["training"]["steps"], 600);
+    assert_eq!(cfg["task"], "forecast");
     assert_eq!(cfg["target_normalization"], true);
     let loaded = load_dir::<f32>(&dir.0).unwrap();
     assert_eq!(loaded.target_norm(), model.target_norm());
