@@ -41,6 +41,10 @@ pub struct Args {
     /// Longest string length (even, at least 2): lengths are drawn from 2, 4, ..., max-len.
     #[arg(long, default_value_t = 24)]
     max_len: usize,
+    /// Where to write the plots (training curves, accuracy by length) and the model's
+    /// weights.
+    #[arg(long, value_name = "DIR", default_value = "recur-demo")]
+    out: std::path::PathBuf,
 }
 
 /// A small deterministic generator (SplitMix64): the demo needs no random-number crate.
@@ -392,14 +396,19 @@ pub fn run(a: Args) -> Result<(), String> {
     let mut order: Vec<usize> = (0..train.len()).collect();
     let total_steps = a.epochs * train.len().div_ceil(a.batch_size);
     let mut step = 0;
+    let mut log = crate::run::Log::new(false);
+    log.start_progress(recur_plot::Progress::new(total_steps as u64, "str"));
+    let mut strings = 0u64;
+    // (epoch, train loss, train accuracy, valid accuracy)
+    let mut curve: Vec<(f64, f64, f64, f64)> = Vec::new();
     for epoch in 1..=a.epochs {
         order_rng.shuffle(&mut order);
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         for idx in order.chunks(a.batch_size) {
             let lr_min = a.lr / LR_FLOOR;
-            let progress = step as f64 / total_steps as f64;
+            let done = step as f64 / total_steps as f64;
             opt.set_lr(
-                lr_min + 0.5 * (a.lr - lr_min) * (1.0 + (std::f64::consts::PI * progress).cos()),
+                lr_min + 0.5 * (a.lr - lr_min) * (1.0 + (std::f64::consts::PI * done).cos()),
             );
             step += 1;
             let batch: Vec<&Sample> = idx.iter().map(|&k| &train[k]).collect();
@@ -412,9 +421,17 @@ pub fn run(a: Args) -> Result<(), String> {
             loss_sum += loss as f64 * batch.len() as f64;
             correct += ok;
             seen += batch.len();
+            strings += batch.len() as u64;
+            log.progress(step as u64, loss as f64, strings);
         }
         let valid_acc = accuracy(&valid, &model.predict(&valid)?);
-        println!(
+        curve.push((
+            epoch as f64,
+            loss_sum / seen as f64,
+            correct as f64 / seen as f64,
+            valid_acc,
+        ));
+        log.line(&format!(
             "epoch {epoch:>2}/{}  lr {:.1e}  train loss {:.4}  train acc {}  valid acc {}  {:5.1} s",
             a.epochs,
             opt.config().lr,
@@ -422,10 +439,12 @@ pub fn run(a: Args) -> Result<(), String> {
             pct(correct as f64 / seen as f64),
             pct(valid_acc),
             start.elapsed().as_secs_f64()
-        );
+        ));
     }
+    log.end_progress();
 
     report(&a, &model, &train, &test, &longer)?;
+    save(&a, &model, &curve, &test, &longer)?;
     println!("total time {:.1} s", start.elapsed().as_secs_f64());
     Ok(())
 }
@@ -553,6 +572,118 @@ fn report(
         .collect();
     println!("examples longer than any training string:");
     show(&two, longer, &lp);
+    Ok(())
+}
+
+/// Writes the plots and the weights into `--out`: the training curves, and the accuracy by
+/// string length on the test strings and on the longer ones.
+fn save(
+    a: &Args,
+    model: &Model,
+    curve: &[(f64, f64, f64, f64)],
+    test: &[Sample],
+    longer: &[Sample],
+) -> Result<(), String> {
+    use recur_plot::{Chart, Figure, LineChart, Series};
+    std::fs::create_dir_all(&a.out).map_err(|e| {
+        format!(
+            "--out {}: cannot create the directory: {e}",
+            a.out.display()
+        )
+    })?;
+    let by_length = |samples: &[Sample]| -> Result<Vec<(f64, f64)>, String> {
+        let p = model.predict(samples)?;
+        let mut acc: std::collections::BTreeMap<usize, (usize, usize)> = Default::default();
+        for (s, &q) in samples.iter().zip(&p) {
+            let e = acc.entry(s.tokens.len()).or_default();
+            e.0 += usize::from(usize::from(q > 0.5) == s.label());
+            e.1 += 1;
+        }
+        Ok(acc
+            .into_iter()
+            .map(|(len, (ok, n))| (len as f64, 100.0 * ok as f64 / n as f64))
+            .collect())
+    };
+    let line = |title: &str, y: &str, series: Vec<Series>| {
+        Chart::Line(LineChart {
+            title: title.into(),
+            x_label: "epoch".into(),
+            y_label: y.into(),
+            log_y: false,
+            series,
+        })
+    };
+    let pick = |f: fn(&(f64, f64, f64, f64)) -> f64| -> Vec<(f64, f64)> {
+        curve.iter().map(|c| (c.0, f(c))).collect()
+    };
+    let mut lengths = line(
+        "accuracy by string length",
+        "accuracy (%)",
+        vec![
+            Series {
+                name: "test".into(),
+                points: by_length(test)?,
+            },
+            Series {
+                name: "longer than training".into(),
+                points: by_length(longer)?,
+            },
+        ],
+    );
+    if let Chart::Line(c) = &mut lengths {
+        c.x_label = "string length".into();
+    }
+    let fig = Figure {
+        title: format!(
+            "recur demo: is a bracket string balanced? ({})",
+            recur::state_dict::describe(model.rnn.config())
+        ),
+        columns: 3,
+        charts: vec![
+            line(
+                "training loss",
+                "cross-entropy (nats)",
+                vec![Series {
+                    name: "train".into(),
+                    points: pick(|c| c.1),
+                }],
+            ),
+            line(
+                "accuracy",
+                "accuracy (%)",
+                vec![
+                    Series {
+                        name: "train".into(),
+                        points: pick(|c| 100.0 * c.2),
+                    },
+                    Series {
+                        name: "valid".into(),
+                        points: pick(|c| 100.0 * c.3),
+                    },
+                ],
+            ),
+            lengths,
+        ],
+    };
+    let stem = a.out.join("demo");
+    fig.save(&stem)
+        .map_err(|e| format!("--out {}: cannot write the plots: {e}", a.out.display()))?;
+    let mut tensors = recur::state_dict::state_dict(model.rnn.layout(), model.rnn.params(), "rnn");
+    let h = a.hidden_size;
+    tensors.push(("head.weight".into(), vec![CLASSES, h], model.head.weight()));
+    tensors.push((
+        "head.bias".into(),
+        vec![CLASSES],
+        model.head.bias().expect("the head has a bias"),
+    ));
+    let weights = a.out.join("model.safetensors");
+    recur::state_dict::save_named(&tensors, &weights).map_err(|e| e.to_string())?;
+    println!(
+        "wrote {}.png and {}.svg (training curves, accuracy by length) and {} (PyTorch names: rnn.*, head.*)",
+        stem.display(),
+        stem.display(),
+        weights.display()
+    );
     Ok(())
 }
 

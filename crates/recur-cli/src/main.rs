@@ -1,12 +1,16 @@
 //! `recur`: the command-line tool. A thin layer over the `recur` library.
 
 use clap::{Parser, Subcommand};
+use run::Failure;
 use std::process::ExitCode;
 
 mod bench;
 mod demo;
+mod eval;
 mod forward;
+mod run;
 mod sample;
+mod task_lm;
 mod train;
 
 /// Counts allocated bytes, for the peak memory `recur bench` reports.
@@ -31,7 +35,12 @@ enum Command {
     /// Time recur on the benchmark grid (bench/grid.json): ms per iteration, GFLOP/s, peak memory.
     Bench(bench::Args),
     /// Train a model: `recur train lm` trains a character-level language model on a text file.
-    Train(train::Args),
+    Train(Box<train::Args>),
+    /// Evaluate a model trained by `recur train` on a data file: prints its metrics.
+    Eval(eval::EvalArgs),
+    /// Run a model trained by `recur train` on inputs, one per line: prints one prediction
+    /// per line.
+    Predict(eval::PredictArgs),
     /// Generate text from a character-level language model trained by `recur train lm`.
     Sample(sample::Args),
 }
@@ -39,17 +48,19 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo(a) => demo::run(a),
-        Command::Forward(a) => forward::run(a),
-        Command::Bench(a) => bench::run(a),
-        Command::Train(a) => train::run(a),
-        Command::Sample(a) => sample::run(a),
+        Command::Demo(a) => demo::run(a).map_err(Failure::from),
+        Command::Forward(a) => forward::run(a).map_err(Failure::from),
+        Command::Bench(a) => bench::run(a).map_err(Failure::from),
+        Command::Train(a) => train::run(*a),
+        Command::Eval(a) => eval::run_eval(a),
+        Command::Predict(a) => eval::run_predict(a),
+        Command::Sample(a) => sample::run(a).map_err(Failure::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.status)
         }
     }
 }

@@ -7,7 +7,7 @@
 //! Prints the priming text followed by the generated characters. The same options (seed
 //! included) print the same text.
 
-use crate::train::default_prime;
+use crate::task_lm::default_prime;
 use clap::Args as ClapArgs;
 use recur::lm::{load_dir, SampleOptions};
 use recur::text::Vocab;

@@ -22,6 +22,7 @@
 //! ```
 
 pub mod cell;
+pub mod checkpoint;
 pub mod config;
 mod engine;
 pub mod error;

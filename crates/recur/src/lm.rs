@@ -406,6 +406,15 @@ impl<T: Real> CharLm<T> {
         ]
     }
 
+    /// The parameters of the three modules, each in its own layout: embed, rnn, head.
+    pub fn params_mut(&mut self) -> [&mut [T]; 3] {
+        [
+            self.embed.params_mut(),
+            self.rnn.params_mut(),
+            self.head.params_mut(),
+        ]
+    }
+
     fn check_ids(&self, what: &str, ids: &[usize], steps: usize, batch: usize) -> Result<()> {
         if ids.len() != steps * batch {
             return Err(Error::Input(format!(

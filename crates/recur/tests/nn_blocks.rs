@@ -1,11 +1,15 @@
 //! Tests of the building blocks in `recur::nn`: gradients against central finite differences
 //! (f64), optimizers against values derived by hand from PyTorch's formulas (and checked
-//! against torch 2.x in float64), gradient clipping on a known case.
+//! against torch 2.x in float64), gradient clipping on known cases, the parsers of optimizer
+//! and schedule specifications, and the errors on bad input. (The comparisons with PyTorch
+//! fixtures are in `optim_parity.rs`.)
 
 use rand::{Rng, SeedableRng};
 use recur::nn::{
-    clip_grad_norm, clip_grad_norm_flat, softmax, softmax_cross_entropy, Adam, AdamConfig, Linear,
-    Sgd, SgdConfig, DEFAULT_IGNORE_INDEX,
+    clip_grad_norm, clip_grad_norm_checked, clip_grad_norm_flat, clip_grad_value, l1_loss,
+    mse_loss, softmax, softmax_cross_entropy, Adagrad, AdagradConfig, Adam, AdamConfig, AdamW,
+    AdamWConfig, Linear, LrScheduler, Optimizer, OptimizerArgs, OptimizerConfig, OptimizerState,
+    Reduction, RmsProp, RmsPropConfig, Schedule, Sgd, SgdConfig, DEFAULT_IGNORE_INDEX,
 };
 use recur::{Dropout, Rnn, RnnConfig, Tensor};
 
@@ -341,4 +345,394 @@ fn lstm_linear_cross_entropy_end_to_end_gradients() {
     let got: Vec<f64> = g_rnn.iter().chain(&g_fc).copied().collect();
     let want = fd_grad(&all, loss);
     assert_all_close(&got, &want, 1e-7, "end-to-end grads");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Regression losses
+
+#[test]
+fn mse_and_l1_known_values() {
+    // diffs [1, -2, 0, 3]: squares [1, 4, 0, 9], absolute values [1, 2, 0, 3].
+    let x = [1.0f64, 0.0, 5.0, 4.0];
+    let y = [0.0f64, 2.0, 5.0, 1.0];
+    let (l, d) = mse_loss(&x, &y, None, Reduction::Mean).unwrap();
+    assert_eq!(l, 14.0 / 4.0);
+    assert_eq!(d, vec![0.5, -1.0, 0.0, 1.5]); // 2·diff/4
+    let (l, d) = mse_loss(&x, &y, None, Reduction::Sum).unwrap();
+    assert_eq!(l, 14.0);
+    assert_eq!(d, vec![2.0, -4.0, 0.0, 6.0]);
+    let (l, d) = l1_loss(&x, &y, None, Reduction::Mean).unwrap();
+    assert_eq!(l, 6.0 / 4.0);
+    assert_eq!(d, vec![0.25, -0.25, 0.0, 0.25]); // sign(0) = 0
+                                                 // Mask of 2 entries over 4 values: each covers 2 consecutive values; only the second
+                                                 // half counts: mean of [0, 9] and of [0, 3].
+    let mask = [false, true];
+    let (l, d) = mse_loss(&x, &y, Some(&mask), Reduction::Mean).unwrap();
+    assert_eq!(l, 4.5);
+    assert_eq!(d, vec![0.0, 0.0, 0.0, 3.0]);
+    let (l, d) = l1_loss(&x, &y, Some(&mask), Reduction::Sum).unwrap();
+    assert_eq!(l, 3.0);
+    assert_eq!(d, vec![0.0, 0.0, 0.0, 1.0]);
+    // Nothing counts: mean NaN (0/0) with zero gradient, sum 0.
+    let none = [false, false];
+    let (l, d) = mse_loss(&x, &y, Some(&none), Reduction::Mean).unwrap();
+    assert!(l.is_nan());
+    assert_eq!(d, vec![0.0; 4]);
+    let (l, _) = l1_loss(&x, &y, Some(&none), Reduction::Sum).unwrap();
+    assert_eq!(l, 0.0);
+}
+
+#[test]
+fn masked_loss_gradients_match_finite_differences() {
+    let (t, b, f) = (4, 3, 2);
+    let x = randn(t * b * f, 30);
+    let y = randn(t * b * f, 31);
+    // (T, B) mask of sequences of lengths 4, 1, 3 (time-major).
+    let lengths = [4, 1, 3];
+    let mask: Vec<bool> = (0..t * b).map(|i| i / b < lengths[i % b]).collect();
+    for red in [Reduction::Mean, Reduction::Sum] {
+        let (_, d) = mse_loss(&x, &y, Some(&mask), red).unwrap();
+        let fd = fd_grad(&x, |x| mse_loss(x, &y, Some(&mask), red).unwrap().0);
+        assert_all_close(&d, &fd, 1e-8, "mse dx");
+        // |x - y| is smooth away from 0, and no difference is that close to 0 here.
+        let (_, d) = l1_loss(&x, &y, Some(&mask), red).unwrap();
+        let fd = fd_grad(&x, |x| l1_loss(x, &y, Some(&mask), red).unwrap().0);
+        assert_all_close(&d, &fd, 1e-8, "l1 dx");
+    }
+}
+
+#[test]
+fn loss_size_errors_name_the_sizes() {
+    let e = mse_loss(&[1.0f64, 2.0], &[1.0], None, Reduction::Mean).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("input has 2 values but target has 1"),
+        "{e}"
+    );
+    let e = l1_loss(&[1.0f64; 6], &[1.0; 6], Some(&[true; 4]), Reduction::Mean).unwrap_err();
+    assert!(e.to_string().contains("mask has 4 entries"), "{e}");
+    assert!(l1_loss(&[1.0f64; 6], &[1.0; 6], Some(&[]), Reduction::Sum).is_err());
+    assert!(mse_loss::<f64>(&[], &[], Some(&[]), Reduction::Sum).is_ok());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clipping
+
+#[test]
+fn clip_grad_norm_checked_refuses_non_finite_norms() {
+    // Finite: the same as clip_grad_norm.
+    let (mut a, mut b) = (vec![3.0f64], vec![4.0f64]);
+    let n = clip_grad_norm_checked(&mut [&mut a[..], &mut b[..]], 1.0).unwrap();
+    assert_eq!(n, 5.0);
+    assert_eq!((a[0], b[0]), (3.0 / (5.0 + 1e-6), 4.0 / (5.0 + 1e-6)));
+    // NaN or infinity: an error naming buffer and index; the gradients are left as they were.
+    for bad in [f64::NAN, f64::INFINITY] {
+        let (mut a, mut b) = (vec![3.0f64, 1.0], vec![4.0f64, bad, 2.0]);
+        let e = clip_grad_norm_checked(&mut [&mut a[..], &mut b[..]], 1.0).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("buffer 1") && msg.contains("index 1"), "{msg}");
+        assert_eq!(a, vec![3.0, 1.0]);
+        assert_eq!(b[0], 4.0);
+        // The unchecked version scales by the non-finite norm, as PyTorch does.
+        let n = clip_grad_norm(&mut [&mut a[..], &mut b[..]], 1.0);
+        assert!(!n.is_finite());
+    }
+    // Every value finite, but the sum of squares overflows.
+    let mut big = [1e200f64, 1e200];
+    let e = clip_grad_norm_checked(&mut [&mut big[..]], 1.0).unwrap_err();
+    assert!(e.to_string().contains("overflows"), "{e}");
+}
+
+#[test]
+fn clip_grad_value_clamps_in_place() {
+    let mut a = [-2.0f32, -0.5, 0.0, 0.25, 1.5, f32::NAN];
+    let mut b = vec![0.7f32];
+    clip_grad_value(&mut [&mut a[..], &mut b[..]], 0.5).unwrap();
+    assert_eq!(&a[..5], &[-0.5, -0.5, 0.0, 0.25, 0.5]);
+    assert!(a[5].is_nan());
+    assert_eq!(b, vec![0.5]);
+    assert!(clip_grad_value(&mut [&mut b[..]], -1.0).is_err());
+    assert!(clip_grad_value(&mut [&mut b[..]], f64::NAN).is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Optimizers: first steps in closed form
+
+#[test]
+fn first_steps_in_closed_form() {
+    // At step 1 Adam's moments are m = (1-β1) g, v = (1-β2) g², and the bias corrections make
+    // the update lr · g / (|g| + eps) (up to rounding). AdamW first multiplies p by 1 - lr·wd.
+    let (lr, wd, eps) = (0.1, 0.2, 1e-8);
+    let p0 = [1.0f64, -2.0, 0.5];
+    let g = [0.3f64, -4.0, 1e-3];
+    let mut p = p0.to_vec();
+    AdamW::<f64>::new(3, AdamWConfig::default().lr(lr).weight_decay(wd).eps(eps)).step(&mut p, &g);
+    for k in 0..3 {
+        let want = p0[k] * (1.0 - lr * wd) - lr * g[k] / (g[k].abs() + eps);
+        assert!(close(p[k], want, 1e-14), "adamw[{k}]: {} vs {want}", p[k]);
+    }
+    // Adagrad, from sum s0: p - lr · g / (√(s0 + g²) + eps); second step with lr_decay d uses
+    // lr / (1 + d).
+    let (s0, d) = (0.1, 0.5);
+    let cfg = AdagradConfig::default()
+        .lr(lr)
+        .initial_accumulator_value(s0)
+        .lr_decay(d);
+    let mut opt = Adagrad::<f64>::new(3, cfg);
+    let mut p = p0.to_vec();
+    opt.step(&mut p, &g);
+    opt.step(&mut p, &g);
+    for k in 0..3 {
+        let p1 = p0[k] - lr * g[k] / ((s0 + g[k] * g[k]).sqrt() + 1e-10);
+        let p2 = p1 - lr / (1.0 + d) * g[k] / ((s0 + 2.0 * g[k] * g[k]).sqrt() + 1e-10);
+        assert!(close(p[k], p2, 1e-14), "adagrad[{k}]: {} vs {p2}", p[k]);
+    }
+    // RMSprop (α = 0.9): s = 0.1 g², p - lr · g / (√s + eps); centered: ḡ = 0.1 g,
+    // avg = √(0.1 g² - 0.01 g²) = 0.3 |g|.
+    let mut p = p0.to_vec();
+    RmsProp::<f64>::new(3, RmsPropConfig::default().lr(lr).alpha(0.9)).step(&mut p, &g);
+    for k in 0..3 {
+        let want = p0[k] - lr * g[k] / ((0.1 * g[k] * g[k]).sqrt() + 1e-8);
+        assert!(close(p[k], want, 1e-14), "rmsprop[{k}]");
+    }
+    let mut p = p0.to_vec();
+    RmsProp::<f64>::new(3, RmsPropConfig::default().lr(lr).alpha(0.9).centered(true))
+        .step(&mut p, &g);
+    for k in 0..3 {
+        let want = p0[k] - lr * g[k] / (0.3 * g[k].abs() + 1e-8);
+        assert!(close(p[k], want, 1e-13), "rmsprop centered[{k}]");
+    }
+    // AMSGrad keeps the largest v: a large gradient followed by small ones leaves max_exp_avg_sq
+    // at its first value times β2^0.
+    let mut opt =
+        Optimizer::<f64>::new(1, OptimizerConfig::parse("adam:amsgrad=true").unwrap()).unwrap();
+    let mut p = vec![0.0];
+    opt.step(&mut p, &[10.0]);
+    opt.step(&mut p, &[0.0]);
+    let st = opt.state();
+    let vmax = st.buffer("max_exp_avg_sq").unwrap()[0];
+    let v = st.buffer("exp_avg_sq").unwrap()[0];
+    assert!(close(vmax, 0.001 * 100.0, 1e-15), "{vmax}");
+    assert!(v < vmax);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Optimizer configurations from text
+
+#[test]
+fn optimizer_specs_parse_with_pytorch_defaults() {
+    let c = OptimizerConfig::parse("adamw").unwrap();
+    assert_eq!(c, OptimizerConfig::AdamW(AdamWConfig::default()));
+    assert_eq!(
+        c.to_string(),
+        "AdamW(lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, amsgrad=False)"
+    );
+    let c = OptimizerConfig::parse("SGD:lr=0.1, momentum=0.9,nesterov=true").unwrap();
+    assert_eq!(
+        c,
+        OptimizerConfig::Sgd(SgdConfig::default().lr(0.1).momentum(0.9).nesterov(true))
+    );
+    let c = OptimizerConfig::parse("rmsprop:centered=1,alpha=0.95").unwrap();
+    assert_eq!(
+        c,
+        OptimizerConfig::RmsProp(RmsPropConfig::default().centered(true).alpha(0.95))
+    );
+    let c = OptimizerConfig::parse("adam:beta2=0.98").unwrap();
+    assert_eq!(
+        c,
+        OptimizerConfig::Adam(AdamConfig::default().betas(0.9, 0.98))
+    );
+    // from_args, as a command line would fill it.
+    let args = OptimizerArgs {
+        lr: Some(1e-3),
+        weight_decay: Some(0.01),
+        ..Default::default()
+    };
+    let c = OptimizerConfig::from_args("adagrad", &args).unwrap();
+    assert_eq!(
+        c,
+        OptimizerConfig::Adagrad(AdagradConfig::default().lr(1e-3).weight_decay(0.01))
+    );
+    // spec() gives back what parse reads, for every kind.
+    for s in [
+        "sgd:lr=0.05,momentum=0.9,dampening=0.1,weight_decay=0.01",
+        "adam:lr=0.02,beta1=0.8,beta2=0.99,eps=1e-6,amsgrad=true",
+        "adamw:weight_decay=0.1",
+        "rmsprop:lr=0.01,alpha=0.9,momentum=0.9,centered=true,weight_decay=0.01",
+        "adagrad:lr=0.1,lr_decay=0.05,weight_decay=0.01,initial_accumulator_value=0.1,eps=1e-8",
+    ] {
+        let c = OptimizerConfig::parse(s).unwrap();
+        assert_eq!(
+            OptimizerConfig::parse(&c.spec()).unwrap(),
+            c,
+            "{s} -> {}",
+            c.spec()
+        );
+    }
+}
+
+#[test]
+fn optimizer_spec_errors_say_what_is_wrong() {
+    let err = |s: &str| OptimizerConfig::parse(s).unwrap_err().to_string();
+    assert!(
+        err("lion").contains("unknown optimizer 'lion'"),
+        "{}",
+        err("lion")
+    );
+    let e = err("adam:momentum=0.9");
+    assert!(
+        e.contains("adam has no option 'momentum'") && e.contains("amsgrad"),
+        "{e}"
+    );
+    assert!(err("sgd:lr=-1").contains("lr = -1"), "{}", err("sgd:lr=-1"));
+    assert!(
+        err("adam:beta1=1").contains("betas[0] = 1"),
+        "{}",
+        err("adam:beta1=1")
+    );
+    assert!(
+        err("sgd:nesterov=true").contains("Nesterov"),
+        "{}",
+        err("sgd:nesterov=true")
+    );
+    assert!(err("sgd:lr=fast").contains("lr=fast is not a finite number"));
+    assert!(err("sgd:lr=0.1,lr=0.2").contains("given twice"));
+    assert!(err("sgd:lr").contains("key=value"));
+    assert!(err("adam:speed=2").contains("unknown option 'speed'"));
+    assert!(err("rmsprop:centered=maybe").contains("true or false"));
+    let args = OptimizerArgs {
+        momentum: Some(0.9),
+        ..Default::default()
+    };
+    assert!(OptimizerConfig::from_args("adagrad", &args).is_err());
+    assert!(
+        Optimizer::<f32>::new(3, OptimizerConfig::Adam(AdamConfig::default().eps(-1.0))).is_err()
+    );
+}
+
+#[test]
+fn load_state_checks_names_and_lengths() {
+    let cfg = OptimizerConfig::parse("adam:amsgrad=true").unwrap();
+    let mut opt = Optimizer::<f32>::new(3, cfg.clone()).unwrap();
+    let mut p = vec![0.5f32; 3];
+    opt.step(&mut p, &[0.1, -0.2, 0.3]);
+    let good = opt.state();
+    let names: Vec<&str> = good.buffers.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]);
+    let mut fresh = Optimizer::<f32>::new(3, cfg.clone()).unwrap();
+    let err = |fresh: &mut Optimizer<f32>, s: &OptimizerState<f32>| {
+        fresh.load_state(s).unwrap_err().to_string()
+    };
+    let mut s = good.clone();
+    s.buffers.remove(2);
+    assert!(err(&mut fresh, &s).contains("missing buffer 'max_exp_avg_sq'"));
+    let mut s = good.clone();
+    s.buffers[0].1.pop();
+    let e = err(&mut fresh, &s);
+    assert!(e.contains("'exp_avg' has 2 values, expected 3"), "{e}");
+    let mut s = good.clone();
+    s.buffers.push(("momentum_buffer".into(), vec![0.0; 3]));
+    assert!(err(&mut fresh, &s).contains("unexpected buffer 'momentum_buffer'"));
+    let mut s = good.clone();
+    s.optimizer = "AdamW".into();
+    assert!(err(&mut fresh, &s).contains("saved by AdamW, loading into Adam"));
+    // A failed load leaves the optimizer untouched; a good one takes everything.
+    assert_eq!(fresh.steps(), 0);
+    fresh.load_state(&good).unwrap();
+    assert_eq!(fresh.state(), good);
+    // SGD with momentum has its buffer only after the first step.
+    let mut sgd =
+        Optimizer::<f64>::new(2, OptimizerConfig::parse("sgd:momentum=0.9").unwrap()).unwrap();
+    assert!(sgd.state().buffers.is_empty());
+    let mut p = vec![1.0, 2.0];
+    sgd.step(&mut p, &[0.5, 0.5]);
+    let st = sgd.state();
+    assert_eq!(st.buffer("momentum_buffer"), Some(&[0.5, 0.5][..]));
+    let mut other =
+        Optimizer::<f64>::new(2, OptimizerConfig::parse("sgd:momentum=0.9").unwrap()).unwrap();
+    let mut no_buf = st.clone();
+    no_buf.buffers.clear();
+    assert!(other.load_state(&no_buf).is_err());
+    other.load_state(&st).unwrap();
+    assert_eq!(other.steps(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schedules from text
+
+#[test]
+fn schedule_specs_parse_and_known_values() {
+    // Warm-up: base · (t + 1) / (W + 1) for t < W, then the main schedule from its step 0.
+    let s = Schedule::parse("constant", 0.5, 100, 4).unwrap();
+    for t in 0..4u64 {
+        assert!(
+            close(s.lr(t), 0.5 * (t + 1) as f64 / 5.0, 1e-15),
+            "lr({t}) = {}",
+            s.lr(t)
+        );
+    }
+    assert!((4..100).all(|t| s.lr(t) == 0.5));
+    // Cosine without options spans the steps after the warm-up and ends at eta_min exactly.
+    let s = Schedule::parse("cosine:eta_min=0.01", 1.0, 110, 10).unwrap();
+    assert_eq!(
+        s.phases()[1],
+        LrScheduler::CosineAnnealing {
+            t_max: 100,
+            eta_min: 0.01
+        }
+    );
+    assert_eq!(s.milestones(), &[10]);
+    assert_eq!(s.lr(110), 0.01);
+    // Half-way the cosine is at the middle (closed form, to rounding).
+    assert!(close(s.lr(60), 0.01 + 0.99 * 0.5, 1e-14), "{}", s.lr(60));
+    // step / multistep / exponential: closed forms base · γ^k (to rounding of the products).
+    let s = Schedule::parse("step:step_size=10", 1.0, 100, 0).unwrap();
+    assert!(close(s.lr(35), 1e-3, 1e-14));
+    let s = Schedule::parse("multistep:milestones=5/7", 2.0, 100, 0).unwrap();
+    assert_eq!([s.lr(4), s.lr(5), s.lr(6)], [2.0, 2.0 * 0.1, 2.0 * 0.1]);
+    assert!(close(s.lr(7), 0.02, 1e-15));
+    let s = Schedule::parse("exp:gamma=0.5", 1.0, 100, 0).unwrap();
+    assert_eq!(s.lr(10), 0.5f64.powi(10));
+    // linear: a decay from the base rate to 0 over the run by default.
+    let s = Schedule::parse("linear", 1.0, 8, 0).unwrap();
+    assert!(close(s.lr(6), 0.25, 1e-15));
+    assert_eq!(s.lr(8), 0.0);
+    // The constructors agree with the parser.
+    let built = Schedule::with_warmup(
+        0.1,
+        5,
+        LrScheduler::CosineAnnealing {
+            t_max: 25,
+            eta_min: 0.0,
+        },
+    )
+    .unwrap();
+    assert_eq!(built, Schedule::parse("cosine", 0.1, 30, 5).unwrap());
+}
+
+#[test]
+fn schedule_spec_errors_say_what_is_wrong() {
+    let err = |s: &str, total: u64, warm: u64| {
+        Schedule::parse(s, 0.1, total, warm)
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(err("warmup", 10, 0).contains("unknown schedule 'warmup'"));
+    assert!(err("step", 10, 0).contains("step needs step_size"));
+    assert!(err("exp", 10, 0).contains("needs gamma"));
+    assert!(err("multistep:gamma=0.5", 10, 0).contains("needs milestones"));
+    assert!(err("multistep:milestones=3/x", 10, 0).contains("milestones=x"));
+    assert!(err("cosine:t_max=0", 10, 0).contains("T_max must be >= 1"));
+    assert!(err("cosine:gamma=0.5", 10, 0).contains("cosine has no option 'gamma'"));
+    let e = err("cosine", 100, 100);
+    assert!(e.contains("total steps 100, warm-up steps 100"), "{e}");
+    assert!(err("linear:start_factor=0", 10, 0).contains("start_factor = 0"));
+    assert!(err("step:step_size=0", 10, 0).contains("step_size must be >= 1"));
+    assert!(Schedule::parse("constant", f64::NAN, 10, 0).is_err());
+    let bad = Schedule::sequential(
+        0.1,
+        vec![LrScheduler::Constant, LrScheduler::Constant],
+        vec![0],
+    );
+    assert!(bad.unwrap_err().to_string().contains("strictly increasing"));
 }

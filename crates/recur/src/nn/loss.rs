@@ -1,4 +1,4 @@
-//! Softmax and cross-entropy.
+//! Softmax and cross-entropy; regression losses (squared and absolute error).
 
 use crate::error::{Error, Result};
 use recur_kernels::Real;
@@ -111,4 +111,147 @@ pub fn softmax_cross_entropy<T: Real>(
     }
     let loss = T::from_f64(total / counted as f64);
     Ok((loss, d))
+}
+
+/// How a loss reduces the per-position losses that count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reduction {
+    /// The mean (PyTorch's default, `reduction='mean'`).
+    Mean,
+    /// The sum (`reduction='sum'`).
+    Sum,
+}
+
+/// Checks the sizes of a regression loss's buffers and returns how many consecutive values
+/// each mask entry covers.
+fn check_regression<T>(
+    what: &str,
+    input: &[T],
+    target: &[T],
+    mask: Option<&[bool]>,
+) -> Result<usize> {
+    if input.len() != target.len() {
+        return Err(Error::Input(format!(
+            "{what}: input has {} values but target has {}; they must have the same shape",
+            input.len(),
+            target.len()
+        )));
+    }
+    let Some(mask) = mask else { return Ok(1) };
+    if mask.is_empty() {
+        return if input.is_empty() {
+            Ok(1)
+        } else {
+            Err(Error::Input(format!(
+                "{what}: the mask is empty but the input has {} values",
+                input.len()
+            )))
+        };
+    }
+    if !input.len().is_multiple_of(mask.len()) {
+        return Err(Error::Input(format!(
+            "{what}: the mask has {} entries, which does not divide the {} input values (the mask's shape must be a leading part of the input's, e.g. (T, B) for (T, B, F))",
+            mask.len(),
+            input.len()
+        )));
+    }
+    Ok(input.len() / mask.len())
+}
+
+/// The per-value losses of [`mse_loss`] and [`l1_loss`].
+#[derive(Clone, Copy)]
+enum Regression {
+    Squared,
+    Absolute,
+}
+
+/// A masked, reduced regression loss and its gradient with respect to the input.
+fn regression<T: Real>(
+    kind: Regression,
+    input: &[T],
+    target: &[T],
+    mask: Option<&[bool]>,
+    reduction: Reduction,
+) -> Result<(T, Vec<T>)> {
+    let what = match kind {
+        Regression::Squared => "mse_loss",
+        Regression::Absolute => "l1_loss",
+    };
+    let width = check_regression(what, input, target, mask)?;
+    let counts = |i: usize| mask.is_none_or(|m| m[i / width]);
+    let k = (0..input.len()).filter(|&i| counts(i)).count();
+    // The factor of the gradient, as PyTorch computes it: mse_loss_backward's
+    // `norm = 2/k` (mean) or 2 (sum); for l1, the mean's backward `1/k` (or 1).
+    let norm = match (kind, reduction) {
+        (Regression::Squared, Reduction::Mean) => T::from_f64(2.0 / k as f64),
+        (Regression::Squared, Reduction::Sum) => T::from_f64(2.0),
+        (Regression::Absolute, Reduction::Mean) => T::ONE / T::from_f64(k as f64),
+        (Regression::Absolute, Reduction::Sum) => T::ONE,
+    };
+    let mut d = vec![T::ZERO; input.len()];
+    let mut total = 0.0f64;
+    for (i, ((&x, &y), dv)) in input.iter().zip(target).zip(d.iter_mut()).enumerate() {
+        if !counts(i) {
+            continue;
+        }
+        let diff = x - y;
+        let v = diff.to_f64();
+        match kind {
+            Regression::Squared => {
+                total += v * v;
+                // norm · (input - target)
+                *dv = norm * diff;
+            }
+            Regression::Absolute => {
+                total += v.abs();
+                // norm · sgn(input - target), sgn(0) = 0 (and NaN stays NaN)
+                *dv = if diff > T::ZERO {
+                    norm
+                } else if diff < T::ZERO {
+                    -norm
+                } else {
+                    diff * norm
+                };
+            }
+        }
+    }
+    let value = match reduction {
+        Reduction::Mean => total / k as f64,
+        Reduction::Sum => total,
+    };
+    Ok((T::from_f64(value), d))
+}
+
+/// Mean squared error and its gradient: `F.mse_loss(input[mask], target[mask],
+/// reduction=...)` followed by `.backward()`.
+///
+/// - `input`, `target`: the same number of values, any shape
+/// - `mask`: `None` (every value counts), or one flag per leading position, m entries for n
+///   values with m dividing n: entry `i` covers values `i·n/m .. (i+1)·n/m` (a (T, B) mask of
+///   padded steps for a (T, B, F) input); only the positions whose flag is true count
+/// - returns `(loss, dinput)`: the mean (or sum) of `(x - y)²` over the counted values, and
+///   d loss / d input, same shape as `input`: `2·(x - y)/k` for the mean over k counted
+///   values (`2·(x - y)` for the sum), 0 at positions that do not count.
+///
+/// As in PyTorch, the mean over no values is NaN and its gradient zero. Squares are summed in
+/// f64. Errors if the sizes do not fit.
+pub fn mse_loss<T: Real>(
+    input: &[T],
+    target: &[T],
+    mask: Option<&[bool]>,
+    reduction: Reduction,
+) -> Result<(T, Vec<T>)> {
+    regression(Regression::Squared, input, target, mask, reduction)
+}
+
+/// Mean absolute error and its gradient: `F.l1_loss(input[mask], target[mask],
+/// reduction=...)` followed by `.backward()`. Arguments as for [`mse_loss`]; the gradient is
+/// `sign(x - y)/k` for the mean (`sign(x - y)` for the sum), with sign(0) = 0 as PyTorch's.
+pub fn l1_loss<T: Real>(
+    input: &[T],
+    target: &[T],
+    mask: Option<&[bool]>,
+    reduction: Reduction,
+) -> Result<(T, Vec<T>)> {
+    regression(Regression::Absolute, input, target, mask, reduction)
 }

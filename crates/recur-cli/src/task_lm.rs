@@ -1,0 +1,447 @@
+//! `recur train lm`: a character-level language model trained on a text file, the way char-rnn
+//! does it: the text cut into `--batch-size` streams, read `--seq-len` characters at a time
+//! with the state carried from chunk to chunk (truncated BPTT), evaluation on a validation
+//! text in bits per character, and a sample from the best model at the end.
+//!
+//! ```text
+//! recur train lm --train FILE [--valid FILE] --out DIR [--cell lstm] [--hidden-size 128]
+//!     [--num-layers 2] [--embed-size 64] [--dropout 0] [--seq-len 64] [--batch-size 32]
+//!     [training options: --lr, --optimizer, --steps/--epochs, --resume, ...]
+//! ```
+//!
+//! `DIR` gets `model.safetensors` (PyTorch names: `embed.weight`, `rnn.weight_ih_l0`, ...,
+//! `head.weight`, `head.bias`), `config.json`, `vocab.json`, `metrics.json`, the curves and
+//! the checkpoint.
+
+use crate::run::{Log, Metrics, Part, StepStats, Task, TrainOpts};
+use clap::Args as ClapArgs;
+use recur::checkpoint::{
+    rng_from_state, rng_state, seeded, Checkpoint, CheckpointWriter, TrainRng,
+};
+use recur::lm::{save_dir, CharLm, CharLmConfig, CharLmGrads, SampleOptions};
+use recur::text::{unigram_bits, Batches, Vocab};
+use recur::{Mode, State, Tensor};
+use std::path::{Path, PathBuf};
+
+/// Options of `recur train lm`.
+#[derive(ClapArgs)]
+pub struct LmArgs {
+    /// The training text (UTF-8).
+    #[arg(long, value_name = "FILE")]
+    pub train: PathBuf,
+    /// The validation text (UTF-8); by default the last 5% of the training text is held out.
+    #[arg(long, value_name = "FILE")]
+    pub valid: Option<PathBuf>,
+    /// Recurrent cell: lstm, gru, rnn_tanh or rnn_relu.
+    #[arg(long, default_value = "lstm")]
+    pub cell: String,
+    /// Hidden size of every recurrent layer.
+    #[arg(long, default_value_t = 128)]
+    pub hidden_size: usize,
+    /// Recurrent layers.
+    #[arg(long, default_value_t = 2)]
+    pub num_layers: usize,
+    /// Size of the character embeddings.
+    #[arg(long, default_value_t = 64)]
+    pub embed_size: usize,
+    /// Dropout probability between recurrent layers and before the head (training only).
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout: f64,
+    /// Steps of backpropagation through time: characters per stream in a chunk.
+    #[arg(long, default_value_t = 64)]
+    pub seq_len: usize,
+    /// Streams read in parallel (the text is cut into this many contiguous parts).
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Characters of the sample printed at the end (0: none).
+    #[arg(long, default_value_t = 200)]
+    pub sample_length: usize,
+    #[command(flatten)]
+    pub opts: TrainOpts,
+}
+
+/// Reads a UTF-8 text file for `flag`; one-line errors for a missing, empty or non-UTF-8 file.
+pub(crate) fn read_text(flag: &str, path: &Path) -> Result<String, String> {
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("{flag} {}: cannot read: {e}", path.display()))?;
+    if bytes.is_empty() {
+        return Err(format!("{flag} {}: the file is empty", path.display()));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..valid].iter().filter(|&&b| b == b'\n').count() + 1;
+        format!(
+            "{flag} {}:{line}: not UTF-8 text (invalid byte at offset {valid}); give a UTF-8 text file",
+            path.display(),
+        )
+    })
+}
+
+/// A 64-bit FNV-1a hash of the text: the checkpoint's record of which data it was trained on.
+pub(crate) fn fingerprint(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in text.as_bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The first character to prime the final sample with: a newline if the vocabulary has one.
+pub(crate) fn default_prime(vocab: &Vocab) -> String {
+    if vocab.contains('\n') {
+        "\n".into()
+    } else {
+        vocab
+            .chars()
+            .first()
+            .map_or_else(String::new, |c| c.to_string())
+    }
+}
+
+/// The language-model task of the runner.
+pub struct LmTask {
+    model: CharLm<f32>,
+    grads: CharLmGrads<f32>,
+    vocab: Vocab,
+    batches: Batches,
+    valid_ids: Vec<usize>,
+    /// The state carried from chunk to chunk (none at the start of a pass).
+    state: Option<State<f32>>,
+    /// Chunks trained so far; the next is `cursor % chunks`.
+    cursor: u64,
+    rng: TrainRng,
+    config_json: serde_json::Value,
+    batch_size: usize,
+    seq_len: usize,
+    sample_length: usize,
+    seed: u64,
+    unigram: f64,
+    valid_unknown: usize,
+}
+
+impl LmTask {
+    /// Reads the data and builds the model; prints what it read.
+    pub fn new(a: &LmArgs, log: &mut Log) -> Result<LmTask, String> {
+        let mode: Mode = a
+            .cell
+            .parse()
+            .map_err(|e: recur::Error| format!("--cell: {e}"))?;
+        for (name, v) in [
+            ("--hidden-size", a.hidden_size),
+            ("--num-layers", a.num_layers),
+            ("--embed-size", a.embed_size),
+            ("--seq-len", a.seq_len),
+            ("--batch-size", a.batch_size),
+        ] {
+            if v == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        if !(0.0..1.0).contains(&a.dropout) {
+            return Err(format!("--dropout must be in [0, 1), got {}", a.dropout));
+        }
+        let full = read_text("--train", &a.train)?;
+        let (train_text, valid_text, held_out) = match &a.valid {
+            Some(p) => (full.as_str(), read_text("--valid", p)?, false),
+            None => {
+                let n = full.chars().count();
+                if n < 4 {
+                    return Err(format!(
+                        "--train {}: {n} characters are too few to hold out 5% for validation; give --valid FILE",
+                        a.train.display()
+                    ));
+                }
+                let n_valid = n.div_ceil(20).max(2);
+                let split = full
+                    .char_indices()
+                    .nth(n - n_valid)
+                    .map(|(i, _)| i)
+                    .unwrap_or(full.len());
+                (&full[..split], full[split..].to_string(), true)
+            }
+        };
+        let vocab = Vocab::from_text(train_text);
+        let train_ids = vocab.encode(train_text);
+        let valid_ids = vocab.encode(&valid_text);
+        if valid_ids.len() < 2 {
+            return Err(format!(
+                "--valid {}: the validation text needs at least 2 characters",
+                a.valid.as_deref().unwrap_or(&a.train).display()
+            ));
+        }
+        let unknown = vocab.count_unknown(&valid_text);
+        let batches = Batches::new(&train_ids, a.batch_size, a.seq_len).map_err(|_| {
+            format!(
+                "the training text ({} characters) is too short for --batch-size {}: it needs at least {}",
+                train_ids.len(),
+                a.batch_size,
+                a.batch_size + 1
+            )
+        })?;
+        let config = CharLmConfig::new(mode, vocab.len())
+            .embed_size(a.embed_size)
+            .hidden_size(a.hidden_size)
+            .num_layers(a.num_layers)
+            .dropout(a.dropout);
+        let model: CharLm<f32> =
+            CharLm::new(config.clone(), a.opts.seed).map_err(|e| e.to_string())?;
+        let unigram = unigram_bits(&train_ids, &valid_ids, vocab.len());
+        log.line(&format!(
+            "data: {} training characters ({}), {} validation characters ({}{}); vocabulary {} (with <unk>)",
+            train_ids.len(),
+            a.train.display(),
+            valid_ids.len(),
+            if held_out {
+                format!("the last 5% of {}", a.train.display())
+            } else {
+                a.valid.as_ref().expect("a validation file").display().to_string()
+            },
+            if unknown > 0 {
+                format!(", {unknown} not in the vocabulary")
+            } else {
+                String::new()
+            },
+            vocab.len()
+        ));
+        log.line(&format!(
+            "model: Embedding({}, {}) -> {} -> Dropout({}) -> Linear({}, {}); {} parameters",
+            vocab.len(),
+            a.embed_size,
+            recur::state_dict::describe(&config.rnn_config()),
+            a.dropout,
+            a.hidden_size,
+            vocab.len(),
+            model.num_params()
+        ));
+        log.line(&format!(
+            "batches: {} streams x {} steps, {} chunks per pass; unigram baseline on the validation text: {unigram:.4} bpc",
+            a.batch_size,
+            a.seq_len,
+            batches.num_chunks()
+        ));
+        let config_json = serde_json::json!({
+            "model": config.to_json(),
+            "train": fingerprint(train_text),
+            "valid": fingerprint(&valid_text),
+            "seq_len": a.seq_len,
+            "batch_size": a.batch_size,
+        });
+        Ok(LmTask {
+            grads: model.zeros_like_grads(),
+            model,
+            vocab,
+            batches,
+            valid_ids,
+            state: None,
+            cursor: 0,
+            // The dropout generator is apart from the initialization's.
+            rng: seeded(a.opts.seed ^ 0xd50b_0d50_b0d5_0b0d),
+            config_json,
+            batch_size: a.batch_size,
+            seq_len: a.seq_len,
+            sample_length: a.sample_length,
+            seed: a.opts.seed,
+            unigram,
+            valid_unknown: unknown,
+        })
+    }
+}
+
+impl Task for LmTask {
+    fn name(&self) -> &'static str {
+        "lm"
+    }
+    fn unit(&self) -> &'static str {
+        "char"
+    }
+    fn steps_per_epoch(&self) -> u64 {
+        self.batches.num_chunks() as u64
+    }
+    fn higher_is_better(&self) -> bool {
+        false
+    }
+    fn config_json(&self) -> serde_json::Value {
+        self.config_json.clone()
+    }
+
+    fn train_batch(&mut self) -> recur::Result<StepStats> {
+        let k = (self.cursor % self.batches.num_chunks() as u64) as usize;
+        if k == 0 {
+            self.state = None; // a new pass over the text starts from zero states
+        }
+        let chunk = self.batches.chunk(k);
+        self.grads.zero();
+        let rng: Option<&mut dyn recur::lm::RngCore> = if self.model.config().dropout > 0.0 {
+            Some(&mut self.rng)
+        } else {
+            None
+        };
+        let (loss, next) =
+            self.model
+                .loss_and_grad(&chunk, self.state.as_ref(), rng, &mut self.grads)?;
+        self.state = Some(next);
+        self.cursor += 1;
+        Ok(StepStats {
+            loss,
+            units: (chunk.steps * chunk.batch) as u64,
+        })
+    }
+
+    fn discard_step(&mut self) {
+        // A state computed from a non-finite step would poison the next ones.
+        self.state = None;
+    }
+
+    fn parts(&mut self) -> Vec<Part<'_>> {
+        let [embed, rnn, head] = self.model.params_mut();
+        let g = &mut self.grads;
+        vec![
+            Part {
+                name: "embed",
+                params: embed,
+                grads: &mut g.embed,
+            },
+            Part {
+                name: "rnn",
+                params: rnn,
+                grads: &mut g.rnn,
+            },
+            Part {
+                name: "head",
+                params: head,
+                grads: &mut g.head,
+            },
+        ]
+    }
+
+    fn evaluate(&mut self) -> recur::Result<Metrics> {
+        let e = self
+            .model
+            .evaluate(&self.valid_ids, self.batch_size, self.seq_len)?;
+        Ok(vec![
+            ("valid_bpc".into(), e.bpc),
+            ("valid_loss".into(), e.loss),
+        ])
+    }
+
+    fn save_model(&self, dir: &Path, training: &serde_json::Value) -> recur::Result<()> {
+        save_dir(dir, &self.model, &self.vocab, Some(training))
+    }
+
+    fn save_state(&self, w: &mut CheckpointWriter) {
+        if let Some(s) = &self.state {
+            w.f32("state.h", s.h.shape(), s.h.data().to_vec());
+            if let Some(c) = &s.c {
+                w.f32("state.c", c.shape(), c.data().to_vec());
+            }
+        }
+        w.meta_mut()["task"] = serde_json::json!({
+            "cursor": self.cursor,
+            "rng": rng_state(&self.rng),
+        });
+    }
+
+    fn load_state(&mut self, c: &Checkpoint) -> recur::Result<()> {
+        let state = |cell: bool| -> recur::Result<Tensor<f32>> {
+            let shape = self.model.rnn().state_shape(Some(self.batch_size), cell);
+            let n = shape.iter().product();
+            let name = if cell { "state.c" } else { "state.h" };
+            Tensor::new(&shape, c.f32(name, n)?)
+        };
+        self.state = if c.contains("state.h") {
+            let cell = if c.contains("state.c") {
+                Some(state(true)?)
+            } else {
+                None
+            };
+            Some(State {
+                h: state(false)?,
+                c: cell,
+            })
+        } else {
+            None
+        };
+        let t = c.field("task")?;
+        self.cursor = t.get("cursor").and_then(|x| x.as_u64()).ok_or_else(|| {
+            recur::Error::Input(format!("{}: task.cursor is missing", c.source()))
+        })?;
+        self.rng = rng_from_state(&t["rng"], &format!("{}: task.rng", c.source()))?;
+        Ok(())
+    }
+
+    fn finish(&mut self, dir: &Path, log: &mut Log) -> recur::Result<Metrics> {
+        log.line(&format!(
+            "unigram baseline on the validation text: {:.4} bpc",
+            self.unigram
+        ));
+        if self.sample_length > 0 {
+            let (best, vocab) = recur::lm::load_dir::<f32>(dir)?;
+            let prime = default_prime(&vocab);
+            let opts = SampleOptions {
+                temperature: 0.8,
+                top_k: None,
+                seed: self.seed,
+                exclude: vec![Vocab::UNK],
+            };
+            let ids = best.sample(&vocab.encode(&prime), self.sample_length, &opts)?;
+            log.line(&format!(
+                "sample (best model, temperature 0.8, seed {}):\n{}{}",
+                self.seed,
+                prime,
+                vocab.decode(&ids)
+            ));
+        }
+        Ok(vec![
+            ("unigram_bpc".into(), self.unigram),
+            ("valid_unknown_chars".into(), self.valid_unknown as f64),
+        ])
+    }
+}
+
+/// `recur eval` of a language model: bits per character on a text file, read the way
+/// training reads its validation text.
+pub fn eval(a: &crate::eval::EvalArgs) -> Result<Metrics, String> {
+    let (model, vocab) = recur::lm::load_dir::<f32>(&a.model).map_err(|e| e.to_string())?;
+    let text = read_text("--data", &a.data)?;
+    let ids = vocab.encode(&text);
+    let seq_len = 64;
+    let e = model
+        .evaluate(&ids, a.batch_size, seq_len)
+        .map_err(|e| format!("--data {}: {e}", a.data.display()))?;
+    Ok(vec![
+        ("bpc".into(), e.bpc),
+        ("loss".into(), e.loss),
+        ("characters".into(), ids.len() as f64),
+        (
+            "unknown_characters".into(),
+            vocab.count_unknown(&text) as f64,
+        ),
+    ])
+}
+
+/// `recur predict` of a language model: each input line continued by `--max-len` characters
+/// (most likely ones at temperature 0, sampled otherwise).
+pub fn predict(a: &crate::eval::PredictArgs, lines: &[String]) -> Result<Vec<String>, String> {
+    let (model, vocab) = recur::lm::load_dir::<f32>(&a.model).map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(lines.len());
+    for (k, line) in lines.iter().enumerate() {
+        let prime = if line.is_empty() {
+            default_prime(&vocab)
+        } else {
+            line.clone()
+        };
+        let opts = SampleOptions {
+            temperature: a.temperature,
+            top_k: None,
+            seed: a.seed.wrapping_add(k as u64),
+            exclude: vec![Vocab::UNK],
+        };
+        let ids = model
+            .sample(&vocab.encode(&prime), a.max_len, &opts)
+            .map_err(|e| format!("input line {}: {e}", k + 1))?;
+        // One line out per line in: newlines in the continuation are shown as spaces.
+        out.push(format!("{line}{}", vocab.decode(&ids).replace('\n', " ")));
+    }
+    Ok(out)
+}
