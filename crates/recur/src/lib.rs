@@ -24,6 +24,7 @@
 pub mod cell;
 pub mod checkpoint;
 pub mod config;
+pub mod data;
 mod engine;
 pub mod error;
 pub mod layout;
