@@ -80,6 +80,7 @@ pub fn run_eval(a: EvalArgs) -> Result<(), Failure> {
     let kind = model_kind(&a.model)?;
     let metrics: Metrics = match kind.as_str() {
         "char_lm" => crate::task_lm::eval(&a)?,
+        "seq_model" => crate::task_seq::eval(&a)?,
         other => return Err(unknown(other)),
     };
     if a.json {
@@ -147,6 +148,7 @@ pub fn run_predict(a: PredictArgs) -> Result<(), Failure> {
     let lines = read_inputs(&a)?;
     let out = match kind.as_str() {
         "char_lm" => crate::task_lm::predict(&a, &lines)?,
+        "seq_model" => crate::task_seq::predict(&a, &lines)?,
         other => return Err(unknown(other)),
     };
     write_outputs(&a, &out)?;

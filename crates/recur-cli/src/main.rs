@@ -10,7 +10,11 @@ mod eval;
 mod forward;
 mod run;
 mod sample;
+mod task_classify;
+mod task_forecast;
 mod task_lm;
+mod task_seq;
+mod task_tag;
 mod train;
 
 /// Counts allocated bytes, for the peak memory `recur bench` reports.

@@ -16,6 +16,12 @@ enum What {
     /// Train a character-level language model on a text file (char-rnn style: embedding,
     /// recurrent layers, linear head; truncated BPTT over contiguous streams).
     Lm(crate::task_lm::LmArgs),
+    /// Classify sequences: labelled texts (TSV, JSON Lines) or numeric series (.ts).
+    Classify(crate::task_classify::ClassifyArgs),
+    /// Tag every word of CoNLL-U sentences (part of speech), bidirectional by default.
+    Tag(crate::task_tag::TagArgs),
+    /// Forecast the next values of a series (a CSV column) from a window of past values.
+    Forecast(crate::task_forecast::ForecastArgs),
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
@@ -23,6 +29,21 @@ pub fn run(a: Args) -> Result<(), Failure> {
         What::Lm(a) => {
             let mut log = Log::new(a.opts.json);
             let mut task = crate::task_lm::LmTask::new(&a, &mut log)?;
+            train(&mut task, &a.opts, &mut log)?;
+        }
+        What::Classify(a) => {
+            let mut log = Log::new(a.opts.json);
+            let mut task = crate::task_classify::task(&a, &mut log)?;
+            train(&mut task, &a.opts, &mut log)?;
+        }
+        What::Tag(a) => {
+            let mut log = Log::new(a.opts.json);
+            let mut task = crate::task_tag::task(&a, &mut log)?;
+            train(&mut task, &a.opts, &mut log)?;
+        }
+        What::Forecast(a) => {
+            let mut log = Log::new(a.opts.json);
+            let mut task = crate::task_forecast::task(&a, &mut log)?;
             train(&mut task, &a.opts, &mut log)?;
         }
     }

@@ -1032,6 +1032,15 @@ impl<T: Real> SeqModel<T> {
             head: self.head.zeros_like_params(),
         }
     }
+    /// The parameters of the three modules, each in its own layout: embed (empty for a
+    /// feature input), rnn, head.
+    pub fn params_mut(&mut self) -> [&mut [T]; 3] {
+        let embed: &mut [T] = match &mut self.embed {
+            Some(e) => e.params_mut(),
+            None => &mut [],
+        };
+        [embed, self.rnn.params_mut(), self.head.params_mut()]
+    }
     /// The `(parameters, gradients)` pairs of the three modules, in the order embed (empty
     /// for a feature input), rnn, head, for `Adam::step_parts` / `Sgd::step_parts`.
     pub fn parts<'a>(&'a mut self, grads: &'a SeqModelGrads<T>) -> [(&'a mut [T], &'a [T]); 3] {
