@@ -1,4 +1,5 @@
-//! `recur sample`: generates text from a model directory written by `recur train lm`.
+//! `recur sample`: generates text from a model directory written by `recur train lm`
+//! (character or word tokens).
 //!
 //! ```text
 //! recur sample --model DIR [--prime TEXT] [--length N] [--temperature T] [--top-k K] [--seed S]
@@ -7,10 +8,9 @@
 //! Prints the priming text followed by the generated characters. The same options (seed
 //! included) print the same text.
 
-use crate::task_lm::default_prime;
+use crate::task_lm::load_lm;
 use clap::Args as ClapArgs;
-use recur::lm::{load_dir, SampleOptions};
-use recur::text::Vocab;
+use recur::lm::SampleOptions;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -48,15 +48,17 @@ pub fn run(a: Args) -> Result<(), String> {
     if a.top_k == Some(0) {
         return Err("--top-k must be at least 1".into());
     }
-    let (model, vocab) = load_dir::<f32>(&a.model).map_err(|e| e.to_string())?;
-    let prime = match a.prime {
-        Some(p) if !p.is_empty() => p,
-        _ => default_prime(&vocab),
-    };
+    let (model, vocab) = load_lm(&a.model).map_err(|e| e.to_string())?;
+    let prime = a.prime.unwrap_or_default();
     let unknown = vocab.count_unknown(&prime);
     if unknown > 0 {
+        let unit = if vocab.unit() == "char" {
+            "character"
+        } else {
+            "word"
+        };
         eprintln!(
-            "note: {unknown} character{} of --prime {} not in the model's vocabulary (read as <unk>)",
+            "note: {unknown} {unit}{} of --prime {} not in the model's vocabulary (read as <unk>)",
             if unknown > 1 { "s" } else { "" },
             if unknown > 1 { "are" } else { "is" }
         );
@@ -65,12 +67,23 @@ pub fn run(a: Args) -> Result<(), String> {
         temperature: a.temperature,
         top_k: a.top_k,
         seed: a.seed,
-        exclude: vec![Vocab::UNK],
+        exclude: vocab.exclude(),
     };
+    let prime_ids = vocab.encode_prime(&prime);
     let ids = model
-        .sample(&vocab.encode(&prime), a.length, &opts)
+        .sample(&prime_ids, a.length, &opts)
         .map_err(|e| e.to_string())?;
+    let shown = if prime.is_empty() {
+        vocab.decode(&prime_ids)
+    } else {
+        prime
+    };
+    let sep = if vocab.unit() == "word" && !shown.ends_with('\n') {
+        " "
+    } else {
+        ""
+    };
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{prime}{}", vocab.decode(&ids)).map_err(|e| format!("stdout: {e}"))?;
+    writeln!(out, "{shown}{sep}{}", vocab.decode(&ids)).map_err(|e| format!("stdout: {e}"))?;
     Ok(())
 }

@@ -18,7 +18,9 @@ use clap::Args as ClapArgs;
 use recur::checkpoint::{
     rng_from_state, rng_state, seeded, Checkpoint, CheckpointWriter, TrainRng,
 };
-use recur::lm::{save_dir, CharLm, CharLmConfig, CharLmGrads, SampleOptions};
+use recur::data::tokenize::WordTokenizer;
+use recur::data::vocab::TokenVocab;
+use recur::lm::{CharLm, CharLmConfig, CharLmGrads, SampleOptions, CONFIG_FILE, VOCAB_FILE};
 use recur::text::{unigram_bits, Batches, Vocab};
 use recur::{Mode, State, Tensor};
 use std::path::{Path, PathBuf};
@@ -53,7 +55,15 @@ pub struct LmArgs {
     /// Streams read in parallel (the text is cut into this many contiguous parts).
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
-    /// Characters of the sample printed at the end (0: none).
+    /// Tokens: char (char-rnn) or word (lowercased words and punctuation, `<eos>` at each
+    /// line end; metric: perplexity).
+    #[arg(long, default_value = "char", value_parser = ["char", "word"])]
+    pub tokens: String,
+    /// Word tokens: the largest vocabulary (the most frequent words; the others read as
+    /// `<unk>`).
+    #[arg(long, default_value_t = 10000, value_name = "N")]
+    pub max_vocab: usize,
+    /// Tokens of the sample printed at the end (0: none).
     #[arg(long, default_value_t = 200)]
     pub sample_length: usize,
     #[command(flatten)]
@@ -99,11 +109,174 @@ pub(crate) fn default_prime(vocab: &Vocab) -> String {
     }
 }
 
+/// The tokens of a language model: characters, or words with `<eos>` at line ends.
+pub(crate) enum LmVocab {
+    Chars(Vocab),
+    Words(TokenVocab),
+}
+
+impl LmVocab {
+    fn build(words: bool, train: &str, max_vocab: usize) -> recur::Result<LmVocab> {
+        if !words {
+            return Ok(LmVocab::Chars(Vocab::from_text(train)));
+        }
+        let lines: Vec<Vec<String>> = train.lines().map(word_tokens).collect();
+        Ok(LmVocab::Words(TokenVocab::build(
+            &lines,
+            1,
+            Some(max_vocab),
+        )?))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            LmVocab::Chars(v) => v.len(),
+            LmVocab::Words(v) => v.len(),
+        }
+    }
+
+    /// What a token is called in messages.
+    pub(crate) fn unit(&self) -> &'static str {
+        match self {
+            LmVocab::Chars(_) => "char",
+            LmVocab::Words(_) => "word",
+        }
+    }
+
+    /// The ids of a text; words get `<eos>` after each line.
+    pub(crate) fn encode(&self, text: &str) -> Vec<usize> {
+        match self {
+            LmVocab::Chars(v) => v.encode(text),
+            LmVocab::Words(v) => text
+                .lines()
+                .flat_map(|l| {
+                    let mut ids = v.encode(&word_tokens(l));
+                    ids.push(TokenVocab::EOS);
+                    ids
+                })
+                .collect(),
+        }
+    }
+
+    /// The ids of a priming text: as [`LmVocab::encode`], without the final `<eos>` of words
+    /// (a prime is continued, not ended); an empty prime starts a new line.
+    pub(crate) fn encode_prime(&self, prime: &str) -> Vec<usize> {
+        match self {
+            LmVocab::Chars(v) if prime.is_empty() => v.encode(&default_prime(v)),
+            LmVocab::Chars(v) => v.encode(prime),
+            LmVocab::Words(_) if prime.trim().is_empty() => vec![TokenVocab::EOS],
+            LmVocab::Words(_) => {
+                let mut ids = self.encode(prime);
+                ids.pop();
+                ids
+            }
+        }
+    }
+
+    pub(crate) fn decode(&self, ids: &[usize]) -> String {
+        match self {
+            LmVocab::Chars(v) => v.decode(ids),
+            LmVocab::Words(v) => {
+                let mut out = String::new();
+                for &id in ids {
+                    if id == TokenVocab::EOS {
+                        out.push('\n');
+                        continue;
+                    }
+                    if !(out.is_empty() || out.ends_with('\n')) {
+                        out.push(' ');
+                    }
+                    out += v.token(id).unwrap_or("<unk>");
+                }
+                out
+            }
+        }
+    }
+
+    /// Tokens of `text` that are not in the vocabulary.
+    pub(crate) fn count_unknown(&self, text: &str) -> usize {
+        match self {
+            LmVocab::Chars(v) => v.count_unknown(text),
+            LmVocab::Words(v) => text.lines().map(|l| v.count_unknown(&word_tokens(l))).sum(),
+        }
+    }
+
+    /// Ids never to sample.
+    pub(crate) fn exclude(&self) -> Vec<usize> {
+        match self {
+            LmVocab::Chars(_) => vec![Vocab::UNK],
+            LmVocab::Words(_) => vec![TokenVocab::UNK, TokenVocab::PAD, TokenVocab::BOS],
+        }
+    }
+}
+
+fn word_tokens(line: &str) -> Vec<String> {
+    WordTokenizer::default().tokenize(line)
+}
+
+/// Writes a model directory: weights, config.json (with `"tokens"` and `training`), and the
+/// vocabulary, each atomically.
+fn save_lm(
+    dir: &Path,
+    model: &CharLm<f32>,
+    vocab: &LmVocab,
+    training: &serde_json::Value,
+) -> recur::Result<()> {
+    match vocab {
+        LmVocab::Chars(v) => recur::lm::save_dir(dir, model, v, Some(training)),
+        LmVocab::Words(v) => {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                recur::Error::Io(format!(
+                    "{}: cannot create the directory: {e}",
+                    dir.display()
+                ))
+            })?;
+            v.save(dir.join(VOCAB_FILE))?;
+            let mut cfg = model.config().to_json();
+            cfg["tokens"] = "word".into();
+            cfg["training"] = training.clone();
+            let text = serde_json::to_string_pretty(&cfg).expect("JSON of a configuration");
+            recur::state_dict::write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())?;
+            model.save_weights(dir.join(recur::lm::WEIGHTS_FILE))
+        }
+    }
+}
+
+/// Reads a model directory written by `recur train lm` (character or word tokens).
+pub(crate) fn load_lm(dir: &Path) -> recur::Result<(CharLm<f32>, LmVocab)> {
+    let cfg_path = dir.join(CONFIG_FILE);
+    let words = std::fs::read_to_string(&cfg_path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| v["tokens"] == "word");
+    if !words {
+        let (m, v) = recur::lm::load_dir::<f32>(dir)?;
+        return Ok((m, LmVocab::Chars(v)));
+    }
+    let text = std::fs::read_to_string(&cfg_path)
+        .map_err(|e| recur::Error::Io(format!("{}: cannot read: {e}", cfg_path.display())))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| recur::Error::Input(format!("{}: invalid JSON ({e})", cfg_path.display())))?;
+    let config = CharLmConfig::from_json(&json, &cfg_path.display().to_string())?;
+    let vocab = TokenVocab::load(dir.join(VOCAB_FILE))?;
+    if vocab.len() != config.vocab_size {
+        return Err(recur::Error::Input(format!(
+            "{}: {} tokens, but {} says vocab_size {}",
+            dir.join(VOCAB_FILE).display(),
+            vocab.len(),
+            cfg_path.display(),
+            config.vocab_size
+        )));
+    }
+    let model = CharLm::load_weights(dir.join(recur::lm::WEIGHTS_FILE), &config)?;
+    Ok((model, LmVocab::Words(vocab)))
+}
+
 /// The language-model task of the runner.
 pub struct LmTask {
     model: CharLm<f32>,
     grads: CharLmGrads<f32>,
-    vocab: Vocab,
+    vocab: LmVocab,
     batches: Batches,
     valid_ids: Vec<usize>,
     /// The state carried from chunk to chunk (none at the start of a pass).
@@ -161,19 +334,27 @@ impl LmTask {
                 (&full[..split], full[split..].to_string(), true)
             }
         };
-        let vocab = Vocab::from_text(train_text);
+        if a.max_vocab < 5 {
+            return Err(format!(
+                "--max-vocab must be at least 5, got {}",
+                a.max_vocab
+            ));
+        }
+        let vocab = LmVocab::build(a.tokens == "word", train_text, a.max_vocab)
+            .map_err(|e| e.to_string())?;
+        let unit = vocab.unit();
         let train_ids = vocab.encode(train_text);
         let valid_ids = vocab.encode(&valid_text);
         if valid_ids.len() < 2 {
             return Err(format!(
-                "--valid {}: the validation text needs at least 2 characters",
+                "--valid {}: the validation text needs at least 2 {unit}s",
                 a.valid.as_deref().unwrap_or(&a.train).display()
             ));
         }
         let unknown = vocab.count_unknown(&valid_text);
         let batches = Batches::new(&train_ids, a.batch_size, a.seq_len).map_err(|_| {
             format!(
-                "the training text ({} characters) is too short for --batch-size {}: it needs at least {}",
+                "the training text ({} {unit}s) is too short for --batch-size {}: it needs at least {}",
                 train_ids.len(),
                 a.batch_size,
                 a.batch_size + 1
@@ -188,7 +369,7 @@ impl LmTask {
             CharLm::new(config.clone(), a.opts.seed).map_err(|e| e.to_string())?;
         let unigram = unigram_bits(&train_ids, &valid_ids, vocab.len());
         log.line(&format!(
-            "data: {} training characters ({}), {} validation characters ({}{}); vocabulary {} (with <unk>)",
+            "data: {} training {unit}s ({}), {} validation {unit}s ({}{}); vocabulary {} (with <unk>)",
             train_ids.len(),
             a.train.display(),
             valid_ids.len(),
@@ -215,10 +396,15 @@ impl LmTask {
             model.num_params()
         ));
         log.line(&format!(
-            "batches: {} streams x {} steps, {} chunks per pass; unigram baseline on the validation text: {unigram:.4} bpc",
+            "batches: {} streams x {} steps, {} chunks per pass; unigram baseline on the validation text: {}",
             a.batch_size,
             a.seq_len,
-            batches.num_chunks()
+            batches.num_chunks(),
+            if unit == "char" {
+                format!("{unigram:.4} bpc")
+            } else {
+                format!("perplexity {:.1}", unigram.exp2())
+            }
         ));
         let config_json = serde_json::json!({
             "model": config.to_json(),
@@ -226,6 +412,8 @@ impl LmTask {
             "valid": fingerprint(&valid_text),
             "seq_len": a.seq_len,
             "batch_size": a.batch_size,
+            "tokens": a.tokens,
+            "max_vocab": a.max_vocab,
         });
         Ok(LmTask {
             grads: model.zeros_like_grads(),
@@ -253,7 +441,7 @@ impl Task for LmTask {
         "lm"
     }
     fn unit(&self) -> &'static str {
-        "char"
+        self.vocab.unit()
     }
     fn steps_per_epoch(&self) -> u64 {
         self.batches.num_chunks() as u64
@@ -319,14 +507,17 @@ impl Task for LmTask {
         let e = self
             .model
             .evaluate(&self.valid_ids, self.batch_size, self.seq_len)?;
-        Ok(vec![
-            ("valid_bpc".into(), e.bpc),
-            ("valid_loss".into(), e.loss),
-        ])
+        Ok(match self.vocab {
+            LmVocab::Chars(_) => vec![("valid_bpc".into(), e.bpc), ("valid_loss".into(), e.loss)],
+            LmVocab::Words(_) => vec![
+                ("valid_ppl".into(), e.loss.exp()),
+                ("valid_loss".into(), e.loss),
+            ],
+        })
     }
 
     fn save_model(&self, dir: &Path, training: &serde_json::Value) -> recur::Result<()> {
-        save_dir(dir, &self.model, &self.vocab, Some(training))
+        save_lm(dir, &self.model, &self.vocab, training)
     }
 
     fn save_state(&self, w: &mut CheckpointWriter) {
@@ -371,77 +562,99 @@ impl Task for LmTask {
     }
 
     fn finish(&mut self, dir: &Path, log: &mut Log) -> recur::Result<Metrics> {
-        log.line(&format!(
-            "unigram baseline on the validation text: {:.4} bpc",
-            self.unigram
-        ));
+        let words = matches!(self.vocab, LmVocab::Words(_));
+        log.line(&if words {
+            format!(
+                "unigram baseline on the validation text: perplexity {:.1}",
+                self.unigram.exp2()
+            )
+        } else {
+            format!(
+                "unigram baseline on the validation text: {:.4} bpc",
+                self.unigram
+            )
+        });
         if self.sample_length > 0 {
-            let (best, vocab) = recur::lm::load_dir::<f32>(dir)?;
-            let prime = default_prime(&vocab);
+            let (best, vocab) = load_lm(dir)?;
             let opts = SampleOptions {
                 temperature: 0.8,
                 top_k: None,
                 seed: self.seed,
-                exclude: vec![Vocab::UNK],
+                exclude: vocab.exclude(),
             };
-            let ids = best.sample(&vocab.encode(&prime), self.sample_length, &opts)?;
+            let prime = vocab.encode_prime("");
+            let ids = best.sample(&prime, self.sample_length, &opts)?;
             log.line(&format!(
                 "sample (best model, temperature 0.8, seed {}):\n{}{}",
                 self.seed,
-                prime,
+                vocab.decode(&prime),
                 vocab.decode(&ids)
             ));
         }
-        Ok(vec![
-            ("unigram_bpc".into(), self.unigram),
-            ("valid_unknown_chars".into(), self.valid_unknown as f64),
-        ])
+        let unit = self.vocab.unit();
+        Ok(if words {
+            vec![
+                ("unigram_ppl".into(), self.unigram.exp2()),
+                (format!("valid_unknown_{unit}s"), self.valid_unknown as f64),
+            ]
+        } else {
+            vec![
+                ("unigram_bpc".into(), self.unigram),
+                (format!("valid_unknown_{unit}s"), self.valid_unknown as f64),
+            ]
+        })
     }
 }
 
-/// `recur eval` of a language model: bits per character on a text file, read the way
-/// training reads its validation text.
+/// `recur eval` of a language model: bits per character (or word perplexity) on a text file,
+/// read the way training reads its validation text.
 pub fn eval(a: &crate::eval::EvalArgs) -> Result<Metrics, String> {
-    let (model, vocab) = recur::lm::load_dir::<f32>(&a.model).map_err(|e| e.to_string())?;
+    let (model, vocab) = load_lm(&a.model).map_err(|e| e.to_string())?;
     let text = read_text("--data", &a.data)?;
     let ids = vocab.encode(&text);
     let seq_len = 64;
     let e = model
         .evaluate(&ids, a.batch_size, seq_len)
         .map_err(|e| format!("--data {}: {e}", a.data.display()))?;
-    Ok(vec![
-        ("bpc".into(), e.bpc),
-        ("loss".into(), e.loss),
-        ("characters".into(), ids.len() as f64),
-        (
-            "unknown_characters".into(),
-            vocab.count_unknown(&text) as f64,
-        ),
-    ])
+    let unit = vocab.unit();
+    let mut m: Metrics = match vocab {
+        LmVocab::Chars(_) => vec![("bpc".into(), e.bpc)],
+        LmVocab::Words(_) => vec![("ppl".into(), e.loss.exp())],
+    };
+    m.push(("loss".into(), e.loss));
+    m.push((format!("{unit}s"), ids.len() as f64));
+    m.push((
+        format!("unknown_{unit}s"),
+        vocab.count_unknown(&text) as f64,
+    ));
+    Ok(m)
 }
 
-/// `recur predict` of a language model: each input line continued by `--max-len` characters
+/// `recur predict` of a language model: each input line continued by `--max-len` tokens
 /// (most likely ones at temperature 0, sampled otherwise).
 pub fn predict(a: &crate::eval::PredictArgs, lines: &[String]) -> Result<Vec<String>, String> {
-    let (model, vocab) = recur::lm::load_dir::<f32>(&a.model).map_err(|e| e.to_string())?;
+    let (model, vocab) = load_lm(&a.model).map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(lines.len());
     for (k, line) in lines.iter().enumerate() {
-        let prime = if line.is_empty() {
-            default_prime(&vocab)
-        } else {
-            line.clone()
-        };
         let opts = SampleOptions {
             temperature: a.temperature,
             top_k: None,
             seed: a.seed.wrapping_add(k as u64),
-            exclude: vec![Vocab::UNK],
+            exclude: vocab.exclude(),
         };
         let ids = model
-            .sample(&vocab.encode(&prime), a.max_len, &opts)
+            .sample(&vocab.encode_prime(line), a.max_len, &opts)
             .map_err(|e| format!("input line {}: {e}", k + 1))?;
-        // One line out per line in: newlines in the continuation are shown as spaces.
-        out.push(format!("{line}{}", vocab.decode(&ids).replace('\n', " ")));
+        // One line out per line in: line ends in the continuation are shown as spaces.
+        let sep = if matches!(vocab, LmVocab::Words(_)) && !line.is_empty() {
+            " "
+        } else {
+            ""
+        };
+        out.push(format!(
+            "{line}{sep}{}",
+            vocab.decode(&ids).replace('\n', " ").trim_end()
+        ));
     }
     Ok(out)
 }

@@ -356,3 +356,90 @@ fn bad_files_and_options_give_one_error_line() {
         "config.json: cannot read",
     );
 }
+
+#[test]
+fn word_level_lm_trains_evaluates_samples_and_predicts() {
+    let dir = TmpDir::new("words");
+    let train = dir.path("train.txt");
+    std::fs::write(&train, grammar_text(400, 9)).unwrap();
+    let model = dir.path("model");
+    let out = ok(&recur(&[
+        "train",
+        "lm",
+        "--tokens",
+        "word",
+        "--train",
+        s(&train),
+        "--out",
+        s(&model),
+        "--hidden-size",
+        "32",
+        "--embed-size",
+        "16",
+        "--num-layers",
+        "1",
+        "--seq-len",
+        "8",
+        "--batch-size",
+        "8",
+        "--lr",
+        "1e-2",
+        "--steps",
+        "150",
+        "--sample-length",
+        "12",
+    ]));
+    assert!(out.contains("training words"), "{out}");
+    assert!(out.contains("perplexity"), "{out}");
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("metrics.json")).unwrap())
+            .unwrap();
+    // The grammar has 4 choices per slot: a perplexity near 4 per word is learnable, far
+    // below the unigram model's.
+    let ppl = metrics["best"]["valid_ppl"].as_f64().unwrap();
+    let unigram = metrics["report"]["unigram_ppl"].as_f64().unwrap();
+    assert!(
+        ppl < 0.5 * unigram,
+        "valid perplexity {ppl}, unigram {unigram}"
+    );
+    let vocab: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("vocab.json")).unwrap()).unwrap();
+    assert!(vocab.to_string().contains("\"cat\""), "{vocab}");
+
+    let e = ok(&recur(&[
+        "eval",
+        "--model",
+        s(&model),
+        "--data",
+        s(&train),
+        "--json",
+    ]));
+    let e: serde_json::Value = serde_json::from_str(e.trim()).unwrap();
+    assert!(e["ppl"].as_f64().unwrap() < unigram);
+    assert_eq!(e["unknown_words"].as_f64(), Some(0.0));
+
+    let sample = ok(&recur(&[
+        "sample",
+        "--model",
+        s(&model),
+        "--prime",
+        "the cat",
+        "--length",
+        "6",
+    ]));
+    assert!(sample.starts_with("the cat "), "{sample}");
+    let input = dir.path("in.txt");
+    std::fs::write(&input, "a dog\nmy friend sees\n").unwrap();
+    let p = ok(&recur(&[
+        "predict",
+        "--model",
+        s(&model),
+        "--input",
+        s(&input),
+        "--max-len",
+        "3",
+    ]));
+    let lines: Vec<&str> = p.lines().collect();
+    assert_eq!(lines.len(), 2, "{p}");
+    assert!(lines[0].starts_with("a dog") && lines[1].starts_with("my friend sees"));
+}

@@ -22,6 +22,8 @@
 //! assert_eq!(&png[1..4], b"PNG");
 //! ```
 
+#![warn(missing_docs)]
+
 mod color;
 mod font;
 mod png;
@@ -42,7 +44,7 @@ pub use progress::Progress;
 /// neighbour is drawn as a dot.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Series {
-    /// Legend entry.
+    /// Legend entry (empty: the series is left out of the legend).
     pub name: String,
     /// (x, y) pairs in drawing order.
     pub points: Vec<(f64, f64)>,
@@ -81,7 +83,7 @@ pub struct HeatMap {
     /// Number of columns of `values`.
     pub cols: usize,
     /// `rows x cols` values, row-major; row 0 is drawn at the top. If the length is not
-    /// `rows * cols` the missing cells are drawn as NaN and the panel says so.
+    /// `rows * cols` no cells are drawn and the panel says what it expected and found.
     pub values: Vec<f64>,
     /// x values of the left edge of column 0 and of the right edge of the last column.
     pub x_range: (f64, f64),

@@ -50,7 +50,7 @@ impl Clock for SystemClock {
 
 /// Minimum time between two redraws of the terminal bar.
 const REDRAW: Duration = Duration::from_millis(100);
-/// Characters in the bar between the brackets.
+/// Most characters in the bar between the brackets.
 const BAR_W: usize = 20;
 
 /// Progress of a run of `total` steps; see the module documentation for the output.
@@ -71,6 +71,8 @@ pub struct Progress {
     loss_window: usize,
     /// A bar line is on screen (cursor at its end).
     bar_shown: bool,
+    /// Terminal width in columns; the bar line stays shorter.
+    term_width: usize,
     finished: bool,
 }
 
@@ -79,6 +81,7 @@ impl Progress {
     /// `unit` names what `units_done` counts (e.g. "tok").
     pub fn new(total_steps: u64, unit: &str) -> Progress {
         let terminal = std::io::stderr().is_terminal();
+        let columns = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok());
         Progress::with_output(
             total_steps,
             unit,
@@ -86,6 +89,7 @@ impl Progress {
             terminal,
             Box::new(SystemClock::new()),
         )
+        .term_width(columns.unwrap_or(80))
     }
 
     /// Progress written to `out`, as a bar if `terminal`, timed by `clock`.
@@ -113,6 +117,7 @@ impl Progress {
             loss_sum: 0.0,
             loss_window: 50,
             bar_shown: false,
+            term_width: 80,
             finished: false,
         }
     }
@@ -120,6 +125,13 @@ impl Progress {
     /// Interval between log lines when not on a terminal (default 10 s).
     pub fn log_every(mut self, every: Duration) -> Progress {
         self.log_every = every;
+        self
+    }
+
+    /// Terminal width in columns (default 80, or `$COLUMNS` for [`Progress::new`]); the bar
+    /// line is kept shorter so it never wraps.
+    pub fn term_width(mut self, columns: usize) -> Progress {
+        self.term_width = columns;
         self
     }
 
@@ -247,22 +259,18 @@ impl Progress {
         )
     }
 
+    /// The bar line, kept shorter than the terminal width so that `\r` redraws never wrap:
+    /// the bar shrinks (to nothing below 5 characters), then the text is cut.
     fn bar_line(&self, now: Duration) -> String {
         let frac = if self.total == 0 {
             1.0
         } else {
             (self.step as f64 / self.total as f64).clamp(0.0, 1.0)
         };
-        let filled = (frac * BAR_W as f64).floor() as usize;
-        let mut bar = "=".repeat(filled);
-        if filled < BAR_W {
-            bar.push('>');
-            bar.push_str(&" ".repeat(BAR_W - filled - 1));
-        }
         let width = self.total.to_string().len();
         let (sps, ups, eta) = self.rates(now);
-        let mut s = format!(
-            "[{bar}] {:>width$}/{}  {:>3.0}%  {} step/s  {} {}/s",
+        let mut text = format!(
+            "{:>width$}/{}  {:>3.0}%  {} step/s  {} {}/s",
             self.step,
             self.total,
             frac * 100.0,
@@ -271,14 +279,27 @@ impl Progress {
             self.unit
         );
         if let Some(l) = self.loss() {
-            s.push_str(&format!("  loss {l:.4}"));
+            text.push_str(&format!("  loss {l:.4}"));
         }
-        s.push_str(&format!(
+        text.push_str(&format!(
             "  {} ETA {}",
             duration(now.saturating_sub(self.start)),
             eta.map_or("?".into(), duration)
         ));
-        s
+        let room = self.term_width.saturating_sub(1);
+        let text_len = text.chars().count();
+        // "[" + bar + "] " around the bar.
+        let bar_w = room.saturating_sub(text_len + 3).min(BAR_W);
+        if bar_w < 5 {
+            return text.chars().take(room).collect();
+        }
+        let filled = (frac * bar_w as f64).floor() as usize;
+        let mut bar = "=".repeat(filled);
+        if filled < bar_w {
+            bar.push('>');
+            bar.push_str(&" ".repeat(bar_w - filled - 1));
+        }
+        format!("[{bar}] {text}")
     }
 
     fn log_line(&self, now: Duration, done: bool) -> String {
@@ -338,7 +359,7 @@ pub fn rate(v: Option<f64>) -> String {
     } else {
         (v, "")
     };
-    if v < 1.0 && suffix.is_empty() {
+    if v < 0.995 && suffix.is_empty() {
         format!("{v:.2}")
     } else if v < 99.95 {
         format!("{v:.1}{suffix}")

@@ -238,34 +238,41 @@ impl Canvas {
             Anchor::End => -w,
         };
         let half_cap = (font::CAP_H as i64 * s) / 2;
-        // Origin (pen start, top of the cap height) in the text's own frame.
+        // Pen origin in the text's own frame: u along the text, v down from the cap top.
         let (ox, oy) = (x.round() as i64, y.round() as i64);
+        let mut cache: Vec<(char, font::Coverage)> = Vec::new();
         for (i, ch) in text.chars().enumerate() {
-            let g = font::glyph(ch);
+            if ch == ' ' {
+                continue;
+            }
+            let idx = match cache.iter().position(|(c, _)| *c == ch) {
+                Some(k) => k,
+                None => {
+                    cache.push((ch, font::coverage(ch, scale, bold)));
+                    cache.len() - 1
+                }
+            };
+            let (gw, gh, cov) = &cache[idx].1;
             let gx = start + i as i64 * font::ADVANCE as i64 * s;
-            for (row, bits) in g.iter().enumerate() {
-                for col in 0..font::GLYPH_W as i64 {
-                    if bits & (1 << (font::GLYPH_W as i64 - 1 - col)) == 0 {
+            for gy in 0..*gh {
+                for gxx in 0..*gw {
+                    let a = cov[gy * gw + gxx];
+                    if a <= 0.0 {
                         continue;
                     }
-                    for dy in 0..s {
-                        for dx in 0..s + i64::from(bold) {
-                            // Text-frame coordinates: u along the text, v down from cap top.
-                            let u = gx + col * s + dx;
-                            let v = row as i64 * s + dy - half_cap;
-                            let (px, py) = if vertical {
-                                (ox + v, oy - u)
-                            } else {
-                                (ox + u, oy + v)
-                            };
-                            if px >= 0
-                                && py >= 0
-                                && (px as usize) < self.width
-                                && (py as usize) < self.height
-                            {
-                                self.blend(px as usize, py as usize, color, 1.0);
-                            }
-                        }
+                    let u = gx + gxx as i64;
+                    let v = gy as i64 - half_cap;
+                    let (px, py) = if vertical {
+                        (ox + v, oy - u)
+                    } else {
+                        (ox + u, oy + v)
+                    };
+                    if px >= 0
+                        && py >= 0
+                        && (px as usize) < self.width
+                        && (py as usize) < self.height
+                    {
+                        self.blend(px as usize, py as usize, color, a);
                     }
                 }
             }
@@ -346,4 +353,45 @@ pub fn render(scene: &Scene) -> Canvas {
         }
     }
     cv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dashes_cover_the_on_fraction_across_vertices() {
+        // An L-shaped path of length 100 + 60 = 160 = 10 periods of (10 on, 6 off).
+        let path = [(0.0, 0.0), (100.0, 0.0), (100.0, 60.0)];
+        let segs = dashes(&path, 10.0, 6.0);
+        let len: f64 = segs
+            .iter()
+            .map(|(a, b)| ((b.0 - a.0).powi(2) + (b.1 - a.1).powi(2)).sqrt())
+            .sum();
+        assert!((len - 100.0).abs() < 1e-9, "dashed length {len}");
+        // The dash over 96..106 turns the corner: 4 units before it and 6 after.
+        let near =
+            |p: (f64, f64), q: (f64, f64)| (p.0 - q.0).abs() < 1e-9 && (p.1 - q.1).abs() < 1e-9;
+        assert!(
+            segs.iter()
+                .any(|&(a, b)| near(a, (96.0, 0.0)) && near(b, (100.0, 0.0))),
+            "{segs:?}"
+        );
+        assert!(
+            segs.iter()
+                .any(|&(a, b)| near(a, (100.0, 0.0)) && near(b, (100.0, 6.0))),
+            "{segs:?}"
+        );
+    }
+
+    #[test]
+    fn rect_coverage_is_exact_at_fractional_edges() {
+        let mut cv = Canvas::new(4, 1);
+        cv.fill_rect(0.5, 0.0, 2.0, 1.0, Rgb(0, 0, 0));
+        let px = cv.to_rgb8();
+        // Pixel 0 half covered (gray 128), pixel 1 fully (black), pixels 2 and 3 untouched.
+        assert_eq!(&px[0..3], &[128, 128, 128]);
+        assert_eq!(&px[3..6], &[0, 0, 0]);
+        assert_eq!(&px[6..12], &[255; 6]);
+    }
 }

@@ -29,7 +29,7 @@ pub const WHITE: Rgb = Rgb(0xFF, 0xFF, 0xFF);
 /// Width of series lines in pixels.
 const LINE_W: f64 = 2.0;
 /// Radius of the dot drawn for an isolated point.
-const DOT_R: f64 = 3.5;
+const DOT_R: f64 = 4.0;
 /// Longest legend entry, in characters, before it is shortened with an ellipsis.
 const LEGEND_CHARS: usize = 22;
 
@@ -522,8 +522,11 @@ fn line_panel(s: &mut Scene, c: &LineChart, px: f64, py: f64) {
     }
 
     // Legend size.
-    let named: Vec<usize> = (0..c.series.len()).collect();
-    let legend_rows = if c.series.is_empty() { 0 } else { named.len() };
+    // Legend entries: the series with a name (no legend when none has one).
+    let named: Vec<usize> = (0..c.series.len())
+        .filter(|&i| !c.series[i].name.is_empty())
+        .collect();
+    let legend_rows = named.len();
     let name_w = c
         .series
         .iter()
@@ -668,7 +671,7 @@ fn heat_panel(s: &mut Scene, h: &HeatMap, px: f64, py: f64) {
         |r: usize, c: usize| -> f64 { h.values.get(r * h.cols + c).copied().unwrap_or(f64::NAN) };
     let (mut vmin, mut vmax) = (f64::INFINITY, f64::NEG_INFINITY);
     let mut any_nan = false;
-    for &v in h.values.iter().take(n) {
+    for &v in &h.values {
         if v.is_finite() {
             vmin = vmin.min(v);
             vmax = vmax.max(v);
@@ -676,7 +679,6 @@ fn heat_panel(s: &mut Scene, h: &HeatMap, px: f64, py: f64) {
             any_nan = true;
         }
     }
-    any_nan |= !size_ok;
     let has_data = vmin <= vmax;
     if !has_data {
         (vmin, vmax) = (0.0, 1.0);
@@ -721,18 +723,18 @@ fn heat_panel(s: &mut Scene, h: &HeatMap, px: f64, py: f64) {
     f.x_flip = xr.0 > xr.1;
     f.y_flip = yr.0 < yr.1;
 
-    let colors: Vec<Rgb> = (0..h.rows)
-        .flat_map(|r| (0..h.cols).map(move |c| (r, c)))
-        .map(|(r, c)| {
-            let v = value(r, c);
-            if v.is_finite() {
-                viridis((v - vlo) / (vhi - vlo))
-            } else {
-                NAN_GRAY
-            }
-        })
-        .collect();
-    if n > 0 {
+    if n > 0 && size_ok {
+        let colors: Vec<Rgb> = (0..h.rows)
+            .flat_map(|r| (0..h.cols).map(move |c| (r, c)))
+            .map(|(r, c)| {
+                let v = value(r, c);
+                if v.is_finite() {
+                    viridis((v - vlo) / (vhi - vlo))
+                } else {
+                    NAN_GRAY
+                }
+            })
+            .collect();
         s.shapes.push(Shape::Cells {
             x0: f.x0,
             y0: f.y0,
@@ -763,10 +765,9 @@ fn heat_panel(s: &mut Scene, h: &HeatMap, px: f64, py: f64) {
             n,
             h.values.len()
         );
-        s.rect(f.x0 + 1.0, f.y0 + 1.0, f.x1 - 1.0, f.y0 + 30.0, WHITE);
         s.text_fit(
             (f.x0 + f.x1) / 2.0,
-            f.y0 + 16.0,
+            (f.y0 + f.y1) / 2.0,
             &msg,
             f.x1 - f.x0 - 8.0,
             TEXT,
@@ -817,5 +818,58 @@ fn heat_panel(s: &mut Scene, h: &HeatMap, px: f64, py: f64) {
             true,
             false,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimation_keeps_each_pixel_columns_extremes_in_order() {
+        let mut s = 7u64;
+        let pts: Vec<(f64, f64)> = (0..20_000)
+            .map(|i| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (
+                    10.0 + i as f64 * 0.037,
+                    (s >> 11) as f64 / (1u64 << 53) as f64 * 400.0,
+                )
+            })
+            .collect();
+        let out = decimate(pts.clone());
+        assert!(out.len() < pts.len() / 4, "{} points kept", out.len());
+        assert_eq!(out.first(), pts.first());
+        assert_eq!(out.last(), pts.last());
+        // A subsequence of the input.
+        let mut it = pts.iter();
+        for p in &out {
+            assert!(it.any(|q| q == p), "point {p:?} not in input order");
+        }
+        // Same min and max y in every pixel column.
+        let extremes = |v: &[(f64, f64)]| {
+            let mut m = std::collections::BTreeMap::new();
+            for p in v {
+                let e = m
+                    .entry(p.0.floor() as i64)
+                    .or_insert((f64::INFINITY, f64::NEG_INFINITY));
+                e.0 = e.0.min(p.1);
+                e.1 = e.1.max(p.1);
+            }
+            m
+        };
+        assert_eq!(extremes(&out), extremes(&pts));
+    }
+
+    #[test]
+    fn long_text_is_shortened_with_an_ellipsis() {
+        assert_eq!(fit("short", 200.0, 2), ("short".to_string(), None));
+        // 60 px at scale 2: 5 characters of 12 px (the last one without its spacing column).
+        let (shown, full) = fit("a long legend name", 58.0, 2);
+        assert_eq!(shown, "a lo\u{2026}");
+        assert_eq!(full.as_deref(), Some("a long legend name"));
+        assert_eq!(font::text_width(&shown, 2), 58);
     }
 }

@@ -105,7 +105,9 @@ pub fn linear_ticks(lo: f64, hi: f64, max_ticks: usize) -> AxisTicks {
     loop {
         let a = (lo / step).floor();
         let b = (hi / step).ceil();
-        if b - a < max_ticks as f64 || !step.is_finite() {
+        // A range that straddles zero needs three ticks however large the step; stop growing
+        // it once it exceeds the range.
+        if b - a < max_ticks as f64 || step >= hi - lo || !next_step(step).is_finite() {
             let values: Vec<f64> = (0..=((b - a) as i64))
                 .map(|k| (a + k as f64) * step)
                 .collect();
@@ -135,7 +137,7 @@ pub fn linear_ticks_within(lo: f64, hi: f64, max_ticks: usize) -> AxisTicks {
     loop {
         let a = ((lo - eps) / step).ceil();
         let b = ((hi + eps) / step).floor();
-        if b - a < max_ticks as f64 || !step.is_finite() {
+        if b - a < max_ticks as f64 || step >= hi - lo || !next_step(step).is_finite() {
             let n = (b - a).max(-1.0) as i64;
             let values: Vec<f64> = (0..=n).map(|k| (a + k as f64) * step).collect();
             let mut t = finish_linear(values, step);
@@ -177,7 +179,7 @@ fn finish_linear(mut values: Vec<f64>, step: f64) -> AxisTicks {
 /// accurate to a millionth of the step.
 fn linear_labels(values: &[f64], step: f64) -> Vec<String> {
     let mag = values.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    if mag < 1e6 && step >= 1e-4 {
+    if (1e-4..1e6).contains(&mag) && step >= mag * 1e-12 {
         let decimals = (-(step.log10() + 1e-9).floor()).max(0.0) as usize;
         return values
             .iter()
@@ -214,7 +216,7 @@ fn minus(s: &str) -> String {
 /// scientific notation outside ("1e5", "2e−6").
 fn log_label(m: u32, e: i32) -> String {
     if (-3..=4).contains(&e) {
-        let v = m as f64 * 10f64.powi(e);
+        let v = m as f64 * pow10(e);
         let decimals = (-e).max(0) as usize;
         minus(&format!("{v:.decimals$}"))
     } else {
@@ -222,13 +224,18 @@ fn log_label(m: u32, e: i32) -> String {
     }
 }
 
+/// 10^e, correctly rounded (`powi` can be off by an ulp or more for large |e|).
+fn pow10(e: i32) -> f64 {
+    format!("1e{e}").parse().unwrap_or(f64::NAN)
+}
+
 /// `floor(log10(v))` robust to rounding at exact powers of ten.
 fn decade_of(v: f64) -> i32 {
     let mut e = v.log10().floor() as i32;
-    if 10f64.powi(e) > v {
+    if pow10(e) > v {
         e -= 1;
     }
-    if 10f64.powi(e + 1) <= v {
+    if pow10(e + 1) <= v {
         e += 1;
     }
     e
@@ -250,8 +257,8 @@ pub fn log_ticks(lo: f64, hi: f64, max_ticks: usize) -> AxisTicks {
         lo /= 1.25;
         hi *= 1.25;
     }
-    lo = lo.max(f64::MIN_POSITIVE * 1e10);
-    hi = hi.min(f64::MAX / 100.0);
+    lo = lo.max(f64::MIN_POSITIVE);
+    hi = hi.min(1e307);
     if hi / lo < 2.0 {
         let mut t = linear_ticks(lo, hi, max_ticks);
         if t.lo <= 0.0 {
@@ -262,15 +269,11 @@ pub fn log_ticks(lo: f64, hi: f64, max_ticks: usize) -> AxisTicks {
     }
     // Axis ends on multiples m x 10^e.
     let e_lo = decade_of(lo);
-    let m_lo = ((lo / 10f64.powi(e_lo)) * (1.0 + 1e-12))
-        .floor()
-        .clamp(1.0, 9.0);
-    let axis_lo = m_lo * 10f64.powi(e_lo);
+    let m_lo = ((lo / pow10(e_lo)) * (1.0 + 1e-12)).floor().clamp(1.0, 9.0);
+    let axis_lo = m_lo * pow10(e_lo);
     let e_hi = decade_of(hi);
-    let m_hi = ((hi / 10f64.powi(e_hi)) * (1.0 - 1e-12))
-        .ceil()
-        .clamp(1.0, 10.0);
-    let axis_hi = m_hi * 10f64.powi(e_hi);
+    let m_hi = ((hi / pow10(e_hi)) * (1.0 - 1e-12)).ceil().clamp(1.0, 10.0);
+    let axis_hi = m_hi * pow10(e_hi);
     let inside = |v: f64| v >= axis_lo * (1.0 - 1e-12) && v <= axis_hi * (1.0 + 1e-12);
 
     let first_dec = if m_lo == 1.0 { e_lo } else { e_lo + 1 };
@@ -280,24 +283,37 @@ pub fn log_ticks(lo: f64, hi: f64, max_ticks: usize) -> AxisTicks {
     let mut minor = Vec::new();
     if n_dec >= 3 {
         // Decades every `every` decades.
+        let count = |every: i32| {
+            (first_dec..=last_dec)
+                .filter(|e| e.rem_euclid(every) == 0)
+                .count()
+        };
         let mut every = 1i32;
-        while (n_dec + every - 1) / every > max_ticks as i32 {
+        while count(every) > max_ticks {
             every = next_step(every as f64).round() as i32;
         }
+        // When no spacing gives two aligned decades within the limit, label the end decades.
+        let labelled = |e: i32| {
+            if count(every) >= 2 {
+                e.rem_euclid(every) == 0
+            } else {
+                e == first_dec || e == last_dec
+            }
+        };
         for e in first_dec..=last_dec {
-            if e.rem_euclid(every) == 0 {
+            if labelled(e) {
                 major.push(Tick {
-                    value: 10f64.powi(e),
+                    value: pow10(e),
                     label: log_label(1, e),
                 });
             } else {
-                minor.push(10f64.powi(e));
+                minor.push(pow10(e));
             }
         }
         if every == 1 && n_dec <= 12 {
             for e in (first_dec - 1)..=last_dec {
                 for m in 2..=9 {
-                    let v = m as f64 * 10f64.powi(e);
+                    let v = m as f64 * pow10(e);
                     if inside(v) {
                         minor.push(v);
                     }
@@ -309,22 +325,27 @@ pub fn log_ticks(lo: f64, hi: f64, max_ticks: usize) -> AxisTicks {
         // Few decades: label 1-2-5 multiples, or every multiple if that gives too few.
         let all: Vec<(u32, i32)> = (e_lo..=e_hi + 1)
             .flat_map(|e| (1..=9).map(move |m| (m, e)))
-            .filter(|&(m, e)| inside(m as f64 * 10f64.powi(e)))
+            .filter(|&(m, e)| inside(m as f64 * pow10(e)))
             .collect();
         let one_two_five: Vec<(u32, i32)> = all
             .iter()
             .copied()
             .filter(|&(m, _)| matches!(m, 1 | 2 | 5))
             .collect();
-        let chosen = if one_two_five.len() >= 3 && one_two_five.len() <= max_ticks {
-            one_two_five
-        } else if all.len() <= max_ticks {
+        let decades: Vec<(u32, i32)> = all.iter().copied().filter(|&(m, _)| m == 1).collect();
+        let chosen = if all.len() <= max_ticks.min(8) {
             all.clone()
+        } else if one_two_five.len() >= 2 && one_two_five.len() <= max_ticks {
+            one_two_five
+        } else if decades.len() >= 2 && decades.len() <= max_ticks {
+            decades
         } else {
-            all.iter().copied().filter(|&(m, _)| m == 1).collect()
+            // Too few candidates for the limit: the two ends.
+            let ends = [all[0], all[all.len() - 1]];
+            ends.to_vec()
         };
         for &(m, e) in &all {
-            let v = m as f64 * 10f64.powi(e);
+            let v = m as f64 * pow10(e);
             if chosen.contains(&(m, e)) {
                 major.push(Tick {
                     value: v,

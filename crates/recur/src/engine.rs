@@ -532,7 +532,8 @@ pub(crate) struct DyView<'a, T> {
 
 /// Backward pass of one (layer, direction): accumulates the parameter gradients into `gr`,
 /// accumulates the input gradient into `dx` (T·B, in), and writes the initial-state gradients
-/// `dh0` (B, H_out) and `dc0` (B, H).
+/// `dh0` (B, H_out) and `dc0` (B, H). If `rec` (T·B, H_out) is not empty, it receives d loss /
+/// d h_t at every step (zero where a sequence is not running).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn dir_backward<T: Real>(
     d: &Dims,
@@ -548,6 +549,7 @@ pub(crate) fn dir_backward<T: Real>(
     dx: &mut [T],
     dh0: &mut [T],
     dc0: &mut [T],
+    rec: &mut [T],
     w: &mut BwdWork<T>,
 ) {
     let (tn, g, h, hout) = (plan.t, d.gh(), d.h, d.hout);
@@ -593,7 +595,8 @@ pub(crate) fn dir_backward<T: Real>(
             .zip(group_chunks(dm, plan, h))
             .zip(group_chunks(dh0, plan, hout))
             .zip(group_chunks(dc0, plan, h))
-            .map(|((((((gr, dg), dhn), dhs), dm), dh), dc)| GroupBwd {
+            .zip(group_chunks(rec, plan, tn * hout))
+            .map(|(((((((gr, dg), dhn), dhs), dm), dh), dc), rec)| GroupBwd {
                 gr,
                 dg,
                 dhn,
@@ -601,6 +604,7 @@ pub(crate) fn dir_backward<T: Real>(
                 dm,
                 dh,
                 dc,
+                rec,
             })
             .collect();
         let views: Vec<_> = group_chunks_ref(&s.gates, plan, tn * g)
@@ -740,6 +744,8 @@ struct GroupBwd<'a, T> {
     dh: &'a mut [T],
     /// LSTM: (b, H): in: d c_n; running; out: d c0
     dc: &'a mut [T],
+    /// (T, b, H_out): d loss / d h_t at every step, when recording (else empty)
+    rec: &'a mut [T],
 }
 
 /// The backward time loop of one group. `gates` (T, b, G·H), `hs` (T+1, b, H_out), `cs`
@@ -773,6 +779,12 @@ fn group_backward<T: Real>(
                     *a += v;
                 }
             }
+        }
+        // j.dh now holds the total d loss / d h_t (through the output and through h_{t+1}).
+        if !j.rec.is_empty() {
+            let r = &mut j.rec[t * b * hout..(t + 1) * b * hout];
+            r[..n * hout].copy_from_slice(&j.dh[..n * hout]);
+            r[n * hout..].fill(T::ZERO);
         }
         let dgt = &mut j.dg[t * b * g..(t + 1) * b * g];
         dgt[n * g..].fill(T::ZERO);

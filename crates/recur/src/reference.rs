@@ -117,6 +117,41 @@ pub fn forward(
     lengths: &[usize],
     masks: &[Vec<f64>],
 ) -> RefOutput {
+    forward_perturbed(model, x, t, b, h0, c0, lengths, masks, None)
+}
+
+/// Where [`forward_perturbed`] adds a small number to one hidden state.
+#[derive(Clone, Copy, Debug)]
+pub struct Perturb {
+    /// Layer.
+    pub layer: usize,
+    /// 0 = forward, 1 = reverse.
+    pub direction: usize,
+    /// Sequence (batch index).
+    pub seq: usize,
+    /// Time step: the state written at this step (the output at this step).
+    pub time: usize,
+    /// Element of h (0..H_out).
+    pub unit: usize,
+    /// What is added.
+    pub eps: f64,
+}
+
+/// [`forward`] with `eps` added to one element of the hidden state h_t right after step t
+/// computed it, before it is output, fed to step t+1 and (at the last step) returned as h_n.
+/// The central difference of a loss over ±eps is the total derivative d loss / d h_t.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_perturbed(
+    model: &Rnn<f64>,
+    x: &[f64],
+    t: usize,
+    b: usize,
+    h0: &[f64],
+    c0: &[f64],
+    lengths: &[usize],
+    masks: &[Vec<f64>],
+    perturb: Option<Perturb>,
+) -> RefOutput {
     let c = model.config();
     let (nl, nd, hsz, hout) = (c.num_layers, c.num_directions(), c.hidden_size, c.h_out());
     let width = nd * hout;
@@ -171,6 +206,11 @@ pub fn forward(
                         }
                         Mode::Gru => h = gru_cell(&p, &seq[ti], &h),
                         Mode::Lstm => (h, cc) = lstm_cell(&p, &seq[ti], &h, &cc),
+                    }
+                    if let Some(q) = perturb {
+                        if (q.layer, q.direction, q.seq, q.time) == (l, d, s, ti) {
+                            h[q.unit] += q.eps;
+                        }
                     }
                     out[ti][d * hout..(d + 1) * hout].copy_from_slice(&h);
                 }

@@ -1,6 +1,7 @@
 //! `Rnn`: the equivalent of `torch.nn.RNN`, `torch.nn.LSTM` and `torch.nn.GRU`.
 
 use crate::config::{Mode, RnnConfig};
+use crate::diagnostics::HiddenGrads;
 use crate::engine::{self, BwdWork, Dims, DirGrads, DirParams, DirState, DyView, Plan};
 use crate::error::{fmt_shape, Error, Result};
 use crate::layout::{DirLayout, Naming, ParamLayout};
@@ -634,6 +635,33 @@ impl<T: Real> Rnn<T> {
         grad_c_n: Option<&Tensor<T>>,
         grads: &mut [T],
     ) -> Result<InputGrads<T>> {
+        self.backward_impl(tape, grad_output, grad_h_n, grad_c_n, grads, None)
+    }
+
+    /// [`Rnn::backward`] that also records d loss / d h_t, the total derivative (through the
+    /// output at t and through h_{t+1}), at every step of every layer and direction into
+    /// `record` (see [`HiddenGrads`]).
+    pub fn backward_with(
+        &self,
+        tape: &Tape<T>,
+        grad_output: Option<&Tensor<T>>,
+        grad_h_n: Option<&Tensor<T>>,
+        grad_c_n: Option<&Tensor<T>>,
+        grads: &mut [T],
+        record: &mut HiddenGrads<T>,
+    ) -> Result<InputGrads<T>> {
+        self.backward_impl(tape, grad_output, grad_h_n, grad_c_n, grads, Some(record))
+    }
+
+    fn backward_impl(
+        &self,
+        tape: &Tape<T>,
+        grad_output: Option<&Tensor<T>>,
+        grad_h_n: Option<&Tensor<T>>,
+        grad_c_n: Option<&Tensor<T>>,
+        grads: &mut [T],
+        mut record: Option<&mut HiddenGrads<T>>,
+    ) -> Result<InputGrads<T>> {
         let c = &self.config;
         let prep = &tape.prep;
         let (t, b) = (prep.plan.t, prep.plan.b);
@@ -668,6 +696,13 @@ impl<T: Real> Rnn<T> {
         let mut dh0 = Buf::any(nl * nd * b * hout);
         let mut dc0 = Buf::any(if lstm { nl * nd * b * h } else { 0 });
         let mut dx_final = Buf::empty();
+        if let Some(r) = record.as_deref_mut() {
+            let mut user_lengths = vec![0; b];
+            for (s, &len) in prep.lengths.iter().enumerate() {
+                user_lengths[prep.orig(s)] = len;
+            }
+            r.reset(nl, nd, t, hout, user_lengths);
+        }
         for l in (0..nl).rev() {
             let d = self.dims(l);
             let lt = &tape.layers[l];
@@ -675,6 +710,10 @@ impl<T: Real> Rnn<T> {
             for dir in 0..nd {
                 let k = l * nd + dir;
                 let mut work = BwdWork::new(&d, &prep.plan);
+                let mut rec = match record {
+                    Some(_) => Buf::zeroed(t * b * hout),
+                    None => Buf::empty(),
+                };
                 let gr = split_grads(grads, self.layout.dir(l, dir));
                 let dyv = dy.as_deref().map(|data| DyView {
                     data,
@@ -703,8 +742,20 @@ impl<T: Real> Rnn<T> {
                     &mut dx,
                     dh0k,
                     dc0k,
+                    &mut rec,
                     &mut work,
                 );
+                if let Some(r) = record.as_deref_mut() {
+                    // (T·B, H_out) in the plan's order → (T, B, H_out) in the user's batch order.
+                    let out = r.slot_mut(l, dir);
+                    for s in 0..b {
+                        let ob = prep.orig(s);
+                        for ti in 0..prep.lengths[s] {
+                            out[(ti * b + ob) * hout..][..hout]
+                                .copy_from_slice(&rec[prep.plan.row(ti, s) * hout..][..hout]);
+                        }
+                    }
+                }
             }
             if l > 0 {
                 if let Some(m) = &tape.layers[l - 1].mask {

@@ -122,12 +122,16 @@ enum Line {
 }
 
 fn word(text: &str, expected_id: usize) -> std::result::Result<Line, String> {
-    let f: Vec<&str> = text.split('\t').collect();
-    if f.len() != 10 {
-        return Err(format!(
-            "expected 10 tab-separated fields, found {}",
-            f.len()
-        ));
+    let mut f = [""; 10];
+    let mut found = 0;
+    for (k, part) in text.split('\t').enumerate() {
+        if let Some(slot) = f.get_mut(k) {
+            *slot = part;
+        }
+        found += 1;
+    }
+    if found != 10 {
+        return Err(format!("expected 10 tab-separated fields, found {found}"));
     }
     let id = f[0];
     let is_num = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());

@@ -43,6 +43,7 @@ mod optim;
 mod schedule;
 
 pub use clip::{clip_grad_norm, clip_grad_norm_checked, clip_grad_norm_flat, clip_grad_value};
+pub(crate) use embedding::normal_values;
 pub use embedding::Embedding;
 pub use linear::Linear;
 pub use loss::{

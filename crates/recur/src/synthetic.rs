@@ -1,0 +1,894 @@
+//! The long-range benchmarks: seeded, deterministic generators for the tasks that show what a
+//! recurrent cell can remember, and a small training loop to run them.
+//!
+//! - [`adding_batch`]: the adding problem (Hochreiter & Schmidhuber 1997) in the form of Le,
+//!   Jaitly & Hinton (2015): T steps of two channels, a value from U(0, 1) and a marker that is
+//!   1 at exactly two steps, one in each half; the target is the sum of the two marked values.
+//!   Always answering 1 has MSE Var(a + b) = 2/12 = 1/6 ([`ADDING_BASELINE_MSE`]).
+//! - [`copy_batch`]: the copy-memory task (Arjovsky, Shah & Bengio 2016): 10 symbols from 8
+//!   categories, T blanks, a delimiter, and the 10 symbols must be output after it. Blanks
+//!   everywhere then uniform guesses has cross-entropy 10·ln 8 / (T + 20) ([`copy_baseline`]).
+//! - [`Digits`]: 8×8 digit images (a CSV of 64 pixel values and a label per line, optionally
+//!   gzip-compressed) read one row or one pixel per step, a small stand-in for sequential MNIST.
+//!
+//! [`Task`] wraps them behind one interface and [`train`] trains a one-layer model on one of
+//! them: one-hot or real-valued input → [`Rnn`] → [`Linear`] head (on the last hidden state, or
+//! at every step for the copy task), Adam, gradient-norm clipping, evaluation on a fixed held-out
+//! set, and optionally a record of ‖dL/dh_t‖ and the gradient norm along training.
+
+use crate::config::{Mode, RnnConfig};
+use crate::diagnostics::HiddenGrads;
+use crate::error::{Error, Result};
+use crate::init;
+use crate::nn::{clip_grad_norm, softmax_cross_entropy, Adam, AdamConfig, Linear, Sgd, SgdConfig};
+use crate::rnn::{Dropout, Rnn};
+use crate::tensor::Tensor;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::fmt;
+use std::io::Read;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Instant;
+
+/// The generator every task draws from: ChaCha8, seeded.
+pub type TaskRng = ChaCha8Rng;
+
+/// A generator seeded with `seed`.
+pub fn task_rng(seed: u64) -> TaskRng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// MSE of always answering 1 on the adding problem: Var(a + b) for a, b ~ U(0, 1).
+pub const ADDING_BASELINE_MSE: f64 = 1.0 / 6.0;
+
+/// A batch of a task: the input and what the model must produce.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    /// (T, B, input_size), time-major.
+    pub x: Tensor<f32>,
+    /// The targets.
+    pub target: Target,
+}
+
+/// What a batch asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Target {
+    /// (B): one real number per sequence, from the last hidden state (MSE).
+    Regression(Vec<f32>),
+    /// (B): one class per sequence, from the last hidden state (cross-entropy).
+    Class(Vec<i64>),
+    /// (T·B), time-major: one class per step (cross-entropy over every step).
+    PerStep(Vec<i64>),
+}
+
+/// The adding problem: `x` (T, B, 2) with channel 0 the values from U(0, 1) and channel 1 the
+/// markers (1 at one step drawn from the first half, 0..T/2, and one from the second half,
+/// T/2..T); the target is the sum of the two marked values. `len` ≥ 2.
+pub fn adding_batch(len: usize, batch: usize, rng: &mut TaskRng) -> Batch {
+    assert!(len >= 2, "adding_batch: the length must be at least 2");
+    let mut x = vec![0.0f32; len * batch * 2];
+    let mut y = Vec::with_capacity(batch);
+    let half = len / 2;
+    for b in 0..batch {
+        for t in 0..len {
+            x[(t * batch + b) * 2] = rng.gen::<f32>();
+        }
+        let first = rng.gen_range(0..half);
+        let second = rng.gen_range(half..len);
+        x[(first * batch + b) * 2 + 1] = 1.0;
+        x[(second * batch + b) * 2 + 1] = 1.0;
+        y.push(x[(first * batch + b) * 2] + x[(second * batch + b) * 2]);
+    }
+    Batch {
+        x: Tensor::new(&[len, batch, 2], x).expect("adding shape"),
+        target: Target::Regression(y),
+    }
+}
+
+/// Symbols the copy task asks to remember.
+pub const COPY_SYMBOLS: usize = 10;
+/// Categories of those symbols (ids 1..=8).
+pub const COPY_CATEGORIES: usize = 8;
+/// Input alphabet of the copy task: 0 blank, 1..=8 the categories, 9 the delimiter.
+pub const COPY_VOCAB: usize = COPY_CATEGORIES + 2;
+/// Output classes of the copy task: 0 blank, 1..=8 the categories.
+pub const COPY_CLASSES: usize = COPY_CATEGORIES + 1;
+
+/// Cross-entropy of the copy task's baseline (blank until the delimiter, then a uniform guess
+/// over the 8 categories for each of the 10 symbols), per step: 10·ln 8 / (T + 20).
+pub fn copy_baseline(delay: usize) -> f64 {
+    COPY_SYMBOLS as f64 * (COPY_CATEGORIES as f64).ln() / (delay + 2 * COPY_SYMBOLS) as f64
+}
+
+/// The copy-memory task with `delay` = T ≥ 1 (Arjovsky et al. 2016): sequences of T + 20 steps,
+/// one-hot over [`COPY_VOCAB`]. Input: 10 symbols from 1..=8, T - 1 blanks, the delimiter (9),
+/// 10 blanks. Target at every step: blank (0) for the first T + 10 steps, then the 10 symbols.
+pub fn copy_batch(delay: usize, batch: usize, rng: &mut TaskRng) -> Batch {
+    assert!(delay >= 1, "copy_batch: the delay must be at least 1");
+    let n = COPY_SYMBOLS;
+    let len = delay + 2 * n;
+    let mut x = vec![0.0f32; len * batch * COPY_VOCAB];
+    let mut y = vec![0i64; len * batch];
+    for b in 0..batch {
+        let mut tokens = vec![0usize; len];
+        for (k, tok) in tokens.iter_mut().take(n).enumerate() {
+            *tok = rng.gen_range(1..=COPY_CATEGORIES);
+            y[(delay + n + k) * batch + b] = *tok as i64;
+        }
+        tokens[n + delay - 1] = COPY_VOCAB - 1;
+        for (t, &tok) in tokens.iter().enumerate() {
+            x[(t * batch + b) * COPY_VOCAB + tok] = 1.0;
+        }
+    }
+    Batch {
+        x: Tensor::new(&[len, batch, COPY_VOCAB], x).expect("copy shape"),
+        target: Target::PerStep(y),
+    }
+}
+
+/// 8×8 grey-level digit images with labels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Digits {
+    /// (N, 64): pixel values in 0..=16, row-major 8×8.
+    pub pixels: Vec<u8>,
+    /// (N): the digit, 0..=9.
+    pub labels: Vec<u8>,
+}
+
+/// How an image becomes a sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DigitsView {
+    /// 8 steps of 8 features: one image row per step.
+    Rows,
+    /// 64 steps of 1 feature: one pixel per step, row by row.
+    Pixels,
+}
+
+impl DigitsView {
+    /// (steps, features per step)
+    pub fn shape(self) -> (usize, usize) {
+        match self {
+            DigitsView::Rows => (8, 8),
+            DigitsView::Pixels => (64, 1),
+        }
+    }
+}
+
+impl Digits {
+    /// Parses the CSV text: one image per line, 64 integers in 0..=16 then the label in 0..=9,
+    /// comma-separated, no header. `source` names the file in errors.
+    pub fn parse(text: &str, source: &str) -> Result<Digits> {
+        let mut pixels = Vec::new();
+        let mut labels = Vec::new();
+        for (k, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let fields: Vec<&str> = line.split(',').collect();
+            if fields.len() != 65 {
+                return Err(Error::Input(format!(
+                    "{source} line {}: expected 65 comma-separated values (64 pixels and the \
+                     label), got {}",
+                    k + 1,
+                    fields.len()
+                )));
+            }
+            for (j, f) in fields.iter().enumerate() {
+                let (max, what) = if j < 64 {
+                    (16, "a pixel")
+                } else {
+                    (9, "the label")
+                };
+                let v: u8 = f
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|&v: &u8| v <= max)
+                    .ok_or_else(|| {
+                        Error::Input(format!(
+                            "{source} line {} field {}: expected {what}, an integer in 0..={max}, \
+                             got '{}'",
+                            k + 1,
+                            j + 1,
+                            f.trim()
+                        ))
+                    })?;
+                if j < 64 {
+                    pixels.push(v);
+                } else {
+                    labels.push(v);
+                }
+            }
+        }
+        if labels.is_empty() {
+            return Err(Error::Input(format!("{source}: no images")));
+        }
+        Ok(Digits { pixels, labels })
+    }
+
+    /// Reads a digits CSV, gzip-compressed if the name ends in `.gz`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Digits> {
+        let path = path.as_ref();
+        let src = path.display().to_string();
+        let bytes =
+            std::fs::read(path).map_err(|e| Error::Io(format!("{src}: cannot read: {e}")))?;
+        let text = if path.extension().is_some_and(|e| e == "gz") {
+            let mut s = String::new();
+            flate2::read::GzDecoder::new(&bytes[..])
+                .read_to_string(&mut s)
+                .map_err(|e| Error::Io(format!("{src}: not a gzip-compressed text file: {e}")))?;
+            s
+        } else {
+            String::from_utf8(bytes)
+                .map_err(|e| Error::Io(format!("{src}: not UTF-8 text: {e}")))?
+        };
+        Digits::parse(&text, &src)
+    }
+
+    /// The number of images.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    /// True when there are no images.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Images `idx` as a batch: x (steps, B, features) with pixels scaled to 0..=1, and the
+    /// labels as classes.
+    pub fn batch(&self, idx: &[usize], view: DigitsView) -> Batch {
+        let (steps, feat) = view.shape();
+        let b = idx.len();
+        let mut x = vec![0.0f32; steps * b * feat];
+        for (s, &i) in idx.iter().enumerate() {
+            let img = &self.pixels[i * 64..(i + 1) * 64];
+            for t in 0..steps {
+                for f in 0..feat {
+                    x[(t * b + s) * feat + f] = img[t * feat + f] as f32 / 16.0;
+                }
+            }
+        }
+        Batch {
+            x: Tensor::new(&[steps, b, feat], x).expect("digits shape"),
+            target: Target::Class(idx.iter().map(|&i| self.labels[i] as i64).collect()),
+        }
+    }
+
+    /// A seeded split into (train, test) index lists, `test_fraction` of the images in test.
+    pub fn split(&self, test_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+        let mut idx: Vec<usize> = (0..self.len()).collect();
+        let mut rng = task_rng(seed);
+        for i in (1..idx.len()).rev() {
+            idx.swap(i, rng.gen_range(0..=i));
+        }
+        let n_test = ((self.len() as f64 * test_fraction).round() as usize).min(self.len());
+        let test = idx.split_off(self.len() - n_test);
+        (idx, test)
+    }
+}
+
+/// A task to train on.
+#[derive(Clone, Debug)]
+pub enum Task {
+    /// The adding problem over `len` steps.
+    Adding {
+        /// T
+        len: usize,
+    },
+    /// The copy task with `delay` blanks (sequences of delay + 20 steps).
+    Copy {
+        /// T
+        delay: usize,
+    },
+    /// Digit images as sequences.
+    Digits {
+        /// All images.
+        data: Digits,
+        /// Rows or pixels.
+        view: DigitsView,
+        /// Training images.
+        train: Vec<usize>,
+        /// Held-out images.
+        test: Vec<usize>,
+    },
+}
+
+/// What a trivial predictor achieves on a task, to compare against.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Baseline {
+    /// Its loss (MSE or cross-entropy per target).
+    pub loss: f64,
+    /// Its accuracy, for classification tasks.
+    pub accuracy: Option<f64>,
+    /// What it is.
+    pub what: String,
+}
+
+impl Task {
+    /// The task's name: `adding`, `copy` or `digits`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Task::Adding { .. } => "adding",
+            Task::Copy { .. } => "copy",
+            Task::Digits { .. } => "digits",
+        }
+    }
+    /// Features per step.
+    pub fn input_size(&self) -> usize {
+        match self {
+            Task::Adding { .. } => 2,
+            Task::Copy { .. } => COPY_VOCAB,
+            Task::Digits { view, .. } => view.shape().1,
+        }
+    }
+    /// Outputs of the head: 1 (regression) or the number of classes.
+    pub fn output_size(&self) -> usize {
+        match self {
+            Task::Adding { .. } => 1,
+            Task::Copy { .. } => COPY_CLASSES,
+            Task::Digits { .. } => 10,
+        }
+    }
+    /// Steps per sequence.
+    pub fn seq_len(&self) -> usize {
+        match self {
+            Task::Adding { len } => *len,
+            Task::Copy { delay } => delay + 2 * COPY_SYMBOLS,
+            Task::Digits { view, .. } => view.shape().0,
+        }
+    }
+    /// A training batch of `batch` sequences.
+    pub fn train_batch(&self, batch: usize, rng: &mut TaskRng) -> Batch {
+        match self {
+            Task::Adding { len } => adding_batch(*len, batch, rng),
+            Task::Copy { delay } => copy_batch(*delay, batch, rng),
+            Task::Digits {
+                data, view, train, ..
+            } => {
+                let idx: Vec<usize> = (0..batch)
+                    .map(|_| train[rng.gen_range(0..train.len())])
+                    .collect();
+                data.batch(&idx, *view)
+            }
+        }
+    }
+    /// The held-out evaluation set: `n` generated sequences from a generator seeded with
+    /// `seed` (adding, copy) or the test images (digits), in batches of at most `batch`.
+    pub fn eval_set(&self, n: usize, batch: usize, seed: u64) -> Vec<Batch> {
+        let batch = batch.max(1);
+        match self {
+            Task::Digits {
+                data, view, test, ..
+            } => test.chunks(batch).map(|c| data.batch(c, *view)).collect(),
+            _ => {
+                let mut rng = task_rng(seed);
+                (0..n.div_ceil(batch))
+                    .map(|k| self.train_batch(batch.min(n - k * batch), &mut rng))
+                    .collect()
+            }
+        }
+    }
+    /// The trivial predictor: answering 1 (adding), blanks then uniform guesses (copy), the
+    /// class frequencies of the training images (digits, measured on the test images).
+    pub fn baseline(&self) -> Baseline {
+        match self {
+            Task::Adding { .. } => Baseline {
+                loss: ADDING_BASELINE_MSE,
+                accuracy: None,
+                what: "always 1: MSE 1/6".into(),
+            },
+            Task::Copy { delay } => Baseline {
+                loss: copy_baseline(*delay),
+                accuracy: Some(1.0 / COPY_CATEGORIES as f64),
+                what: format!(
+                    "blanks, then uniform guesses: CE 10 ln 8 / (T+20) = {:.4}",
+                    copy_baseline(*delay)
+                ),
+            },
+            Task::Digits {
+                data, train, test, ..
+            } => {
+                let mut freq = [0usize; 10];
+                for &i in train {
+                    freq[data.labels[i] as usize] += 1;
+                }
+                let p = |c: usize| (freq[c] as f64 + 1.0) / (train.len() as f64 + 10.0);
+                let loss = test
+                    .iter()
+                    .map(|&i| -p(data.labels[i] as usize).ln())
+                    .sum::<f64>()
+                    / test.len().max(1) as f64;
+                let major = (0..10).max_by_key(|&c| freq[c]).unwrap_or(0);
+                let acc = test
+                    .iter()
+                    .filter(|&&i| data.labels[i] as usize == major)
+                    .count() as f64
+                    / test.len().max(1) as f64;
+                Baseline {
+                    loss,
+                    accuracy: Some(acc),
+                    what: "training-set class frequencies".into(),
+                }
+            }
+        }
+    }
+}
+
+/// The recurrent cell and initialization of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CellKind {
+    /// `nn.RNN` (tanh), PyTorch's default initialization.
+    RnnTanh,
+    /// `nn.RNN(nonlinearity='relu')`, PyTorch's default initialization.
+    RnnRelu,
+    /// ReLU RNN with the identity recurrent matrix and zero biases ([`init::irnn`]).
+    Irnn,
+    /// `nn.LSTM` with the forget-gate bias set to 1 ([`init::forget_gate_bias`]).
+    Lstm,
+    /// `nn.GRU`, PyTorch's default initialization.
+    Gru,
+}
+
+impl CellKind {
+    /// Every kind.
+    pub const ALL: [CellKind; 5] = [
+        CellKind::RnnTanh,
+        CellKind::RnnRelu,
+        CellKind::Irnn,
+        CellKind::Lstm,
+        CellKind::Gru,
+    ];
+    /// The name on the command line: `rnn_tanh`, `rnn_relu`, `irnn`, `lstm`, `gru`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CellKind::RnnTanh => "rnn_tanh",
+            CellKind::RnnRelu => "rnn_relu",
+            CellKind::Irnn => "irnn",
+            CellKind::Lstm => "lstm",
+            CellKind::Gru => "gru",
+        }
+    }
+    /// The layer's mode.
+    pub fn mode(self) -> Mode {
+        match self {
+            CellKind::RnnTanh => Mode::RnnTanh,
+            CellKind::RnnRelu | CellKind::Irnn => Mode::RnnRelu,
+            CellKind::Lstm => Mode::Lstm,
+            CellKind::Gru => Mode::Gru,
+        }
+    }
+    /// A new one-layer model of this kind, initialized as described on each variant (with
+    /// `orthogonal`, the recurrent gate blocks of every kind but IRNN are orthogonal instead).
+    pub fn build(
+        self,
+        input_size: usize,
+        hidden_size: usize,
+        orthogonal: bool,
+        seed: u64,
+    ) -> Result<Rnn<f32>> {
+        let mut rnn = Rnn::new(RnnConfig::new(self.mode(), input_size, hidden_size), seed)?;
+        if orthogonal && self != CellKind::Irnn {
+            init::orthogonal_recurrent(&mut rnn, 1.0, seed.wrapping_add(7))?;
+        }
+        match self {
+            CellKind::Irnn => init::irnn(&mut rnn, 1.0)?,
+            CellKind::Lstm => init::forget_gate_bias(&mut rnn, 1.0)?,
+            _ => {}
+        }
+        Ok(rnn)
+    }
+}
+
+impl fmt::Display for CellKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for CellKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<CellKind> {
+        let k = s.trim().to_ascii_lowercase().replace('-', "_");
+        CellKind::ALL
+            .into_iter()
+            .find(|c| c.name() == k)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "unknown cell '{s}': expected one of rnn_tanh, rnn_relu, irnn, lstm, gru"
+                ))
+            })
+    }
+}
+
+/// A recurrent layer and a linear head.
+#[derive(Clone, Debug)]
+pub struct Model {
+    /// The recurrent layer (one layer, time-major).
+    pub rnn: Rnn<f32>,
+    /// The head: hidden → outputs.
+    pub head: Linear<f32>,
+}
+
+/// What one batch gave.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchResult {
+    /// The mean loss over the batch's targets (MSE or cross-entropy).
+    pub loss: f64,
+    /// Correct predictions (classification; for the copy task only the 10 recalled symbols
+    /// count).
+    pub correct: usize,
+    /// Predictions that count for the accuracy.
+    pub counted: usize,
+}
+
+/// The gradients of a [`Model`].
+#[derive(Clone, Debug)]
+pub struct ModelGrads {
+    /// The recurrent layer's, in its parameter layout.
+    pub rnn: Vec<f32>,
+    /// The head's: weight then bias.
+    pub head: Vec<f32>,
+}
+
+impl Model {
+    /// A model for `task`: the `cell` layer with `hidden_size` units and a head.
+    pub fn new(
+        task: &Task,
+        cell: CellKind,
+        hidden_size: usize,
+        orthogonal: bool,
+        seed: u64,
+    ) -> Result<Model> {
+        Ok(Model {
+            rnn: cell.build(task.input_size(), hidden_size, orthogonal, seed)?,
+            head: Linear::new(hidden_size, task.output_size(), true, seed.wrapping_add(1)),
+        })
+    }
+
+    /// Zeroed gradients.
+    pub fn zeros_like_grads(&self) -> ModelGrads {
+        ModelGrads {
+            rnn: self.rnn.zeros_like_params(),
+            head: self.head.zeros_like_params(),
+        }
+    }
+
+    /// The head's outputs, the loss and its gradient with respect to the head's input.
+    /// `feats` (rows, H) are the hidden states the head reads.
+    fn head_loss(
+        &self,
+        feats: &[f32],
+        rows: usize,
+        target: &Target,
+        batch: usize,
+    ) -> Result<(BatchResult, Vec<f32>)> {
+        let o = self.head.out_features();
+        let mut out = vec![0.0f32; rows * o];
+        self.head.forward(feats, rows, &mut out);
+        match target {
+            Target::Regression(y) => {
+                let n = y.len() as f64;
+                let mut loss = 0.0;
+                let mut d = vec![0.0f32; rows];
+                for ((dv, &p), &t) in d.iter_mut().zip(&out).zip(y) {
+                    let e = p as f64 - t as f64;
+                    loss += e * e;
+                    *dv = (2.0 * e / n) as f32;
+                }
+                Ok((
+                    BatchResult {
+                        loss: loss / n,
+                        correct: 0,
+                        counted: 0,
+                    },
+                    d,
+                ))
+            }
+            Target::Class(y) | Target::PerStep(y) => {
+                let (loss, d) = softmax_cross_entropy(&out, o, y, -100)?;
+                let first = if matches!(target, Target::PerStep(_)) {
+                    // Only the recalled symbols (the last 10 steps) count for the accuracy.
+                    rows - COPY_SYMBOLS * batch
+                } else {
+                    0
+                };
+                let mut correct = 0;
+                for r in first..rows {
+                    let row = &out[r * o..(r + 1) * o];
+                    let arg = (0..o).fold(0, |m, k| if row[k] > row[m] { k } else { m });
+                    correct += usize::from(arg as i64 == y[r]);
+                }
+                Ok((
+                    BatchResult {
+                        loss: loss as f64,
+                        correct,
+                        counted: rows - first,
+                    },
+                    d,
+                ))
+            }
+        }
+    }
+
+    /// Forward and backward on one batch: **adds** the gradients into `grads` and, if
+    /// `record` is given, records d loss / d h_t at every step.
+    pub fn loss_and_grad(
+        &self,
+        batch: &Batch,
+        grads: &mut ModelGrads,
+        record: Option<&mut HiddenGrads<f32>>,
+    ) -> Result<BatchResult> {
+        let (t, b, h) = (
+            batch.x.shape()[0],
+            batch.x.shape()[1],
+            self.head.in_features(),
+        );
+        let (out, tape) = self.rnn.forward_train(&batch.x, None, None, Dropout::Off)?;
+        let per_step = matches!(batch.target, Target::PerStep(_));
+        let (res, grad_out, grad_hn) = if per_step {
+            let feats = out.output.data();
+            let (res, d) = self.head_loss(feats, t * b, &batch.target, b)?;
+            let mut dfeat = vec![0.0f32; t * b * h];
+            self.head
+                .backward(feats, &d, t * b, &mut grads.head, Some(&mut dfeat));
+            let g = Tensor::new(&[t, b, h], dfeat)?;
+            (res, Some(g), None)
+        } else {
+            let feats = out.h_n.data(); // (1, B, H)
+            let (res, d) = self.head_loss(feats, b, &batch.target, b)?;
+            let mut dfeat = vec![0.0f32; b * h];
+            self.head
+                .backward(feats, &d, b, &mut grads.head, Some(&mut dfeat));
+            let g = Tensor::new(&[1, b, h], dfeat)?;
+            (res, None, Some(g))
+        };
+        match record {
+            Some(r) => self.rnn.backward_with(
+                &tape,
+                grad_out.as_ref(),
+                grad_hn.as_ref(),
+                None,
+                &mut grads.rnn,
+                r,
+            )?,
+            None => self.rnn.backward(
+                &tape,
+                grad_out.as_ref(),
+                grad_hn.as_ref(),
+                None,
+                &mut grads.rnn,
+            )?,
+        };
+        Ok(res)
+    }
+
+    /// The loss (mean over the targets of all batches) and the accuracy (None for
+    /// regression) on `batches`.
+    pub fn evaluate(&self, batches: &[Batch]) -> Result<(f64, Option<f64>)> {
+        let (mut loss, mut weight, mut correct, mut counted) = (0.0, 0.0, 0usize, 0usize);
+        for batch in batches {
+            let (t, b) = (batch.x.shape()[0], batch.x.shape()[1]);
+            let out = self.rnn.forward(&batch.x, None, None)?;
+            let (res, _) = match batch.target {
+                Target::PerStep(_) => self.head_loss(out.output.data(), t * b, &batch.target, b)?,
+                _ => self.head_loss(out.h_n.data(), b, &batch.target, b)?,
+            };
+            let n = match &batch.target {
+                Target::Regression(y) => y.len(),
+                Target::Class(y) | Target::PerStep(y) => y.len(),
+            } as f64;
+            loss += res.loss * n;
+            weight += n;
+            correct += res.correct;
+            counted += res.counted;
+        }
+        let acc = (counted > 0).then(|| correct as f64 / counted as f64);
+        Ok((loss / weight.max(1.0), acc))
+    }
+}
+
+/// The optimizer of a run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Optimizer {
+    /// `torch.optim.Adam` with this learning rate.
+    Adam(f64),
+    /// `torch.optim.SGD` with this learning rate (no momentum).
+    Sgd(f64),
+}
+
+/// Settings of [`train`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    /// Hidden units.
+    pub hidden_size: usize,
+    /// Sequences per training batch.
+    pub batch_size: usize,
+    /// Optimizer steps.
+    pub steps: usize,
+    /// The optimizer and its learning rate.
+    pub optimizer: Optimizer,
+    /// Clip the global gradient norm to this value (None: no clipping).
+    pub clip: Option<f64>,
+    /// Evaluate every this many steps (and at the end).
+    pub eval_every: usize,
+    /// Sequences in the evaluation set (generated tasks; digits use the test images).
+    pub eval_size: usize,
+    /// Orthogonal recurrent blocks instead of PyTorch's default initialization.
+    pub orthogonal: bool,
+    /// Record ‖dL/dh_t‖ on a fixed training batch every this many steps (None: never).
+    pub record_every: Option<usize>,
+    /// Seed of the initialization, the training batches and the evaluation set.
+    pub seed: u64,
+}
+
+/// One evaluation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalPoint {
+    /// Optimizer steps done.
+    pub step: usize,
+    /// Loss on the evaluation set.
+    pub loss: f64,
+    /// Accuracy on the evaluation set (classification tasks).
+    pub accuracy: Option<f64>,
+    /// Seconds since the start of the run.
+    pub seconds: f64,
+}
+
+/// ‖dL/dh_t‖ at every step t (T) of the fixed probe batch, after `step` optimizer steps.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HiddenGradRecord {
+    /// Optimizer steps done.
+    pub step: usize,
+    /// (T): the norm over the batch at every time step.
+    pub norms: Vec<f64>,
+}
+
+/// What [`train`] returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunResult {
+    /// The cell.
+    pub cell: CellKind,
+    /// Every evaluation, the last one at the end of training.
+    pub evals: Vec<EvalPoint>,
+    /// (steps): the training loss of every step.
+    pub train_loss: Vec<f64>,
+    /// (steps): the global gradient norm of every step, before clipping.
+    pub grad_norm: Vec<f64>,
+    /// Steps at which clipping scaled the gradients down.
+    pub clipped: usize,
+    /// ‖dL/dh_t‖ records, if asked for.
+    pub hidden_grads: Vec<HiddenGradRecord>,
+    /// The first evaluated step whose loss is under `solve_fraction` × the baseline loss.
+    pub steps_to_solve: Option<usize>,
+    /// The step at which the training loss became NaN or infinite, if it did (training stops
+    /// there).
+    pub diverged_at: Option<usize>,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+impl RunResult {
+    /// The last evaluation.
+    pub fn last(&self) -> Option<&EvalPoint> {
+        self.evals.last()
+    }
+    /// The evaluation with the lowest loss.
+    pub fn best(&self) -> Option<&EvalPoint> {
+        self.evals.iter().min_by(|a, b| a.loss.total_cmp(&b.loss))
+    }
+}
+
+/// A task counts as solved when the evaluation loss is under this fraction of the baseline's.
+pub const SOLVE_FRACTION: f64 = 0.1;
+
+/// Trains a fresh `cell` model on `task` and evaluates it along the way; `on_eval` sees every
+/// evaluation as it happens (for progress output).
+pub fn train(
+    task: &Task,
+    cell: CellKind,
+    cfg: &TrainConfig,
+    on_eval: &mut dyn FnMut(&EvalPoint),
+) -> Result<RunResult> {
+    if cfg.hidden_size == 0 || cfg.batch_size == 0 || cfg.eval_every == 0 {
+        return Err(Error::Config(format!(
+            "training: hidden_size, batch_size and eval_every must be at least 1, got {}, {}, {}",
+            cfg.hidden_size, cfg.batch_size, cfg.eval_every
+        )));
+    }
+    let start = Instant::now();
+    let mut model = Model::new(task, cell, cfg.hidden_size, cfg.orthogonal, cfg.seed)?;
+    let mut grads = model.zeros_like_grads();
+    let n = model.rnn.params().len() + model.head.num_params();
+    enum Opt {
+        Adam(Adam<f32>),
+        Sgd(Sgd<f32>),
+    }
+    let mut opt = match cfg.optimizer {
+        Optimizer::Adam(lr) => Opt::Adam(Adam::new(n, AdamConfig::default().lr(lr))),
+        Optimizer::Sgd(lr) => Opt::Sgd(Sgd::new(n, SgdConfig::default().lr(lr))),
+    };
+    let eval = task.eval_set(cfg.eval_size, 250, cfg.seed ^ 0x0e7a_15e7);
+    let mut rng = task_rng(cfg.seed.wrapping_add(0x7a5c));
+    let probe = task.train_batch(cfg.batch_size, &mut task_rng(cfg.seed ^ 0x960b));
+    let baseline = task.baseline();
+    let mut res = RunResult {
+        cell,
+        evals: Vec::new(),
+        train_loss: Vec::with_capacity(cfg.steps),
+        grad_norm: Vec::with_capacity(cfg.steps),
+        clipped: 0,
+        hidden_grads: Vec::new(),
+        steps_to_solve: None,
+        diverged_at: None,
+        seconds: 0.0,
+    };
+    let mut record = HiddenGrads::new();
+    let mut do_eval = |model: &Model, step: usize, res: &mut RunResult| -> Result<()> {
+        let (loss, accuracy) = model.evaluate(&eval)?;
+        let p = EvalPoint {
+            step,
+            loss,
+            accuracy,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        if res.steps_to_solve.is_none() && loss < SOLVE_FRACTION * baseline.loss {
+            res.steps_to_solve = Some(step);
+        }
+        on_eval(&p);
+        res.evals.push(p);
+        Ok(())
+    };
+    do_eval(&model, 0, &mut res)?;
+    for step in 1..=cfg.steps {
+        if let Some(every) = cfg.record_every {
+            if every > 0 && (step - 1) % every == 0 {
+                let mut scratch = model.zeros_like_grads();
+                model.loss_and_grad(&probe, &mut scratch, Some(&mut record))?;
+                res.hidden_grads.push(HiddenGradRecord {
+                    step: step - 1,
+                    norms: record.norms(0, 0),
+                });
+            }
+        }
+        let batch = task.train_batch(cfg.batch_size, &mut rng);
+        grads.rnn.fill(0.0);
+        grads.head.fill(0.0);
+        let r = model.loss_and_grad(&batch, &mut grads, None)?;
+        let norm = match cfg.clip {
+            Some(c) => clip_grad_norm(&mut [&mut grads.rnn[..], &mut grads.head[..]], c) as f64,
+            None => {
+                let sq: f64 = grads
+                    .rnn
+                    .iter()
+                    .chain(&grads.head)
+                    .map(|&v| (v as f64) * (v as f64))
+                    .sum();
+                sq.sqrt()
+            }
+        };
+        res.train_loss.push(r.loss);
+        res.grad_norm.push(norm);
+        if cfg.clip.is_some_and(|c| norm > c) {
+            res.clipped += 1;
+        }
+        if !r.loss.is_finite() || !norm.is_finite() {
+            res.diverged_at = Some(step);
+            break;
+        }
+        let mut parts = [
+            (model.rnn.params_mut(), &grads.rnn[..]),
+            (model.head.params_mut(), &grads.head[..]),
+        ];
+        match &mut opt {
+            Opt::Adam(a) => a.step_parts(&mut parts),
+            Opt::Sgd(s) => s.step_parts(&mut parts),
+        }
+        if step % cfg.eval_every == 0 || step == cfg.steps {
+            do_eval(&model, step, &mut res)?;
+        }
+    }
+    res.seconds = start.elapsed().as_secs_f64();
+    Ok(res)
+}
