@@ -416,6 +416,23 @@ impl Kind for ClassifyKind {
             report,
         ))
     }
+    fn final_metrics(
+        &self,
+        model: &SeqModel<f32>,
+        data: &Examples,
+        batch_size: usize,
+        prefix: &str,
+    ) -> recur::Result<(Metrics, String)> {
+        let (mut m, report) = self.metrics(model, data, batch_size, prefix)?;
+        let (c, _) = confusion(model, data, self.labels.len(), batch_size)?;
+        for (k, name) in self.labels.names().iter().enumerate() {
+            let s = c.scores(k);
+            m.push((format!("{prefix}precision.{name}"), s.precision));
+            m.push((format!("{prefix}recall.{name}"), s.recall));
+            m.push((format!("{prefix}f1.{name}"), s.f1));
+        }
+        Ok((m, report))
+    }
     fn task_json(&self) -> serde_json::Value {
         self.task.clone()
     }

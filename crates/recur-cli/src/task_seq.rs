@@ -192,6 +192,16 @@ pub trait Kind {
         batch_size: usize,
         prefix: &str,
     ) -> recur::Result<(Metrics, String)>;
+    /// [`Kind::metrics`] plus details for the final report (metrics.json): per-class scores.
+    fn final_metrics(
+        &self,
+        model: &SeqModel<f32>,
+        data: &Examples,
+        batch_size: usize,
+        prefix: &str,
+    ) -> recur::Result<(Metrics, String)> {
+        self.metrics(model, data, batch_size, prefix)
+    }
     /// The `"task"` object of config.json: everything `recur eval` / `recur predict` need to
     /// read data the way training did.
     fn task_json(&self) -> serde_json::Value;
@@ -364,19 +374,20 @@ impl Task for SeqTask {
 
     fn finish(&mut self, dir: &Path, log: &mut Log) -> recur::Result<Metrics> {
         let best = load_dir::<f32>(dir)?;
-        let (_, report) = self
-            .kind
-            .metrics(&best, &self.valid, self.batch_size, "valid_")?;
+        let (mut all, report) =
+            self.kind
+                .final_metrics(&best, &self.valid, self.batch_size, "valid_")?;
         log.line(&format!("best model on the validation data:\n{report}"));
-        match &self.test {
-            Some((name, test)) => {
-                let (m, report) = self.kind.metrics(&best, test, self.batch_size, "test_")?;
-                log.line(&format!("best model on the test data ({name}):\n{report}"));
-                log.line(&format!("test: {}", fmt_metrics(&m)));
-                Ok(m)
-            }
-            None => Ok(Vec::new()),
+        if let Some((name, test)) = &self.test {
+            let (m, report) = self
+                .kind
+                .final_metrics(&best, test, self.batch_size, "test_")?;
+            log.line(&format!("best model on the test data ({name}):\n{report}"));
+            let (head, _) = self.kind.metrics(&best, test, self.batch_size, "test_")?;
+            log.line(&format!("test: {}", fmt_metrics(&head)));
+            all.extend(m);
         }
+        Ok(all)
     }
 }
 

@@ -157,6 +157,9 @@ fn classify_texts_then_eval_and_predict() {
     assert!(acc > 0.95, "valid accuracy {acc}");
     let test_acc = j["report"]["test_accuracy"].as_f64().unwrap();
     assert!(test_acc > 0.95, "test accuracy {test_acc}: {j}");
+    for k in ["test_f1.pos", "test_recall.neg", "valid_precision.pos"] {
+        assert!(j["report"][k].as_f64().unwrap() > 0.9, "{k}: {j}");
+    }
     for f in [
         "model.safetensors",
         "config.json",
