@@ -81,6 +81,7 @@ pub fn run_eval(a: EvalArgs) -> Result<(), Failure> {
     let metrics: Metrics = match kind.as_str() {
         "char_lm" => crate::task_lm::eval(&a)?,
         "seq2seq" => crate::task_seq2seq::eval(&a)?,
+        "seq_model" => crate::task_seq::eval(&a)?,
         other => return Err(unknown(other)),
     };
     if a.json {
@@ -149,6 +150,7 @@ pub fn run_predict(a: PredictArgs) -> Result<(), Failure> {
     let out = match kind.as_str() {
         "char_lm" => crate::task_lm::predict(&a, &lines)?,
         "seq2seq" => crate::task_seq2seq::predict(&a, &lines)?,
+        "seq_model" => crate::task_seq::predict(&a, &lines)?,
         other => return Err(unknown(other)),
     };
     write_outputs(&a, &out)?;

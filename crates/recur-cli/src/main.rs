@@ -12,8 +12,12 @@ mod forward;
 mod gradients;
 mod run;
 mod sample;
+mod task_classify;
+mod task_forecast;
 mod task_lm;
 mod task_seq2seq;
+mod task_seq;
+mod task_tag;
 mod train;
 
 /// Counts allocated bytes, for the peak memory `recur bench` reports.

@@ -19,6 +19,12 @@ enum What {
     Lm(crate::task_lm::LmArgs),
     /// Train an encoder-decoder model on (source, target) pairs: TSV or CMUdict.
     Seq2seq(crate::task_seq2seq::Seq2SeqArgs),
+    /// Classify sequences: labelled texts (TSV, JSON Lines) or numeric series (.ts).
+    Classify(crate::task_classify::ClassifyArgs),
+    /// Tag every word of CoNLL-U sentences (part of speech), bidirectional by default.
+    Tag(crate::task_tag::TagArgs),
+    /// Forecast the next values of a series (a CSV column) from a window of past values.
+    Forecast(crate::task_forecast::ForecastArgs),
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
@@ -31,6 +37,21 @@ pub fn run(a: Args) -> Result<(), Failure> {
         What::Seq2seq(a) => {
             let mut log = Log::new(a.opts.json);
             let mut task = crate::task_seq2seq::Seq2SeqTask::new(&a, &mut log)?;
+            train(&mut task, &a.opts, &mut log)?;
+        }
+        What::Classify(a) => {
+            let mut log = Log::new(a.opts.json);
+            let mut task = crate::task_classify::task(&a, &mut log)?;
+            train(&mut task, &a.opts, &mut log)?;
+        }
+        What::Tag(a) => {
+            let mut log = Log::new(a.opts.json);
+            let mut task = crate::task_tag::task(&a, &mut log)?;
+            train(&mut task, &a.opts, &mut log)?;
+        }
+        What::Forecast(a) => {
+            let mut log = Log::new(a.opts.json);
+            let mut task = crate::task_forecast::task(&a, &mut log)?;
             train(&mut task, &a.opts, &mut log)?;
         }
     }
