@@ -563,6 +563,7 @@ impl<T: Real> Rnn<T> {
                     &h0[k * b * hout..(k + 1) * b * hout],
                     c0k,
                     reverse,
+                    keep,
                     &mut s,
                 );
                 let last = s.last_slot(&prep.plan, reverse);
