@@ -450,11 +450,18 @@ def main():
     if errors:
         md.append("- errors: " + "; ".join(f"{lib} `{rid}` threads {th}: {err}" for (rid, th, lib), err in sorted(errors.items())))
     md.append("")
+    # The hand-written "## Where the time goes" section (measurements that explain the rows that
+    # miss their target) is kept from the previous file when this one is regenerated.
+    out = ROOT / args.out
+    prev = out.read_text() if out.exists() else ""
+    if "## Where the time goes" in prev:
+        notes = prev[prev.index("## Where the time goes"):]
+        notes = notes[:notes.index("<details>")] if "<details>" in notes else notes
+        md.append(notes.rstrip() + "\n")
     md.append("<details><summary>Raw JSON lines (every GEMM peak and row measurement, in the order measured)</summary>\n")
     md.append("```json")
     md.extend(json.dumps(x) for x in raw)
     md.append("```\n</details>")
-    out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(md) + "\n")
     log(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")

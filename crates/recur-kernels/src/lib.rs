@@ -6,7 +6,8 @@
 //! - [`gemm`](mod@gemm): a bounds-checked, strided matrix-multiply front end over the `gemm`
 //!   crate (which detects AVX2/AVX-512 at run time), next to a naive reference;
 //! - [`cells`]: the fused element-wise gate arithmetic of the RNN, LSTM and GRU cells, forward
-//!   and backward, over flat row-major buffers.
+//!   and backward, over flat row-major buffers;
+//! - [`lstm`]: the LSTM's recurrent product and cell update as one kernel.
 //!
 //! Every buffer is row-major; shapes are given in comments as `(rows, cols)`.
 
@@ -14,6 +15,7 @@ pub mod alloc;
 pub mod cells;
 pub mod cpu;
 pub mod gemm;
+pub mod lstm;
 pub mod packed;
 pub mod pool;
 mod real;

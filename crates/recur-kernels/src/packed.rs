@@ -219,18 +219,18 @@ impl<T: Real> PackedB<T> {
 }
 
 #[derive(Clone, Copy)]
-struct SendPtr<T>(*mut T);
+pub(crate) struct SendPtr<T>(pub(crate) *mut T);
 // SAFETY: used only to hand disjoint column ranges of one buffer to scoped threads.
 unsafe impl<T> Send for SendPtr<T> {}
 unsafe impl<T> Sync for SendPtr<T> {}
 impl<T> SendPtr<T> {
-    fn get(self) -> *mut T {
+    pub(crate) fn get(self) -> *mut T {
         self.0
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(crate) mod avx2 {
     use super::{MR, NR};
     use std::arch::x86_64::*;
 
@@ -325,6 +325,40 @@ mod avx2 {
         ldc: usize,
         acc: bool,
     ) {
+        let s = acc_tile::<R, U>(k, a, lda, b);
+        for (r, &[mut v0, mut v1]) in s.iter().enumerate() {
+            let cr = c.add(r * ldc);
+            if cols == NR {
+                if acc {
+                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(cr));
+                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(cr.add(8)));
+                }
+                _mm256_storeu_ps(cr, v0);
+                _mm256_storeu_ps(cr.add(8), v1);
+            } else {
+                let mut tmp = [0f32; NR];
+                _mm256_storeu_ps(tmp.as_mut_ptr(), v0);
+                _mm256_storeu_ps(tmp.as_mut_ptr().add(8), v1);
+                for (j, &v) in tmp.iter().enumerate().take(cols) {
+                    let d = cr.add(j);
+                    *d = if acc { *d + v } else { v };
+                }
+            }
+        }
+    }
+
+    /// The R × 16 products of one tile, `Σ_kk A[r, kk] · B[kk, 0..16]`, as two 8-lane halves
+    /// per row: 2·R·U accumulators, k unrolled by U (partial sums added at the end).
+    ///
+    /// Safety: AVX2+FMA available (inlined into `target_feature` functions only); A holds R
+    /// rows (stride lda) of k values, b a panel of k × 16 values.
+    #[inline(always)]
+    pub(crate) unsafe fn acc_tile<const R: usize, const U: usize>(
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+    ) -> [[__m256; 2]; R] {
         let mut s = [[[_mm256_setzero_ps(); 2]; R]; U];
         let mut kk = 0;
         while kk + U <= k {
@@ -349,30 +383,14 @@ mod avx2 {
             }
             kk += 1;
         }
-        for r in 0..R {
-            let (mut v0, mut v1) = (s[0][r][0], s[0][r][1]);
-            for su in s.iter().skip(1) {
-                v0 = _mm256_add_ps(v0, su[r][0]);
-                v1 = _mm256_add_ps(v1, su[r][1]);
-            }
-            let cr = c.add(r * ldc);
-            if cols == NR {
-                if acc {
-                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(cr));
-                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(cr.add(8)));
-                }
-                _mm256_storeu_ps(cr, v0);
-                _mm256_storeu_ps(cr.add(8), v1);
-            } else {
-                let mut tmp = [0f32; NR];
-                _mm256_storeu_ps(tmp.as_mut_ptr(), v0);
-                _mm256_storeu_ps(tmp.as_mut_ptr().add(8), v1);
-                for (j, &v) in tmp.iter().enumerate().take(cols) {
-                    let d = cr.add(j);
-                    *d = if acc { *d + v } else { v };
-                }
+        let mut out = s[0];
+        for su in s.iter().skip(1) {
+            for (o, x) in out.iter_mut().zip(su) {
+                o[0] = _mm256_add_ps(o[0], x[0]);
+                o[1] = _mm256_add_ps(o[1], x[1]);
             }
         }
+        out
     }
 }
 

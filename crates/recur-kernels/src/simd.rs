@@ -53,14 +53,14 @@ unsafe fn exp8(x: __m256) -> __m256 {
 
 /// 1 / (1 + e^-x) for 8 lanes.
 #[inline(always)]
-unsafe fn sigmoid8(x: __m256) -> __m256 {
+pub(crate) unsafe fn sigmoid8(x: __m256) -> __m256 {
     let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
     _mm256_div_ps(splat(1.0), _mm256_add_ps(splat(1.0), e))
 }
 
 /// tanh(x) for 8 lanes.
 #[inline(always)]
-unsafe fn tanh8(a: __m256) -> __m256 {
+pub(crate) unsafe fn tanh8(a: __m256) -> __m256 {
     let x = _mm256_min_ps(_mm256_max_ps(a, splat(-7.905_311)), splat(7.905_311));
     let abs = _mm256_andnot_ps(splat(-0.0), a);
     let tiny = _mm256_cmp_ps(abs, splat(0.0004), _CMP_LT_OQ);

@@ -22,6 +22,7 @@
 use crate::config::Mode;
 use recur_kernels::cells;
 use recur_kernels::gemm::{matmul, MatMut, MatRef, Par};
+use recur_kernels::lstm::LstmPackedB;
 use recur_kernels::packed::PackedB;
 use recur_kernels::pool::Buf;
 use recur_kernels::Real;
@@ -168,23 +169,32 @@ pub(crate) struct DirParams<'a, T> {
 }
 
 /// The recurrent weights of one (layer, direction) packed for the per-step products of the
-/// forward pass: `W_hhᵀ` (H_out, G·H) and, for a projected LSTM, `W_hrᵀ` (H, P).
+/// forward pass: `W_hhᵀ` (H_out, G·H) — for the LSTM gate-interleaved, for its fused step —
+/// and, for a projected LSTM, `W_hrᵀ` (H, P).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct StepWeights<T> {
+    /// GRU and RNN: `W_hhᵀ`
     pub hh_t: PackedB<T>,
+    /// LSTM: `W_hhᵀ`
+    pub lstm: LstmPackedB<T>,
     pub hr_t: Option<PackedB<T>>,
 }
 
 impl<T: Real> StepWeights<T> {
     pub fn new(d: &Dims, p: &DirParams<'_, T>) -> StepWeights<T> {
         let mut hh_t = PackedB::new();
-        hh_t.pack(MatRef::new(p.w_hh, d.gh(), d.hout).t());
+        let mut lstm = LstmPackedB::new();
+        if d.mode == Mode::Lstm {
+            lstm.pack(p.w_hh, d.h, d.hout);
+        } else {
+            hh_t.pack(MatRef::new(p.w_hh, d.gh(), d.hout).t());
+        }
         let hr_t = p.w_hr.map(|w| {
             let mut pb = PackedB::new();
             pb.pack(MatRef::new(w, d.hout, d.h).t());
             pb
         });
-        StepWeights { hh_t, hr_t }
+        StepWeights { hh_t, lstm, hr_t }
     }
 }
 
@@ -288,7 +298,8 @@ pub(crate) fn add_biases<T: Real>(d: &Dims, p: &DirParams<'_, T>, g: &mut [T], r
 }
 
 /// One time step for rows 0..n. `gates` (n, G·H) holds `x W_ihᵀ` plus the biases of
-/// [`add_biases`]; on return it holds what the backward pass needs. `m` (n, H) is used by a
+/// [`add_biases`]; on return it holds what the backward pass needs (with `keep`; an LSTM step
+/// without `keep` may leave the pre-activations there instead). `m` (n, H) is used by a
 /// projected LSTM, `hn` (n, H) and `gh` (n, 3H) by the GRU; pass empty slices otherwise.
 /// `threads`: the products may be split across threads (false when each thread already runs
 /// its own group of rows).
@@ -306,19 +317,21 @@ pub(crate) fn step<T: Real>(
     m: &mut [T],
     hn: &mut [T],
     gh: &mut [T],
+    keep: bool,
     threads: bool,
 ) {
     let (h, hout, g) = (d.h, d.hout, d.gh());
     match d.mode {
         Mode::Lstm => {
-            // gates (n, 4H) += h_prev (n, H_out) · W_hhᵀ
-            w.hh_t.matmul_with(n, h_prev, hout, gates, g, true, threads);
+            // gates (n, 4H) + h_prev (n, H_out) · W_hhᵀ, then the cell, in one kernel
             if let Some(hr_t) = &w.hr_t {
-                cells::lstm_forward(n, h, gates, c_prev, c_new, m);
+                w.lstm
+                    .step(n, h_prev, hout, gates, c_prev, c_new, m, keep, threads);
                 // h_new (n, P) = m (n, H) · W_hrᵀ
                 hr_t.matmul_with(n, m, h, h_new, hout, false, threads);
             } else {
-                cells::lstm_forward(n, h, gates, c_prev, c_new, h_new);
+                w.lstm
+                    .step(n, h_prev, hout, gates, c_prev, c_new, h_new, keep, threads);
             }
         }
         Mode::Gru => {
@@ -340,7 +353,8 @@ pub(crate) fn step<T: Real>(
 /// Forward pass of one (layer, direction) over the whole sequence.
 ///
 /// `x` (T·B, in) is the layer input in the plan's order, zero at padded positions; `h0`
-/// (B, H_out), `c0` (B, H).
+/// (B, H_out), `c0` (B, H). `keep`: `s.gates` must hold the activations for the backward
+/// pass (training); otherwise only the states are needed.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn dir_forward<T: Real>(
     d: &Dims,
@@ -350,6 +364,7 @@ pub(crate) fn dir_forward<T: Real>(
     h0: &[T],
     c0: &[T],
     reverse: bool,
+    keep: bool,
     s: &mut DirState<T>,
 ) {
     let (tn, g, h, hout) = (plan.t, d.gh(), d.h, d.hout);
@@ -391,7 +406,7 @@ pub(crate) fn dir_forward<T: Real>(
         } else {
             &[]
         };
-        group_forward(d, p, &sw, tn, j, h0g, c0g, reverse, !many);
+        group_forward(d, p, &sw, tn, j, h0g, c0g, reverse, keep, !many);
     });
 }
 
@@ -423,6 +438,7 @@ fn group_forward<T: Real>(
     h0: &[T],
     c0: &[T],
     reverse: bool,
+    keep: bool,
     threads: bool,
 ) {
     let (b, g, h, hout) = (j.gr.b, d.gh(), d.h, d.hout);
@@ -468,6 +484,7 @@ fn group_forward<T: Real>(
             m,
             hn,
             j.scratch,
+            keep,
             threads,
         );
     }

@@ -350,7 +350,7 @@ impl<T: Real> Rnn<T> {
         };
         let len_of = |ob: usize| lengths.map_or(t, |l| l[ob]);
         let sorted: Vec<usize> = by_len.iter().map(|&ob| len_of(ob)).collect();
-        let plan = Plan::new(t, &sorted, n_groups(b));
+        let plan = Plan::new(t, &sorted, n_groups(b, self.config.num_directions()));
         let order: Vec<usize> = (0..b).map(|p| by_len[plan.sorted_pos(p)]).collect();
         let lengths_int: Vec<usize> = order.iter().map(|&ob| len_of(ob)).collect();
         let identity = order.iter().enumerate().all(|(p, &ob)| p == ob);
@@ -545,11 +545,10 @@ impl<T: Real> Rnn<T> {
         for (l, layer_mask) in masks.iter_mut().enumerate() {
             let d = self.dims(l);
             let mut y = Buf::zeroed(t * b * width);
-            let mut dirs = Vec::with_capacity(nd);
-            for dir in 0..nd {
-                let reverse = dir == 1;
+            let mut dirs: Vec<DirState<T>> =
+                (0..nd).map(|_| DirState::new(&d, &prep.plan)).collect();
+            let run_dir = |dir: usize, s: &mut DirState<T>| {
                 let k = l * nd + dir;
-                let mut s = DirState::new(&d, &prep.plan);
                 let c0k = if lstm {
                     &c0[k * b * h..(k + 1) * b * h]
                 } else {
@@ -562,9 +561,24 @@ impl<T: Real> Rnn<T> {
                     &layer_in,
                     &h0[k * b * hout..(k + 1) * b * hout],
                     c0k,
-                    reverse,
-                    &mut s,
+                    dir == 1,
+                    keep,
+                    s,
                 );
+            };
+            if let [s0, s1] = &mut dirs[..] {
+                if both_dirs_at_once(nd) {
+                    rayon::join(|| run_dir(0, s0), || run_dir(1, s1));
+                } else {
+                    run_dir(0, s0);
+                    run_dir(1, s1);
+                }
+            } else {
+                run_dir(0, &mut dirs[0]);
+            }
+            for (dir, s) in dirs.iter().enumerate() {
+                let reverse = dir == 1;
+                let k = l * nd + dir;
                 let last = s.last_slot(&prep.plan, reverse);
                 for g in &prep.plan.groups {
                     // The group's states: (T+1, b_g, ·) blocks; its final state is slot `last`.
@@ -585,7 +599,6 @@ impl<T: Real> Rnn<T> {
                         }
                     }
                 }
-                dirs.push(s);
             }
             let mask = layer_mask.take();
             let mut next = y;
@@ -707,27 +720,33 @@ impl<T: Real> Rnn<T> {
             let d = self.dims(l);
             let lt = &tape.layers[l];
             let mut dx = Buf::zeroed(t * b * d.input);
-            for dir in 0..nd {
-                let k = l * nd + dir;
-                let mut work = BwdWork::new(&d, &prep.plan);
-                let mut rec = match record {
+            let at_once = both_dirs_at_once(nd);
+            // With both directions at once, the reverse one adds its dx into a buffer of its
+            // own, summed after.
+            let mut dx_rev = if at_once {
+                Buf::zeroed(t * b * d.input)
+            } else {
+                Buf::empty()
+            };
+            let mut recs: Vec<Buf<T>> = (0..nd)
+                .map(|_| match record {
                     Some(_) => Buf::zeroed(t * b * hout),
                     None => Buf::empty(),
-                };
-                let gr = split_grads(grads, self.layout.dir(l, dir));
+                })
+                .collect();
+            let run_dir = |dir: usize,
+                           gr: DirGrads<'_, T>,
+                           dx: &mut [T],
+                           dh0k: &mut [T],
+                           dc0k: &mut [T],
+                           rec: &mut [T]| {
+                let k = l * nd + dir;
+                let mut work = BwdWork::new(&d, &prep.plan);
                 let dyv = dy.as_deref().map(|data| DyView {
                     data,
                     ld: width,
                     col: dir * hout,
                 });
-                let (dh0k, dc0k): (&mut [T], &mut [T]) = (
-                    &mut dh0[k * b * hout..(k + 1) * b * hout],
-                    if lstm {
-                        &mut dc0[k * b * h..(k + 1) * b * h]
-                    } else {
-                        &mut []
-                    },
-                );
                 engine::dir_backward(
                     &d,
                     &self.dir_params(l, dir),
@@ -739,13 +758,46 @@ impl<T: Real> Rnn<T> {
                     dhn.as_ref().map(|v| &v[k * b * hout..(k + 1) * b * hout]),
                     dcn.as_ref().map(|v| &v[k * b * h..(k + 1) * b * h]),
                     gr,
-                    &mut dx,
+                    dx,
                     dh0k,
                     dc0k,
-                    &mut rec,
+                    rec,
                     &mut work,
                 );
-                if let Some(r) = record.as_deref_mut() {
+            };
+            // This layer's blocks of dh0 and dc0, one per direction.
+            let dh0l = &mut dh0[l * nd * b * hout..(l + 1) * nd * b * hout];
+            let dc0l: &mut [T] = if lstm {
+                &mut dc0[l * nd * b * h..(l + 1) * nd * b * h]
+            } else {
+                &mut []
+            };
+            if let [rec0, rec1] = &mut recs[..] {
+                // The reverse direction's parameters follow the forward one's.
+                let start1 = self.layout.dir(l, 1).w_ih.start;
+                let (g0, g1) = grads.split_at_mut(start1);
+                let gr0 = split_grads(g0, self.layout.dir(l, 0), 0);
+                let gr1 = split_grads(g1, self.layout.dir(l, 1), start1);
+                let (dh00, dh01) = dh0l.split_at_mut(b * hout);
+                let (dc00, dc01) = dc0l.split_at_mut(dc0l.len() / 2);
+                if at_once {
+                    rayon::join(
+                        || run_dir(0, gr0, &mut dx, dh00, dc00, rec0),
+                        || run_dir(1, gr1, &mut dx_rev, dh01, dc01, rec1),
+                    );
+                    for (a, &v) in dx.iter_mut().zip(dx_rev.iter()) {
+                        *a += v;
+                    }
+                } else {
+                    run_dir(0, gr0, &mut dx, dh00, dc00, rec0);
+                    run_dir(1, gr1, &mut dx, dh01, dc01, rec1);
+                }
+            } else {
+                let gr = split_grads(grads, self.layout.dir(l, 0), 0);
+                run_dir(0, gr, &mut dx, dh0l, dc0l, &mut recs[0]);
+            }
+            if let Some(r) = record.as_deref_mut() {
+                for (dir, rec) in recs.iter().enumerate() {
                     // (T·B, H_out) in the plan's order → (T, B, H_out) in the user's batch order.
                     let out = r.slot_mut(l, dir);
                     for s in 0..b {
@@ -780,14 +832,28 @@ impl<T: Real> Rnn<T> {
 }
 
 /// How many groups of rows (one per thread) a batch of `b` is split into: up to the thread
-/// count, with at least 8 rows per group (smaller groups waste the matrix kernels' tiles).
-fn n_groups(b: usize) -> usize {
-    recur_kernels::num_threads().min(b / 8).max(1)
+/// count (half of it when the two directions run at once), with at least 8 rows per group
+/// (smaller groups waste the matrix kernels' tiles).
+fn n_groups(b: usize, nd: usize) -> usize {
+    let threads = recur_kernels::num_threads();
+    let per_dir = if both_dirs_at_once(nd) {
+        threads / 2
+    } else {
+        threads
+    };
+    per_dir.min(b / 8).max(1)
 }
 
-/// Splits the gradient buffer into the disjoint slices of one (layer, direction).
-/// The layout stores them in the order w_ih, w_hh, b_ih, b_hh, w_hr, back to back.
-fn split_grads<'a, T>(grads: &'a mut [T], l: &DirLayout) -> DirGrads<'a, T> {
+/// Whether the two directions of a bidirectional layer run at the same time, each on its own
+/// threads (from 2 threads on): then each direction's time loop keeps all its rows together.
+fn both_dirs_at_once(nd: usize) -> bool {
+    nd == 2 && recur_kernels::num_threads() >= 2
+}
+
+/// Splits the gradient buffer into the disjoint slices of one (layer, direction); `grads`
+/// starts at position `base` of the flat buffer. The layout stores them in the order w_ih,
+/// w_hh, b_ih, b_hh, w_hr, back to back.
+fn split_grads<'a, T>(grads: &'a mut [T], l: &DirLayout, base: usize) -> DirGrads<'a, T> {
     let start = l.w_ih.start;
     let end = [
         Some(&l.w_hh),
@@ -800,7 +866,7 @@ fn split_grads<'a, T>(grads: &'a mut [T], l: &DirLayout) -> DirGrads<'a, T> {
     .map(|r| r.end)
     .max()
     .unwrap();
-    let rest = &mut grads[start..end];
+    let rest = &mut grads[start - base..end - base];
     let (w_ih, rest) = rest.split_at_mut(l.w_ih.len());
     let (w_hh, mut rest) = rest.split_at_mut(l.w_hh.len());
     let mut take = |r: &Option<std::ops::Range<usize>>| {

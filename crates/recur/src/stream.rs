@@ -222,6 +222,7 @@ impl<'m, T: Real> Stream<'m, T> {
                 &mut self.m,
                 &mut self.hn,
                 &mut self.gh,
+                false,
                 true,
             );
             h_prev.copy_from_slice(&self.h_new);
