@@ -672,6 +672,82 @@ impl<T: Real> Moments<T> {
     }
 }
 
+/// The two optimizers of the Adam family share their moments ([`Moments`]) and differ only in
+/// how the weight decay is applied (`decoupled`).
+macro_rules! adam_family {
+    ($(#[$doc:meta])* $name:ident, $config:ident, $torch:literal, $decoupled:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug)]
+        pub struct $name<T = f32> {
+            config: $config,
+            state: Moments<T>,
+        }
+
+        impl<T: Real> $name<T> {
+            /// An optimizer for `n` parameters, with zeroed moments.
+            pub fn new(n: usize, config: $config) -> $name<T> {
+                let state = Moments::new(n, config.amsgrad);
+                $name { config, state }
+            }
+            /// The hyper-parameters.
+            pub fn config(&self) -> &$config {
+                &self.config
+            }
+            /// Changes the learning rate (for schedules).
+            pub fn set_lr(&mut self, lr: f64) {
+                self.config.lr = lr;
+            }
+            /// The number of steps taken.
+            pub fn steps(&self) -> u64 {
+                self.state.step
+            }
+            /// The first moments `exp_avg`, (n).
+            pub fn exp_avg(&self) -> &[T] {
+                &self.state.m
+            }
+            /// The second moments `exp_avg_sq`, (n).
+            pub fn exp_avg_sq(&self) -> &[T] {
+                &self.state.v
+            }
+
+            /// One step over one flat buffer: `params` (n) updated in place from `grads` (n).
+            ///
+            /// Panics if the lengths differ from the optimizer's.
+            pub fn step(&mut self, params: &mut [T], grads: &[T]) {
+                self.step_parts(&mut [(params, grads)]);
+            }
+
+            /// One step over several buffers, `(params, grads)` pairs whose lengths add up to
+            /// n.
+            ///
+            /// Panics if the lengths do not match.
+            pub fn step_parts(&mut self, parts: &mut [(&mut [T], &[T])]) {
+                let c = &self.config;
+                let h = AdamStep {
+                    lr: c.lr,
+                    betas: c.betas,
+                    eps: c.eps,
+                    weight_decay: c.weight_decay,
+                    decoupled: $decoupled,
+                };
+                self.state.update(concat!($torch, ".step"), &h, parts);
+            }
+
+            /// The state: `exp_avg`, `exp_avg_sq` (and `max_exp_avg_sq` with AMSGrad).
+            pub fn state(&self) -> OptimizerState<T> {
+                self.state.state($torch)
+            }
+
+            /// Replaces the state by `state` (from the `state()` of an optimizer with the same
+            /// configuration and size).
+            pub fn load_state(&mut self, state: &OptimizerState<T>) -> Result<()> {
+                self.state.load_state($torch, state)
+            }
+        }
+    };
+}
+
+adam_family! {
 /// `torch.optim.Adam` (maximize=False), with the arithmetic of PyTorch's single-tensor CPU
 /// implementation. At step t (from 1), for every element:
 ///
@@ -686,73 +762,10 @@ impl<T: Real> Moments<T> {
 /// ```
 ///
 /// The bias corrections are computed in f64 (Python floats in PyTorch), the rest in `T`.
-#[derive(Clone, Debug)]
-pub struct Adam<T = f32> {
-    config: AdamConfig,
-    state: Moments<T>,
+    Adam, AdamConfig, "Adam", false
 }
 
-impl<T: Real> Adam<T> {
-    /// An optimizer for `n` parameters, with zeroed moments.
-    pub fn new(n: usize, config: AdamConfig) -> Adam<T> {
-        let state = Moments::new(n, config.amsgrad);
-        Adam { config, state }
-    }
-    /// The hyper-parameters.
-    pub fn config(&self) -> &AdamConfig {
-        &self.config
-    }
-    /// Changes the learning rate (for schedules).
-    pub fn set_lr(&mut self, lr: f64) {
-        self.config.lr = lr;
-    }
-    /// The number of steps taken.
-    pub fn steps(&self) -> u64 {
-        self.state.step
-    }
-    /// The first moments `exp_avg`, (n).
-    pub fn exp_avg(&self) -> &[T] {
-        &self.state.m
-    }
-    /// The second moments `exp_avg_sq`, (n).
-    pub fn exp_avg_sq(&self) -> &[T] {
-        &self.state.v
-    }
-
-    /// One step over one flat buffer: `params` (n) updated in place from `grads` (n).
-    ///
-    /// Panics if the lengths differ from the optimizer's.
-    pub fn step(&mut self, params: &mut [T], grads: &[T]) {
-        self.step_parts(&mut [(params, grads)]);
-    }
-
-    /// One step over several buffers, `(params, grads)` pairs whose lengths add up to n.
-    ///
-    /// Panics if the lengths do not match.
-    pub fn step_parts(&mut self, parts: &mut [(&mut [T], &[T])]) {
-        let c = &self.config;
-        let h = AdamStep {
-            lr: c.lr,
-            betas: c.betas,
-            eps: c.eps,
-            weight_decay: c.weight_decay,
-            decoupled: false,
-        };
-        self.state.update("Adam.step", &h, parts);
-    }
-
-    /// The state: `exp_avg`, `exp_avg_sq` (and `max_exp_avg_sq` with AMSGrad).
-    pub fn state(&self) -> OptimizerState<T> {
-        self.state.state("Adam")
-    }
-
-    /// Replaces the state by `state` (from [`Adam::state`] of an optimizer with the same
-    /// configuration and size).
-    pub fn load_state(&mut self, state: &OptimizerState<T>) -> Result<()> {
-        self.state.load_state("Adam", state)
-    }
-}
-
+adam_family! {
 /// `torch.optim.AdamW` (maximize=False): Adam whose weight decay multiplies the parameters
 /// instead of entering the gradient. At step t, for every element, first
 ///
@@ -761,71 +774,7 @@ impl<T: Real> Adam<T> {
 /// ```
 ///
 /// then the [`Adam`] update with the plain gradient.
-#[derive(Clone, Debug)]
-pub struct AdamW<T = f32> {
-    config: AdamWConfig,
-    state: Moments<T>,
-}
-
-impl<T: Real> AdamW<T> {
-    /// An optimizer for `n` parameters, with zeroed moments.
-    pub fn new(n: usize, config: AdamWConfig) -> AdamW<T> {
-        let state = Moments::new(n, config.amsgrad);
-        AdamW { config, state }
-    }
-    /// The hyper-parameters.
-    pub fn config(&self) -> &AdamWConfig {
-        &self.config
-    }
-    /// Changes the learning rate (for schedules).
-    pub fn set_lr(&mut self, lr: f64) {
-        self.config.lr = lr;
-    }
-    /// The number of steps taken.
-    pub fn steps(&self) -> u64 {
-        self.state.step
-    }
-    /// The first moments `exp_avg`, (n).
-    pub fn exp_avg(&self) -> &[T] {
-        &self.state.m
-    }
-    /// The second moments `exp_avg_sq`, (n).
-    pub fn exp_avg_sq(&self) -> &[T] {
-        &self.state.v
-    }
-
-    /// One step over one flat buffer: `params` (n) updated in place from `grads` (n).
-    ///
-    /// Panics if the lengths differ from the optimizer's.
-    pub fn step(&mut self, params: &mut [T], grads: &[T]) {
-        self.step_parts(&mut [(params, grads)]);
-    }
-
-    /// One step over several buffers, `(params, grads)` pairs whose lengths add up to n.
-    ///
-    /// Panics if the lengths do not match.
-    pub fn step_parts(&mut self, parts: &mut [(&mut [T], &[T])]) {
-        let c = &self.config;
-        let h = AdamStep {
-            lr: c.lr,
-            betas: c.betas,
-            eps: c.eps,
-            weight_decay: c.weight_decay,
-            decoupled: true,
-        };
-        self.state.update("AdamW.step", &h, parts);
-    }
-
-    /// The state: `exp_avg`, `exp_avg_sq` (and `max_exp_avg_sq` with AMSGrad).
-    pub fn state(&self) -> OptimizerState<T> {
-        self.state.state("AdamW")
-    }
-
-    /// Replaces the state by `state` (from [`AdamW::state`] of an optimizer with the same
-    /// configuration and size).
-    pub fn load_state(&mut self, state: &OptimizerState<T>) -> Result<()> {
-        self.state.load_state("AdamW", state)
-    }
+    AdamW, AdamWConfig, "AdamW", true
 }
 
 // ---------------------------------------------------------------------------------------------
