@@ -15,8 +15,8 @@ mod sample;
 mod task_classify;
 mod task_forecast;
 mod task_lm;
-mod task_seq2seq;
 mod task_seq;
+mod task_seq2seq;
 mod task_tag;
 mod train;
 

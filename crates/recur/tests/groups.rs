@@ -72,15 +72,20 @@ fn row_groups_give_the_same_numbers() {
 
         recur::set_num_threads(1);
         let one = run(&rnn, &x, &st, &lengths, &masks, &gy, &gh);
+        // 2 threads: the two directions at once; 4: also two row groups per direction.
+        recur::set_num_threads(4);
+        let four = run(&rnn, &x, &st, &lengths, &masks, &gy, &gh);
         recur::set_num_threads(2);
         let two = run(&rnn, &x, &st, &lengths, &masks, &gy, &gh);
-        for (k, (a, e)) in two.iter().zip(&one).enumerate() {
-            assert_eq!(a.len(), e.len());
-            for (u, v) in a.iter().zip(e) {
-                assert!(
-                    F64_VS_TORCH.ok(*u, *v),
-                    "{mode}: result {k}: 2 groups {u} vs 1 group {v}"
-                );
+        for (threads, got) in [(2, &two), (4, &four)] {
+            for (k, (a, e)) in got.iter().zip(&one).enumerate() {
+                assert_eq!(a.len(), e.len());
+                for (u, v) in a.iter().zip(e) {
+                    assert!(
+                        F64_VS_TORCH.ok(*u, *v),
+                        "{mode}: result {k}: {threads} threads {u} vs 1 thread {v}"
+                    );
+                }
             }
         }
         // And the forward equals the plain reference (time-major).
