@@ -24,3 +24,19 @@ pub fn ok(o: &Output) -> String {
     );
     out
 }
+
+/// A path as a command-line argument.
+pub fn s(p: &std::path::Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+/// Checks a run failed as the command line should: status 2, one line `error: ...` holding
+/// `want`, no panic.
+pub fn fails_with(o: &Output, want: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains(want), "expected {want:?} in: {err}");
+}

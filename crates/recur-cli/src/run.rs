@@ -142,6 +142,21 @@ pub struct Part<'a> {
     pub grads: &'a mut [f32],
 }
 
+/// The parts of a model made of an embedding, a recurrent stack and a linear head (the
+/// language model and the sequence models), in that order.
+pub fn embed_rnn_head<'a>(params: [&'a mut [f32]; 3], grads: [&'a mut [f32]; 3]) -> Vec<Part<'a>> {
+    ["embed", "rnn", "head"]
+        .into_iter()
+        .zip(params)
+        .zip(grads)
+        .map(|((name, params), grads)| Part {
+            name,
+            params,
+            grads,
+        })
+        .collect()
+}
+
 /// A model trained by the runner.
 pub trait Task {
     /// The task's name, as in `recur train <name>`.

@@ -13,7 +13,7 @@
 //! `head.weight`, `head.bias`), `config.json`, `vocab.json`, `metrics.json`, the curves and
 //! the checkpoint.
 
-use crate::run::{Log, Metrics, Part, StepStats, Task, TrainOpts};
+use crate::run::{embed_rnn_head, Log, Metrics, Part, StepStats, Task, TrainOpts};
 use clap::Args as ClapArgs;
 use recur::checkpoint::{
     rng_from_state, rng_state, seeded, Checkpoint, CheckpointWriter, TrainRng,
@@ -482,25 +482,11 @@ impl Task for LmTask {
     }
 
     fn parts(&mut self) -> Vec<Part<'_>> {
-        let [embed, rnn, head] = self.model.params_mut();
         let g = &mut self.grads;
-        vec![
-            Part {
-                name: "embed",
-                params: embed,
-                grads: &mut g.embed,
-            },
-            Part {
-                name: "rnn",
-                params: rnn,
-                grads: &mut g.rnn,
-            },
-            Part {
-                name: "head",
-                params: head,
-                grads: &mut g.head,
-            },
-        ]
+        embed_rnn_head(
+            self.model.params_mut(),
+            [&mut g.embed, &mut g.rnn, &mut g.head],
+        )
     }
 
     fn evaluate(&mut self) -> recur::Result<Metrics> {

@@ -3,7 +3,7 @@
 //! that trains a [`SeqModel`] on them in shuffled minibatches, held-out splits, and the
 //! dispatch of `recur eval` / `recur predict` for sequence models.
 
-use crate::run::{fmt_metrics, Log, Metrics, Part, StepStats, Task};
+use crate::run::{embed_rnn_head, fmt_metrics, Log, Metrics, Part, StepStats, Task};
 use recur::checkpoint::{
     rng_from_state, rng_state, seeded, Checkpoint, CheckpointWriter, TrainRng,
 };
@@ -318,25 +318,11 @@ impl Task for SeqTask {
     }
 
     fn parts(&mut self) -> Vec<Part<'_>> {
-        let [embed, rnn, head] = self.model.params_mut();
         let g = &mut self.grads;
-        vec![
-            Part {
-                name: "embed",
-                params: embed,
-                grads: &mut g.embed,
-            },
-            Part {
-                name: "rnn",
-                params: rnn,
-                grads: &mut g.rnn,
-            },
-            Part {
-                name: "head",
-                params: head,
-                grads: &mut g.head,
-            },
-        ]
+        embed_rnn_head(
+            self.model.params_mut(),
+            [&mut g.embed, &mut g.rnn, &mut g.head],
+        )
     }
 
     fn evaluate(&mut self) -> recur::Result<Metrics> {

@@ -4,31 +4,16 @@
 
 use recur::state_dict::TensorFile;
 use std::path::Path;
-use std::process::Output;
 
 #[path = "../../../tests/support/tmpdir.rs"]
 mod tmpdir;
 use tmpdir::TmpDir;
 #[path = "../../../tests/support/cli.rs"]
 mod cli;
-use cli::{ok, recur};
+use cli::{fails_with, ok, recur, s};
 #[path = "../../../tests/support/grammar.rs"]
 mod grammar;
 use grammar::grammar_text;
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// Checks the process failed with exit status 2 and one `error: ` line containing `want`.
-fn fails_with(o: &Output, want: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    assert!(err.starts_with("error: "), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    assert!(err.contains(want), "expected {want:?} in: {err}");
-}
 
 #[test]
 fn train_lm_writes_the_model_directory_and_sample_is_deterministic() {

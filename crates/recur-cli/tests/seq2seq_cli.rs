@@ -5,34 +5,14 @@
 
 use recur::state_dict::TensorFile;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
+#[path = "../../../tests/support/cli.rs"]
+mod cli;
+use cli::{ok, recur, s};
 #[path = "../../../tests/support/tmpdir.rs"]
 mod tmpdir;
 use tmpdir::TmpDir;
-
-fn recur(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_recur"))
-        .args(args)
-        .output()
-        .expect("run recur")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// Fails with the process's output unless it succeeded; returns stdout.
-fn ok(o: &Output) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(
-        o.status.success(),
-        "status {:?}\nstdout:\n{out}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
-}
 
 /// The error line of a failed run (status 2, one `error:` line, no panic).
 fn err(o: &Output) -> String {

@@ -8,16 +8,12 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+#[path = "../../../tests/support/cli.rs"]
+mod cli;
+use cli::{ok, recur};
 #[path = "../../../tests/support/tmpdir.rs"]
 mod tmpdir;
 use tmpdir::TmpDir;
-
-fn recur(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_recur"))
-        .args(args)
-        .output()
-        .expect("run recur")
-}
 
 /// Runs recur with `input` on stdin.
 fn recur_stdin(args: &[&str], input: &str) -> Output {
@@ -35,17 +31,6 @@ fn recur_stdin(args: &[&str], input: &str) -> Output {
         .write_all(input.as_bytes())
         .unwrap();
     child.wait_with_output().unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(
-        o.status.success(),
-        "status {:?}\nstdout:\n{out}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
 }
 
 /// Stdout then stderr of a successful run (with `--json` the log is on stderr).
