@@ -297,6 +297,30 @@ def fmt(v, d=4):
     return f"{v:.{d}f}"
 
 
+def recur_metrics(m):
+    """The figures of recur's metrics.json (written by its training runner) under the names the
+    PyTorch side reports."""
+    rep = m["report"]
+    curve = [dict(pt, train_bpc=pt["train_loss"] / LN2) for pt in m["curve"]]
+    steps = m["steps"]
+    train_secs = m["train_seconds"]
+    return {
+        "curve": curve,
+        "steps": steps,
+        "epochs": curve[-1]["epoch"] if curve else 0.0,
+        "seconds": curve[-1]["seconds"] if curve else train_secs,
+        "steps_per_second": steps / train_secs,
+        "chars_per_second": m["units_per_second"],
+        "train_seconds": train_secs,
+        "num_params": int(rep["num_params"]),
+        "vocab_size": int(rep["vocab_size"]),
+        "train_chars": int(rep["train_chars"]),
+        "valid_chars": int(rep["valid_chars"]),
+        "valid_targets": int(rep["valid_targets"]),
+        "unigram_bpc": rep["unigram_bpc"],
+    }
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train", default="../shared/data/char-lm/prideprejudice.txt", help="training text (relative to the current directory)")
@@ -355,7 +379,7 @@ def main():
         waited = [wait_idle(args.idle_below, args.idle_wait)]
         r_load = os.getloadavg()[0]
         r_wall, r_cpu, r_other, r_stdout = run_measured(recur_cmd, cpus)
-        rec = json.loads((model_dir / "metrics.json").read_text())
+        rec = recur_metrics(json.loads((model_dir / "metrics.json").read_text()))
         cfg = json.loads((model_dir / "config.json").read_text())
 
         json_out = Path(tmp) / "torch.json"

@@ -291,6 +291,9 @@ pub struct LmTask {
     seed: u64,
     unigram: f64,
     valid_unknown: usize,
+    /// Training ids, and validation targets of the last evaluation (for the report).
+    train_len: usize,
+    valid_targets: usize,
 }
 
 impl LmTask {
@@ -432,6 +435,8 @@ impl LmTask {
             seed: a.opts.seed,
             unigram,
             valid_unknown: unknown,
+            train_len: train_ids.len(),
+            valid_targets: 0,
         })
     }
 }
@@ -493,6 +498,7 @@ impl Task for LmTask {
         let e = self
             .model
             .evaluate(&self.valid_ids, self.batch_size, self.seq_len)?;
+        self.valid_targets = e.targets;
         Ok(match self.vocab {
             LmVocab::Chars(_) => vec![("valid_bpc".into(), e.bpc), ("valid_loss".into(), e.loss)],
             LmVocab::Words(_) => vec![
@@ -578,7 +584,14 @@ impl Task for LmTask {
             ));
         }
         let unit = self.vocab.unit();
-        Ok(if words {
+        let sizes: Metrics = vec![
+            (format!("train_{unit}s"), self.train_len as f64),
+            (format!("valid_{unit}s"), self.valid_ids.len() as f64),
+            ("valid_targets".into(), self.valid_targets as f64),
+            ("vocab_size".into(), self.vocab.len() as f64),
+            ("num_params".into(), self.model.num_params() as f64),
+        ];
+        let mut m: Metrics = if words {
             vec![
                 ("unigram_ppl".into(), self.unigram.exp2()),
                 (format!("valid_unknown_{unit}s"), self.valid_unknown as f64),
@@ -588,7 +601,9 @@ impl Task for LmTask {
                 ("unigram_bpc".into(), self.unigram),
                 (format!("valid_unknown_{unit}s"), self.valid_unknown as f64),
             ]
-        })
+        };
+        m.extend(sizes);
+        Ok(m)
     }
 }
 
