@@ -41,7 +41,7 @@ use crate::config::{Mode, RnnConfig};
 use crate::error::{Error, Result};
 use crate::nn::{clip_grad_norm, softmax_cross_entropy, Embedding, Linear, DEFAULT_IGNORE_INDEX};
 use crate::rnn::{Dropout, Rnn, State};
-use crate::state_dict::{describe, load_rnn, state_dict, write_atomic, LoadOptions, TensorFile};
+use crate::state_dict::{describe, state_dict, write_atomic};
 use crate::stream::Stream;
 use crate::tensor::Tensor;
 use crate::text::{Batches, Chunk, Vocab};
@@ -660,58 +660,19 @@ impl<T: Real> CharLm<T> {
     /// tensor is checked against it, and a tensor the model does not have is an error.
     pub fn load_weights(path: impl AsRef<Path>, config: &CharLmConfig) -> Result<CharLm<T>> {
         config.validate()?;
-        let file = TensorFile::read(path)?;
-        let src = file.source().to_string();
-        let relu = match config.mode {
-            Mode::RnnTanh => Some(false),
-            Mode::RnnRelu => Some(true),
-            _ => None,
-        };
-        let opts = LoadOptions {
-            prefix: Some("rnn".into()),
-            relu,
-            batch_first: false,
-        };
-        let misfit = |m: String| {
-            Error::Weights(format!(
-                "{src}: the weights do not fit the configuration: {m}"
-            ))
-        };
-        let rnn = load_rnn::<T>(&file, &opts)?;
-        let mut want = config.rnn_config();
-        want.dropout = 0.0;
-        if *rnn.config() != want {
-            return Err(misfit(format!(
-                "the recurrent layers are {}, expected {}",
-                describe(rnn.config()),
-                describe(&want)
-            )));
-        }
-        let tensor = |name: &str, shape: &[usize]| -> Result<Vec<T>> {
-            let t = file.float::<T>(name)?;
-            if t.shape() != shape {
-                return Err(misfit(format!(
-                    "tensor '{name}' has shape {}, expected {}",
-                    crate::error::fmt_shape(t.shape()),
-                    crate::error::fmt_shape(shape)
-                )));
-            }
-            Ok(t.into_data())
-        };
+        let f = crate::state_dict::ModelFile::read(path)?;
+        let rnn = f.stack::<T>("rnn", &config.rnn_config())?;
         let (v, e, h) = (config.vocab_size, config.embed_size, config.hidden_size);
-        let embed = Embedding::from_params(v, e, tensor("embed.weight", &[v, e])?)?;
-        let mut head_params = tensor("head.weight", &[v, h])?;
-        head_params.extend(tensor("head.bias", &[v])?);
+        let embed = Embedding::from_params(v, e, f.tensor("embed.weight", &[v, e])?)?;
+        let mut head_params = f.tensor("head.weight", &[v, h])?;
+        head_params.extend(f.tensor::<T>("head.bias", &[v])?);
         let head = Linear::from_params(h, v, true, head_params)?;
-        let model = CharLm::from_parts(config.clone(), embed, rnn, head)
-            .map_err(|e| misfit(e.to_string()))?;
-        let known: Vec<String> = model.state_dict().into_iter().map(|(n, _, _)| n).collect();
-        if let Some(extra) = file.names().find(|n| !known.iter().any(|k| k == n)) {
-            return Err(Error::Weights(format!(
-                "{src}: unexpected tensor '{extra}' (not a parameter of this model)"
-            )));
-        }
-        Ok(model)
+        let model = CharLm::from_parts(config.clone(), embed, rnn, head);
+        let known: Vec<String> = match &model {
+            Ok(m) => m.state_dict().into_iter().map(|(n, _, _)| n).collect(),
+            Err(_) => Vec::new(),
+        };
+        f.finish(model, &known)
     }
 }
 

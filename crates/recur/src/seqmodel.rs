@@ -39,9 +39,7 @@ use crate::config::{Mode, RnnConfig};
 use crate::error::{fmt_shape, Error, Result};
 use crate::nn::{clip_grad_norm, softmax_cross_entropy, Embedding, Linear, DEFAULT_IGNORE_INDEX};
 use crate::rnn::{Dropout, Rnn, Tape};
-use crate::state_dict::{
-    describe, load_rnn, write_atomic, write_tensors, LoadOptions, OutTensor, TensorFile,
-};
+use crate::state_dict::{describe, write_atomic, write_tensors, OutTensor, TensorFile};
 use crate::tensor::Tensor;
 use rand::{Rng, RngCore};
 use recur_kernels::Real;
@@ -1577,44 +1575,8 @@ impl<T: Real> SeqModel<T> {
     /// tensor is checked against it, and a tensor the model does not have is an error.
     pub fn load_weights(path: impl AsRef<Path>, config: &SeqModelConfig) -> Result<SeqModel<T>> {
         config.validate()?;
-        let file = TensorFile::read(path)?;
-        let src = file.source().to_string();
-        let relu = match config.mode {
-            Mode::RnnTanh => Some(false),
-            Mode::RnnRelu => Some(true),
-            _ => None,
-        };
-        let opts = LoadOptions {
-            prefix: Some("rnn".into()),
-            relu,
-            batch_first: true,
-        };
-        let misfit = |m: String| {
-            Error::Weights(format!(
-                "{src}: the weights do not fit the configuration: {m}"
-            ))
-        };
-        let rnn = load_rnn::<T>(&file, &opts)?;
-        let mut want = config.rnn_config();
-        want.dropout = 0.0;
-        if *rnn.config() != want {
-            return Err(misfit(format!(
-                "the recurrent layers are {}, expected {}",
-                describe(rnn.config()),
-                describe(&want)
-            )));
-        }
-        let tensor = |name: &str, shape: &[usize]| -> Result<Vec<T>> {
-            let t = file.float::<T>(name)?;
-            if t.shape() != shape {
-                return Err(misfit(format!(
-                    "tensor '{name}' has shape {}, expected {}",
-                    fmt_shape(t.shape()),
-                    fmt_shape(shape)
-                )));
-            }
-            Ok(t.into_data())
-        };
+        let f = crate::state_dict::ModelFile::read(path)?;
+        let rnn = f.stack::<T>("rnn", &config.rnn_config())?;
         let embed = match config.input {
             InputKind::Tokens {
                 vocab_size,
@@ -1622,23 +1584,20 @@ impl<T: Real> SeqModel<T> {
             } => Some(Embedding::from_params(
                 vocab_size,
                 embed_size,
-                tensor("embed.weight", &[vocab_size, embed_size])?,
+                f.tensor("embed.weight", &[vocab_size, embed_size])?,
             )?),
             InputKind::Features { .. } => None,
         };
         let (w, o) = (config.feature_size(), config.output_size);
-        let mut head_params = tensor("head.weight", &[o, w])?;
-        head_params.extend(tensor("head.bias", &[o])?);
+        let mut head_params = f.tensor("head.weight", &[o, w])?;
+        head_params.extend(f.tensor::<T>("head.bias", &[o])?);
         let head = Linear::from_params(w, o, true, head_params)?;
-        let model = SeqModel::from_parts(config.clone(), embed, rnn, head)
-            .map_err(|e| misfit(e.to_string()))?;
-        let known: Vec<String> = model.state_dict().into_iter().map(|(n, _, _)| n).collect();
-        if let Some(extra) = file.names().find(|n| !known.iter().any(|k| k == n)) {
-            return Err(Error::Weights(format!(
-                "{src}: unexpected tensor '{extra}' (not a parameter of this model)"
-            )));
-        }
-        Ok(model)
+        let model = SeqModel::from_parts(config.clone(), embed, rnn, head);
+        let known: Vec<String> = match &model {
+            Ok(m) => m.state_dict().into_iter().map(|(n, _, _)| n).collect(),
+            Err(_) => Vec::new(),
+        };
+        f.finish(model, &known)
     }
 }
 

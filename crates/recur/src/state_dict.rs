@@ -703,6 +703,79 @@ pub fn save_named<T: Real>(
     write_tensors(path, &out, &[])
 }
 
+/// A whole-model weights file read against the configuration it must fit: the recurrent stack
+/// under a prefix, the other tensors by name and shape, and no tensor left over. Every error
+/// names the file.
+pub(crate) struct ModelFile {
+    file: TensorFile,
+}
+
+impl ModelFile {
+    pub(crate) fn read(path: impl AsRef<Path>) -> Result<ModelFile> {
+        Ok(ModelFile {
+            file: TensorFile::read(path)?,
+        })
+    }
+
+    fn misfit(&self, m: String) -> Error {
+        Error::Weights(format!(
+            "{}: the weights do not fit the configuration: {m}",
+            self.file.source()
+        ))
+    }
+
+    /// The recurrent stack `prefix.*`, which must be `want` (dropout aside, which the weights
+    /// do not record).
+    pub(crate) fn stack<T: Real>(&self, prefix: &str, want: &RnnConfig) -> Result<Rnn<T>> {
+        let relu = match want.mode {
+            Mode::RnnTanh => Some(false),
+            Mode::RnnRelu => Some(true),
+            _ => None,
+        };
+        let opts = LoadOptions {
+            prefix: Some(prefix.into()),
+            relu,
+            batch_first: want.batch_first,
+        };
+        let rnn = load_rnn::<T>(&self.file, &opts)?;
+        let mut want = want.clone();
+        want.dropout = 0.0;
+        if *rnn.config() != want {
+            return Err(self.misfit(format!(
+                "the recurrent layers are {}, expected {}",
+                describe(rnn.config()),
+                describe(&want)
+            )));
+        }
+        Ok(rnn)
+    }
+
+    /// The tensor `name`, which must have `shape`.
+    pub(crate) fn tensor<T: Real>(&self, name: &str, shape: &[usize]) -> Result<Vec<T>> {
+        let t = self.file.float::<T>(name)?;
+        if t.shape() != shape {
+            return Err(self.misfit(format!(
+                "tensor '{name}' has shape {}, expected {}",
+                fmt_shape(t.shape()),
+                fmt_shape(shape)
+            )));
+        }
+        Ok(t.into_data())
+    }
+
+    /// An error if assembling the model failed, or if the file holds a tensor not in `known`.
+    pub(crate) fn finish<M>(&self, model: Result<M>, known: &[String]) -> Result<M> {
+        let model = model.map_err(|e| self.misfit(e.to_string()))?;
+        if let Some(extra) = self.file.names().find(|n| !known.iter().any(|k| k == n)) {
+            return Err(Error::Weights(format!(
+                "{}: unexpected tensor '{extra}' (not a parameter of this model)",
+                self.file.source()
+            )));
+        }
+        Ok(model)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
