@@ -21,6 +21,7 @@ pub mod pool;
 mod real;
 #[cfg(target_arch = "x86_64")]
 mod simd;
+pub mod team;
 
 pub use real::Real;
 

@@ -14,6 +14,9 @@
 //! the same operations in the same order, the activations are the same vectorized functions.
 
 use crate::packed::{SendPtr, NR, THREADS_MIN};
+/// From this many multiply-adds per step, [`LstmPackedB::sequence`] splits steps between
+/// threads (a hand-off costs well under a microsecond; a step this size takes a few).
+pub const TEAM_MIN: usize = 1 << 17;
 use crate::Real;
 use std::any::TypeId;
 
@@ -135,6 +138,97 @@ impl<T: Real> LstmPackedB<T> {
         } else {
             self.panels(0, panels, n, h_prev, ldh, bufs, c_prev, keep);
         }
+    }
+
+    /// The whole time loop of one direction over a group of `b` rows, sorted by decreasing
+    /// length, for an LSTM without projection (k = H):
+    ///
+    /// - `batch_sizes` (T): how many of the rows run at step t (the others keep their state);
+    /// - `gates` (T, b, 4H): in, the input parts (as for [`LstmPackedB::step`]); out, when
+    ///   `keep`, the activations of the rows that ran;
+    /// - `hs`, `cs` (T+1, b, H): state slots. Forward: slot 0 holds the initial state and step
+    ///   t writes slot t+1; `reverse`: slot T holds it and step t writes slot t.
+    ///
+    /// From `threads` ≥ 2 (and enough work per step), the hidden units are split between the
+    /// threads of a [`crate::team`], each thread keeping its part of the weights for the whole
+    /// loop; the result does not depend on the split.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sequence(
+        &self,
+        b: usize,
+        batch_sizes: &[usize],
+        reverse: bool,
+        gates: &mut [T],
+        hs: &mut [T],
+        cs: &mut [T],
+        keep: bool,
+        threads: usize,
+    ) {
+        let (k, h, tn) = (self.k, self.h, batch_sizes.len());
+        assert_eq!(k, h, "LSTM sequence: needs k = H (no projection)");
+        assert!(
+            gates.len() >= tn * b * 4 * h
+                && hs.len() >= (tn + 1) * b * h
+                && cs.len() >= (tn + 1) * b * h,
+            "LSTM sequence: a buffer is too short"
+        );
+        assert!(
+            batch_sizes.iter().all(|&n| n <= b),
+            "LSTM sequence: more running rows than rows"
+        );
+        if b == 0 || h == 0 || tn == 0 {
+            return;
+        }
+        let panels = h.div_ceil(UNITS);
+        let busiest = batch_sizes.iter().copied().max().unwrap_or(0);
+        let chunks = if busiest * 4 * h * k >= TEAM_MIN {
+            threads.clamp(1, panels)
+        } else {
+            1
+        };
+        let (g_ptr, h_ptr, c_ptr) = (
+            SendPtr(gates.as_mut_ptr()),
+            SendPtr(hs.as_mut_ptr()),
+            SendPtr(cs.as_mut_ptr()),
+        );
+        let slot = b * h;
+        crate::team::run(tn, chunks, &|kk, c| {
+            let t = if reverse { tn - 1 - kk } else { kk };
+            let n = batch_sizes[t];
+            let (prev, new) = if reverse { (t + 1, t) } else { (t, t + 1) };
+            // SAFETY: the slots prev and new are distinct and inside hs and cs (checked
+            // above). During this step, the chunks read only slot prev (written by the
+            // previous step, which the team has finished) and write only slot new: chunk 0
+            // the rows n..b, every chunk its own hidden units of the rows 0..n, and its own
+            // units of the step's gate rows. So no memory is written by two calls at once or
+            // read while written.
+            unsafe {
+                let hp = std::slice::from_raw_parts(h_ptr.get().add(prev * slot), slot);
+                let cp = std::slice::from_raw_parts(c_ptr.get().add(prev * slot), slot);
+                let (hn, cn) = (h_ptr.get().add(new * slot), c_ptr.get().add(new * slot));
+                if c == 0 && n < b {
+                    std::ptr::copy_nonoverlapping(
+                        hp.as_ptr().add(n * h),
+                        hn.add(n * h),
+                        (b - n) * h,
+                    );
+                    std::ptr::copy_nonoverlapping(
+                        cp.as_ptr().add(n * h),
+                        cn.add(n * h),
+                        (b - n) * h,
+                    );
+                }
+                let bufs = Bufs {
+                    gates: SendPtr(g_ptr.get().add(t * b * 4 * h)),
+                    c_new: SendPtr(cn),
+                    out: SendPtr(hn),
+                };
+                let (p0, p1) = (panels * c / chunks, panels * (c + 1) / chunks);
+                if n > 0 {
+                    self.panels(p0, p1, n, hp, h, bufs, cp, keep);
+                }
+            }
+        });
     }
 
     /// Runs panels p0..p1 on `threads` threads by halving the range with `rayon::join`.
@@ -574,6 +668,83 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `sequence` on `threads` threads against a loop of single-threaded steps: the same
+    /// kernel on the same panels, so bit for bit.
+    fn check_sequence<T: Real>(b: usize, h: usize, batch_sizes: &[usize], threads: usize) {
+        let conv = |v: Vec<f64>| v.into_iter().map(T::from_f64).collect::<Vec<T>>();
+        let tn = batch_sizes.len();
+        let mut pb = LstmPackedB::new();
+        pb.pack(&conv(vals(4 * h * h, 1, 0.01)), h, h);
+        let g0 = conv(vals(tn * b * 4 * h, 3, 0.2));
+        let init = conv(vals(2 * b * h, 5, 0.1));
+        for reverse in [false, true] {
+            for keep in [false, true] {
+                let first = if reverse { tn } else { 0 };
+                let slot = b * h;
+                let mut want = (
+                    g0.clone(),
+                    vec![T::ZERO; (tn + 1) * slot],
+                    vec![T::ZERO; (tn + 1) * slot],
+                );
+                want.1[first * slot..(first + 1) * slot].copy_from_slice(&init[..slot]);
+                want.2[first * slot..(first + 1) * slot].copy_from_slice(&init[slot..]);
+                let mut got = want.clone();
+                let (g, hs, cs) = (&mut want.0, &mut want.1, &mut want.2);
+                for kk in 0..tn {
+                    let t = if reverse { tn - 1 - kk } else { kk };
+                    let n = batch_sizes[t];
+                    let (p, q) = if reverse { (t + 1, t) } else { (t, t + 1) };
+                    let (hp, cp) = (
+                        hs[p * slot..(p + 1) * slot].to_vec(),
+                        cs[p * slot..(p + 1) * slot].to_vec(),
+                    );
+                    hs[q * slot + n * h..(q + 1) * slot].copy_from_slice(&hp[n * h..]);
+                    cs[q * slot + n * h..(q + 1) * slot].copy_from_slice(&cp[n * h..]);
+                    let (hq, cq) = (
+                        &mut hs[q * slot..(q + 1) * slot],
+                        &mut cs[q * slot..(q + 1) * slot],
+                    );
+                    pb.step(n, &hp, h, &mut g[t * b * 4 * h..], &cp, cq, hq, keep, false);
+                }
+                pb.sequence(
+                    b,
+                    batch_sizes,
+                    reverse,
+                    &mut got.0,
+                    &mut got.1,
+                    &mut got.2,
+                    keep,
+                    threads,
+                );
+                assert!(
+                    got == want,
+                    "b={b} h={h} threads={threads} reverse={reverse} keep={keep}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn sequence_split_across_threads_matches_single_steps() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            // Above TEAM_MIN: 3 rows, H = 130 (33 panels, the last one partial), rows finishing
+            // at different steps; one row; and a size that stays on one thread.
+            assert!(3 * 4 * 130 * 130 >= TEAM_MIN && 4 * 4 * 20 * 20 < TEAM_MIN);
+            for threads in [1, 2, 3] {
+                check_sequence::<f32>(3, 130, &[3, 3, 2, 2, 1, 1, 1], threads);
+                check_sequence::<f32>(1, 200, &[1; 9], threads);
+                check_sequence::<f64>(3, 130, &[3, 2, 0], threads);
+                check_sequence::<f32>(4, 20, &[4, 3], threads);
+            }
+            check_sequence::<f32>(2, 1, &[2], 2);
+            check_sequence::<f32>(2, 130, &[], 2);
+        });
     }
 
     #[test]

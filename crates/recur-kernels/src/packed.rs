@@ -73,6 +73,30 @@ impl<T: Real> PackedB<T> {
         self.matmul_with(m, a, lda, c, ldc, accumulate, true)
     }
 
+    /// `C (m, n) = A (m, k) · B + b1 + b2`, the bias rows (n) added to every row of the
+    /// product in that order (`(A·B + b1) + b2`, as two separate additions after the product
+    /// would give), while the tile is still in registers. `threads` as in
+    /// [`PackedB::matmul_with`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_bias(
+        &self,
+        m: usize,
+        a: &[T],
+        lda: usize,
+        c: &mut [T],
+        ldc: usize,
+        b1: Option<&[T]>,
+        b2: Option<&[T]>,
+        threads: bool,
+    ) {
+        let n = self.n;
+        assert!(
+            b1.is_none_or(|b| b.len() >= n) && b2.is_none_or(|b| b.len() >= n),
+            "packed matmul: a bias is shorter than n = {n}"
+        );
+        self.run(m, a, lda, c, ldc, Ep::Bias(b1, b2), threads)
+    }
+
     /// [`PackedB::matmul`] on the calling thread only when `threads` is false (the caller
     /// already runs one such product per thread).
     #[allow(clippy::too_many_arguments)]
@@ -84,6 +108,21 @@ impl<T: Real> PackedB<T> {
         c: &mut [T],
         ldc: usize,
         accumulate: bool,
+        threads: bool,
+    ) {
+        let ep = if accumulate { Ep::Add } else { Ep::Store };
+        self.run(m, a, lda, c, ldc, ep, threads)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        m: usize,
+        a: &[T],
+        lda: usize,
+        c: &mut [T],
+        ldc: usize,
+        ep: Ep<'_, T>,
         threads: bool,
     ) {
         let (k, n) = (self.k, self.n);
@@ -107,20 +146,9 @@ impl<T: Real> PackedB<T> {
         };
         if threads > 1 && m * n * k >= THREADS_MIN {
             let cptr = SendPtr(c.as_mut_ptr());
-            self.split(
-                0,
-                panels,
-                threads,
-                m,
-                a,
-                lda,
-                cptr,
-                c.len(),
-                ldc,
-                accumulate,
-            );
+            self.split(0, panels, threads, m, a, lda, cptr, c.len(), ldc, ep);
         } else {
-            self.panels(0, panels, m, a, lda, c, ldc, accumulate);
+            self.panels(0, panels, m, a, lda, c, ldc, ep);
         }
     }
 
@@ -138,7 +166,7 @@ impl<T: Real> PackedB<T> {
         c: SendPtr<T>,
         clen: usize,
         ldc: usize,
-        acc: bool,
+        acc: Ep<'_, T>,
     ) {
         if threads <= 1 || p1 - p0 <= 1 {
             // SAFETY: every call of `split` covers a panel range disjoint from the others, so
@@ -166,7 +194,7 @@ impl<T: Real> PackedB<T> {
         lda: usize,
         c: &mut [T],
         ldc: usize,
-        acc: bool,
+        acc: Ep<'_, T>,
     ) {
         #[cfg(target_arch = "x86_64")]
         if TypeId::of::<T>() == TypeId::of::<f32>() && crate::cpu::features().avx2_fma {
@@ -175,10 +203,17 @@ impl<T: Real> PackedB<T> {
                 crate::as_f32(&self.data).unwrap(),
             );
             let c = crate::as_f32_mut(c).unwrap();
+            let ep = match acc {
+                Ep::Store => Ep::Store,
+                Ep::Add => Ep::Add,
+                Ep::Bias(b1, b2) => {
+                    Ep::Bias(b1.and_then(crate::as_f32), b2.and_then(crate::as_f32))
+                }
+            };
             // SAFETY: the CPU has AVX2+FMA; `matmul` checked that A holds m rows of k values
             // with stride lda and C m rows of n values with stride ldc, and the packed buffer
-            // holds every panel.
-            unsafe { avx2::panels(p0, p1, m, self.k, self.n, a, lda, b, c, ldc, acc) };
+            // holds every panel; `matmul_bias` checked that the biases hold n values.
+            unsafe { avx2::panels(p0, p1, m, self.k, self.n, a, lda, b, c, ldc, ep) };
             return;
         }
         self.panels_naive(p0, p1, m, a, lda, c, ldc, acc);
@@ -195,7 +230,7 @@ impl<T: Real> PackedB<T> {
         lda: usize,
         c: &mut [T],
         ldc: usize,
-        acc: bool,
+        acc: Ep<'_, T>,
     ) {
         let (k, n) = (self.k, self.n);
         for p in p0..p1 {
@@ -210,13 +245,39 @@ impl<T: Real> PackedB<T> {
                     }
                 }
                 for j in 0..cols {
-                    let dst = &mut c[i * ldc + p * NR + j];
-                    *dst = if acc { *dst + sums[j] } else { sums[j] };
+                    let col = p * NR + j;
+                    let dst = &mut c[i * ldc + col];
+                    *dst = match acc {
+                        Ep::Store => sums[j],
+                        Ep::Add => *dst + sums[j],
+                        Ep::Bias(b1, b2) => {
+                            let v = sums[j] + b1.map_or(T::ZERO, |b| b[col]);
+                            v + b2.map_or(T::ZERO, |b| b[col])
+                        }
+                    };
                 }
             }
         }
     }
 }
+
+/// What a product does with C: overwrite it, add to it, or overwrite it with the product plus
+/// up to two bias rows (n values each).
+pub enum Ep<'a, T> {
+    /// `C = A·B`
+    Store,
+    /// `C += A·B`
+    Add,
+    /// `C = (A·B + b1) + b2` (a missing bias adds nothing)
+    Bias(Option<&'a [T]>, Option<&'a [T]>),
+}
+
+impl<T> Clone for Ep<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Ep<'_, T> {}
 
 #[derive(Clone, Copy)]
 pub(crate) struct SendPtr<T>(pub(crate) *mut T);
@@ -231,7 +292,7 @@ impl<T> SendPtr<T> {
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2 {
-    use super::{MR, NR};
+    use super::{Ep, MR, NR};
     use std::arch::x86_64::*;
 
     /// Panels p0..p1 of `C = [C +] A · B`, B packed (see [`super::PackedB`]).
@@ -251,7 +312,7 @@ pub(crate) mod avx2 {
         b: &[f32],
         c: &mut [f32],
         ldc: usize,
-        acc: bool,
+        acc: Ep<'_, f32>,
     ) {
         let ap = a.as_ptr();
         let cp = c.as_mut_ptr();
@@ -277,6 +338,7 @@ pub(crate) mod avx2 {
                         cp.add(i * ldc + p * NR),
                         ldc,
                         acc,
+                        p * NR,
                     );
                     i += MR;
                 }
@@ -297,17 +359,18 @@ pub(crate) mod avx2 {
         b: *const f32,
         c: *mut f32,
         ldc: usize,
-        acc: bool,
+        acc: Ep<'_, f32>,
+        col: usize,
     ) {
         // U: k-steps interleaved, so that every tile keeps about 8 independent FMA chains
         // (FMA latency 4 cycles, 2 per cycle).
         match rows {
-            6 => tile_r::<6, 1>(cols, k, a, lda, b, c, ldc, acc),
-            5 => tile_r::<5, 1>(cols, k, a, lda, b, c, ldc, acc),
-            4 => tile_r::<4, 1>(cols, k, a, lda, b, c, ldc, acc),
-            3 => tile_r::<3, 2>(cols, k, a, lda, b, c, ldc, acc),
-            2 => tile_r::<2, 2>(cols, k, a, lda, b, c, ldc, acc),
-            _ => tile_r::<1, 4>(cols, k, a, lda, b, c, ldc, acc),
+            6 => tile_r::<6, 1>(cols, k, a, lda, b, c, ldc, acc, col),
+            5 => tile_r::<5, 1>(cols, k, a, lda, b, c, ldc, acc, col),
+            4 => tile_r::<4, 1>(cols, k, a, lda, b, c, ldc, acc, col),
+            3 => tile_r::<3, 2>(cols, k, a, lda, b, c, ldc, acc, col),
+            2 => tile_r::<2, 2>(cols, k, a, lda, b, c, ldc, acc, col),
+            _ => tile_r::<1, 4>(cols, k, a, lda, b, c, ldc, acc, col),
         }
     }
 
@@ -323,13 +386,36 @@ pub(crate) mod avx2 {
         b: *const f32,
         c: *mut f32,
         ldc: usize,
-        acc: bool,
+        acc: Ep<'_, f32>,
+        col: usize,
     ) {
         let s = acc_tile::<R, U>(k, a, lda, b);
+        // The bias values of these columns (zero past n), as two 8-lane halves.
+        let bias = |b: Option<&[f32]>| {
+            let mut t = [0f32; NR];
+            if let Some(b) = b {
+                for (j, x) in t.iter_mut().enumerate().take(cols) {
+                    *x = b[col + j];
+                }
+            }
+            [
+                _mm256_loadu_ps(t.as_ptr()),
+                _mm256_loadu_ps(t.as_ptr().add(8)),
+            ]
+        };
+        let (b1, b2) = match acc {
+            Ep::Bias(b1, b2) => (Some(bias(b1)), Some(bias(b2))),
+            _ => (None, None),
+        };
         for (r, &[mut v0, mut v1]) in s.iter().enumerate() {
             let cr = c.add(r * ldc);
+            if let (Some(b1), Some(b2)) = (b1, b2) {
+                v0 = _mm256_add_ps(_mm256_add_ps(v0, b1[0]), b2[0]);
+                v1 = _mm256_add_ps(_mm256_add_ps(v1, b1[1]), b2[1]);
+            }
+            let add = matches!(acc, Ep::Add);
             if cols == NR {
-                if acc {
+                if add {
                     v0 = _mm256_add_ps(v0, _mm256_loadu_ps(cr));
                     v1 = _mm256_add_ps(v1, _mm256_loadu_ps(cr.add(8)));
                 }
@@ -341,7 +427,7 @@ pub(crate) mod avx2 {
                 _mm256_storeu_ps(tmp.as_mut_ptr().add(8), v1);
                 for (j, &v) in tmp.iter().enumerate().take(cols) {
                     let d = cr.add(j);
-                    *d = if acc { *d + v } else { v };
+                    *d = if add { *d + v } else { v };
                 }
             }
         }
@@ -398,6 +484,71 @@ pub(crate) mod avx2 {
 mod tests {
     use super::*;
     use crate::gemm::{matmul_naive, MatMut};
+
+    #[test]
+    fn bias_epilogue_matches_product_then_two_additions() {
+        // Bit for bit: the fused epilogue makes the same two additions in the same order.
+        for &m in &[1usize, 5, 6, 13] {
+            for &n in &[1usize, 15, 16, 17, 40] {
+                for &k in &[0usize, 3, 33] {
+                    let a: Vec<f32> = (0..m * k)
+                        .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1)
+                        .collect();
+                    let w: Vec<f32> = (0..n * k)
+                        .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.1)
+                        .collect();
+                    let b1: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+                    let b2: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos() * 1e-3).collect();
+                    let mut pb = PackedB::new();
+                    pb.pack(MatRef::new(&w, n, k).t());
+                    for (x1, x2) in [
+                        (Some(&b1[..]), Some(&b2[..])),
+                        (Some(&b1[..]), None),
+                        (None, None),
+                    ] {
+                        let mut want = vec![7f32; m * n];
+                        pb.matmul(m, &a, k, &mut want, n, false);
+                        for row in want.chunks_exact_mut(n) {
+                            for (j, v) in row.iter_mut().enumerate() {
+                                if let Some(b) = x1 {
+                                    *v += b[j];
+                                }
+                                if let Some(b) = x2 {
+                                    *v += b[j];
+                                }
+                            }
+                        }
+                        let mut got = vec![7f32; m * n];
+                        pb.matmul_bias(m, &a, k, &mut got, n, x1, x2, true);
+                        assert_eq!(got, want, "m={m} n={n} k={k}");
+                        // and the plain loop (f64) agrees with the f64 product
+                        let a64: Vec<f64> = a.iter().map(|&x| x as f64).collect();
+                        let w64: Vec<f64> = w.iter().map(|&x| x as f64).collect();
+                        let (c1, c2) = (
+                            x1.map(|b| b.iter().map(|&x| x as f64).collect::<Vec<_>>()),
+                            x2.map(|b| b.iter().map(|&x| x as f64).collect::<Vec<_>>()),
+                        );
+                        let mut pb64 = PackedB::new();
+                        pb64.pack(MatRef::new(&w64, n, k).t());
+                        let mut got64 = vec![7f64; m * n];
+                        pb64.matmul_bias(
+                            m,
+                            &a64,
+                            k,
+                            &mut got64,
+                            n,
+                            c1.as_deref(),
+                            c2.as_deref(),
+                            false,
+                        );
+                        for (x, y) in got64.iter().zip(&want) {
+                            assert!((x - *y as f64).abs() <= 1e-5 * (1.0 + y.abs() as f64));
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn packed_matches_naive_on_awkward_sizes() {

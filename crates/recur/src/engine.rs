@@ -276,25 +276,15 @@ fn two_slots<T>(buf: &mut [T], a: usize, b: usize, len: usize) -> (&[T], &mut [T
     }
 }
 
-/// Adds the biases to `rows` rows of gate pre-activations `g` (rows, G·H). LSTM and RNN fold
-/// `b_hh` in here; the GRU adds `b_hh` inside its gate kernel (its n block needs it apart).
-pub(crate) fn add_biases<T: Real>(d: &Dims, p: &DirParams<'_, T>, g: &mut [T], rows: usize) {
-    let gh = d.gh();
-    let fold_hh = d.mode != Mode::Gru;
-    for row in g[..rows * gh].chunks_exact_mut(gh) {
-        if let Some(b) = p.b_ih {
-            for (x, &bi) in row.iter_mut().zip(b) {
-                *x += bi;
-            }
-        }
-        if fold_hh {
-            if let Some(b) = p.b_hh {
-                for (x, &bh) in row.iter_mut().zip(b) {
-                    *x += bh;
-                }
-            }
-        }
-    }
+/// The biases added to the input projection `x W_ihᵀ`, in order: `b_ih`, then for the LSTM
+/// and the RNN `b_hh` (folded in here; the GRU adds `b_hh` inside its gate kernel, its n block
+/// needs it apart).
+pub(crate) fn biases<'a, T: Real>(
+    d: &Dims,
+    p: &DirParams<'a, T>,
+) -> (Option<&'a [T]>, Option<&'a [T]>) {
+    let hh = if d.mode == Mode::Gru { None } else { p.b_hh };
+    (p.b_ih, hh)
 }
 
 /// One time step for rows 0..n. `gates` (n, G·H) holds `x W_ihᵀ` plus the biases of
@@ -398,8 +388,8 @@ pub(crate) fn dir_forward<T: Real>(
         // Input projection for every step at once: gates (T·b, G·H) = x (T·b, in) · W_ihᵀ + b.
         let rows = tn * j.gr.b;
         let xg = &x[j.gr.off * tn * d.input..(j.gr.off + j.gr.b) * tn * d.input];
-        ih_t.matmul_with(rows, xg, d.input, j.gates, g, false, !many);
-        add_biases(d, p, j.gates, rows);
+        let (b1, b2) = biases(d, p);
+        ih_t.matmul_bias(rows, xg, d.input, j.gates, g, b1, b2, !many);
         let h0g = &h0[j.gr.off * hout..(j.gr.off + j.gr.b) * hout];
         let c0g: &[T] = if lstm {
             &c0[j.gr.off * h..(j.gr.off + j.gr.b) * h]
@@ -447,6 +437,18 @@ fn group_forward<T: Real>(
     let lstm = d.mode == Mode::Lstm;
     if lstm {
         j.cs[init * b * h..(init + 1) * b * h].copy_from_slice(c0);
+        if !d.proj() {
+            // The whole loop in one kernel (its steps split across threads by hidden units).
+            let team = if threads {
+                recur_kernels::num_threads()
+            } else {
+                1
+            };
+            let bs = &j.gr.batch_sizes;
+            sw.lstm
+                .sequence(b, bs, reverse, j.gates, j.hs, j.cs, keep, team);
+            return;
+        }
     }
     for k in 0..tn {
         let t = if reverse { tn - 1 - k } else { k };

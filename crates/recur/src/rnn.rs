@@ -414,7 +414,9 @@ impl<T: Real> Rnn<T> {
         let b = prep.plan.b;
         let shape = self.state_shape(if prep.unbatched { None } else { Some(b) }, cell);
         let n = *shape.last().unwrap();
-        let mut out = Buf::any(v.len()).into_vec();
+        // A fresh allocation of exactly this size: the tensor leaves with the caller, and
+        // taking a buffer from the pool would take away one that the next call needs.
+        let mut out = vec![T::ZERO; v.len()];
         for l in 0..shape[0] {
             for sb in 0..b {
                 let ob = prep.orig(sb);
@@ -427,7 +429,8 @@ impl<T: Real> Rnn<T> {
     /// Takes a sorted (T·B, n) buffer to the user's layout (T, B, n) / (B, T, n) / (T, n).
     fn scatter_seq(&self, prep: &Prepared, v: &[T], n: usize) -> Tensor<T> {
         let (t, b) = (prep.plan.t, prep.plan.b);
-        let mut out = Buf::zeroed(t * b * n).into_vec();
+        // Fresh, for the same reason as in `scatter_state`.
+        let mut out = vec![T::ZERO; t * b * n];
         for s in 0..b {
             let ob = prep.orig(s);
             for ti in 0..prep.lengths[s] {
@@ -841,6 +844,9 @@ fn n_groups(b: usize, nd: usize) -> usize {
     } else {
         threads
     };
+    if let Ok(g) = std::env::var("RECUR_GROUPS") {
+        return g.parse().unwrap();
+    }
     per_dir.min(b / 8).max(1)
 }
 

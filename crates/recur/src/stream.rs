@@ -201,8 +201,8 @@ impl<'m, T: Real> Stream<'m, T> {
                 &below[(l - 1) * b * hout..]
             };
             // gates (B, G·H) = x (B, in) · W_ihᵀ
-            self.ih_t[l].matmul(b, xin, d.input, &mut self.gates, g, false);
-            engine::add_biases(&d, &p, &mut self.gates, b);
+            let (b1, b2) = engine::biases(&d, &p);
+            self.ih_t[l].matmul_bias(b, xin, d.input, &mut self.gates, g, b1, b2, true);
             let h_prev = &mut this_and_above[..b * hout];
             let (c_prev, c_new): (&mut [T], &mut [T]) = if self.c.is_empty() {
                 (&mut [], &mut [])
