@@ -844,9 +844,6 @@ fn n_groups(b: usize, nd: usize) -> usize {
     } else {
         threads
     };
-    if let Ok(g) = std::env::var("RECUR_GROUPS") {
-        return g.parse().unwrap();
-    }
     per_dir.min(b / 8).max(1)
 }
 
