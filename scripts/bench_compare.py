@@ -438,8 +438,9 @@ def main():
         "both libraries. % peak = GFLOP/s of the median / the best median GEMM GFLOP/s at the same thread count.")
     md.append(
         "- rss Δ = growth of the process's VmHWM (/proc/self/status) from just before the first warm-up iteration to "
-        "the end, measured the same way in both. recur peak MB = bytes tracked by recur's allocator during the timed "
-        "iterations (torch has no equivalent on CPU).")
+        "the end, measured the same way in both. recur peak MB = the most bytes held at once through recur's allocator "
+        "from the first warm-up iteration to the end, beyond the model and its input (the scratch buffers kept for "
+        "reuse between calls included; torch has no equivalent on CPU).")
     md.append(
         f"- busy % = share of the CPUs used by other processes during the kept measurements (worst of the two); the "
         f"machine is shared. Max per thread count: "

@@ -109,11 +109,14 @@ fn vm_hwm_mb() -> f64 {
 
 fn time_it(a: &Args, mut f: impl FnMut()) -> (Vec<f64>, f64, f64) {
     let hwm0 = vm_hwm_mb();
+    // Peak memory counts everything this row allocates from here on, the scratch buffers that
+    // the reuse pool keeps between calls included (and none that an earlier row left there).
+    <f32 as recur_kernels::Real>::pool().clear();
+    alloc::reset_peak();
+    let base = alloc::current_bytes();
     for _ in 0..a.warmup {
         f();
     }
-    alloc::reset_peak();
-    let base = alloc::current_bytes();
     let mut times = Vec::new();
     let start = Instant::now();
     while times.len() < a.reps || start.elapsed().as_secs_f64() < a.min_time {
