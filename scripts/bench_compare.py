@@ -430,7 +430,8 @@ def main():
     md.append(
         "- infer = forward over the whole sequence (batch_first, zero initial state; torch under `inference_mode()` in "
         "`eval()`). train = forward + backward of `output.sum() + h_n.sum()` (LSTM: h_n only), weight gradients included, "
-        "gradients cleared every iteration; recur also computes d input, the torch input does not require a gradient. "
+        "gradients cleared every iteration; neither computes d input (the torch input does not require a gradient; recur calls "
+        "`Rnn::backward_params`). "
         "stream-step = one step of recur's streaming API for batch 1 vs one torch module call on a (1, 1, input) input "
         "with the carried state tuple.")
     md.append(

@@ -14,7 +14,7 @@ What is timed (the same as crates/recur-cli/src/bench.rs):
   train      forward + backward of loss = output.sum() + h_n.sum() (LSTM: h_n only, not c_n),
              weight gradients included; the gradients are set to None before every iteration.
              The input does not require a gradient (as in a typical training step on data; recur
-             always computes d input too, so this favours torch slightly).
+             likewise calls Rnn::backward_params, which skips d input).
   streaming  rows with "streaming": true time ONE step for batch 1: one call of the module on a
              (1, 1, input) input with the state (tuple for LSTM) returned by the previous call,
              under inference_mode; the state passing is inside the timed region.

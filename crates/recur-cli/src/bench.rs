@@ -168,7 +168,8 @@ fn run_row(a: &Args, r: &Row) -> Result<Record, String> {
                     let (_, tape) = rnn
                         .forward_train(&xt, None, None, Dropout::Off)
                         .expect("forward");
-                    rnn.backward(&tape, Some(&gy), Some(&gh), None, &mut grads)
+                    // The input does not require a gradient (as on the PyTorch side).
+                    rnn.backward_params(&tape, Some(&gy), Some(&gh), None, &mut grads)
                         .expect("backward");
                 })
             }

@@ -550,7 +550,7 @@ pub(crate) struct DyView<'a, T> {
 }
 
 /// Backward pass of one (layer, direction): accumulates the parameter gradients into `gr`,
-/// accumulates the input gradient into `dx` (T·B, in), and writes the initial-state gradients
+/// accumulates the input gradient into `dx` (T·B, in; skipped when `dx` is empty), and writes the initial-state gradients
 /// `dh0` (B, H_out) and `dc0` (B, H). If `rec` (T·B, H_out) is not empty, it receives d loss /
 /// d h_t at every step (zero where a sequence is not running).
 #[allow(clippy::too_many_arguments)]
@@ -738,14 +738,14 @@ pub(crate) fn dir_backward<T: Real>(
             Par::Threads,
         );
     }
-    // dx (T·B, in) += dG · W_ih
-    matmul(
-        MatMut::new(dx, rows, d.input),
-        dg,
-        MatRef::new(p.w_ih, g, d.input),
-        true,
-        Par::Threads,
-    );
+    // dx (T·B, in) += dG · W_ih, unless the caller needs no input gradient (empty dx). With
+    // W_ih packed, the packed kernel beats the general GEMM on this shape (a long inner
+    // dimension G·H, few columns).
+    if !dx.is_empty() {
+        let mut ih = PackedB::new();
+        ih.pack(MatRef::new(p.w_ih, g, d.input));
+        ih.matmul(rows, &w.dg, g, dx, d.input, true);
+    }
 }
 
 /// The backward buffers of one group, for [`group_backward`].

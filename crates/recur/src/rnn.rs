@@ -651,7 +651,23 @@ impl<T: Real> Rnn<T> {
         grad_c_n: Option<&Tensor<T>>,
         grads: &mut [T],
     ) -> Result<InputGrads<T>> {
-        self.backward_impl(tape, grad_output, grad_h_n, grad_c_n, grads, None)
+        self.backward_impl(tape, grad_output, grad_h_n, grad_c_n, grads, None, true)
+    }
+
+    /// [`Rnn::backward`] for the parameters only: adds the gradient of every parameter to
+    /// `grads` and skips the gradient with respect to the input (one matrix product per
+    /// direction of the first layer), as PyTorch does for an input that does not require a
+    /// gradient. Use it when nothing upstream of the RNN learns.
+    pub fn backward_params(
+        &self,
+        tape: &Tape<T>,
+        grad_output: Option<&Tensor<T>>,
+        grad_h_n: Option<&Tensor<T>>,
+        grad_c_n: Option<&Tensor<T>>,
+        grads: &mut [T],
+    ) -> Result<()> {
+        self.backward_impl(tape, grad_output, grad_h_n, grad_c_n, grads, None, false)
+            .map(|_| ())
     }
 
     /// [`Rnn::backward`] that also records d loss / d h_t, the total derivative (through the
@@ -666,7 +682,15 @@ impl<T: Real> Rnn<T> {
         grads: &mut [T],
         record: &mut HiddenGrads<T>,
     ) -> Result<InputGrads<T>> {
-        self.backward_impl(tape, grad_output, grad_h_n, grad_c_n, grads, Some(record))
+        self.backward_impl(
+            tape,
+            grad_output,
+            grad_h_n,
+            grad_c_n,
+            grads,
+            Some(record),
+            true,
+        )
     }
 
     fn backward_impl(
@@ -677,6 +701,7 @@ impl<T: Real> Rnn<T> {
         grad_c_n: Option<&Tensor<T>>,
         grads: &mut [T],
         mut record: Option<&mut HiddenGrads<T>>,
+        input_grad: bool,
     ) -> Result<InputGrads<T>> {
         let c = &self.config;
         let prep = &tape.prep;
@@ -722,11 +747,17 @@ impl<T: Real> Rnn<T> {
         for l in (0..nl).rev() {
             let d = self.dims(l);
             let lt = &tape.layers[l];
-            let mut dx = Buf::zeroed(t * b * d.input);
+            // Empty: the first layer's input gradient is not wanted.
+            let want_dx = l > 0 || input_grad;
+            let mut dx = if want_dx {
+                Buf::zeroed(t * b * d.input)
+            } else {
+                Buf::empty()
+            };
             let at_once = both_dirs_at_once(nd);
             // With both directions at once, the reverse one adds its dx into a buffer of its
             // own, summed after.
-            let mut dx_rev = if at_once {
+            let mut dx_rev = if at_once && want_dx {
                 Buf::zeroed(t * b * d.input)
             } else {
                 Buf::empty()
@@ -823,7 +854,11 @@ impl<T: Real> Rnn<T> {
                 dx_final = dx;
             }
         }
-        let input = self.scatter_seq(prep, &dx_final, c.input_size);
+        let input = if input_grad {
+            self.scatter_seq(prep, &dx_final, c.input_size)
+        } else {
+            Tensor::new(&[0], Vec::new()).expect("empty tensor")
+        };
         let h0 = self.scatter_state(prep, &dh0, false);
         let c0 = if lstm {
             Some(self.scatter_state(prep, &dc0, true))

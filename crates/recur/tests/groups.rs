@@ -122,3 +122,41 @@ fn row_groups_give_the_same_numbers() {
         }
     }
 }
+
+/// `backward_params` skips the first layer's input gradient and nothing else: the parameter
+/// gradients equal `backward`'s bit for bit, at 1 and 2 threads.
+#[test]
+fn backward_params_gives_the_same_parameter_gradients() {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    for mode in [Mode::RnnTanh, Mode::Lstm, Mode::Gru] {
+        for bidir in [false, true] {
+            let cfg = RnnConfig::new(mode, 5, 6)
+                .num_layers(2)
+                .bidirectional(bidir);
+            let rnn: Rnn<f32> = Rnn::new(cfg.clone(), 4).unwrap();
+            let (t, b) = (6, 3);
+            let width = cfg.num_directions() * cfg.h_out();
+            let mut r =
+                |n: usize| -> Vec<f32> { (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect() };
+            let x = Tensor::new(&[t, b, 5], r(t * b * 5)).unwrap();
+            let gy = Tensor::new(&[t, b, width], r(t * b * width)).unwrap();
+            for threads in [1, 2] {
+                recur::set_num_threads(threads);
+                let (_, tape) = rnn.forward_train(&x, None, None, Dropout::Off).unwrap();
+                let mut all = rnn.zeros_like_params();
+                let g = rnn
+                    .backward(&tape, Some(&gy), None, None, &mut all)
+                    .unwrap();
+                assert_eq!(g.input.shape(), &[t, b, 5]);
+                let mut params_only = rnn.zeros_like_params();
+                rnn.backward_params(&tape, Some(&gy), None, None, &mut params_only)
+                    .unwrap();
+                assert!(
+                    all == params_only,
+                    "{mode} bidirectional={bidir} threads={threads}"
+                );
+                assert!(all.iter().any(|&v| v != 0.0));
+            }
+        }
+    }
+}
