@@ -244,14 +244,14 @@ impl<T: Real> PackedB<T> {
                         sums[j] += av * panel[kk * NR + j];
                     }
                 }
-                for j in 0..cols {
+                for (j, &sum) in sums.iter().enumerate().take(cols) {
                     let col = p * NR + j;
                     let dst = &mut c[i * ldc + col];
                     *dst = match acc {
-                        Ep::Store => sums[j],
-                        Ep::Add => *dst + sums[j],
+                        Ep::Store => sum,
+                        Ep::Add => *dst + sum,
                         Ep::Bias(b1, b2) => {
-                            let v = sums[j] + b1.map_or(T::ZERO, |b| b[col]);
+                            let v = sum + b1.map_or(T::ZERO, |b| b[col]);
                             v + b2.map_or(T::ZERO, |b| b[col])
                         }
                     };

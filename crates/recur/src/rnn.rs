@@ -693,6 +693,7 @@ impl<T: Real> Rnn<T> {
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn backward_impl(
         &self,
         tape: &Tape<T>,
