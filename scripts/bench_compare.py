@@ -436,7 +436,8 @@ def main():
         "with the carried state tuple.")
     md.append(
         "- GFLOP/s: 2·M·N·K per matrix product, gate arithmetic not counted, train = 3 × forward; the same formula for "
-        "both libraries. % peak = GFLOP/s of the median / the best median GEMM GFLOP/s at the same thread count.")
+        "both libraries (neither computes the input gradient, so the work actually done in `train` is less: 2.5 × "
+        "forward for a one-layer row, and its % peak can pass 100 %). % peak = GFLOP/s of the median / the best median GEMM GFLOP/s at the same thread count.")
     md.append(
         "- rss Δ = growth of the process's VmHWM (/proc/self/status) from just before the first warm-up iteration to "
         "the end, measured the same way in both. recur peak MB = the most bytes held at once through recur's allocator "
