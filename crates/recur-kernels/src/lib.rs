@@ -7,7 +7,12 @@
 //!   crate (which detects AVX2/AVX-512 at run time), next to a naive reference;
 //! - [`cells`]: the fused element-wise gate arithmetic of the RNN, LSTM and GRU cells, forward
 //!   and backward, over flat row-major buffers;
-//! - [`lstm`]: the LSTM's recurrent product and cell update as one kernel.
+//! - [`packed`]: the product with a right-hand side packed once and reused at every time
+//!   step (AVX2+FMA microkernel, optional bias epilogue);
+//! - [`lstm`]: the LSTM's recurrent product and cell update as one kernel, and its whole time
+//!   loop;
+//! - [`team`]: a time loop shared by several threads that hand each step over by spinning;
+//! - [`pool`]: scratch buffers reused across calls; [`alloc`]: an allocator that keeps count.
 //!
 //! Every buffer is row-major; shapes are given in comments as `(rows, cols)`.
 

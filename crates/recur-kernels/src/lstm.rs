@@ -735,7 +735,7 @@ mod tests {
         pool.install(|| {
             // Above TEAM_MIN: 3 rows, H = 130 (33 panels, the last one partial), rows finishing
             // at different steps; one row; and a size that stays on one thread.
-            assert!(3 * 4 * 130 * 130 >= TEAM_MIN && 4 * 4 * 20 * 20 < TEAM_MIN);
+            const { assert!(3 * 4 * 130 * 130 >= TEAM_MIN && 4 * 4 * 20 * 20 < TEAM_MIN) };
             for threads in [1, 2, 3] {
                 check_sequence::<f32>(3, 130, &[3, 3, 2, 2, 1, 1, 1], threads);
                 check_sequence::<f32>(1, 200, &[1; 9], threads);
