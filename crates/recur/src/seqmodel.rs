@@ -1381,6 +1381,20 @@ impl<T: Real> SeqModel<T> {
             }
         }
         let tape = pass.tape.as_ref().expect("a training pass keeps its tape");
+        // The input gradient only feeds the embedding; numeric series need none.
+        let embedded = match (&self.embed, &batch.input) {
+            (Some(e), SeqInput::Tokens(ids)) => Some((e, ids)),
+            _ => None,
+        };
+        let rnn_backward = |gy: Option<&Tensor<T>>, gh: Option<&Tensor<T>>, g: &mut [T]| {
+            if embedded.is_some() {
+                self.rnn.backward(tape, gy, gh, None, g).map(Some)
+            } else {
+                self.rnn
+                    .backward_params(tape, gy, gh, None, g)
+                    .map(|_| None)
+            }
+        };
         let dx = match c.head {
             Head::PerSequence(Pooling::Last) => {
                 // grad_h_n (L·D, B, H): only the last layer's rows.
@@ -1393,8 +1407,7 @@ impl<T: Real> SeqModel<T> {
                     }
                 }
                 let g = Tensor::new(&shape, g)?;
-                self.rnn
-                    .backward(tape, None, Some(&g), None, &mut grads.rnn)?
+                rnn_backward(None, Some(&g), &mut grads.rnn)?
             }
             Head::PerSequence(Pooling::Mean) => {
                 // grad_output (B, T, W): dfeat / length at every valid step.
@@ -1409,8 +1422,7 @@ impl<T: Real> SeqModel<T> {
                     }
                 }
                 let g = Tensor::new(&[b, t, w], g)?;
-                self.rnn
-                    .backward(tape, Some(&g), None, None, &mut grads.rnn)?
+                rnn_backward(Some(&g), None, &mut grads.rnn)?
             }
             Head::PerStep => {
                 let mut g = vec![T::ZERO; b * t * w];
@@ -1420,11 +1432,10 @@ impl<T: Real> SeqModel<T> {
                     r += len;
                 }
                 let g = Tensor::new(&[b, t, w], g)?;
-                self.rnn
-                    .backward(tape, Some(&g), None, None, &mut grads.rnn)?
+                rnn_backward(Some(&g), None, &mut grads.rnn)?
             }
         };
-        if let (Some(e), SeqInput::Tokens(ids)) = (&self.embed, &batch.input) {
+        if let (Some((e, ids)), Some(dx)) = (embedded, dx) {
             let i = e.embedding_dim();
             let dxd = dx.input.data(); // (B, T, E)
             for (s, &len) in batch.lengths.iter().enumerate() {

@@ -645,15 +645,19 @@ impl Model {
             (res, None, Some(g))
         };
         match record {
-            Some(r) => self.rnn.backward_with(
-                &tape,
-                grad_out.as_ref(),
-                grad_hn.as_ref(),
-                None,
-                &mut grads.rnn,
-                r,
-            )?,
-            None => self.rnn.backward(
+            Some(r) => self
+                .rnn
+                .backward_with(
+                    &tape,
+                    grad_out.as_ref(),
+                    grad_hn.as_ref(),
+                    None,
+                    &mut grads.rnn,
+                    r,
+                )
+                .map(|_| ())?,
+            // The input is data: no gradient needed for it.
+            None => self.rnn.backward_params(
                 &tape,
                 grad_out.as_ref(),
                 grad_hn.as_ref(),
