@@ -361,9 +361,14 @@ impl<T: Real> Rnn<T> {
             unbatched,
             input_shape: shape.to_vec(),
         };
-        // Gather into the plan's (T, B, I) order, zero at padding.
+        // Gather into the plan's (T, B, I) order, zero at padding (no padding: every row is
+        // written, so no zeroing pass).
         let src = input.data();
-        let mut x = Buf::zeroed(t * b * i);
+        let mut x = if prep.lengths.iter().all(|&l| l == t) {
+            Buf::any(t * b * i)
+        } else {
+            Buf::zeroed(t * b * i)
+        };
         for s in 0..b {
             let ob = prep.orig(s);
             for ti in 0..prep.lengths[s] {
@@ -429,6 +434,32 @@ impl<T: Real> Rnn<T> {
     /// Takes a sorted (T·B, n) buffer to the user's layout (T, B, n) / (B, T, n) / (T, n).
     fn scatter_seq(&self, prep: &Prepared, v: &[T], n: usize) -> Tensor<T> {
         let (t, b) = (prep.plan.t, prep.plan.b);
+        if prep.lengths.iter().all(|&l| l == t) {
+            // No padding: the rows in the user's order, appended (nothing to zero first).
+            let mut sorted = vec![0; b];
+            for s in 0..b {
+                sorted[prep.orig(s)] = s;
+            }
+            let mut out = Vec::with_capacity(t * b * n);
+            let (outer, inner) = if self.config.batch_first {
+                (b, t)
+            } else {
+                (t, b)
+            };
+            for o in 0..outer {
+                for k in 0..inner {
+                    let (ti, ob) = if self.config.batch_first {
+                        (k, o)
+                    } else {
+                        (o, k)
+                    };
+                    out.extend_from_slice(&v[prep.plan.row(ti, sorted[ob]) * n..][..n]);
+                }
+            }
+            let mut shape = prep.input_shape.clone();
+            *shape.last_mut().unwrap() = n;
+            return Tensor::new(&shape, out).expect("sequence shape");
+        }
         // Fresh, for the same reason as in `scatter_state`.
         let mut out = vec![T::ZERO; t * b * n];
         for s in 0..b {
