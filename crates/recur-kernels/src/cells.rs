@@ -117,6 +117,68 @@ pub fn gru_forward<T: Real>(
     naive::gru_forward(n, h, gi, gh, b_hh, h_prev, hn, h_new)
 }
 
+/// [`gru_forward`] for the hidden units u0..u1 of rows 0..n only, through pointers (rows of
+/// 3H values for `gi` and `gh`, of H for `h_prev`, `hn`, `h_new`), for threads that each
+/// update their own units of the same rows. Touches only those units' columns.
+///
+/// Safety: every pointer holds n such rows; `b_hh` holds 3H values; no other thread touches
+/// these columns meanwhile.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gru_forward_units<T: Real>(
+    n: usize,
+    h: usize,
+    u0: usize,
+    u1: usize,
+    gi: *mut T,
+    gh: *const T,
+    b_hh: Option<&[T]>,
+    h_prev: *const T,
+    hn: *mut T,
+    h_new: *mut T,
+) {
+    debug_assert!(u0 <= u1 && u1 <= h && b_hh.is_none_or(|b| b.len() >= 3 * h));
+    #[cfg(target_arch = "x86_64")]
+    if fast::<T>() {
+        // SAFETY: T is f32 (checked by `fast`, with AVX2+FMA), so the pointers point at f32
+        // values; the caller guarantees the rows and the exclusive columns.
+        crate::simd::gru_forward_units(
+            n,
+            h,
+            u0,
+            u1,
+            gi as *mut f32,
+            gh as *const f32,
+            b_hh.map_or(std::ptr::null(), |b| b.as_ptr() as *const f32),
+            h_prev as *const f32,
+            hn as *mut f32,
+            h_new as *mut f32,
+        );
+        return;
+    }
+    // The same arithmetic as `naive::gru_forward`, on the units u0..u1.
+    // SAFETY (every dereference below): r < n and j < u1 ≤ h index inside the n rows the
+    // caller guarantees, in the columns it gives this call alone.
+    for r in 0..n {
+        let (a, b) = (gi.add(r * 3 * h), gh.add(r * 3 * h));
+        for j in u0..u1 {
+            let (br, bz, bn) = match b_hh {
+                Some(bias) => (bias[j], bias[h + j], bias[2 * h + j]),
+                None => (T::ZERO, T::ZERO, T::ZERO),
+            };
+            let rg = (*a.add(j) + *b.add(j) + br).sigmoid();
+            let zg = (*a.add(h + j) + *b.add(h + j) + bz).sigmoid();
+            let hnj = *b.add(2 * h + j) + bn;
+            let ng = (*a.add(2 * h + j) + rg * hnj).tanh();
+            *a.add(j) = rg;
+            *a.add(h + j) = zg;
+            *a.add(2 * h + j) = ng;
+            let k = r * h + j;
+            *hn.add(k) = hnj;
+            *h_new.add(k) = (T::ONE - zg) * ng + zg * *h_prev.add(k);
+        }
+    }
+}
+
 /// GRU step, backward: see [`naive::gru_backward`] (plain arithmetic, vectorized by the
 /// compiler).
 #[allow(clippy::too_many_arguments)]

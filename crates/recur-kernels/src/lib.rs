@@ -11,6 +11,7 @@
 //!   step (AVX2+FMA microkernel, optional bias epilogue);
 //! - [`lstm`]: the LSTM's recurrent product and cell update as one kernel, and its whole time
 //!   loop;
+//! - [`gru`]: the GRU's whole time loop;
 //! - [`team`]: a time loop shared by several threads that hand each step over by spinning;
 //! - [`pool`]: scratch buffers reused across calls; [`alloc`]: an allocator that keeps count.
 //!
@@ -20,6 +21,7 @@ pub mod alloc;
 pub mod cells;
 pub mod cpu;
 pub mod gemm;
+pub mod gru;
 pub mod lstm;
 pub mod packed;
 pub mod pool;

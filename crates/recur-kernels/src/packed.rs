@@ -183,6 +183,33 @@ impl<T: Real> PackedB<T> {
         );
     }
 
+    /// Panels p0..p1 of `C = A · B` (columns 16·p0..16·p1), C given as a pointer to `clen`
+    /// values, for threads that write disjoint column ranges of one buffer.
+    ///
+    /// Safety: `c` points at `clen` values holding m rows (stride ldc) of n values; A holds m
+    /// rows (stride lda) of k values; no other thread touches these columns of C meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn panels_ptr(
+        &self,
+        p0: usize,
+        p1: usize,
+        m: usize,
+        a: &[T],
+        lda: usize,
+        c: *mut T,
+        clen: usize,
+        ldc: usize,
+    ) {
+        debug_assert!(p1 <= self.n.div_ceil(NR) && lda >= self.k && ldc >= self.n);
+        debug_assert!(
+            m == 0 || (a.len() >= (m - 1) * lda + self.k && clen >= (m - 1) * ldc + self.n)
+        );
+        // SAFETY: the caller guarantees that c holds clen values and that only these panels'
+        // columns are written through it, by this call alone (as in `split`).
+        let c = std::slice::from_raw_parts_mut(c, clen);
+        self.panels(p0, p1, m, a, lda, c, ldc, Ep::Store);
+    }
+
     /// Panels p0..p1 of the product.
     #[allow(clippy::too_many_arguments)]
     fn panels(

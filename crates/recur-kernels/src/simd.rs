@@ -251,30 +251,60 @@ pub unsafe fn gru_forward(
     hn: &mut [f32],
     h_new: &mut [f32],
 ) {
+    gru_forward_units(
+        n,
+        h,
+        0,
+        h,
+        gi.as_mut_ptr(),
+        gh.as_ptr(),
+        b_hh.map_or(std::ptr::null(), |b| b.as_ptr()),
+        h_prev.as_ptr(),
+        hn.as_mut_ptr(),
+        h_new.as_mut_ptr(),
+    )
+}
+
+/// [`gru_forward`] for the hidden units u0..u1 of rows 0..n only, through pointers: `gi` and
+/// `gh` rows of 3H values, `h_prev`, `hn` and `h_new` rows of H, `b_hh` 3H values or null.
+/// The caller has checked that every row is there; only the units' columns are touched.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gru_forward_units(
+    n: usize,
+    h: usize,
+    u0: usize,
+    u1: usize,
+    gi: *mut f32,
+    gh: *const f32,
+    b_hh: *const f32,
+    h_prev: *const f32,
+    hn: *mut f32,
+    h_new: *mut f32,
+) {
     let one = splat(1.0);
     for r in 0..n {
-        let a = gi.as_mut_ptr().add(r * 3 * h);
-        let b = gh.as_ptr().add(r * 3 * h);
+        let a = gi.add(r * 3 * h + u0);
+        let b = gh.add(r * 3 * h + u0);
         let (hp, hnp, hw) = (
-            h_prev.as_ptr().add(r * h),
-            hn.as_mut_ptr().add(r * h),
-            h_new.as_mut_ptr().add(r * h),
+            h_prev.add(r * h + u0),
+            hn.add(r * h + u0),
+            h_new.add(r * h + u0),
         );
-        lanes!(h, |j, rem| {
-            let (br, bz, bn) = match b_hh {
-                Some(bias) => {
-                    let p = bias.as_ptr();
-                    (
-                        load(p.add(j), rem),
-                        load(p.add(h + j), rem),
-                        load(p.add(2 * h + j), rem),
-                    )
-                }
-                None => (
+        lanes!(u1 - u0, |j, rem| {
+            let (br, bz, bn) = if b_hh.is_null() {
+                (
                     _mm256_setzero_ps(),
                     _mm256_setzero_ps(),
                     _mm256_setzero_ps(),
-                ),
+                )
+            } else {
+                let p = b_hh.add(u0);
+                (
+                    load(p.add(j), rem),
+                    load(p.add(h + j), rem),
+                    load(p.add(2 * h + j), rem),
+                )
             };
             let rg = sigmoid8(_mm256_add_ps(
                 _mm256_add_ps(load(a.add(j), rem), load(b.add(j), rem)),

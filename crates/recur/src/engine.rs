@@ -22,6 +22,7 @@
 use crate::config::Mode;
 use recur_kernels::cells;
 use recur_kernels::gemm::{matmul, MatMut, MatRef, Par};
+use recur_kernels::gru;
 use recur_kernels::lstm::LstmPackedB;
 use recur_kernels::packed::PackedB;
 use recur_kernels::pool::Buf;
@@ -435,20 +436,28 @@ fn group_forward<T: Real>(
     let init = if reverse { tn } else { 0 };
     j.hs[init * b * hout..(init + 1) * b * hout].copy_from_slice(h0);
     let lstm = d.mode == Mode::Lstm;
+    // LSTM without projection and GRU: the whole loop in one kernel, its steps split across
+    // threads by hidden units when this group is the only one.
+    let team = if threads {
+        recur_kernels::num_threads()
+    } else {
+        1
+    };
+    let bs = &j.gr.batch_sizes;
     if lstm {
         j.cs[init * b * h..(init + 1) * b * h].copy_from_slice(c0);
         if !d.proj() {
-            // The whole loop in one kernel (its steps split across threads by hidden units).
-            let team = if threads {
-                recur_kernels::num_threads()
-            } else {
-                1
-            };
-            let bs = &j.gr.batch_sizes;
             sw.lstm
                 .sequence(b, bs, reverse, j.gates, j.hs, j.cs, keep, team);
             return;
         }
+    }
+    if d.mode == Mode::Gru {
+        let gates = &mut *j.gates;
+        gru::sequence(
+            &sw.hh_t, p.b_hh, b, bs, reverse, gates, j.hs, j.hn, j.scratch, team,
+        );
+        return;
     }
     for k in 0..tn {
         let t = if reverse { tn - 1 - k } else { k };

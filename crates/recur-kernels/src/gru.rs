@@ -1,0 +1,231 @@
+//! The GRU's whole time loop over a group of rows: at every step the recurrent product
+//! `gh = h_{t-1} W_hhᵀ` (with `W_hhᵀ` packed once, see [`crate::packed`]) and the gate
+//! arithmetic of [`crate::cells::gru_forward`].
+//!
+//! With several threads and a batch too small to give each thread its own rows, every step is
+//! split by hidden units across a [`crate::team`]: thread c computes, for its units, the three
+//! blocks `[r z n]` of the product and then the cell, which needs nothing from the other units.
+//! That needs the units to fall on whole panels of 16 columns (H a multiple of 16); otherwise
+//! the loop runs on one thread.
+
+use crate::packed::{PackedB, SendPtr, NR};
+use crate::Real;
+
+/// From this many multiply-adds per step, [`sequence`] splits steps between threads.
+pub const TEAM_MIN: usize = crate::lstm::TEAM_MIN;
+
+/// The time loop of one GRU direction over a group of `b` rows sorted by decreasing length:
+///
+/// - `hh_t`: `W_hhᵀ` (H, 3H) packed;
+/// - `batch_sizes` (T): how many rows run at step t (the others keep their state);
+/// - `gates` (T, b, 3H): in, `x W_ihᵀ + b_ih`; out, the activations `[r z n]` of the rows that
+///   ran (as [`crate::cells::gru_forward`] leaves them);
+/// - `hs` (T+1, b, H): state slots, forward: slot 0 holds h0 and step t writes slot t+1;
+///   `reverse`: slot T holds it and step t writes slot t;
+/// - `hn` (T, b, H): out, `W_hn h + b_hn` of the rows that ran;
+/// - `gh` (b, 3H): scratch.
+///
+/// The result does not depend on `threads`.
+#[allow(clippy::too_many_arguments)]
+pub fn sequence<T: Real>(
+    hh_t: &PackedB<T>,
+    b_hh: Option<&[T]>,
+    b: usize,
+    batch_sizes: &[usize],
+    reverse: bool,
+    gates: &mut [T],
+    hs: &mut [T],
+    hn: &mut [T],
+    gh: &mut [T],
+    threads: usize,
+) {
+    let (h, tn) = (hh_t.k(), batch_sizes.len());
+    assert_eq!(hh_t.n(), 3 * h, "GRU sequence: W_hhᵀ must be (H, 3H)");
+    assert!(
+        gates.len() >= tn * b * 3 * h
+            && hs.len() >= (tn + 1) * b * h
+            && hn.len() >= tn * b * h
+            && gh.len() >= b * 3 * h
+            && b_hh.is_none_or(|v| v.len() >= 3 * h),
+        "GRU sequence: a buffer is too short"
+    );
+    assert!(
+        batch_sizes.iter().all(|&n| n <= b),
+        "GRU sequence: more running rows than rows"
+    );
+    if b == 0 || h == 0 || tn == 0 {
+        return;
+    }
+    // Units go to threads a panel (16 units) at a time.
+    let unit_panels = h / NR;
+    let busiest = batch_sizes.iter().copied().max().unwrap_or(0);
+    let chunks = if h % NR == 0 && busiest * 3 * h * h >= TEAM_MIN {
+        threads.clamp(1, unit_panels)
+    } else {
+        1
+    };
+    let (g_ptr, h_ptr, n_ptr, gh_ptr) = (
+        SendPtr(gates.as_mut_ptr()),
+        SendPtr(hs.as_mut_ptr()),
+        SendPtr(hn.as_mut_ptr()),
+        SendPtr(gh.as_mut_ptr()),
+    );
+    let (slot, gh_len) = (b * h, b * 3 * h);
+    crate::team::run(tn, chunks, &|kk, c| {
+        let t = if reverse { tn - 1 - kk } else { kk };
+        let n = batch_sizes[t];
+        let (prev, new) = if reverse { (t + 1, t) } else { (t, t + 1) };
+        let (u0, u1) = if chunks == 1 {
+            (0, h)
+        } else {
+            (
+                unit_panels * c / chunks * NR,
+                unit_panels * (c + 1) / chunks * NR,
+            )
+        };
+        // SAFETY: slots prev and new are distinct and inside hs (checked above), the step's
+        // rows of gates and hn inside theirs, gh holds b rows of 3H. During this step the
+        // chunks read only slot prev (finished by the previous step, which the team has
+        // completed) and write: chunk 0 the rows n..b of slot new; every chunk, for its own
+        // units u0..u1 only, the columns of gh, gates, hn and slot new of the rows 0..n (with
+        // one chunk, the panels of gh may cover all columns). No memory is written by two
+        // chunks at once or read while another writes it.
+        unsafe {
+            let hp = std::slice::from_raw_parts(h_ptr.get().add(prev * slot), slot);
+            let hw = h_ptr.get().add(new * slot);
+            if c == 0 && n < b {
+                std::ptr::copy_nonoverlapping(hp.as_ptr().add(n * h), hw.add(n * h), (b - n) * h);
+            }
+            if n == 0 {
+                return;
+            }
+            if chunks == 1 {
+                hh_t.panels_ptr(
+                    0,
+                    (3 * h).div_ceil(NR),
+                    n,
+                    hp,
+                    h,
+                    gh_ptr.get(),
+                    gh_len,
+                    3 * h,
+                );
+            } else {
+                for blk in 0..3 {
+                    let (p0, p1) = ((blk * h + u0) / NR, (blk * h + u1) / NR);
+                    hh_t.panels_ptr(p0, p1, n, hp, h, gh_ptr.get(), gh_len, 3 * h);
+                }
+            }
+            crate::cells::gru_forward_units(
+                n,
+                h,
+                u0,
+                u1,
+                g_ptr.get().add(t * b * 3 * h),
+                gh_ptr.get(),
+                b_hh,
+                hp.as_ptr(),
+                n_ptr.get().add(t * slot),
+                hw,
+            );
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cells;
+    use crate::gemm::MatRef;
+
+    fn vals<T: Real>(len: usize, seed: usize, scale: f64) -> Vec<T> {
+        (0..len)
+            .map(|i| T::from_f64((((i * 7 + seed * 13) % 29) as f64 - 14.0) * scale))
+            .collect()
+    }
+
+    /// `sequence` on `threads` threads against a loop of plain steps (product, then
+    /// `cells::gru_forward`): bit for bit.
+    fn check<T: Real>(b: usize, h: usize, batch_sizes: &[usize], threads: usize, bias: bool) {
+        let tn = batch_sizes.len();
+        let w: Vec<T> = vals(3 * h * h, 1, 0.01);
+        let mut hh_t = PackedB::new();
+        hh_t.pack(MatRef::new(&w, 3 * h, h).t());
+        let b_hh: Vec<T> = vals(3 * h, 2, 0.05);
+        let b_hh = bias.then_some(&b_hh[..]);
+        let g0: Vec<T> = vals(tn * b * 3 * h, 3, 0.2);
+        let h0: Vec<T> = vals(b * h, 5, 0.1);
+        for reverse in [false, true] {
+            let first = if reverse { tn } else { 0 };
+            let slot = b * h;
+            let mut want = (
+                g0.clone(),
+                vec![T::ZERO; (tn + 1) * slot],
+                vec![T::ZERO; tn * slot],
+            );
+            want.1[first * slot..(first + 1) * slot].copy_from_slice(&h0);
+            let mut got = want.clone();
+            let (g, hs, hn) = (&mut want.0, &mut want.1, &mut want.2);
+            let mut gh = vec![T::ZERO; b * 3 * h];
+            for kk in 0..tn {
+                let t = if reverse { tn - 1 - kk } else { kk };
+                let n = batch_sizes[t];
+                let (p, q) = if reverse { (t + 1, t) } else { (t, t + 1) };
+                let hp = hs[p * slot..(p + 1) * slot].to_vec();
+                hs[q * slot + n * h..(q + 1) * slot].copy_from_slice(&hp[n * h..]);
+                if n == 0 {
+                    continue;
+                }
+                hh_t.matmul_with(n, &hp, h, &mut gh, 3 * h, false, false);
+                cells::gru_forward(
+                    n,
+                    h,
+                    &mut g[t * b * 3 * h..(t + 1) * b * 3 * h],
+                    &gh,
+                    b_hh,
+                    &hp,
+                    &mut hn[t * slot..(t + 1) * slot],
+                    &mut hs[q * slot..(q + 1) * slot],
+                );
+            }
+            let mut scratch = vec![T::ZERO; b * 3 * h];
+            sequence(
+                &hh_t,
+                b_hh,
+                b,
+                batch_sizes,
+                reverse,
+                &mut got.0,
+                &mut got.1,
+                &mut got.2,
+                &mut scratch,
+                threads,
+            );
+            assert!(
+                got == want,
+                "b={b} h={h} threads={threads} reverse={reverse} bias={bias}"
+            );
+        }
+    }
+
+    #[test]
+    fn sequence_split_across_threads_matches_plain_steps() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            // Above TEAM_MIN with H a multiple of 16 (split), H = 150 (not: one thread), one row,
+            // rows finishing at different steps, no running row at a step, a tiny size.
+            const { assert!(2 * 3 * 160 * 160 >= TEAM_MIN && 3 * 150 * 150 * 3 >= TEAM_MIN) };
+            for threads in [1, 2, 3] {
+                check::<f32>(3, 160, &[3, 3, 2, 1, 1], threads, true);
+                check::<f32>(1, 208, &[1; 6], threads, false);
+                check::<f32>(3, 150, &[3, 2, 2], threads, true);
+                check::<f64>(2, 160, &[2, 1, 0], threads, true);
+                check::<f32>(4, 16, &[4, 3], threads, true);
+            }
+            check::<f32>(2, 32, &[], 2, true);
+        });
+    }
+}
