@@ -109,11 +109,12 @@ pub fn sequence<T: Real>(
                     gh_ptr.get(),
                     gh_len,
                     3 * h,
+                    false,
                 );
             } else {
                 for blk in 0..3 {
                     let (p0, p1) = ((blk * h + u0) / NR, (blk * h + u1) / NR);
-                    hh_t.panels_ptr(p0, p1, n, hp, h, gh_ptr.get(), gh_len, 3 * h);
+                    hh_t.panels_ptr(p0, p1, n, hp, h, gh_ptr.get(), gh_len, 3 * h, false);
                 }
             }
             crate::cells::gru_forward_units(

@@ -11,7 +11,7 @@
 //!   step (AVX2+FMA microkernel, optional bias epilogue);
 //! - [`lstm`]: the LSTM's recurrent product and cell update as one kernel, and its whole time
 //!   loop;
-//! - [`gru`]: the GRU's whole time loop;
+//! - [`gru`], [`rnn`]: the GRU's and the Elman RNN's whole time loops;
 //! - [`team`]: a time loop shared by several threads that hand each step over by spinning;
 //! - [`pool`]: scratch buffers reused across calls; [`alloc`]: an allocator that keeps count.
 //!
@@ -26,6 +26,7 @@ pub mod lstm;
 pub mod packed;
 pub mod pool;
 mod real;
+pub mod rnn;
 #[cfg(target_arch = "x86_64")]
 mod simd;
 pub mod team;

@@ -183,8 +183,9 @@ impl<T: Real> PackedB<T> {
         );
     }
 
-    /// Panels p0..p1 of `C = A · B` (columns 16·p0..16·p1), C given as a pointer to `clen`
-    /// values, for threads that write disjoint column ranges of one buffer.
+    /// Panels p0..p1 of `C = A · B` (columns 16·p0..16·p1; `C += A · B` when `accumulate`),
+    /// C given as a pointer to `clen` values, for threads that write disjoint column ranges of
+    /// one buffer.
     ///
     /// Safety: `c` points at `clen` values holding m rows (stride ldc) of n values; A holds m
     /// rows (stride lda) of k values; no other thread touches these columns of C meanwhile.
@@ -199,6 +200,7 @@ impl<T: Real> PackedB<T> {
         c: *mut T,
         clen: usize,
         ldc: usize,
+        accumulate: bool,
     ) {
         debug_assert!(p1 <= self.n.div_ceil(NR) && lda >= self.k && ldc >= self.n);
         debug_assert!(
@@ -207,7 +209,8 @@ impl<T: Real> PackedB<T> {
         // SAFETY: the caller guarantees that c holds clen values and that only these panels'
         // columns are written through it, by this call alone (as in `split`).
         let c = std::slice::from_raw_parts_mut(c, clen);
-        self.panels(p0, p1, m, a, lda, c, ldc, Ep::Store);
+        let ep = if accumulate { Ep::Add } else { Ep::Store };
+        self.panels(p0, p1, m, a, lda, c, ldc, ep);
     }
 
     /// Panels p0..p1 of the product.

@@ -26,6 +26,7 @@ use recur_kernels::gru;
 use recur_kernels::lstm::LstmPackedB;
 use recur_kernels::packed::PackedB;
 use recur_kernels::pool::Buf;
+use recur_kernels::rnn;
 use recur_kernels::Real;
 
 /// Sizes of one (layer, direction).
@@ -289,7 +290,7 @@ pub(crate) fn biases<'a, T: Real>(
 }
 
 /// One time step for rows 0..n. `gates` (n, G·H) holds `x W_ihᵀ` plus the biases of
-/// [`add_biases`]; on return it holds what the backward pass needs (with `keep`; an LSTM step
+/// [`biases`]; on return it holds what the backward pass needs (with `keep`; an LSTM step
 /// without `keep` may leave the pre-activations there instead). `m` (n, H) is used by a
 /// projected LSTM, `hn` (n, H) and `gh` (n, 3H) by the GRU; pass empty slices otherwise.
 /// `threads`: the products may be split across threads (false when each thread already runs
@@ -436,7 +437,7 @@ fn group_forward<T: Real>(
     let init = if reverse { tn } else { 0 };
     j.hs[init * b * hout..(init + 1) * b * hout].copy_from_slice(h0);
     let lstm = d.mode == Mode::Lstm;
-    // LSTM without projection and GRU: the whole loop in one kernel, its steps split across
+    // Every cell but the projected LSTM: the whole loop in one kernel, its steps split across
     // threads by hidden units when this group is the only one.
     let team = if threads {
         recur_kernels::num_threads()
@@ -452,12 +453,20 @@ fn group_forward<T: Real>(
             return;
         }
     }
-    if d.mode == Mode::Gru {
-        let gates = &mut *j.gates;
-        gru::sequence(
-            &sw.hh_t, p.b_hh, b, bs, reverse, gates, j.hs, j.hn, j.scratch, team,
-        );
-        return;
+    match d.mode {
+        Mode::Gru => {
+            let gates = &mut *j.gates;
+            gru::sequence(
+                &sw.hh_t, p.b_hh, b, bs, reverse, gates, j.hs, j.hn, j.scratch, team,
+            );
+            return;
+        }
+        Mode::RnnTanh | Mode::RnnRelu => {
+            let relu = d.mode == Mode::RnnRelu;
+            rnn::sequence(&sw.hh_t, relu, b, bs, reverse, j.gates, j.hs, team);
+            return;
+        }
+        Mode::Lstm => {}
     }
     for k in 0..tn {
         let t = if reverse { tn - 1 - k } else { k };
