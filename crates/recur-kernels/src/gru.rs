@@ -9,10 +9,8 @@
 //! the loop runs on one thread.
 
 use crate::packed::{PackedB, SendPtr, NR};
+use crate::team::{self, Step};
 use crate::Real;
-
-/// From this many multiply-adds per step, [`sequence`] splits steps between threads.
-pub const TEAM_MIN: usize = crate::lstm::TEAM_MIN;
 
 /// The time loop of one GRU direction over a group of `b` rows sorted by decreasing length:
 ///
@@ -59,8 +57,8 @@ pub fn sequence<T: Real>(
     // Units go to threads a panel (16 units) at a time.
     let unit_panels = h / NR;
     let busiest = batch_sizes.iter().copied().max().unwrap_or(0);
-    let chunks = if h % NR == 0 && busiest * 3 * h * h >= TEAM_MIN {
-        threads.clamp(1, unit_panels)
+    let chunks = if h % NR == 0 {
+        team::chunks(busiest * 3 * h * h, threads, unit_panels)
     } else {
         1
     };
@@ -71,10 +69,8 @@ pub fn sequence<T: Real>(
         SendPtr(gh.as_mut_ptr()),
     );
     let (slot, gh_len) = (b * h, b * 3 * h);
-    crate::team::run(tn, chunks, &|kk, c| {
-        let t = if reverse { tn - 1 - kk } else { kk };
-        let n = batch_sizes[t];
-        let (prev, new) = if reverse { (t + 1, t) } else { (t, t + 1) };
+    team::run_steps(batch_sizes, reverse, chunks, &|st: Step, c| {
+        let (t, n) = (st.t, st.n);
         let (u0, u1) = if chunks == 1 {
             (0, h)
         } else {
@@ -91,10 +87,10 @@ pub fn sequence<T: Real>(
         // one chunk, the panels of gh may cover all columns). No memory is written by two
         // chunks at once or read while another writes it.
         unsafe {
-            let hp = std::slice::from_raw_parts(h_ptr.get().add(prev * slot), slot);
-            let hw = h_ptr.get().add(new * slot);
-            if c == 0 && n < b {
-                std::ptr::copy_nonoverlapping(hp.as_ptr().add(n * h), hw.add(n * h), (b - n) * h);
+            let hp = std::slice::from_raw_parts(h_ptr.get().add(st.prev * slot), slot);
+            let hw = h_ptr.get().add(st.new * slot);
+            if c == 0 {
+                team::carry(h_ptr.get(), slot, h, st);
             }
             if n == 0 {
                 return;
@@ -169,9 +165,12 @@ mod tests {
             let (g, hs, hn) = (&mut want.0, &mut want.1, &mut want.2);
             let mut gh = vec![T::ZERO; b * 3 * h];
             for kk in 0..tn {
-                let t = if reverse { tn - 1 - kk } else { kk };
-                let n = batch_sizes[t];
-                let (p, q) = if reverse { (t + 1, t) } else { (t, t + 1) };
+                let Step {
+                    t,
+                    n,
+                    prev: p,
+                    new: q,
+                } = Step::of(kk, batch_sizes, reverse);
                 let hp = hs[p * slot..(p + 1) * slot].to_vec();
                 hs[q * slot + n * h..(q + 1) * slot].copy_from_slice(&hp[n * h..]);
                 if n == 0 {
@@ -216,9 +215,9 @@ mod tests {
             .build()
             .unwrap();
         pool.install(|| {
-            // Above TEAM_MIN with H a multiple of 16 (split), H = 150 (not: one thread), one row,
+            // Above team::MIN_WORK with H a multiple of 16 (split), H = 150 (not: one thread), one row,
             // rows finishing at different steps, no running row at a step, a tiny size.
-            const { assert!(2 * 3 * 160 * 160 >= TEAM_MIN && 3 * 150 * 150 * 3 >= TEAM_MIN) };
+            const { assert!(2 * 3 * 160 * 160 >= team::MIN_WORK && 3 * 150 * 150 * 3 >= team::MIN_WORK) };
             for threads in [1, 2, 3] {
                 check::<f32>(3, 160, &[3, 3, 2, 1, 1], threads, true);
                 check::<f32>(1, 208, &[1; 6], threads, false);

@@ -14,9 +14,7 @@
 //! the same operations in the same order, the activations are the same vectorized functions.
 
 use crate::packed::{SendPtr, NR, THREADS_MIN};
-/// From this many multiply-adds per step, [`LstmPackedB::sequence`] splits steps between
-/// threads (a hand-off costs well under a microsecond; a step this size takes a few).
-pub const TEAM_MIN: usize = 1 << 17;
+use crate::team::{self, Step};
 use crate::Real;
 use std::any::TypeId;
 
@@ -181,21 +179,15 @@ impl<T: Real> LstmPackedB<T> {
         }
         let panels = h.div_ceil(UNITS);
         let busiest = batch_sizes.iter().copied().max().unwrap_or(0);
-        let chunks = if busiest * 4 * h * k >= TEAM_MIN {
-            threads.clamp(1, panels)
-        } else {
-            1
-        };
+        let chunks = team::chunks(busiest * 4 * h * k, threads, panels);
         let (g_ptr, h_ptr, c_ptr) = (
             SendPtr(gates.as_mut_ptr()),
             SendPtr(hs.as_mut_ptr()),
             SendPtr(cs.as_mut_ptr()),
         );
         let slot = b * h;
-        crate::team::run(tn, chunks, &|kk, c| {
-            let t = if reverse { tn - 1 - kk } else { kk };
-            let n = batch_sizes[t];
-            let (prev, new) = if reverse { (t + 1, t) } else { (t, t + 1) };
+        team::run_steps(batch_sizes, reverse, chunks, &|st: Step, c| {
+            let (t, n) = (st.t, st.n);
             // SAFETY: the slots prev and new are distinct and inside hs and cs (checked
             // above). During this step, the chunks read only slot prev (written by the
             // previous step, which the team has finished) and write only slot new: chunk 0
@@ -203,20 +195,15 @@ impl<T: Real> LstmPackedB<T> {
             // units of the step's gate rows. So no memory is written by two calls at once or
             // read while written.
             unsafe {
-                let hp = std::slice::from_raw_parts(h_ptr.get().add(prev * slot), slot);
-                let cp = std::slice::from_raw_parts(c_ptr.get().add(prev * slot), slot);
-                let (hn, cn) = (h_ptr.get().add(new * slot), c_ptr.get().add(new * slot));
-                if c == 0 && n < b {
-                    std::ptr::copy_nonoverlapping(
-                        hp.as_ptr().add(n * h),
-                        hn.add(n * h),
-                        (b - n) * h,
-                    );
-                    std::ptr::copy_nonoverlapping(
-                        cp.as_ptr().add(n * h),
-                        cn.add(n * h),
-                        (b - n) * h,
-                    );
+                let hp = std::slice::from_raw_parts(h_ptr.get().add(st.prev * slot), slot);
+                let cp = std::slice::from_raw_parts(c_ptr.get().add(st.prev * slot), slot);
+                let (hn, cn) = (
+                    h_ptr.get().add(st.new * slot),
+                    c_ptr.get().add(st.new * slot),
+                );
+                if c == 0 {
+                    team::carry(h_ptr.get(), slot, h, st);
+                    team::carry(c_ptr.get(), slot, h, st);
                 }
                 let bufs = Bufs {
                     gates: SendPtr(g_ptr.get().add(t * b * 4 * h)),
@@ -693,9 +680,12 @@ mod tests {
                 let mut got = want.clone();
                 let (g, hs, cs) = (&mut want.0, &mut want.1, &mut want.2);
                 for kk in 0..tn {
-                    let t = if reverse { tn - 1 - kk } else { kk };
-                    let n = batch_sizes[t];
-                    let (p, q) = if reverse { (t + 1, t) } else { (t, t + 1) };
+                    let Step {
+                        t,
+                        n,
+                        prev: p,
+                        new: q,
+                    } = Step::of(kk, batch_sizes, reverse);
                     let (hp, cp) = (
                         hs[p * slot..(p + 1) * slot].to_vec(),
                         cs[p * slot..(p + 1) * slot].to_vec(),
@@ -733,9 +723,9 @@ mod tests {
             .build()
             .unwrap();
         pool.install(|| {
-            // Above TEAM_MIN: 3 rows, H = 130 (33 panels, the last one partial), rows finishing
+            // Above team::MIN_WORK: 3 rows, H = 130 (33 panels, the last one partial), rows finishing
             // at different steps; one row; and a size that stays on one thread.
-            const { assert!(3 * 4 * 130 * 130 >= TEAM_MIN && 4 * 4 * 20 * 20 < TEAM_MIN) };
+            const { assert!(3 * 4 * 130 * 130 >= team::MIN_WORK && 4 * 4 * 20 * 20 < team::MIN_WORK) };
             for threads in [1, 2, 3] {
                 check_sequence::<f32>(3, 130, &[3, 3, 2, 2, 1, 1, 1], threads);
                 check_sequence::<f32>(1, 200, &[1; 9], threads);

@@ -6,10 +6,8 @@
 //! split by hidden units (whole panels of 16) across a [`crate::team`].
 
 use crate::packed::{PackedB, SendPtr, NR};
+use crate::team::{self, Step};
 use crate::Real;
-
-/// From this many multiply-adds per step, [`sequence`] splits steps between threads.
-pub const TEAM_MIN: usize = crate::lstm::TEAM_MIN;
 
 /// The time loop of one RNN direction over a group of `b` rows sorted by decreasing length:
 ///
@@ -47,17 +45,11 @@ pub fn sequence<T: Real>(
     }
     let panels = h.div_ceil(NR);
     let busiest = batch_sizes.iter().copied().max().unwrap_or(0);
-    let chunks = if busiest * h * h >= TEAM_MIN {
-        threads.clamp(1, panels)
-    } else {
-        1
-    };
+    let chunks = team::chunks(busiest * h * h, threads, panels);
     let (g_ptr, h_ptr) = (SendPtr(gates.as_mut_ptr()), SendPtr(hs.as_mut_ptr()));
     let slot = b * h;
-    crate::team::run(tn, chunks, &|kk, c| {
-        let t = if reverse { tn - 1 - kk } else { kk };
-        let n = batch_sizes[t];
-        let (prev, new) = if reverse { (t + 1, t) } else { (t, t + 1) };
+    team::run_steps(batch_sizes, reverse, chunks, &|st: Step, c| {
+        let (t, n) = (st.t, st.n);
         let (p0, p1) = (panels * c / chunks, panels * (c + 1) / chunks);
         let (u0, u1) = (p0 * NR, (p1 * NR).min(h));
         // SAFETY: slots prev and new are distinct and inside hs, the step's rows of gates
@@ -67,10 +59,10 @@ pub fn sequence<T: Real>(
         // 0..n of the step's gates and of slot new. No memory is written by two chunks at once
         // or read while another writes it.
         unsafe {
-            let hp = std::slice::from_raw_parts(h_ptr.get().add(prev * slot), slot);
-            let hw = h_ptr.get().add(new * slot);
-            if c == 0 && n < b {
-                std::ptr::copy_nonoverlapping(hp.as_ptr().add(n * h), hw.add(n * h), (b - n) * h);
+            let hp = std::slice::from_raw_parts(h_ptr.get().add(st.prev * slot), slot);
+            let hw = h_ptr.get().add(st.new * slot);
+            if c == 0 {
+                team::carry(h_ptr.get(), slot, h, st);
             }
             if n == 0 {
                 return;
@@ -115,9 +107,12 @@ mod tests {
             let mut got = want.clone();
             let (g, hs) = (&mut want.0, &mut want.1);
             for kk in 0..tn {
-                let t = if reverse { tn - 1 - kk } else { kk };
-                let n = batch_sizes[t];
-                let (p, q) = if reverse { (t + 1, t) } else { (t, t + 1) };
+                let Step {
+                    t,
+                    n,
+                    prev: p,
+                    new: q,
+                } = Step::of(kk, batch_sizes, reverse);
                 let hp = hs[p * slot..(p + 1) * slot].to_vec();
                 hs[q * slot + n * h..(q + 1) * slot].copy_from_slice(&hp[n * h..]);
                 let gt = &mut g[t * slot..(t + 1) * slot];
@@ -148,9 +143,9 @@ mod tests {
             .build()
             .unwrap();
         pool.install(|| {
-            // Above TEAM_MIN (H = 410: 26 panels, the last one partial), one row, rows
-            // finishing at different steps, no running row at a step, a size below TEAM_MIN.
-            const { assert!(410 * 410 >= TEAM_MIN && 4 * 20 * 20 < TEAM_MIN) };
+            // Above team::MIN_WORK (H = 410: 26 panels, the last one partial), one row, rows
+            // finishing at different steps, no running row at a step, a size below team::MIN_WORK.
+            const { assert!(410 * 410 >= team::MIN_WORK && 4 * 20 * 20 < team::MIN_WORK) };
             for threads in [1, 2, 3] {
                 for relu in [false, true] {
                     check::<f32>(3, 410, &[3, 3, 2, 1, 1], threads, relu);

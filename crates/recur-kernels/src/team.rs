@@ -15,6 +15,72 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+/// Multiply-adds per step from which the time loops of [`crate::lstm`], [`crate::gru`] and
+/// [`crate::rnn`] split their steps between threads (a hand-off costs well under a
+/// microsecond; a step this size takes a few).
+pub const MIN_WORK: usize = 1 << 17;
+
+/// How many chunks a time loop uses: `threads`, at most `parts`, when a step does at least
+/// [`MIN_WORK`] multiply-adds; otherwise 1.
+pub fn chunks(work: usize, threads: usize, parts: usize) -> usize {
+    if work >= MIN_WORK {
+        threads.clamp(1, parts.max(1))
+    } else {
+        1
+    }
+}
+
+/// Step number `kk` of a recurrent loop over T+1 state slots, rows sorted by decreasing
+/// length: the time t, the rows n that run at t, and the slot read and the slot written.
+/// Forward: slot 0 holds the initial state and time t writes slot t+1; reverse: slot T holds
+/// it and time t writes slot t.
+#[derive(Clone, Copy, Debug)]
+pub struct Step {
+    pub t: usize,
+    pub n: usize,
+    pub prev: usize,
+    pub new: usize,
+}
+
+impl Step {
+    pub fn of(kk: usize, batch_sizes: &[usize], reverse: bool) -> Step {
+        let tn = batch_sizes.len();
+        let t = if reverse { tn - 1 - kk } else { kk };
+        let (prev, new) = if reverse { (t + 1, t) } else { (t, t + 1) };
+        Step {
+            t,
+            n: batch_sizes[t],
+            prev,
+            new,
+        }
+    }
+}
+
+/// [`run`] over the steps of a recurrent loop (see [`Step`]), in time order or reversed.
+pub fn run_steps(
+    batch_sizes: &[usize],
+    reverse: bool,
+    chunks: usize,
+    f: &(dyn Fn(Step, usize) + Sync),
+) {
+    run(batch_sizes.len(), chunks, &|kk, c| {
+        f(Step::of(kk, batch_sizes, reverse), c)
+    });
+}
+
+/// The rows that do not run at step `s` keep their state: copies rows `s.n..` (of `width`
+/// values, `slot` values per slot) of slot `s.prev` of `buf` to slot `s.new`.
+///
+/// Safety: `buf` holds both slots; nothing else touches those rows meanwhile.
+pub(crate) unsafe fn carry<T: Copy>(buf: *mut T, slot: usize, width: usize, s: Step) {
+    let from = s.n * width;
+    std::ptr::copy_nonoverlapping(
+        buf.add(s.prev * slot + from),
+        buf.add(s.new * slot + from),
+        slot - from,
+    );
+}
+
 /// One chunk's counters, on a cache line of its own (the threads spin on them).
 #[repr(align(128))]
 #[derive(Default)]
