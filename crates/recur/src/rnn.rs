@@ -389,6 +389,15 @@ impl<T: Real> Rnn<T> {
         }
     }
 
+    /// The inverse of [`Rnn::user_index`]: (time, batch) of user row `u`.
+    fn user_pos(&self, u: usize, tn: usize, bn: usize) -> (usize, usize) {
+        if self.config.batch_first {
+            (u % tn, u / tn)
+        } else {
+            (u / bn, u % bn)
+        }
+    }
+
     /// Takes a state tensor (L·D, B, n) in user order to sorted order.
     fn gather_state(
         &self,
@@ -434,41 +443,30 @@ impl<T: Real> Rnn<T> {
     /// Takes a sorted (T·B, n) buffer to the user's layout (T, B, n) / (B, T, n) / (T, n).
     fn scatter_seq(&self, prep: &Prepared, v: &[T], n: usize) -> Tensor<T> {
         let (t, b) = (prep.plan.t, prep.plan.b);
-        if prep.lengths.iter().all(|&l| l == t) {
-            // No padding: the rows in the user's order, appended (nothing to zero first).
+        let out = if prep.lengths.iter().all(|&l| l == t) {
+            // No padding: the rows appended in the user's order (nothing to zero first).
             let mut sorted = vec![0; b];
             for s in 0..b {
                 sorted[prep.orig(s)] = s;
             }
             let mut out = Vec::with_capacity(t * b * n);
-            let (outer, inner) = if self.config.batch_first {
-                (b, t)
-            } else {
-                (t, b)
-            };
-            for o in 0..outer {
-                for k in 0..inner {
-                    let (ti, ob) = if self.config.batch_first {
-                        (k, o)
-                    } else {
-                        (o, k)
-                    };
-                    out.extend_from_slice(&v[prep.plan.row(ti, sorted[ob]) * n..][..n]);
+            for u in 0..t * b {
+                let (ti, ob) = self.user_pos(u, t, b);
+                out.extend_from_slice(&v[prep.plan.row(ti, sorted[ob]) * n..][..n]);
+            }
+            out
+        } else {
+            // Fresh, for the same reason as in `scatter_state`.
+            let mut out = vec![T::ZERO; t * b * n];
+            for s in 0..b {
+                let ob = prep.orig(s);
+                for ti in 0..prep.lengths[s] {
+                    let to = self.user_index(ti, ob, t, b) * n;
+                    out[to..to + n].copy_from_slice(&v[prep.plan.row(ti, s) * n..][..n]);
                 }
             }
-            let mut shape = prep.input_shape.clone();
-            *shape.last_mut().unwrap() = n;
-            return Tensor::new(&shape, out).expect("sequence shape");
-        }
-        // Fresh, for the same reason as in `scatter_state`.
-        let mut out = vec![T::ZERO; t * b * n];
-        for s in 0..b {
-            let ob = prep.orig(s);
-            for ti in 0..prep.lengths[s] {
-                let to = self.user_index(ti, ob, t, b) * n;
-                out[to..to + n].copy_from_slice(&v[prep.plan.row(ti, s) * n..][..n]);
-            }
-        }
+            out
+        };
         let mut shape = prep.input_shape.clone();
         *shape.last_mut().unwrap() = n;
         Tensor::new(&shape, out).expect("sequence shape")
