@@ -62,6 +62,17 @@ fn available_cores() -> usize {
     })
 }
 
+/// The sum of `x`, read as fast as the CPU loads (AVX2 when present): a probe of the memory
+/// bandwidth a kernel that streams `x` can get (see `examples/time_loops.rs`).
+pub fn read_all(x: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if cpu::features().avx2_fma {
+        // SAFETY: the CPU has AVX2+FMA; `sum` reads only inside the slice.
+        return unsafe { simd::sum(x) };
+    }
+    x.iter().sum()
+}
+
 /// `x` as f32 values when `T` is f32 (the fast kernels are written for f32).
 pub(crate) fn as_f32<T: 'static>(x: &[T]) -> Option<&[f32]> {
     (TypeId::of::<T>() == TypeId::of::<f32>()).then(|| {

@@ -119,6 +119,24 @@ macro_rules! lanes {
     }};
 }
 
+/// The sum of `x` with four independent 8-lane accumulators: reads at the load units' rate.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn sum(x: &[f32]) -> f32 {
+    let p = x.as_ptr();
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= x.len() {
+        for (u, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_add_ps(*a, _mm256_loadu_ps(p.add(i + 8 * u)));
+        }
+        i += 32;
+    }
+    let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+    lanes.iter().sum::<f32>() + x[i..].iter().sum::<f32>()
+}
+
 /// `sigmoid` in place.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn sigmoid_inplace(x: &mut [f32]) {
