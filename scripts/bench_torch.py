@@ -15,6 +15,10 @@ What is timed (the same as crates/recur-cli/src/bench.rs):
              weight gradients included; the gradients are set to None before every iteration.
              The input does not require a gradient (as in a typical training step on data; recur
              likewise calls Rnn::backward_params, which skips d input).
+  ragged     rows with "ragged": true run as users write variable-length batches:
+             pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False) -> module ->
+             pad_packed_sequence(batch_first=True, total_length=seq); packing and unpacking are
+             inside the timed region (lengths: ragged_lengths below, the formula of grid.json).
   streaming  rows with "streaming": true time ONE step for batch 1: one call of the module on a
              (1, 1, input) input with the state (tuple for LSTM) returned by the previous call,
              under inference_mode; the state passing is inside the timed region.
@@ -26,7 +30,8 @@ peak_mb is null: torch has no allocator-tracked peak on CPU.
 
 FLOP model (as recur's): 2*M*N*K per matrix product, gate arithmetic not counted; per layer and
 direction with G gates (rnn 1, gru 3, lstm 4) and F the layer's input width:
-2 * batch*seq * G*hidden * (F + hidden); train = 3 x forward.
+2 * batch*seq * G*hidden * (F + hidden) (ragged rows: the sum of the lengths instead of batch*seq);
+train = 3 x forward.
 
 If torch is not importable with the interpreter that runs this script, the script re-executes itself
 with the venv python printed by scripts/venv.sh (which creates .venv/ on first use).
@@ -63,13 +68,25 @@ def load_rows():
         return json.load(f)["rows"]
 
 
+def ragged_lengths(batch, seq):
+    """The lengths of a ragged row (bench/grid.json; recur's bench.rs computes the same)."""
+    lo = seq // 5
+    if batch == 1:
+        return [seq]
+    return [lo + (13 * b % batch) * (seq - lo) // (batch - 1) for b in range(batch)]
+
+
+def steps(r):
+    return sum(ragged_lengths(r["batch"], r["seq"])) if r.get("ragged") else r["batch"] * r["seq"]
+
+
 def forward_flops(r):
     g = GATES[r["cell"]]
     d = 2 if r["bidirectional"] else 1
     total = 0.0
     for layer in range(r["layers"]):
         f = r["input"] if layer == 0 else r["hidden"] * d
-        total += d * 2.0 * (r["batch"] * r["seq"]) * g * r["hidden"] * (f + r["hidden"])
+        total += d * 2.0 * steps(r) * g * r["hidden"] * (f + r["hidden"])
     return total
 
 
@@ -130,11 +147,23 @@ def make_step(r, model, x):
             _, state[0] = model(x1, state[0])
 
         return step, torch.inference_mode
+    run = model
+    if r.get("ragged"):
+        from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+        lengths = torch.tensor(ragged_lengths(r["batch"], r["seq"]))
+
+        def run(xs):
+            packed = pack_padded_sequence(xs, lengths, batch_first=True, enforce_sorted=False)
+            out, hn = model(packed)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=r["seq"])
+            return out, hn
+
     if r["mode"] == "infer":
         model.eval()
 
         def step():
-            model(x)
+            run(x)
 
         return step, torch.inference_mode
     if r["mode"] == "train":
@@ -143,7 +172,7 @@ def make_step(r, model, x):
         def step():
             for q in params:
                 q.grad = None
-            out, hn = model(x)
+            out, hn = run(x)
             if lstm:  # (h_n, c_n): the loss uses h_n only
                 hn = hn[0]
             (out.sum() + hn.sum()).backward()
@@ -207,6 +236,7 @@ def run_row(args, r):
     for k in ("name", "cell", "mode", "batch", "seq", "input", "hidden", "layers", "bidirectional"):
         rec[k] = r[k]
     rec["streaming"] = bool(r.get("streaming", False))
+    rec["ragged"] = bool(r.get("ragged", False))
     rec.update(
         threads=torch.get_num_threads(),
         reps=len(times),

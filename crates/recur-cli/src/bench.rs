@@ -55,6 +55,38 @@ pub struct Row {
     bidirectional: bool,
     #[serde(default)]
     streaming: bool,
+    /// Ragged batch: the sequences have the lengths of [`ragged_lengths`] (PackedSequence
+    /// semantics), not all `seq` steps.
+    #[serde(default)]
+    ragged: bool,
+}
+
+/// The lengths of a ragged row, as `bench/grid.json` defines them (and scripts/bench_torch.py
+/// computes them): spread evenly over [seq/5, seq] in a fixed shuffled order,
+/// `len[b] = lo + ((13·b) mod B)·(seq − lo) / (B − 1)` with `lo = seq / 5` (integer division;
+/// one sequence has the full length).
+pub fn ragged_lengths(batch: usize, seq: usize) -> Vec<usize> {
+    let lo = seq / 5;
+    (0..batch)
+        .map(|b| {
+            if batch == 1 {
+                seq
+            } else {
+                lo + (13 * b % batch) * (seq - lo) / (batch - 1)
+            }
+        })
+        .collect()
+}
+
+impl Row {
+    /// The (batch, time) positions that run: batch·seq, or the sum of the ragged lengths.
+    fn steps(&self) -> usize {
+        if self.ragged {
+            ragged_lengths(self.batch, self.seq).iter().sum()
+        } else {
+            self.batch * self.seq
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -77,7 +109,7 @@ struct Record {
 }
 
 /// 2·M·N·K per matrix product, gate arithmetic not counted; train = 3 × forward (the FLOP
-/// model of the PyTorch baseline script).
+/// model of the PyTorch baseline script). A ragged row counts only the steps that run.
 fn forward_flops(r: &Row, mode: Mode) -> f64 {
     let g = mode.gates() as f64;
     let d = if r.bidirectional { 2.0 } else { 1.0 };
@@ -88,7 +120,7 @@ fn forward_flops(r: &Row, mode: Mode) -> f64 {
         } else {
             r.hidden as f64 * d
         };
-        total += d * 2.0 * (r.batch * r.seq) as f64 * g * r.hidden as f64 * (f + r.hidden as f64);
+        total += d * 2.0 * r.steps() as f64 * g * r.hidden as f64 * (f + r.hidden as f64);
     }
     total
 }
@@ -138,6 +170,14 @@ fn run_row(a: &Args, r: &Row) -> Result<Record, String> {
     let x: Vec<f32> = (0..r.batch * r.seq * r.input)
         .map(|i| ((i as f32) * 0.618).sin())
         .collect();
+    let lengths = r.ragged.then(|| ragged_lengths(r.batch, r.seq));
+    let lengths = lengths.as_deref();
+    if r.ragged && (r.streaming || r.batch < 2 || r.seq < 5) {
+        return Err(format!(
+            "bench/grid.json: ragged row {}/{}/{} needs batch >= 2, seq >= 5 and no streaming",
+            r.name, r.cell, r.mode
+        ));
+    }
     let (times, peak, rss) = if r.streaming {
         let mut s = Stream::new(&rnn, r.batch).map_err(|e| e.to_string())?;
         let xs = &x[..r.batch * r.input];
@@ -148,16 +188,21 @@ fn run_row(a: &Args, r: &Row) -> Result<Record, String> {
         let xt = Tensor::new(&[r.batch, r.seq, r.input], x).map_err(|e| e.to_string())?;
         match r.mode.as_str() {
             "infer" => time_it(a, || {
-                rnn.forward(&xt, None, None).expect("forward");
+                rnn.forward(&xt, None, lengths).expect("forward");
             }),
             "train" => {
                 let mut grads = rnn.zeros_like_params();
                 let d = if r.bidirectional { 2 } else { 1 };
-                let gy = Tensor::new(
-                    &[r.batch, r.seq, d * r.hidden],
-                    vec![1.0f32; r.batch * r.seq * d * r.hidden],
-                )
-                .unwrap();
+                // d loss / d output: ones at the positions that run, zeros in the padding
+                // (pad_packed_sequence's padding is a constant on the PyTorch side).
+                let width = d * r.hidden;
+                let mut gy = vec![1.0f32; r.batch * r.seq * width];
+                if let Some(lens) = lengths {
+                    for (b, &len) in lens.iter().enumerate() {
+                        gy[(b * r.seq + len) * width..(b + 1) * r.seq * width].fill(0.0);
+                    }
+                }
+                let gy = Tensor::new(&[r.batch, r.seq, width], gy).unwrap();
                 let gh = Tensor::new(
                     &[r.layers * d, r.batch, r.hidden],
                     vec![1.0f32; r.layers * d * r.batch * r.hidden],
@@ -166,7 +211,7 @@ fn run_row(a: &Args, r: &Row) -> Result<Record, String> {
                 time_it(a, || {
                     grads.fill(0.0);
                     let (_, tape) = rnn
-                        .forward_train(&xt, None, None, Dropout::Off)
+                        .forward_train(&xt, None, lengths, Dropout::Off)
                         .expect("forward");
                     // The input does not require a gradient (as on the PyTorch side).
                     rnn.backward_params(&tape, Some(&gy), Some(&gh), None, &mut grads)
@@ -220,7 +265,7 @@ pub fn run(a: Args) -> Result<(), String> {
     }
     if !a.json {
         println!(
-            "{:<14} {:<9} {:<6} {:>3} {:>10} {:>10} {:>9} {:>9} {:>9}",
+            "{:<16} {:<9} {:<6} {:>3} {:>10} {:>10} {:>9} {:>9} {:>9}",
             "row", "cell", "mode", "thr", "median ms", "min ms", "GFLOP", "GFLOP/s", "peak MB"
         );
     }
@@ -230,7 +275,7 @@ pub fn run(a: Args) -> Result<(), String> {
             println!("{}", serde_json::to_string(&rec).unwrap());
         } else {
             println!(
-                "{:<14} {:<9} {:<6} {:>3} {:>10.3} {:>10.3} {:>9.4} {:>9.1} {:>9.1}",
+                "{:<16} {:<9} {:<6} {:>3} {:>10.3} {:>10.3} {:>9.4} {:>9.1} {:>9.1}",
                 r.name,
                 r.cell,
                 r.mode,
@@ -244,4 +289,43 @@ pub fn run(a: Args) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ragged_lengths_spread_over_a_fifth_to_the_full_length() {
+        for (batch, seq) in [(32, 60), (64, 100), (32, 80), (2, 5), (7, 11)] {
+            let lens = ragged_lengths(batch, seq);
+            assert_eq!(lens.len(), batch);
+            assert_eq!(
+                *lens.iter().max().unwrap(),
+                seq,
+                "one sequence runs to the end"
+            );
+            assert_eq!(*lens.iter().min().unwrap(), seq / 5);
+            // 13 is coprime with every batch above, so b -> 13·b mod B is a permutation and
+            // the sorted lengths are the even spread itself.
+            let mut sorted = lens.clone();
+            sorted.sort_unstable();
+            let lo = seq / 5;
+            let spread: Vec<usize> = (0..batch)
+                .map(|k| lo + k * (seq - lo) / (batch - 1))
+                .collect();
+            assert_eq!(sorted, spread);
+        }
+    }
+
+    #[test]
+    fn every_grid_row_parses_and_ragged_rows_count_fewer_steps() {
+        let grid: Grid = serde_json::from_str(GRID).unwrap();
+        let ragged: Vec<&Row> = grid.rows.iter().filter(|r| r.ragged).collect();
+        assert_eq!(ragged.len(), 6);
+        for r in ragged {
+            assert!(r.steps() < r.batch * r.seq);
+            assert!(r.steps() > r.batch * r.seq / 2);
+        }
+    }
 }
