@@ -3,7 +3,7 @@
 //! `scripts/bench_torch.py` runs PyTorch on the same grid and prints the ratios.
 
 use clap::Args as ClapArgs;
-use recur::{Dropout, Mode, Rnn, RnnConfig, Stream, Tensor};
+use recur::{Dropout, Mode, Precision, Rnn, RnnConfig, Stream, Tensor};
 use recur_kernels::alloc;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -59,6 +59,9 @@ pub struct Row {
     /// semantics), not all `seq` steps.
     #[serde(default)]
     ragged: bool,
+    /// Streaming rows: the weights' storage (`f32`, `f16`, `bf16`; see recur::Precision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    precision: Option<String>,
 }
 
 /// The lengths of a ragged row, as `bench/grid.json` defines them (and scripts/bench_torch.py
@@ -172,6 +175,12 @@ fn run_row(a: &Args, r: &Row) -> Result<Record, String> {
         .collect();
     let lengths = r.ragged.then(|| ragged_lengths(r.batch, r.seq));
     let lengths = lengths.as_deref();
+    if r.precision.is_some() && !r.streaming {
+        return Err(format!(
+            "bench/grid.json: row {}/{}/{}: \"precision\" is for streaming rows",
+            r.name, r.cell, r.mode
+        ));
+    }
     if r.ragged && (r.streaming || r.batch < 2 || r.seq < 5) {
         return Err(format!(
             "bench/grid.json: ragged row {}/{}/{} needs batch >= 2, seq >= 5 and no streaming",
@@ -179,7 +188,13 @@ fn run_row(a: &Args, r: &Row) -> Result<Record, String> {
         ));
     }
     let (times, peak, rss) = if r.streaming {
-        let mut s = Stream::new(&rnn, r.batch).map_err(|e| e.to_string())?;
+        let precision: Precision = r
+            .precision
+            .as_deref()
+            .unwrap_or("f32")
+            .parse()
+            .map_err(|e: recur::Error| e.to_string())?;
+        let mut s = Stream::with_precision(&rnn, r.batch, precision).map_err(|e| e.to_string())?;
         let xs = &x[..r.batch * r.input];
         time_it(a, || {
             s.step(xs).expect("step");

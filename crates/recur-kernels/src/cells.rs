@@ -179,6 +179,87 @@ pub(crate) unsafe fn gru_forward_units<T: Real>(
     }
 }
 
+/// [`lstm_forward`] for the hidden units u0..u1 of rows 0..n only, through pointers, with the
+/// cell state updated in place: `gates` rows of 4H (pre-activations in, `[i f g o]` out), `c`
+/// rows of H (c_prev in, c_new out), `m` rows of H (out: `o tanh(c_new)`). For threads that
+/// each update their own units of the same rows; touches only those units' columns.
+///
+/// Safety: every pointer holds n such rows; no other thread touches these columns meanwhile.
+pub(crate) unsafe fn lstm_forward_units<T: Real>(
+    n: usize,
+    h: usize,
+    u0: usize,
+    u1: usize,
+    gates: *mut T,
+    c: *mut T,
+    m: *mut T,
+) {
+    debug_assert!(u0 <= u1 && u1 <= h);
+    #[cfg(target_arch = "x86_64")]
+    if fast::<T>() {
+        // SAFETY: T is f32 (checked by `fast`, with AVX2+FMA); the caller guarantees the rows
+        // and the exclusive columns.
+        crate::simd::lstm_forward_units(
+            n,
+            h,
+            u0,
+            u1,
+            gates as *mut f32,
+            c as *mut f32,
+            m as *mut f32,
+        );
+        return;
+    }
+    // The arithmetic of `naive::lstm_forward`, on the units u0..u1.
+    // SAFETY (every dereference below): r < n and j < u1 <= h index inside the rows the
+    // caller guarantees, in the columns it gives this call alone.
+    for r in 0..n {
+        let g = gates.add(r * 4 * h);
+        for j in u0..u1 {
+            let i = (*g.add(j)).sigmoid();
+            let f = (*g.add(h + j)).sigmoid();
+            let gg = (*g.add(2 * h + j)).tanh();
+            let o = (*g.add(3 * h + j)).sigmoid();
+            *g.add(j) = i;
+            *g.add(h + j) = f;
+            *g.add(2 * h + j) = gg;
+            *g.add(3 * h + j) = o;
+            let k = r * h + j;
+            let cv = f * *c.add(k) + i * gg;
+            *c.add(k) = cv;
+            *m.add(k) = o * cv.tanh();
+        }
+    }
+}
+
+/// `out = act(a)` (tanh or relu) for the units u0..u1 of rows 0..n (rows of H), through
+/// pointers.
+///
+/// Safety: both pointers hold n rows of H; no other thread touches these columns meanwhile.
+pub(crate) unsafe fn rnn_forward_units<T: Real>(
+    n: usize,
+    h: usize,
+    u0: usize,
+    u1: usize,
+    a: *const T,
+    out: *mut T,
+    relu: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if !relu && fast::<T>() {
+        // SAFETY: T is f32 with AVX2+FMA (checked by `fast`); rows and columns per the caller.
+        crate::simd::tanh_units(n, h, u0, u1, a as *const f32, out as *mut f32);
+        return;
+    }
+    // SAFETY: r < n, j < u1 <= h: inside the caller's rows, in its columns.
+    for r in 0..n {
+        for j in u0..u1 {
+            let x = *a.add(r * h + j);
+            *out.add(r * h + j) = if relu { x.relu() } else { x.tanh() };
+        }
+    }
+}
+
 /// GRU step, backward: see [`naive::gru_backward`] (plain arithmetic, vectorized by the
 /// compiler).
 #[allow(clippy::too_many_arguments)]

@@ -10,6 +10,8 @@ use std::sync::OnceLock;
 pub struct Features {
     /// AVX2 and FMA (x86-64).
     pub avx2_fma: bool,
+    /// F16C (x86-64): widening of IEEE half floats, for [`crate::half`].
+    pub f16c: bool,
 }
 
 /// The features of this CPU (detected on first call).
@@ -17,17 +19,24 @@ pub fn features() -> Features {
     static F: OnceLock<Features> = OnceLock::new();
     *F.get_or_init(|| {
         if std::env::var("RECUR_KERNELS").is_ok_and(|v| v == "naive") {
-            return Features { avx2_fma: false };
+            return Features {
+                avx2_fma: false,
+                f16c: false,
+            };
         }
         #[cfg(target_arch = "x86_64")]
         {
             Features {
                 avx2_fma: is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+                f16c: is_x86_feature_detected!("f16c"),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            Features { avx2_fma: false }
+            Features {
+                avx2_fma: false,
+                f16c: false,
+            }
         }
     })
 }

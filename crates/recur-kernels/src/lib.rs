@@ -12,6 +12,8 @@
 //! - [`lstm`]: the LSTM's recurrent product and cell update as one kernel, and its whole time
 //!   loop;
 //! - [`gru`], [`rnn`]: the GRU's and the Elman RNN's whole time loops;
+//! - [`half`]: weights stored as f16 or bf16 and widened on the fly (reduced-precision
+//!   inference);
 //! - [`team`]: a time loop shared by several threads that hand each step over by spinning;
 //! - [`pool`]: scratch buffers reused across calls; [`alloc`]: an allocator that keeps count.
 //!
@@ -22,6 +24,7 @@ pub mod cells;
 pub mod cpu;
 pub mod gemm;
 pub mod gru;
+pub mod half;
 pub mod lstm;
 pub mod packed;
 pub mod pool;
@@ -74,7 +77,7 @@ pub fn read_all(x: &[f32]) -> f32 {
 }
 
 /// `x` as f32 values when `T` is f32 (the fast kernels are written for f32).
-pub(crate) fn as_f32<T: 'static>(x: &[T]) -> Option<&[f32]> {
+pub fn as_f32<T: 'static>(x: &[T]) -> Option<&[f32]> {
     (TypeId::of::<T>() == TypeId::of::<f32>()).then(|| {
         // SAFETY: T is f32 (same TypeId), so the memory is a valid [f32] of the same length.
         unsafe { std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len()) }
@@ -82,7 +85,7 @@ pub(crate) fn as_f32<T: 'static>(x: &[T]) -> Option<&[f32]> {
 }
 
 /// `x` as mutable f32 values when `T` is f32.
-pub(crate) fn as_f32_mut<T: 'static>(x: &mut [T]) -> Option<&mut [f32]> {
+pub fn as_f32_mut<T: 'static>(x: &mut [T]) -> Option<&mut [f32]> {
     (TypeId::of::<T>() == TypeId::of::<f32>()).then(|| {
         // SAFETY: T is f32 (same TypeId), so the memory is a valid [f32] of the same length,
         // and the exclusive borrow moves into the returned slice.

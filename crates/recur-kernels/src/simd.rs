@@ -348,3 +348,47 @@ pub unsafe fn gru_forward_units(
         });
     }
 }
+
+/// The LSTM cell update for the hidden units u0..u1 of rows 0..n, through pointers: `gates`
+/// rows of 4H pre-activations (out: the activations `[i f g o]`), `c` rows of H updated in
+/// place (c_prev in, `f c_prev + i g` out), `m` rows of H written with `o tanh(c)`. The caller
+/// has checked that every row is there; only the units' columns are touched.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn lstm_forward_units(
+    n: usize,
+    h: usize,
+    u0: usize,
+    u1: usize,
+    gates: *mut f32,
+    c: *mut f32,
+    m: *mut f32,
+) {
+    for r in 0..n {
+        let g = gates.add(r * 4 * h + u0);
+        let (cp, mp) = (c.add(r * h + u0), m.add(r * h + u0));
+        lanes!(u1 - u0, |j, rem| {
+            let i = sigmoid8(load(g.add(j), rem));
+            let f = sigmoid8(load(g.add(h + j), rem));
+            let gg = tanh8(load(g.add(2 * h + j), rem));
+            let o = sigmoid8(load(g.add(3 * h + j), rem));
+            store(g.add(j), i, rem);
+            store(g.add(h + j), f, rem);
+            store(g.add(2 * h + j), gg, rem);
+            store(g.add(3 * h + j), o, rem);
+            let cv = _mm256_fmadd_ps(f, load(cp.add(j), rem), _mm256_mul_ps(i, gg));
+            store(cp.add(j), cv, rem);
+            store(mp.add(j), _mm256_mul_ps(o, tanh8(cv)), rem);
+        });
+    }
+}
+
+/// `out = tanh(a)` for the units u0..u1 of rows 0..n (rows of H values), through pointers.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn tanh_units(n: usize, h: usize, u0: usize, u1: usize, a: *const f32, out: *mut f32) {
+    for r in 0..n {
+        let (ap, op) = (a.add(r * h + u0), out.add(r * h + u0));
+        lanes!(u1 - u0, |j, rem| {
+            store(op.add(j), tanh8(load(ap.add(j), rem)), rem);
+        });
+    }
+}

@@ -50,7 +50,7 @@ pub use error::{Error, Result};
 pub use layout::{Naming, ParamEntry, ParamKind, ParamLayout};
 pub use recur_kernels::{num_threads, set_num_threads, Real};
 pub use rnn::{Dropout, InputGrads, Output, Rnn, State, Tape};
-pub use stream::Stream;
+pub use stream::{Precision, Stream};
 pub use tensor::Tensor;
 
 /// Frees the scratch buffers recur keeps between calls. Forward and backward passes reuse

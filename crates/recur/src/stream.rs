@@ -6,8 +6,62 @@ use crate::error::{Error, Result};
 use crate::rnn::{Rnn, State};
 use crate::tensor::Tensor;
 use recur_kernels::gemm::MatRef;
+use recur_kernels::half::{CellKind, HalfCell, HalfKind, HalfScratch};
 use recur_kernels::packed::PackedB;
 use recur_kernels::Real;
+
+/// How a [`Stream`] stores its weights.
+///
+/// `F16` and `Bf16` (f32 streams only) round every weight once, when the stream is made, and
+/// widen them to f32 on the fly at each step (F16C): a step reads half the bytes, and the
+/// products and the state stay in f32. The only error is the weights' rounding: relative
+/// 2^-11 per weight for f16, 2^-8 for bf16 (docs/precision.md measures what it costs a
+/// trained model). f16 weights beyond ±65504 are refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// The model's own weights (no rounding).
+    #[default]
+    F32,
+    /// IEEE half precision weights.
+    F16,
+    /// bfloat16 weights.
+    Bf16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Precision> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            "bf16" => Ok(Precision::Bf16),
+            _ => Err(Error::Config(format!(
+                "unknown weight precision '{s}': expected f32, f16 or bf16"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
+/// The weights a stream steps with.
+enum Weights<T> {
+    Full {
+        /// Per layer: the recurrent weights packed once, for every step.
+        packed: Vec<StepWeights<T>>,
+        /// Per layer: W_ihᵀ (in, G·H) packed once, for the input projection of every step.
+        ih_t: Vec<PackedB<T>>,
+    },
+    Half(Vec<HalfCell>),
+}
 
 /// A running state of a unidirectional [`Rnn`] for a batch of `B` streams.
 ///
@@ -43,15 +97,27 @@ pub struct Stream<'m, T> {
     hn: Vec<T>,
     /// GRU: (B, 3H).
     gh: Vec<T>,
-    /// Per layer: the recurrent weights packed once, for every step.
-    packed: Vec<StepWeights<T>>,
-    /// Per layer: W_ihᵀ (in, G·H) packed once, for the input projection of every step.
-    ih_t: Vec<PackedB<T>>,
+    weights: Weights<T>,
 }
 
 impl<'m, T: Real> Stream<'m, T> {
     /// A stream of `batch` sequences starting from zero states.
     pub fn new(model: &'m Rnn<T>, batch: usize) -> Result<Stream<'m, T>> {
+        Stream::make(model, batch, Precision::F32)
+    }
+
+    /// The weights' precision of this stream.
+    pub fn precision(&self) -> Precision {
+        match &self.weights {
+            Weights::Full { .. } => Precision::F32,
+            Weights::Half(layers) => match layers[0].half() {
+                HalfKind::F16 => Precision::F16,
+                HalfKind::Bf16 => Precision::Bf16,
+            },
+        }
+    }
+
+    fn make(model: &'m Rnn<T>, batch: usize, precision: Precision) -> Result<Stream<'m, T>> {
         let c = model.config();
         if c.bidirectional {
             return Err(Error::Config(
@@ -68,6 +134,20 @@ impl<'m, T: Real> Stream<'m, T> {
             c.mode.gates() * c.hidden_size,
         );
         let lstm = c.mode == Mode::Lstm;
+        let dims = |k: usize| Dims {
+            mode: c.mode,
+            h,
+            hout,
+            input: c.layer_input_size(k),
+        };
+        if precision != Precision::F32
+            && std::any::TypeId::of::<T>() != std::any::TypeId::of::<f32>()
+        {
+            return Err(Error::Config(format!(
+                "{precision} weights are for f32 streams; this model computes in {}",
+                T::DTYPE
+            )));
+        }
         Ok(Stream {
             model,
             b: batch,
@@ -99,24 +179,35 @@ impl<'m, T: Real> Stream<'m, T> {
             } else {
                 vec![]
             },
-            packed: (0..l)
-                .map(|k| {
-                    let d = Dims {
-                        mode: c.mode,
-                        h,
-                        hout,
-                        input: c.layer_input_size(k),
+            weights: match precision {
+                Precision::F32 => Weights::Full {
+                    packed: (0..l)
+                        .map(|k| StepWeights::new(&dims(k), &model.dir_params(k, 0)))
+                        .collect(),
+                    ih_t: (0..l)
+                        .map(|k| {
+                            let mut pb = PackedB::new();
+                            pb.pack(
+                                MatRef::new(model.dir_params(k, 0).w_ih, g, c.layer_input_size(k))
+                                    .t(),
+                            );
+                            pb
+                        })
+                        .collect(),
+                },
+                Precision::F16 | Precision::Bf16 => {
+                    let kind = if precision == Precision::F16 {
+                        HalfKind::F16
+                    } else {
+                        HalfKind::Bf16
                     };
-                    StepWeights::new(&d, &model.dir_params(k, 0))
-                })
-                .collect(),
-            ih_t: (0..l)
-                .map(|k| {
-                    let mut pb = PackedB::new();
-                    pb.pack(MatRef::new(model.dir_params(k, 0).w_ih, g, c.layer_input_size(k)).t());
-                    pb
-                })
-                .collect(),
+                    Weights::Half(
+                        (0..l)
+                            .map(|k| half_layer(&dims(k), &model.dir_params(k, 0), kind))
+                            .collect::<Result<_>>()?,
+                    )
+                }
+            },
         })
     }
 
@@ -200,35 +291,117 @@ impl<'m, T: Real> Stream<'m, T> {
             } else {
                 &below[(l - 1) * b * hout..]
             };
-            // gates (B, G·H) = x (B, in) · W_ihᵀ
-            let (b1, b2) = engine::biases(&d, &p);
-            self.ih_t[l].matmul_bias(b, xin, d.input, &mut self.gates, g, b1, b2, true);
             let h_prev = &mut this_and_above[..b * hout];
             let (c_prev, c_new): (&mut [T], &mut [T]) = if self.c.is_empty() {
                 (&mut [], &mut [])
             } else {
                 (&mut self.c[l * b * h..(l + 1) * b * h], &mut self.c_new)
             };
-            engine::step(
-                &d,
-                &p,
-                &self.packed[l],
-                b,
-                &mut self.gates,
-                h_prev,
-                &mut self.h_new,
-                c_prev,
-                c_new,
-                &mut self.m,
-                &mut self.hn,
-                &mut self.gh,
-                false,
-                true,
-            );
+            match &self.weights {
+                Weights::Full { packed, ih_t } => {
+                    // gates (B, G·H) = x (B, in) · W_ihᵀ
+                    let (b1, b2) = engine::biases(&d, &p);
+                    ih_t[l].matmul_bias(b, xin, d.input, &mut self.gates, g, b1, b2, true);
+                    engine::step(
+                        &d,
+                        &p,
+                        &packed[l],
+                        b,
+                        &mut self.gates,
+                        h_prev,
+                        &mut self.h_new,
+                        c_prev,
+                        c_new,
+                        &mut self.m,
+                        &mut self.hn,
+                        &mut self.gh,
+                        false,
+                        true,
+                    );
+                    c_prev.copy_from_slice(c_new);
+                }
+                // The cell state is updated in place.
+                Weights::Half(layers) => layers[l].step(
+                    b,
+                    f32_ref(xin),
+                    f32_ref(h_prev),
+                    f32_mut(c_prev),
+                    f32_mut(&mut self.h_new),
+                    HalfScratch {
+                        gates: f32_mut(&mut self.gates),
+                        gh: f32_mut(&mut self.gh),
+                        hn: f32_mut(&mut self.hn),
+                        m: f32_mut(&mut self.m),
+                    },
+                    recur_kernels::num_threads(),
+                ),
+            }
             h_prev.copy_from_slice(&self.h_new);
-            c_prev.copy_from_slice(c_new);
         }
         let l = cfg.num_layers - 1;
         Ok(&self.h[l * b * hout..(l + 1) * b * hout])
     }
+}
+
+impl<'m> Stream<'m, f32> {
+    /// A stream of `batch` sequences whose weights are stored in `precision` (see
+    /// [`Precision`]), starting from zero states.
+    ///
+    /// ```
+    /// use recur::{Precision, Rnn, RnnConfig, Stream};
+    /// let lstm: Rnn<f32> = Rnn::new(RnnConfig::lstm(3, 8), 0).unwrap();
+    /// let mut full = Stream::new(&lstm, 1).unwrap();
+    /// let mut half = Stream::with_precision(&lstm, 1, Precision::F16).unwrap();
+    /// let x = [0.5f32, -1.0, 0.25];
+    /// let (a, b) = (full.step(&x).unwrap().to_vec(), half.step(&x).unwrap().to_vec());
+    /// assert!(a.iter().zip(&b).all(|(u, v)| (u - v).abs() < 1e-3));
+    /// ```
+    pub fn with_precision(
+        model: &'m Rnn<f32>,
+        batch: usize,
+        precision: Precision,
+    ) -> Result<Stream<'m, f32>> {
+        Stream::make(model, batch, precision)
+    }
+}
+
+fn f32_ref<T: 'static>(v: &[T]) -> &[f32] {
+    recur_kernels::as_f32(v).expect("half weights: f32 stream")
+}
+
+fn f32_mut<T: 'static>(v: &mut [T]) -> &mut [f32] {
+    recur_kernels::as_f32_mut(v).expect("half weights: f32 stream")
+}
+
+/// One layer's weights rounded to `kind`, refusing values beyond the format's range.
+fn half_layer<T: Real>(d: &Dims, p: &engine::DirParams<'_, T>, kind: HalfKind) -> Result<HalfCell> {
+    let to32 = |v: &[T]| -> Vec<f32> { v.iter().map(|x| x.to_f64() as f32).collect() };
+    let checked = |name: &str, v: &[T]| -> Result<Vec<f32>> {
+        let w = to32(v);
+        if let Some(x) = w.iter().find(|x| x.abs() > kind.max()) {
+            return Err(Error::Config(format!(
+                "{name} holds {x}, beyond the range of {kind:?} weights (±{}); use f32 or bf16",
+                kind.max()
+            )));
+        }
+        Ok(w)
+    };
+    let cell = match d.mode {
+        Mode::Lstm => CellKind::Lstm,
+        Mode::Gru => CellKind::Gru,
+        Mode::RnnTanh => CellKind::RnnTanh,
+        Mode::RnnRelu => CellKind::RnnRelu,
+    };
+    let w_hr = p.w_hr.map(|w| checked("weight_hr", w)).transpose()?;
+    Ok(HalfCell::new(
+        cell,
+        d.h,
+        d.input,
+        &checked("weight_ih", p.w_ih)?,
+        &checked("weight_hh", p.w_hh)?,
+        w_hr.as_deref(),
+        p.b_ih.map(to32).as_deref(),
+        p.b_hh.map(to32).as_deref(),
+        kind,
+    ))
 }
