@@ -200,6 +200,27 @@ impl<T: Real> StepWeights<T> {
     }
 }
 
+/// Everything the forward pass of one (layer, direction) packs from its weights: `W_ihᵀ` for
+/// the input projection and the [`StepWeights`]. Packed once per weight version: a model keeps
+/// them until its parameters are changed (see `Rnn::params_mut`).
+#[derive(Clone, Debug)]
+pub(crate) struct ForwardWeights<T> {
+    /// `W_ihᵀ` (in, G·H)
+    pub ih_t: PackedB<T>,
+    pub step: StepWeights<T>,
+}
+
+impl<T: Real> ForwardWeights<T> {
+    pub fn new(d: &Dims, p: &DirParams<'_, T>) -> ForwardWeights<T> {
+        let mut ih_t = PackedB::new();
+        ih_t.pack(MatRef::new(p.w_ih, d.gh(), d.input).t());
+        ForwardWeights {
+            ih_t,
+            step: StepWeights::new(d, p),
+        }
+    }
+}
+
 /// The gradients of one (layer, direction), as slices of the flat gradient buffer.
 pub(crate) struct DirGrads<'a, T> {
     pub w_ih: &'a mut [T],
@@ -351,6 +372,7 @@ pub(crate) fn step<T: Real>(
 pub(crate) fn dir_forward<T: Real>(
     d: &Dims,
     p: &DirParams<'_, T>,
+    w: &ForwardWeights<T>,
     plan: &Plan,
     x: &[T],
     h0: &[T],
@@ -360,11 +382,9 @@ pub(crate) fn dir_forward<T: Real>(
     s: &mut DirState<T>,
 ) {
     let (tn, g, h, hout) = (plan.t, d.gh(), d.h, d.hout);
-    // W_ihᵀ packed once; each group projects its own rows (one GEMM over all its T·b rows,
-    // before its time loop, on its own thread).
-    let mut ih_t = PackedB::new();
-    ih_t.pack(MatRef::new(p.w_ih, g, d.input).t());
-    let sw = StepWeights::new(d, p);
+    // W_ihᵀ packed (once per weight version, by the caller); each group projects its own rows
+    // (one GEMM over all its T·b rows, before its time loop, on its own thread).
+    let (ih_t, sw) = (&w.ih_t, &w.step);
     let lstm = d.mode == Mode::Lstm;
     let many = plan.groups.len() > 1;
     let jobs: Vec<_> = plan
@@ -398,7 +418,7 @@ pub(crate) fn dir_forward<T: Real>(
         } else {
             &[]
         };
-        group_forward(d, p, &sw, tn, j, h0g, c0g, reverse, keep, !many);
+        group_forward(d, p, sw, tn, j, h0g, c0g, reverse, keep, !many);
     });
 }
 

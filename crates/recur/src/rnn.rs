@@ -2,13 +2,16 @@
 
 use crate::config::{Mode, RnnConfig};
 use crate::diagnostics::HiddenGrads;
-use crate::engine::{self, BwdWork, Dims, DirGrads, DirParams, DirState, DyView, Plan};
+use crate::engine::{
+    self, BwdWork, Dims, DirGrads, DirParams, DirState, DyView, ForwardWeights, Plan,
+};
 use crate::error::{fmt_shape, Error, Result};
 use crate::layout::{DirLayout, Naming, ParamLayout};
 use crate::tensor::Tensor;
 use rand::{Rng, RngCore, SeedableRng};
 use recur_kernels::pool::Buf;
 use recur_kernels::Real;
+use std::sync::OnceLock;
 
 /// A stack of recurrent layers with PyTorch's semantics, parameters and names.
 ///
@@ -29,6 +32,32 @@ pub struct Rnn<T = f32> {
     config: RnnConfig,
     layout: ParamLayout,
     params: Vec<T>,
+    /// The forward pass's packed weights of each (layer, direction), made on first use and
+    /// dropped whenever the parameters may change ([`Rnn::params_mut`]).
+    packed: PackCache<T>,
+}
+
+/// Per (layer, direction): the packed forward weights, once made.
+#[derive(Clone)]
+struct PackCache<T>(Vec<OnceLock<ForwardWeights<T>>>);
+
+impl<T> PackCache<T> {
+    fn new(config: &RnnConfig) -> PackCache<T> {
+        let dirs = config.num_layers * if config.bidirectional { 2 } else { 1 };
+        PackCache((0..dirs).map(|_| OnceLock::new()).collect())
+    }
+    fn clear(&mut self) {
+        for c in &mut self.0 {
+            c.take();
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for PackCache<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let made = self.0.iter().filter(|c| c.get().is_some()).count();
+        write!(f, "PackCache({made} of {} packed)", self.0.len())
+    }
 }
 
 /// The recurrent state: `h` (L·D, B, H_out) and, for an LSTM, `c` (L·D, B, H), indexed
@@ -138,6 +167,7 @@ impl<T: Real> Rnn<T> {
             .map(|_| T::from_f64(rng.gen_range(-k..k)))
             .collect();
         Ok(Rnn {
+            packed: PackCache::new(&config),
             config,
             layout,
             params,
@@ -164,6 +194,7 @@ impl<T: Real> Rnn<T> {
             )));
         }
         Ok(Rnn {
+            packed: PackCache::new(&config),
             config,
             layout,
             params,
@@ -193,8 +224,10 @@ impl<T: Real> Rnn<T> {
     pub fn params(&self) -> &[T] {
         &self.params
     }
-    /// All parameters, flat, mutable (for optimizers).
+    /// All parameters, flat, mutable (for optimizers). Drops the weights packed for the
+    /// forward pass (they are packed again, once, by the next call).
     pub fn params_mut(&mut self) -> &mut [T] {
+        self.packed.clear();
         &mut self.params
     }
     /// The parameter called `name` (a PyTorch name such as `weight_hh_l0`).
@@ -208,6 +241,7 @@ impl<T: Real> Rnn<T> {
     /// The same model in another precision.
     pub fn cast<U: Real>(&self) -> Rnn<U> {
         Rnn {
+            packed: PackCache::new(&self.config),
             config: self.config.clone(),
             layout: self.layout.clone(),
             params: self
@@ -225,6 +259,13 @@ impl<T: Real> Rnn<T> {
             hout: self.config.h_out(),
             input: self.config.layer_input_size(layer),
         }
+    }
+
+    /// The packed forward weights of (layer, direction): made on first use after a change.
+    fn forward_weights(&self, layer: usize, dir: usize) -> &ForwardWeights<T> {
+        let nd = if self.config.bidirectional { 2 } else { 1 };
+        self.packed.0[layer * nd + dir]
+            .get_or_init(|| ForwardWeights::new(&self.dims(layer), &self.dir_params(layer, dir)))
     }
 
     pub(crate) fn dir_params(&self, layer: usize, dir: usize) -> DirParams<'_, T> {
@@ -589,6 +630,7 @@ impl<T: Real> Rnn<T> {
                 engine::dir_forward(
                     &d,
                     &self.dir_params(l, dir),
+                    self.forward_weights(l, dir),
                     &prep.plan,
                     &layer_in,
                     &h0[k * b * hout..(k + 1) * b * hout],
