@@ -132,6 +132,20 @@ def build(r):
     raise SystemExit(f"bench/grid.json: unknown cell '{r['cell']}'")
 
 
+def serve(r, model):
+    """The module PyTorch users run for a row's "precision": dynamically quantized weights for
+    int8 (qint8) and f16 (float16), the f32 module otherwise (PyTorch has no bf16 dynamic
+    quantization of recurrent layers)."""
+    dtype = {"int8": torch.qint8, "f16": torch.float16}.get(r.get("precision"))
+    if dtype is None:
+        return model
+    # quantize_dynamic swaps submodules only: hand it the layer inside a container.
+    holder = torch.nn.ModuleDict({"rnn": model})
+    served = torch.ao.quantization.quantize_dynamic(holder, {type(model)}, dtype=dtype)["rnn"]
+    assert type(served) is not type(model), f"quantize_dynamic left {type(model).__name__} as it was"
+    return served
+
+
 def make_step(r, model, x):
     """The timed function of the row, and a context manager to run it in."""
     params = list(model.parameters())
@@ -219,7 +233,7 @@ def set_threads(n):
 
 def run_row(args, r):
     torch.manual_seed(0)
-    model = build(r).float()
+    model = serve(r, build(r).float())
     n = r["batch"] * r["seq"] * r["input"]
     # The input of recur's bench: x[i] = sin(0.618 i), shaped (batch, seq, input).
     x = torch.sin(torch.arange(n, dtype=torch.float32) * 0.618).reshape(r["batch"], r["seq"], r["input"])
@@ -237,6 +251,8 @@ def run_row(args, r):
         rec[k] = r[k]
     rec["streaming"] = bool(r.get("streaming", False))
     rec["ragged"] = bool(r.get("ragged", False))
+    if r.get("precision"):
+        rec["precision"] = r["precision"]
     rec.update(
         threads=torch.get_num_threads(),
         reps=len(times),

@@ -10,6 +10,11 @@
 //! [`HalfMat::matvecs`] computes `y (n, rows) (+)= x (n, cols) · Wᵀ` for small `n` (the batch of
 //! a stream): four weight rows at a time are widened once and applied to every input row while
 //! they are in L1. [`naive::matvecs`] is the plain reference it is tested against.
+//!
+//! [`HalfCell`] steps one recurrent layer with such weights, or with int8 ones
+//! ([`crate::quant`]).
+
+use crate::quant::{padded, quantize_rows, QuantMat, QuantRows};
 
 /// The 16-bit format of a [`HalfMat`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -340,21 +345,78 @@ impl CellKind {
     }
 }
 
-/// One recurrent layer (one direction) with 16-bit weights, stepped one time step at a time:
-/// the products widen the weights on the fly, the cell arithmetic is the f32 kernel of
-/// [`crate::cells`].
+/// How a [`HalfCell`] stores its weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// 16-bit floats, widened on the fly ([`HalfMat`]).
+    Half(HalfKind),
+    /// int8 per output row, activations quantized at every step ([`crate::quant`]).
+    Int8,
+}
+
+/// One weight matrix in its compact format.
+#[derive(Clone, Debug)]
+enum Store {
+    Half(HalfMat),
+    Int8(QuantMat),
+}
+
+/// The input rows of a product: f32 (row stride) for 16-bit weights, quantized for int8.
+enum Operand<'a> {
+    F32(&'a [f32], usize),
+    Q(QuantRows<'a>),
+}
+
+impl Store {
+    fn new(w: &[f32], rows: usize, cols: usize, format: Format) -> Store {
+        match format {
+            Format::Half(kind) => Store::Half(HalfMat::from_f32(w, rows, cols, kind)),
+            Format::Int8 => Store::Int8(QuantMat::from_f32(w, rows, cols)),
+        }
+    }
+
+    /// `y[r, j0..j1] (+)= x[r] · W[j0..j1]ᵀ` for rows 0..n.
+    ///
+    /// # Safety
+    /// As [`HalfMat::matvecs_rows`]: `y` holds n rows of stride `ldy ≥ j1` whose columns
+    /// `j0..j1` are this call's alone.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn rows_into(
+        &self,
+        j0: usize,
+        j1: usize,
+        n: usize,
+        x: &Operand<'_>,
+        y: *mut f32,
+        ldy: usize,
+        accumulate: bool,
+    ) {
+        match (self, x) {
+            (Store::Half(m), Operand::F32(x, ld)) => {
+                m.matvecs_rows(j0, j1, n, x, *ld, y, ldy, accumulate)
+            }
+            (Store::Int8(m), Operand::Q(q)) => m.matvecs_rows(j0, j1, n, q, y, ldy, accumulate),
+            _ => unreachable!("operand of the wrong kind for the weights"),
+        }
+    }
+}
+
+/// One recurrent layer (one direction) with compact weights (16-bit floats or int8), stepped
+/// one time step at a time: the products read the compact weights, the cell arithmetic is the
+/// f32 kernel of [`crate::cells`].
 #[derive(Clone, Debug)]
 pub struct HalfCell {
     kind: CellKind,
+    format: Format,
     h: usize,
     hout: usize,
     input: usize,
     /// (G·H, input)
-    w_ih: HalfMat,
+    w_ih: Store,
     /// (G·H, H_out)
-    w_hh: HalfMat,
+    w_hh: Store,
     /// LSTM projection: (P, H)
-    w_hr: Option<HalfMat>,
+    w_hr: Option<Store>,
     /// (G·H): `b_ih` (+ `b_hh` but for the GRU, which adds `b_hh` in its gate kernel).
     bias: Vec<f32>,
     /// GRU: (3H) `b_hh`.
@@ -362,12 +424,16 @@ pub struct HalfCell {
 }
 
 /// The scratch of [`HalfCell::step`] (rows 0..n used): `gates` (n, G·H) always; the GRU's
-/// `gh` (n, 3H) and `hn` (n, H); a projected LSTM's `m` (n, H). Unused ones may be empty.
+/// `gh` (n, 3H) and `hn` (n, H); a projected LSTM's `m` (n, H); for int8 weights `q`, `qs`,
+/// `qz` of [`HalfCell::quant_scratch`] sizes. Unused ones may be empty.
 pub struct HalfScratch<'a> {
     pub gates: &'a mut [f32],
     pub gh: &'a mut [f32],
     pub hn: &'a mut [f32],
     pub m: &'a mut [f32],
+    pub q: &'a mut [u8],
+    pub qs: &'a mut [f32],
+    pub qz: &'a mut [i32],
 }
 
 /// Raw pointers handed to the threads of a step; each thread writes only its own columns.
@@ -387,7 +453,7 @@ unsafe impl Sync for StepPtrs {}
 
 impl HalfCell {
     /// A layer from PyTorch-layout f32 weights (`weight_ih` (G·H, input), `weight_hh`
-    /// (G·H, H_out), `weight_hr` (P, H), the biases (G·H)), rounded to `half`.
+    /// (G·H, H_out), `weight_hr` (P, H), the biases (G·H)), stored in `format`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         kind: CellKind,
@@ -398,7 +464,7 @@ impl HalfCell {
         w_hr: Option<&[f32]>,
         b_ih: Option<&[f32]>,
         b_hh: Option<&[f32]>,
-        half: HalfKind,
+        format: Format,
     ) -> HalfCell {
         let g = kind.gates() * hidden;
         assert!(
@@ -416,12 +482,13 @@ impl HalfCell {
         }
         HalfCell {
             kind,
+            format,
             h: hidden,
             hout,
             input,
-            w_ih: HalfMat::from_f32(w_ih, g, input, half),
-            w_hh: HalfMat::from_f32(w_hh, g, hout, half),
-            w_hr: w_hr.map(|w| HalfMat::from_f32(w, hout, hidden, half)),
+            w_ih: Store::new(w_ih, g, input, format),
+            w_hh: Store::new(w_hh, g, hout, format),
+            w_hr: w_hr.map(|w| Store::new(w, hout, hidden, format)),
             bias,
             b_hh: if gru { b_hh.map(<[f32]>::to_vec) } else { None },
         }
@@ -431,9 +498,21 @@ impl HalfCell {
         self.kind
     }
 
-    /// The 16-bit format of the weights.
-    pub fn half(&self) -> HalfKind {
-        self.w_hh.kind()
+    /// How the weights are stored.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The sizes of the int8 scratch (`q`, `qs`, `qz` of [`HalfScratch`]) for `n` rows; zero
+    /// for 16-bit weights.
+    pub fn quant_scratch(&self, n: usize) -> (usize, usize, usize) {
+        match self.format {
+            Format::Half(_) => (0, 0, 0),
+            Format::Int8 => {
+                let cols = padded(self.input) + padded(self.hout) + padded(self.h);
+                (n * cols, 3 * n, 3 * n)
+            }
+        }
     }
 
     /// One time step of rows 0..n: `x` (n, input), `h_prev` (n, H_out), `c` (n, H) the LSTM's
@@ -459,6 +538,44 @@ impl HalfCell {
         assert!(!lstm || c.len() >= n * h);
         assert!(!gru || (s.gh.len() >= n * g && s.hn.len() >= n * h));
         assert!(!proj || s.m.len() >= n * h);
+        let (nq, nqs, nqz) = self.quant_scratch(n);
+        assert!(s.q.len() >= nq && s.qs.len() >= nqs && s.qz.len() >= nqz);
+        // The operands: as they are for 16-bit weights; quantized once per step for int8 (x
+        // and h_prev each with their own per-row scales, as PyTorch's dynamic quantization
+        // quantizes each product's input).
+        let (ox, oh, rest_m) = match self.format {
+            Format::Half(_) => (
+                Operand::F32(x, self.input),
+                Operand::F32(h_prev, hout),
+                None,
+            ),
+            Format::Int8 => {
+                let (pi, ph) = (padded(self.input) * n, padded(hout) * n);
+                let (q_x, q) = s.q.split_at_mut(pi);
+                let (q_h, q_m) = q.split_at_mut(ph);
+                let (sx, qs) = s.qs.split_at_mut(n);
+                let (sh, qs_m) = qs.split_at_mut(n);
+                let (zx, qz) = s.qz.split_at_mut(n);
+                let (zh, qz_m) = qz.split_at_mut(n);
+                quantize_rows(n, x, self.input, self.input, q_x, sx, zx);
+                quantize_rows(n, h_prev, hout, hout, q_h, sh, zh);
+                (
+                    Operand::Q(QuantRows {
+                        q: q_x,
+                        ld: padded(self.input),
+                        scale: sx,
+                        zero: zx,
+                    }),
+                    Operand::Q(QuantRows {
+                        q: q_h,
+                        ld: padded(hout),
+                        scale: sh,
+                        zero: zh,
+                    }),
+                    Some((q_m, qs_m, qz_m)),
+                )
+            }
+        };
         let p = StepPtrs {
             gates: s.gates.as_mut_ptr(),
             gh: s.gh.as_mut_ptr(),
@@ -496,7 +613,7 @@ impl HalfCell {
             let p = &p;
             // SAFETY: the buffers hold n rows (asserted above); this chunk writes only the
             // columns of its units u0..u1 (of every gate block, of c, hn and the output), and
-            // reads x, h_prev and the weights, which no chunk writes.
+            // reads the operands and the weights, which no chunk writes.
             unsafe {
                 for blk in 0..self.kind.gates() {
                     let (j0, j1) = (blk * h + u0, blk * h + u1);
@@ -506,14 +623,11 @@ impl HalfCell {
                             *row.add(j) = self.bias[j];
                         }
                     }
-                    self.w_ih
-                        .matvecs_rows(j0, j1, n, x, self.input, p.gates, g, true);
+                    self.w_ih.rows_into(j0, j1, n, &ox, p.gates, g, true);
                     if gru {
-                        self.w_hh
-                            .matvecs_rows(j0, j1, n, h_prev, hout, p.gh, g, false);
+                        self.w_hh.rows_into(j0, j1, n, &oh, p.gh, g, false);
                     } else {
-                        self.w_hh
-                            .matvecs_rows(j0, j1, n, h_prev, hout, p.gates, g, true);
+                        self.w_hh.rows_into(j0, j1, n, &oh, p.gates, g, true);
                     }
                 }
                 match self.kind {
@@ -538,9 +652,22 @@ impl HalfCell {
                 }
             }
         });
-        if let Some(hr) = &self.w_hr {
-            // h_new (n, P) = m (n, H) · W_hrᵀ
-            hr.matvecs(n, s.m, h, h_new, hout, false);
+        // h_new (n, P) = m (n, H) · W_hrᵀ
+        match &self.w_hr {
+            None => {}
+            Some(Store::Half(hr)) => hr.matvecs(n, s.m, h, h_new, hout, false),
+            Some(Store::Int8(hr)) => {
+                let (q_m, qs_m, qz_m) = rest_m.expect("int8 scratch");
+                let (sm, zm) = (&mut qs_m[..n], &mut qz_m[..n]);
+                quantize_rows(n, s.m, h, h, q_m, sm, zm);
+                let rows = QuantRows {
+                    q: q_m,
+                    ld: padded(h),
+                    scale: sm,
+                    zero: zm,
+                };
+                hr.matvecs(n, &rows, h_new, hout, false);
+            }
         }
     }
 }

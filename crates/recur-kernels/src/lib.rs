@@ -13,7 +13,7 @@
 //!   loop;
 //! - [`gru`], [`rnn`]: the GRU's and the Elman RNN's whole time loops;
 //! - [`half`]: weights stored as f16 or bf16 and widened on the fly (reduced-precision
-//!   inference);
+//!   inference); [`quant`]: int8 weights with activations quantized at every step;
 //! - [`team`]: a time loop shared by several threads that hand each step over by spinning;
 //! - [`pool`]: scratch buffers reused across calls; [`alloc`]: an allocator that keeps count.
 //!
@@ -28,6 +28,7 @@ pub mod half;
 pub mod lstm;
 pub mod packed;
 pub mod pool;
+pub mod quant;
 mod real;
 pub mod rnn;
 #[cfg(target_arch = "x86_64")]

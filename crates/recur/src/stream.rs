@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::rnn::{Rnn, State};
 use crate::tensor::Tensor;
 use recur_kernels::gemm::MatRef;
-use recur_kernels::half::{CellKind, HalfCell, HalfKind, HalfScratch};
+use recur_kernels::half::{CellKind, Format, HalfCell, HalfKind, HalfScratch};
 use recur_kernels::packed::PackedB;
 use recur_kernels::Real;
 
@@ -15,8 +15,13 @@ use recur_kernels::Real;
 /// `F16` and `Bf16` (f32 streams only) round every weight once, when the stream is made, and
 /// widen them to f32 on the fly at each step (F16C): a step reads half the bytes, and the
 /// products and the state stay in f32. The only error is the weights' rounding: relative
-/// 2^-11 per weight for f16, 2^-8 for bf16 (docs/precision.md measures what it costs a
-/// trained model). f16 weights beyond ±65504 are refused.
+/// 2^-11 per weight for f16, 2^-8 for bf16. f16 weights beyond ±65504 are refused.
+///
+/// `Int8` quantizes the recurrent weights to int8 with one scale per output row, and at every
+/// step each product's input (x, h_{t-1}) to 7-bit unsigned integers with a scale and zero
+/// point per row, as PyTorch's dynamic quantization does (`quantize_dynamic`, fbgemm's
+/// `reduce_range`); the integer products are exact, the biases and the cell stay f32
+/// (`recur_kernels::quant`). docs/precision.md measures what each costs a trained model.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Precision {
     /// The model's own weights (no rounding).
@@ -26,6 +31,8 @@ pub enum Precision {
     F16,
     /// bfloat16 weights.
     Bf16,
+    /// int8 weights, dynamically quantized activations.
+    Int8,
 }
 
 impl std::str::FromStr for Precision {
@@ -35,8 +42,9 @@ impl std::str::FromStr for Precision {
             "f32" => Ok(Precision::F32),
             "f16" => Ok(Precision::F16),
             "bf16" => Ok(Precision::Bf16),
+            "int8" => Ok(Precision::Int8),
             _ => Err(Error::Config(format!(
-                "unknown weight precision '{s}': expected f32, f16 or bf16"
+                "unknown weight precision '{s}': expected f32, f16, bf16 or int8"
             ))),
         }
     }
@@ -48,6 +56,7 @@ impl std::fmt::Display for Precision {
             Precision::F32 => "f32",
             Precision::F16 => "f16",
             Precision::Bf16 => "bf16",
+            Precision::Int8 => "int8",
         })
     }
 }
@@ -97,6 +106,10 @@ pub struct Stream<'m, T> {
     hn: Vec<T>,
     /// GRU: (B, 3H).
     gh: Vec<T>,
+    /// int8 weights: the quantized operands of a step, their scales and zero points.
+    q: Vec<u8>,
+    qs: Vec<f32>,
+    qz: Vec<i32>,
     weights: Weights<T>,
 }
 
@@ -110,9 +123,10 @@ impl<'m, T: Real> Stream<'m, T> {
     pub fn precision(&self) -> Precision {
         match &self.weights {
             Weights::Full { .. } => Precision::F32,
-            Weights::Half(layers) => match layers[0].half() {
-                HalfKind::F16 => Precision::F16,
-                HalfKind::Bf16 => Precision::Bf16,
+            Weights::Half(layers) => match layers[0].format() {
+                Format::Half(HalfKind::F16) => Precision::F16,
+                Format::Half(HalfKind::Bf16) => Precision::Bf16,
+                Format::Int8 => Precision::Int8,
             },
         }
     }
@@ -148,6 +162,42 @@ impl<'m, T: Real> Stream<'m, T> {
                 T::DTYPE
             )));
         }
+        let weights = match precision {
+            Precision::F32 => Weights::Full {
+                packed: (0..l)
+                    .map(|k| StepWeights::new(&dims(k), &model.dir_params(k, 0)))
+                    .collect(),
+                ih_t: (0..l)
+                    .map(|k| {
+                        let mut pb = PackedB::new();
+                        pb.pack(
+                            MatRef::new(model.dir_params(k, 0).w_ih, g, c.layer_input_size(k)).t(),
+                        );
+                        pb
+                    })
+                    .collect(),
+            },
+            Precision::F16 | Precision::Bf16 | Precision::Int8 => {
+                let kind = match precision {
+                    Precision::F16 => Format::Half(HalfKind::F16),
+                    Precision::Bf16 => Format::Half(HalfKind::Bf16),
+                    _ => Format::Int8,
+                };
+                Weights::Half(
+                    (0..l)
+                        .map(|k| half_layer(&dims(k), &model.dir_params(k, 0), kind))
+                        .collect::<Result<_>>()?,
+                )
+            }
+        };
+        // The int8 scratch of the largest layer (none for other formats).
+        let q = match &weights {
+            Weights::Half(layers) => layers
+                .iter()
+                .map(|c| c.quant_scratch(batch))
+                .fold((0, 0, 0), |a, b| (a.0.max(b.0), a.1.max(b.1), a.2.max(b.2))),
+            Weights::Full { .. } => (0, 0, 0),
+        };
         Ok(Stream {
             model,
             b: batch,
@@ -179,35 +229,10 @@ impl<'m, T: Real> Stream<'m, T> {
             } else {
                 vec![]
             },
-            weights: match precision {
-                Precision::F32 => Weights::Full {
-                    packed: (0..l)
-                        .map(|k| StepWeights::new(&dims(k), &model.dir_params(k, 0)))
-                        .collect(),
-                    ih_t: (0..l)
-                        .map(|k| {
-                            let mut pb = PackedB::new();
-                            pb.pack(
-                                MatRef::new(model.dir_params(k, 0).w_ih, g, c.layer_input_size(k))
-                                    .t(),
-                            );
-                            pb
-                        })
-                        .collect(),
-                },
-                Precision::F16 | Precision::Bf16 => {
-                    let kind = if precision == Precision::F16 {
-                        HalfKind::F16
-                    } else {
-                        HalfKind::Bf16
-                    };
-                    Weights::Half(
-                        (0..l)
-                            .map(|k| half_layer(&dims(k), &model.dir_params(k, 0), kind))
-                            .collect::<Result<_>>()?,
-                    )
-                }
-            },
+            q: vec![0; q.0],
+            qs: vec![0.0; q.1],
+            qz: vec![0; q.2],
+            weights,
         })
     }
 
@@ -332,6 +357,9 @@ impl<'m, T: Real> Stream<'m, T> {
                         gh: f32_mut(&mut self.gh),
                         hn: f32_mut(&mut self.hn),
                         m: f32_mut(&mut self.m),
+                        q: &mut self.q,
+                        qs: &mut self.qs,
+                        qz: &mut self.qz,
                     },
                     recur_kernels::num_threads(),
                 ),
@@ -374,15 +402,22 @@ fn f32_mut<T: 'static>(v: &mut [T]) -> &mut [f32] {
 }
 
 /// One layer's weights rounded to `kind`, refusing values beyond the format's range.
-fn half_layer<T: Real>(d: &Dims, p: &engine::DirParams<'_, T>, kind: HalfKind) -> Result<HalfCell> {
+fn half_layer<T: Real>(d: &Dims, p: &engine::DirParams<'_, T>, format: Format) -> Result<HalfCell> {
     let to32 = |v: &[T]| -> Vec<f32> { v.iter().map(|x| x.to_f64() as f32).collect() };
     let checked = |name: &str, v: &[T]| -> Result<Vec<f32>> {
         let w = to32(v);
-        if let Some(x) = w.iter().find(|x| x.abs() > kind.max()) {
+        if let Some(x) = w.iter().find(|x| !x.is_finite()) {
             return Err(Error::Config(format!(
-                "{name} holds {x}, beyond the range of {kind:?} weights (±{}); use f32 or bf16",
-                kind.max()
+                "{name} holds {x}: cannot store it as {format:?}"
             )));
+        }
+        if let Format::Half(kind) = format {
+            if let Some(x) = w.iter().find(|x| x.abs() > kind.max()) {
+                return Err(Error::Config(format!(
+                    "{name} holds {x}, beyond the range of {kind:?} weights (±{}); use f32 or bf16",
+                    kind.max()
+                )));
+            }
         }
         Ok(w)
     };
@@ -402,6 +437,6 @@ fn half_layer<T: Real>(d: &Dims, p: &engine::DirParams<'_, T>, kind: HalfKind) -
         w_hr.as_deref(),
         p.b_ih.map(to32).as_deref(),
         p.b_hh.map(to32).as_deref(),
-        kind,
+        format,
     ))
 }

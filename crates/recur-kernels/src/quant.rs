@@ -1,0 +1,310 @@
+//! int8 weights and dynamically quantized activations, in the manner of PyTorch's
+//! `torch.ao.quantization.quantize_dynamic` on x86 (fbgemm):
+//!
+//! - weights: int8, symmetric, one scale per output row (channel): `w ≈ s_w[j] · q[j, k]` with
+//!   `q ∈ [-127, 127]`, `s_w[j] = max_k |w[j, k]| / 127`;
+//! - activations: quantized at every call, affine u8 with fbgemm's `reduce_range` (7 bits, so
+//!   that `vpmaddubsw`'s pairwise i16 sums cannot saturate: 2 · 127 · 127 < 2^15):
+//!   `x ≈ s_x · (q_x − z_x)`, `q_x ∈ [0, 127]`, the range [min(x, 0), max(x, 0)], one scale
+//!   per input row (PyTorch uses one per tensor; per row makes a stream's result independent of
+//!   the other streams of its batch);
+//! - `y[j] = s_w[j] · s_x · (Σ_k q[j, k] q_x[k] − z_x Σ_k q[j, k])`: the integer sum is exact,
+//!   so the AVX2 kernel ([`QuantMat::matvecs_rows`]) and the plain one ([`naive`]) give the
+//!   same bits.
+
+/// Columns are stored in blocks of this many (zero-padded): one 256-bit load of int8 weights.
+pub const BLOCK: usize = 32;
+
+/// The padded width of `cols` columns.
+pub fn padded(cols: usize) -> usize {
+    cols.div_ceil(BLOCK) * BLOCK
+}
+
+/// The largest `cols` whose integer sums cannot overflow i32 (|q| ≤ 127 times q_x ≤ 127).
+pub const MAX_COLS: usize = (i32::MAX as usize) / (127 * 127);
+
+/// A row-major (rows, cols) matrix of int8 weights with one scale per row.
+#[derive(Clone, Debug)]
+pub struct QuantMat {
+    rows: usize,
+    cols: usize,
+    /// (rows, padded(cols)), zero beyond `cols`.
+    q: Vec<i8>,
+    /// (rows): `max |w| / 127` (1 for an all-zero row).
+    scale: Vec<f32>,
+    /// (rows): `Σ_k q[j, k]`.
+    row_sum: Vec<i32>,
+}
+
+impl QuantMat {
+    /// Quantizes the row-major (rows, cols) f32 matrix `w` (round to nearest, ties to even).
+    /// Panics if `cols > MAX_COLS` or a value is not finite.
+    pub fn from_f32(w: &[f32], rows: usize, cols: usize) -> QuantMat {
+        assert_eq!(
+            w.len(),
+            rows * cols,
+            "QuantMat: {rows}x{cols} needs {} values",
+            rows * cols
+        );
+        assert!(cols <= MAX_COLS, "QuantMat: at most {MAX_COLS} columns");
+        let ld = padded(cols);
+        let mut q = vec![0i8; rows * ld];
+        let mut scale = vec![1.0f32; rows];
+        let mut row_sum = vec![0i32; rows];
+        for j in 0..rows {
+            let row = &w[j * cols..(j + 1) * cols];
+            assert!(
+                row.iter().all(|x| x.is_finite()),
+                "QuantMat: non-finite weight"
+            );
+            let max = row.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            if max > 0.0 {
+                scale[j] = max / 127.0;
+            }
+            let mut s = 0i32;
+            for (k, &x) in row.iter().enumerate() {
+                let v = (x / scale[j]).round_ties_even().clamp(-127.0, 127.0) as i8;
+                q[j * ld + k] = v;
+                s += v as i32;
+            }
+            row_sum[j] = s;
+        }
+        QuantMat {
+            rows,
+            cols,
+            q,
+            scale,
+            row_sum,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The weights as the kernel sees them, `s_w[j] · q[j, k]`, row-major (rows, cols).
+    pub fn dequantized(&self) -> Vec<f32> {
+        let ld = padded(self.cols);
+        (0..self.rows)
+            .flat_map(|j| (0..self.cols).map(move |k| self.scale[j] * self.q[j * ld + k] as f32))
+            .collect()
+    }
+
+    /// `y[r, j] (+)= s_w[j] · s_x[r] · (Σ_k q[j, k] q_x[r, k] − z_x[r] · Σ_k q[j, k])` for the
+    /// weight rows `j0..j1` and the `n` quantized input rows of `x` (see [`quantize_rows`]),
+    /// writing through a pointer so that threads can fill different columns of the same rows.
+    ///
+    /// # Safety
+    /// `y` points at `n` rows of stride `ldy ≥ j1` whose columns `j0..j1` nothing else reads
+    /// or writes during the call.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn matvecs_rows(
+        &self,
+        j0: usize,
+        j1: usize,
+        n: usize,
+        x: &QuantRows<'_>,
+        y: *mut f32,
+        ldy: usize,
+        accumulate: bool,
+    ) {
+        let ld = padded(self.cols);
+        assert!(j0 <= j1 && j1 <= self.rows && ldy >= j1);
+        assert!(x.ld == ld && x.q.len() >= n * ld && x.scale.len() >= n && x.zero.len() >= n);
+        let w = |j: usize| &self.q[j * ld..(j + 1) * ld];
+        for r in 0..n {
+            let xr = &x.q[r * ld..(r + 1) * ld];
+            let (xs, xz) = (x.scale[r], x.zero[r]);
+            let put = |j: usize, dot: i32| {
+                let v = self.scale[j] * xs * (dot - xz * self.row_sum[j]) as f32;
+                let out = y.add(r * ldy + j);
+                *out = if accumulate { *out + v } else { v };
+            };
+            let mut j = j0;
+            // Four weight rows per pass over x: one load of x for four products.
+            while j + 4 <= j1 {
+                let d = dot4_u8_i8(xr, [w(j), w(j + 1), w(j + 2), w(j + 3)]);
+                for (q, &v) in d.iter().enumerate() {
+                    put(j + q, v);
+                }
+                j += 4;
+            }
+            for j in j..j1 {
+                put(j, dot_u8_i8(xr, w(j)));
+            }
+        }
+    }
+
+    /// [`QuantMat::matvecs_rows`] over every row, into a slice.
+    pub fn matvecs(
+        &self,
+        n: usize,
+        x: &QuantRows<'_>,
+        y: &mut [f32],
+        ldy: usize,
+        accumulate: bool,
+    ) {
+        assert!(ldy >= self.rows);
+        if n == 0 || self.rows == 0 {
+            return;
+        }
+        assert!(
+            y.len() >= (n - 1) * ldy + self.rows,
+            "QuantMat::matvecs: output too small"
+        );
+        // SAFETY: y holds the n rows (asserted) and the exclusive borrow gives every column.
+        unsafe { self.matvecs_rows(0, self.rows, n, x, y.as_mut_ptr(), ldy, accumulate) }
+    }
+}
+
+/// Quantized activation rows: `q` (n, ld) u8 in [0, 127], one scale and zero point per row.
+pub struct QuantRows<'a> {
+    pub q: &'a [u8],
+    pub ld: usize,
+    pub scale: &'a [f32],
+    pub zero: &'a [i32],
+}
+
+/// Quantizes the `n` rows of `x` (stride `ldx`, `cols` values each) into `q` (stride
+/// `padded(cols)`, padded with the row's zero point), `scale` and `zero` (n each).
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_rows(
+    n: usize,
+    x: &[f32],
+    ldx: usize,
+    cols: usize,
+    q: &mut [u8],
+    scale: &mut [f32],
+    zero: &mut [i32],
+) {
+    let ld = padded(cols);
+    assert!(ldx >= cols && q.len() >= n * ld && scale.len() >= n && zero.len() >= n);
+    for r in 0..n {
+        let row = &x[r * ldx..r * ldx + cols];
+        let (lo, hi) = row
+            .iter()
+            .fold((0.0f32, 0.0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let s = if hi > lo { (hi - lo) / 127.0 } else { 1.0 };
+        let z = (-lo / s).round_ties_even().clamp(0.0, 127.0);
+        let qr = &mut q[r * ld..(r + 1) * ld];
+        for (o, &v) in qr.iter_mut().zip(row) {
+            *o = ((v / s).round_ties_even() + z).clamp(0.0, 127.0) as u8;
+        }
+        qr[cols..].fill(z as u8);
+        scale[r] = s;
+        zero[r] = z as i32;
+    }
+}
+
+/// `Σ_k x[k] · w[k]` over equal lengths that are a multiple of [`BLOCK`].
+fn dot_u8_i8(x: &[u8], w: &[i8]) -> i32 {
+    debug_assert!(x.len() == w.len() && x.len().is_multiple_of(BLOCK));
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu::features().avx2_fma {
+        // SAFETY: AVX2 is present (checked); the slices have equal lengths, multiples of 32.
+        return unsafe { simd::dot_u8_i8(x, w) };
+    }
+    naive::dot_u8_i8(x, w)
+}
+
+/// [`dot_u8_i8`] of `x` with four weight rows at once.
+fn dot4_u8_i8(x: &[u8], w: [&[i8]; 4]) -> [i32; 4] {
+    debug_assert!(w.iter().all(|r| r.len() == x.len()) && x.len().is_multiple_of(BLOCK));
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu::features().avx2_fma {
+        // SAFETY: AVX2 is present (checked); the five slices have equal lengths, multiples of
+        // 32.
+        return unsafe { simd::dot4_u8_i8(x, w) };
+    }
+    w.map(|r| naive::dot_u8_i8(x, r))
+}
+
+pub mod naive {
+    //! The plain integer dot product the AVX2 kernel is tested against.
+
+    /// `Σ_k x[k] · w[k]` in i32.
+    pub fn dot_u8_i8(x: &[u8], w: &[i8]) -> i32 {
+        x.iter().zip(w).map(|(&a, &b)| a as i32 * b as i32).sum()
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    /// See [`super::dot_u8_i8`]: `vpmaddubsw` (u8 × i8 pairs summed into i16, which cannot
+    /// saturate for u8 ≤ 127 and |i8| ≤ 127), `vpmaddwd` with ones (pairs of i16 into i32),
+    /// two accumulators.
+    ///
+    /// # Safety
+    /// AVX2 present; `x` and `w` of equal length, a multiple of 32.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn dot_u8_i8(x: &[u8], w: &[i8]) -> i32 {
+        let ones = _mm256_set1_epi16(1);
+        let (mut a0, mut a1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        let (xp, wp) = (x.as_ptr(), w.as_ptr());
+        let n = x.len();
+        let mut k = 0;
+        while k + 64 <= n {
+            let p0 = _mm256_maddubs_epi16(
+                _mm256_loadu_si256(xp.add(k) as *const __m256i),
+                _mm256_loadu_si256(wp.add(k) as *const __m256i),
+            );
+            let p1 = _mm256_maddubs_epi16(
+                _mm256_loadu_si256(xp.add(k + 32) as *const __m256i),
+                _mm256_loadu_si256(wp.add(k + 32) as *const __m256i),
+            );
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(p0, ones));
+            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(p1, ones));
+            k += 64;
+        }
+        if k < n {
+            let p0 = _mm256_maddubs_epi16(
+                _mm256_loadu_si256(xp.add(k) as *const __m256i),
+                _mm256_loadu_si256(wp.add(k) as *const __m256i),
+            );
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(p0, ones));
+        }
+        let a = _mm256_add_epi32(a0, a1);
+        let s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        _mm_cvtsi128_si32(s)
+    }
+
+    /// Four [`dot_u8_i8`]s sharing the loads of `x`; the sums reduced together.
+    ///
+    /// # Safety
+    /// AVX2 present; `x` and every `w[q]` of equal length, a multiple of 32.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn dot4_u8_i8(x: &[u8], w: [&[i8]; 4]) -> [i32; 4] {
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_si256(); 4];
+        let n = x.len();
+        let mut k = 0;
+        while k < n {
+            let xv = _mm256_loadu_si256(x.as_ptr().add(k) as *const __m256i);
+            for q in 0..4 {
+                let wv = _mm256_loadu_si256(w[q].as_ptr().add(k) as *const __m256i);
+                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(xv, wv), ones);
+                acc[q] = _mm256_add_epi32(acc[q], p);
+            }
+            k += 32;
+        }
+        // [Σa0 Σa1 Σa2 Σa3] from four 8-lane sums.
+        let ab = _mm256_hadd_epi32(acc[0], acc[1]);
+        let cd = _mm256_hadd_epi32(acc[2], acc[3]);
+        let abcd = _mm256_hadd_epi32(ab, cd);
+        let s = _mm_add_epi32(
+            _mm256_castsi256_si128(abcd),
+            _mm256_extracti128_si256(abcd, 1),
+        );
+        let mut out = [0i32; 4];
+        _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, s);
+        out
+    }
+}
