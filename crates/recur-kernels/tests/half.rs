@@ -45,7 +45,7 @@ fn fast_path_matches_naive_and_f64_on_awkward_sizes() {
     let mut cases = 0;
     for kind in [HalfKind::F16, HalfKind::Bf16] {
         for &rows in &[0usize, 1, 3, 4, 5, 8, 17, 64] {
-            for &cols in &[0usize, 1, 7, 8, 9, 33, 256] {
+            for &cols in &[0usize, 1, 7, 8, 9, 16, 17, 24, 33, 40, 256] {
                 for &n in &[0usize, 1, 2, 3] {
                     let (ldx, ldy) = (cols + 3, rows + 2);
                     let w = HalfMat::from_f32(&values(rows * cols, 7), rows, cols, kind);
@@ -92,7 +92,7 @@ fn fast_path_matches_naive_and_f64_on_awkward_sizes() {
             }
         }
     }
-    assert_eq!(cases, 2 * 8 * 7 * 4 * 2);
+    assert_eq!(cases, 2 * 8 * 11 * 4 * 2);
 }
 
 #[test]
