@@ -76,9 +76,10 @@ fn tensor_from<T: Real + Element + Named>(a: &Bound<'_, PyAny>, what: &str) -> P
         ))
     })?;
     let shape = arr.shape().to_vec();
+    // `as_slice` also accepts Fortran order; only a C-contiguous buffer is row-major.
     let data = match arr.as_slice() {
-        Ok(s) => s.to_vec(),
-        Err(_) => arr.as_array().iter().copied().collect(),
+        Ok(s) if arr.is_c_contiguous() => s.to_vec(),
+        _ => arr.as_array().iter().copied().collect(),
     };
     Tensor::new(&shape, data).map_err(to_py_err)
 }
