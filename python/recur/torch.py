@@ -49,6 +49,12 @@ def _np(t):
     return t.detach().contiguous().resolve_conj().resolve_neg().numpy()
 
 
+def _np_strided(t):
+    """A NumPy view of `t` with its strides (recur reads any strides in one pass)."""
+    t = t.detach().resolve_conj().resolve_neg()
+    return t.numpy() if t.dim() == 0 or min(t.stride()) >= 0 else t.contiguous().numpy()
+
+
 def _opt_np(t):
     return None if t is None else _np(t)
 
@@ -79,7 +85,7 @@ class _RnnFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, nat, lstm, lengths, masks, x, h0, c0, *params):
         out, h_n, c_n, tape = nat.forward(
-            _np(x),
+            _np_strided(x),
             _opt_np(h0),
             _opt_np(c0),
             lengths,
@@ -137,7 +143,7 @@ def _run(module, cfg, params, lstm, x, h0, c0, lengths, masks):
         outs = _RnnFunction.apply(nat, lstm, lengths, masks, x, h0, c0, *params)
         return outs if lstm else (outs[0], outs[1], None)
     out, h_n, c_n, _ = nat.forward(
-        _np(x),
+        _np_strided(x),
         _opt_np(h0),
         _opt_np(c0),
         lengths,
@@ -215,9 +221,7 @@ class _RecurRNNBase:
                     f"got {data.dim()}-D"
                 )
             t_idx, b_idx, lengths, t, b = _packed_index(batch_sizes, sorted_indices)
-            idx = (b_idx, t_idx) if bf else (t_idx, b_idx)
-            shape = (b, t, data.shape[1]) if bf else (t, b, data.shape[1])
-            x = torch.index_put(data.new_zeros(shape), idx, data)
+            x = torch.index_put(data.new_zeros((t, b, data.shape[1])), (t_idx, b_idx), data)
             unbatched = False
         else:
             _check(input, "input", dtype)
@@ -227,8 +231,12 @@ class _RecurRNNBase:
                 )
             unbatched = input.dim() == 2
             x = input.unsqueeze(0 if bf else 1) if unbatched else input
-            b = x.shape[0 if bf else 1]
-            t = x.shape[1 if bf else 0]
+            # recur runs time-major; like torch, a batch_first input and output are transposed
+            # views (so the output has torch's strides, which e.g. empty_like-based dropout
+            # after the layer follows).
+            if bf:
+                x = x.transpose(0, 1)
+            t, b = x.shape[0], x.shape[1]
         h0 = c0 = None
         if hx is not None:
             if lstm:
@@ -271,16 +279,19 @@ class _RecurRNNBase:
             self.hidden_size,
             self.num_layers,
             bool(self.bias),
-            bool(bf),
+            False,
             bool(self.bidirectional),
             int(self.proj_size),
         )
         out, h_n, c_n = _run(self, cfg, params, lstm, x, h0, c0, lengths, masks)
         if packed:
-            out = out[(b_idx, t_idx) if bf else (t_idx, b_idx)]
-            out = PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices)
-        elif unbatched:
-            out = out.squeeze(0 if bf else 1)
+            out = PackedSequence(out[t_idx, b_idx], batch_sizes, sorted_indices, unsorted_indices)
+        else:
+            if bf:
+                out = out.transpose(0, 1)
+            if unbatched:
+                out = out.squeeze(0 if bf else 1)
+        if unbatched:
             h_n = h_n.squeeze(1)
             c_n = c_n.squeeze(1) if c_n is not None else None
         if lstm:

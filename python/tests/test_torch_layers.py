@@ -234,9 +234,25 @@ def test_inference_under_no_grad_and_eval():
     assert out.requires_grad  # eval() still records a graph when grad is enabled, as torch
 
 
-def test_results_are_contiguous_like_torch():
-    cfg = dict(input_size=3, hidden_size=4, batch_first=True, bidirectional=True)
-    _, rec = pair("gru", cfg)
-    out, h = rec(torch.randn(2, 5, 3, dtype=torch.float64))
-    assert out.is_contiguous() and h.is_contiguous()
-    out.view(-1, 8)
+def test_results_have_torch_strides():
+    """batch_first outputs are transposed views of a time-major result, as torch's (code that
+    follows, e.g. dropout through empty_like, then sees the same memory order)."""
+    for kw in (dict(batch_first=True, bidirectional=True), dict(batch_first=False), dict(batch_first=True)):
+        cfg = dict(input_size=3, hidden_size=4, **kw)
+        ref, rec = pair("gru", cfg)
+        for shape in ((2, 5, 3), (5, 3)):
+            x = torch.randn(shape, dtype=torch.float64)
+            (oe, he), (oa, ha) = ref(x), rec(x)
+            assert oa.shape == oe.shape and oa.stride() == oe.stride()
+            assert ha.stride() == he.stride()
+
+
+def test_dropout_after_a_batch_first_layer_draws_as_after_torchs():
+    cfg = dict(input_size=3, hidden_size=4, batch_first=True)
+    ref, rec = pair("lstm", cfg)
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    outs = []
+    for m in (ref, rec):
+        torch.manual_seed(0)
+        outs.append(torch.nn.functional.dropout(m(x)[0], 0.5))
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-12, rtol=0)
