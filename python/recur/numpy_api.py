@@ -58,7 +58,9 @@ class Model:
     def _array(self, a, what):
         if a is None:
             return None
-        a = np.asarray(a)
+        # C order: recur copies a C-ordered buffer in one block (other strides element by
+        # element, much slower); a C-ordered array passes through untouched.
+        a = np.ascontiguousarray(a)
         if a.dtype != self.dtype:
             raise TypeError(
                 f"{what}: expected {self.dtype.name} (the model's dtype), got {a.dtype}; "

@@ -157,3 +157,37 @@ def test_threads():
     assert recur.get_num_threads() == 1
     recur.set_num_threads(0)
     assert recur.get_num_threads() == n
+
+
+def test_the_gil_is_released_while_recur_computes():
+    """While one thread runs a long forward pass, another keeps running Python."""
+    import threading
+    import time
+
+    path = next(p for p in STREAM_CASES if meta(p)["mode"] == "lstm")
+    _, t, model, _, _ = run_case(path, "float64")
+    x = np.random.default_rng(0).standard_normal((20000, 8, model.input_size))
+    t0 = time.perf_counter()
+    model(x)
+    alone = time.perf_counter() - t0
+    assert alone > 0.05, "the pass must be long enough to see"
+    done = threading.Event()
+    gaps, last = [], [None]
+
+    def work():
+        model(x)
+        done.set()
+
+    th = threading.Thread(target=work)
+    th.start()
+    last[0] = time.perf_counter()
+    ticks = 0
+    while not done.is_set():
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+        ticks += 1
+    th.join()
+    # With the GIL held for the whole pass, this loop would stall for all of it.
+    assert ticks > 100
+    assert max(gaps) < 0.5 * alone
