@@ -1,6 +1,7 @@
 """DistributedDataParallel (gloo, 2 local processes) trains recur modules to the parameters
 one process reaches with the whole batch."""
 
+import os
 import pathlib
 import socket
 import subprocess
@@ -21,8 +22,10 @@ def test_ddp_two_processes_equal_one_with_the_whole_batch(tmp_path):
     one, two = tmp_path / "one.pt", tmp_path / "two.pt"
     subprocess.run([sys.executable, str(WORKER), "0", "1", "0", str(one)], check=True, timeout=300)
     port = str(free_port())
+    # gloo on the loopback interface only.
+    env = dict(os.environ, GLOO_SOCKET_IFNAME="lo")
     procs = [
-        subprocess.Popen([sys.executable, str(WORKER), str(r), "2", port, str(two)])
+        subprocess.Popen([sys.executable, str(WORKER), str(r), "2", port, str(two)], env=env)
         for r in range(2)
     ]
     for p in procs:
