@@ -7,6 +7,7 @@ from any strides.
 import numpy as np
 
 from . import _native
+from ._errors import UnsupportedError
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -94,9 +95,13 @@ class Model:
 
     __call__ = forward
 
-    def stream(self, batch=1):
-        """A streaming state of ``batch`` sequences starting from zeros (unidirectional models)."""
-        return Stream(self, batch)
+    def stream(self, batch=1, precision="f32"):
+        """A streaming state of ``batch`` sequences starting from zeros (unidirectional models).
+
+        ``precision`` stores the weights of the stream: ``"f32"`` (the model's own), ``"f16"`` or
+        ``"bf16"`` (16-bit, widened on the fly) or ``"int8"`` (int8 weights, activations quantized
+        at every step as ``torch.ao.quantization.quantize_dynamic`` does); float32 models only."""
+        return Stream(self, batch, precision)
 
     def state_dict(self):
         """``{name: array}`` with PyTorch's names, in registration order."""
@@ -106,10 +111,16 @@ class Model:
 class Stream:
     """Advances ``batch`` recurrent states by one input at a time (no allocation per step)."""
 
-    def __init__(self, model, batch=1):
+    def __init__(self, model, batch=1, precision="f32"):
+        if precision != "f32" and model.dtype != np.float32:
+            raise UnsupportedError(
+                f"{precision} stream weights are for float32 models; this one is {model.dtype.name} "
+                "(load it with dtype='float32')"
+            )
         self._model = model
-        self._native = model._native.stream(batch)
+        self._native = model._native.stream(batch, precision)
         self.batch = batch
+        self.precision = precision
 
     def step(self, x):
         """One input per stream, (batch, input_size) (or (input_size,) for one stream); returns

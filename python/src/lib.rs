@@ -10,7 +10,7 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use recur::state_dict::{load_rnn, LoadOptions, TensorFile};
-use recur::{Dropout, Mode, Real, Rnn, RnnConfig, State, Stream, Tape, Tensor};
+use recur::{Dropout, Mode, Precision, Real, Rnn, RnnConfig, State, Stream, Tape, Tensor};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
@@ -386,13 +386,22 @@ impl PyRnn {
         Ok(d)
     }
 
-    /// A streaming state for `batch` sequences (unidirectional models).
-    #[pyo3(signature = (batch=1))]
-    fn stream(&self, batch: usize) -> PyResult<PyStream> {
+    /// A streaming state for `batch` sequences (unidirectional models), its weights stored
+    /// in `precision`: `f32` (the model's own), `f16`, `bf16` or `int8` (float32 models only;
+    /// see recur's docs/precision.md).
+    #[pyo3(signature = (batch=1, precision="f32"))]
+    fn stream(&self, batch: usize, precision: &str) -> PyResult<PyStream> {
+        let precision: Precision = precision.parse().map_err(to_py_err)?;
         let inner = match &self.model {
             Model::F32(r) => StreamInner::F32(
-                Stream32::try_new(r.clone(), |m| Stream::new(m, batch)).map_err(to_py_err)?,
+                Stream32::try_new(r.clone(), |m| Stream::with_precision(m, batch, precision))
+                    .map_err(to_py_err)?,
             ),
+            Model::F64(_) if precision != Precision::F32 => {
+                return Err(RecurError::new_err(format!(
+                    "{precision} weights are for float32 models; this one is float64"
+                )))
+            }
             Model::F64(r) => StreamInner::F64(
                 Stream64::try_new(r.clone(), |m| Stream::new(m, batch)).map_err(to_py_err)?,
             ),

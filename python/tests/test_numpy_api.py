@@ -191,3 +191,35 @@ def test_the_gil_is_released_while_recur_computes():
     # With the GIL held for the whole pass, this loop would stall for all of it.
     assert ticks > 100
     assert max(gaps) < 0.5 * alone
+
+
+@pytest.mark.parametrize("path", STREAM_CASES[::5], ids=lambda p: p.stem)
+def test_reduced_precision_streams_stay_near_pytorch(path):
+    """f16 / bf16 / int8 stream weights (recur's docs/precision.md) against PyTorch's f32 outputs:
+    within the weights' (and for int8 the activations') rounding on these small random models."""
+    m, t, model, _, _ = run_case(path, "float32")
+    if m["has_h0"] == "true":
+        pytest.skip("streams start from zeros here")
+    x = t["input"].astype(np.float32)
+    if m["batch_first"] == "true":
+        x = x.transpose(1, 0, 2)
+    want = t["expected.output"]
+    if m["batch_first"] == "true":
+        want = want.transpose(1, 0, 2)
+    for precision, tol in (("f16", 5e-3), ("bf16", 5e-2), ("int8", 1e-1)):
+        s = model.stream(batch=x.shape[1], precision=precision)
+        assert s.precision == precision
+        got = np.stack([s.step(x[i]) for i in range(x.shape[0])])
+        err = np.abs(got - want).max()
+        assert err < tol, (precision, err)
+        assert err > 0, "the weights were not rounded"
+
+
+def test_reduced_precision_needs_float32_and_a_known_name():
+    path = STREAM_CASES[0]
+    _, _, model64, _, _ = run_case(path, "float64")
+    with pytest.raises(recur.UnsupportedError, match="float32"):
+        model64.stream(precision="int8")
+    _, _, model32, _, _ = run_case(path, "float32")
+    with pytest.raises(ValueError, match="int4"):
+        model32.stream(precision="int4")
