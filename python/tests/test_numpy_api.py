@@ -166,11 +166,17 @@ def test_the_gil_is_released_while_recur_computes():
 
     path = next(p for p in STREAM_CASES if meta(p)["mode"] == "lstm")
     _, t, model, _, _ = run_case(path, "float64")
-    x = np.random.default_rng(0).standard_normal((20000, 8, model.input_size))
-    t0 = time.perf_counter()
-    model(x)
-    alone = time.perf_counter() - t0
-    assert alone > 0.05, "the pass must be long enough to see"
+    # A pass long enough to see (at least 0.4 s here, whatever the machine's speed).
+    steps = 20000
+    while True:
+        x = np.random.default_rng(0).standard_normal((steps, 8, model.input_size))
+        t0 = time.perf_counter()
+        model(x)
+        alone = time.perf_counter() - t0
+        if alone >= 0.4 or steps >= 2_560_000:
+            break
+        steps *= 2
+    assert alone >= 0.4, "the pass must be long enough to see"
     done = threading.Event()
     gaps, last = [], [None]
 
