@@ -167,6 +167,43 @@ pub fn check_model_opts(cell: &str, sizes: &[(&str, usize)], dropout: f64) -> Re
     Ok(mode)
 }
 
+/// An error if the model of `config` has more parameters than the command line allows
+/// ([`crate::limits::MAX_PARAMS`]); called before the data is read with the smallest
+/// vocabulary and label set, and again before the model is made.
+pub fn check_size(config: &recur::seqmodel::SeqModelConfig) -> Result<(), String> {
+    use recur::seqmodel::InputKind;
+    let (rows, embed, input) = match config.input {
+        InputKind::Tokens {
+            vocab_size,
+            embed_size,
+        } => (vocab_size, embed_size, 0),
+        InputKind::Features { num_features } => (0, 0, num_features),
+    };
+    let dirs = if config.bidirectional { 2 } else { 1 };
+    let n = crate::limits::block_params(
+        config.mode,
+        rows,
+        embed,
+        input,
+        config.hidden_size,
+        config.num_layers,
+        dirs,
+        config.output_size,
+    );
+    let sizes = if embed > 0 {
+        format!(
+            "vocabulary {rows}, --embed-size {embed}, --hidden-size {}, --num-layers {}",
+            config.hidden_size, config.num_layers
+        )
+    } else {
+        format!(
+            "--hidden-size {}, --num-layers {}",
+            config.hidden_size, config.num_layers
+        )
+    };
+    crate::limits::check_params(n, &sizes)
+}
+
 /// A column given on the command line: a 0-based index if it is a number, else a name.
 pub fn column(s: &str) -> recur::data::Column {
     match s.parse::<usize>() {
@@ -403,7 +440,7 @@ pub fn task_str<'a>(task: &'a serde_json::Value, key: &str) -> Result<&'a str, S
 }
 
 /// `recur eval` of a sequence model: the task that trained it reads the data and measures.
-pub fn eval(a: &crate::eval::EvalArgs) -> Result<Metrics, String> {
+pub fn eval(a: &crate::opts::EvalArgs) -> Result<Metrics, String> {
     let task = task_of(&a.model)?;
     match task_str(&task, "kind")? {
         "classify" => crate::task_classify::eval(a, &task),
@@ -415,13 +452,13 @@ pub fn eval(a: &crate::eval::EvalArgs) -> Result<Metrics, String> {
     }
 }
 
-/// `recur predict` of a sequence model: one output line per input line.
-pub fn predict(a: &crate::eval::PredictArgs, lines: &[String]) -> Result<Vec<String>, String> {
+/// `recur predict` of a sequence model: the task that trained it answers each line.
+pub fn predictor(a: &crate::opts::PredictArgs) -> Result<Box<dyn crate::opts::Predictor>, String> {
     let task = task_of(&a.model)?;
     match task_str(&task, "kind")? {
-        "classify" => crate::task_classify::predict(a, &task, lines),
-        "tag" => crate::task_tag::predict(a, &task, lines),
-        "forecast" => crate::task_forecast::predict(a, &task, lines),
+        "classify" => crate::task_classify::predictor(a, &task),
+        "tag" => crate::task_tag::predictor(a, &task),
+        "forecast" => crate::task_forecast::predictor(a, &task),
         other => Err(format!(
             "config.json: unknown task kind '{other}' (expected classify, tag or forecast)"
         )),

@@ -592,6 +592,24 @@ impl<T: Real> CharLm<T> {
         length: usize,
         opts: &SampleOptions,
     ) -> Result<Vec<usize>> {
+        let mut out = Vec::new();
+        self.sample_each(prime, length, opts, |id| {
+            out.push(id);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`CharLm::sample`] that hands each id to `each` as soon as it is drawn instead of
+    /// collecting them: memory stays constant whatever `length` is, and the caller can show
+    /// the text as it is made. An error from `each` stops the sampling and is returned.
+    pub fn sample_each(
+        &self,
+        prime: &[usize],
+        length: usize,
+        opts: &SampleOptions,
+        mut each: impl FnMut(usize) -> Result<()>,
+    ) -> Result<()> {
         let v = self.config.vocab_size;
         if prime.is_empty() {
             return Err(Error::Input(
@@ -618,10 +636,9 @@ impl<T: Real> CharLm<T> {
         let mut stream = Stream::new(&self.rnn, 1)?;
         stream.set_state(&state)?;
         let mut x = vec![T::ZERO; self.config.embed_size];
-        let mut out = Vec::with_capacity(length);
         for k in 0..length {
             let id = pick(&cur, opts, &mut rng);
-            out.push(id);
+            each(id)?;
             if k + 1 == length {
                 break;
             }
@@ -629,7 +646,7 @@ impl<T: Real> CharLm<T> {
             let hid = stream.step(&x)?;
             self.head.forward(hid, 1, &mut cur);
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The state_dict: `embed.weight`, `rnn.weight_ih_l0`, ... (PyTorch names and order),

@@ -134,9 +134,15 @@ impl<T: Real> Rnn<T> {
         let layout = ParamLayout::new(&config, naming);
         let k = 1.0 / (config.hidden_size as f64).sqrt();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let params = (0..layout.total())
-            .map(|_| T::from_f64(rng.gen_range(-k..k)))
-            .collect();
+        let mut params = Vec::new();
+        params.try_reserve_exact(layout.total()).map_err(|_| {
+            Error::Config(format!(
+                "cannot allocate the {} parameters ({} bytes) of the recurrent layers",
+                layout.total(),
+                layout.total().saturating_mul(std::mem::size_of::<T>())
+            ))
+        })?;
+        params.extend((0..layout.total()).map(|_| T::from_f64(rng.gen_range(-k..k))));
         Ok(Rnn {
             config,
             layout,
