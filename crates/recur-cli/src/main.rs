@@ -1,5 +1,7 @@
 //! `recur`: the command-line tool. A thin layer over the `recur` library.
 
+#![forbid(unsafe_code)]
+
 use clap::{ArgAction, CommandFactory, FromArgMatches, Subcommand};
 use run::Failure;
 use std::process::ExitCode;

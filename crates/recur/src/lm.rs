@@ -751,12 +751,7 @@ pub fn save_dir<T: Real>(
             model.config().vocab_size
         )));
     }
-    std::fs::create_dir_all(dir).map_err(|e| {
-        Error::Io(format!(
-            "{}: cannot create the directory: {e}",
-            dir.display()
-        ))
-    })?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, "cannot create the directory", e))?;
     vocab.save(dir.join(VOCAB_FILE))?;
     let mut cfg = model.config().to_json();
     if let Some(t) = training {
@@ -777,11 +772,11 @@ pub fn load_dir<T: Real>(dir: impl AsRef<Path>) -> Result<(CharLm<T>, Vocab)> {
         )));
     }
     let cfg_path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&cfg_path)
-        .map_err(|e| Error::Io(format!("{}: cannot read: {e}", cfg_path.display())))?;
+    let text =
+        std::fs::read_to_string(&cfg_path).map_err(|e| Error::file(&cfg_path, "cannot read", e))?;
     let source = cfg_path.display().to_string();
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Input(format!("{source}: invalid JSON ({e})")))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::json(&source, e))?;
     let config = CharLmConfig::from_json(&json, &source)?;
     let vocab = Vocab::load(dir.join(VOCAB_FILE))?;
     if vocab.len() != config.vocab_size {

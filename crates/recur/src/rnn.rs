@@ -1,7 +1,6 @@
 //! `Rnn`: the equivalent of `torch.nn.RNN`, `torch.nn.LSTM` and `torch.nn.GRU`.
 
 use crate::config::{Mode, RnnConfig};
-use crate::diagnostics::HiddenGrads;
 use crate::engine::{self, BwdWork, Dims, DirGrads, DirParams, DirState, DyView, Plan};
 use crate::error::{fmt_shape, Error, Result};
 use crate::layout::{DirLayout, Naming, ParamLayout};
@@ -120,6 +119,27 @@ impl Prepared {
     fn orig(&self, s: usize) -> usize {
         self.order.as_ref().map_or(s, |o| o[s])
     }
+}
+
+/// What [`Rnn::backward_with`] tells about the pass it runs: d loss / d h_t at every step of
+/// every layer and direction. The core layers know nothing of what is done with it;
+/// [`crate::diagnostics::HiddenGrads`] keeps it for the vanishing-gradient plots.
+pub trait BackwardObserver<T> {
+    /// Called once before the layers: `num_layers` × `num_directions` gradients of
+    /// (`seq_len`, B, `hidden_size`) follow, B = `lengths.len()`, each sequence's length in
+    /// the caller's batch order.
+    fn start(
+        &mut self,
+        num_layers: usize,
+        num_directions: usize,
+        seq_len: usize,
+        hidden_size: usize,
+        lengths: Vec<usize>,
+    );
+    /// d loss / d h_t of (`layer`, `direction`): (T, B, H_out), time-major, in the caller's
+    /// batch order, zero at padding. Called for every direction of a layer, from the top
+    /// layer down.
+    fn hidden_grads(&mut self, layer: usize, direction: usize, grads: &[T]);
 }
 
 impl<T: Real> Rnn<T> {
@@ -705,9 +725,9 @@ impl<T: Real> Rnn<T> {
             .map(|_| ())
     }
 
-    /// [`Rnn::backward`] that also records d loss / d h_t, the total derivative (through the
-    /// output at t and through h_{t+1}), at every step of every layer and direction into
-    /// `record` (see [`HiddenGrads`]).
+    /// [`Rnn::backward`] that also hands d loss / d h_t, the total derivative (through the
+    /// output at t and through h_{t+1}), at every step of every layer and direction to
+    /// `record` (a [`BackwardObserver`], e.g. [`crate::diagnostics::HiddenGrads`]).
     pub fn backward_with(
         &self,
         tape: &Tape<T>,
@@ -715,7 +735,7 @@ impl<T: Real> Rnn<T> {
         grad_h_n: Option<&Tensor<T>>,
         grad_c_n: Option<&Tensor<T>>,
         grads: &mut [T],
-        record: &mut HiddenGrads<T>,
+        record: &mut dyn BackwardObserver<T>,
     ) -> Result<InputGrads<T>> {
         self.backward_impl(
             tape,
@@ -736,7 +756,7 @@ impl<T: Real> Rnn<T> {
         grad_h_n: Option<&Tensor<T>>,
         grad_c_n: Option<&Tensor<T>>,
         grads: &mut [T],
-        mut record: Option<&mut HiddenGrads<T>>,
+        mut record: Option<&mut dyn BackwardObserver<T>>,
         input_grad: bool,
     ) -> Result<InputGrads<T>> {
         let c = &self.config;
@@ -778,7 +798,7 @@ impl<T: Real> Rnn<T> {
             for (s, &len) in prep.lengths.iter().enumerate() {
                 user_lengths[prep.orig(s)] = len;
             }
-            r.reset(nl, nd, t, hout, user_lengths);
+            r.start(nl, nd, t, hout, user_lengths);
         }
         for l in (0..nl).rev() {
             let d = self.dims(l);
@@ -867,9 +887,10 @@ impl<T: Real> Rnn<T> {
                 run_dir(0, gr, &mut dx, dh0l, dc0l, &mut recs[0]);
             }
             if let Some(r) = record.as_deref_mut() {
+                let mut out = vec![T::ZERO; t * b * hout];
                 for (dir, rec) in recs.iter().enumerate() {
                     // (T·B, H_out) in the plan's order → (T, B, H_out) in the user's batch order.
-                    let out = r.slot_mut(l, dir);
+                    out.fill(T::ZERO);
                     for s in 0..b {
                         let ob = prep.orig(s);
                         for ti in 0..prep.lengths[s] {
@@ -877,6 +898,7 @@ impl<T: Real> Rnn<T> {
                                 .copy_from_slice(&rec[prep.plan.row(ti, s) * hout..][..hout]);
                         }
                     }
+                    r.hidden_grads(l, dir, &out);
                 }
             }
             if l > 0 {

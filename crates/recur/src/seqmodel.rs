@@ -1674,12 +1674,7 @@ pub fn save_dir<T: Real>(
     extra: Option<&serde_json::Value>,
 ) -> Result<()> {
     let dir = dir.as_ref();
-    std::fs::create_dir_all(dir).map_err(|e| {
-        Error::Io(format!(
-            "{}: cannot create the directory: {e}",
-            dir.display()
-        ))
-    })?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, "cannot create the directory", e))?;
     let mut cfg = model.config().to_json();
     cfg["input_normalization"] = model.input_norm.is_some().into();
     cfg["target_normalization"] = model.target_norm.is_some().into();
@@ -1707,7 +1702,7 @@ pub fn save_dir<T: Real>(
     if norms.is_empty() {
         if norm_path.exists() {
             std::fs::remove_file(&norm_path)
-                .map_err(|e| Error::Io(format!("{}: cannot remove: {e}", norm_path.display())))?;
+                .map_err(|e| Error::file(&norm_path, "cannot remove", e))?;
         }
     } else {
         let mut tensors = Vec::new();
@@ -1740,11 +1735,11 @@ pub fn load_dir<T: Real>(dir: impl AsRef<Path>) -> Result<SeqModel<T>> {
         )));
     }
     let cfg_path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&cfg_path)
-        .map_err(|e| Error::Io(format!("{}: cannot read: {e}", cfg_path.display())))?;
+    let text =
+        std::fs::read_to_string(&cfg_path).map_err(|e| Error::file(&cfg_path, "cannot read", e))?;
     let source = cfg_path.display().to_string();
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Input(format!("{source}: invalid JSON ({e})")))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::json(&source, e))?;
     let config = SeqModelConfig::from_json(&json, &source)?;
     let flag = |k: &str| json.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
     let mut model = SeqModel::load_weights(dir.join(WEIGHTS_FILE), &config)?;

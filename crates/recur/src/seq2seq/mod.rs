@@ -1409,12 +1409,7 @@ pub fn save_dir<T: Real>(
             )));
         }
     }
-    std::fs::create_dir_all(dir).map_err(|e| {
-        Error::Io(format!(
-            "{}: cannot create the directory: {e}",
-            dir.display()
-        ))
-    })?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, "cannot create the directory", e))?;
     src_vocab.save(dir.join(SRC_VOCAB_FILE))?;
     tgt_vocab.save(dir.join(TGT_VOCAB_FILE))?;
     let mut cfg = c.to_json();
@@ -1449,11 +1444,11 @@ pub fn load_dir<T: Real>(dir: impl AsRef<Path>) -> Result<Loaded<T>> {
         )));
     }
     let cfg_path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&cfg_path)
-        .map_err(|e| Error::Io(format!("{}: cannot read: {e}", cfg_path.display())))?;
+    let text =
+        std::fs::read_to_string(&cfg_path).map_err(|e| Error::file(&cfg_path, "cannot read", e))?;
     let source = cfg_path.display().to_string();
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Input(format!("{source}: invalid JSON ({e})")))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::json(&source, e))?;
     let config = Seq2SeqConfig::from_json(&json, &source)?;
     let src_vocab = TokenVocab::load(dir.join(SRC_VOCAB_FILE))?;
     let tgt_vocab = TokenVocab::load(dir.join(TGT_VOCAB_FILE))?;
