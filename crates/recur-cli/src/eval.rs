@@ -5,45 +5,60 @@ use crate::limits;
 use crate::opts::{line_error, Predictor};
 pub use crate::opts::{EvalArgs, PredictArgs};
 use crate::run::{fmt_metrics, Failure, Metrics};
+use recur::model::{read_config, ModelConfig, ModelKind};
 use std::io::{BufRead, Write};
 use std::path::Path;
 
-/// The `"model"` field of `dir/config.json`.
-pub fn model_kind(dir: &Path) -> Result<String, String> {
-    let path = dir.join("config.json");
-    if !dir.is_dir() {
-        return Err(format!(
-            "--model {}: no such model directory",
-            dir.display()
-        ));
-    }
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| format!("{}: invalid JSON ({e})", path.display()))?;
-    v.get("model")
-        .and_then(|m| m.as_str())
-        .map(String::from)
-        .ok_or_else(|| format!("{}: no \"model\" field: not a recur model", path.display()))
+/// Loads a model for `recur predict`.
+type MakePredictor = fn(&PredictArgs, &ModelConfig) -> Result<Box<dyn Predictor>, String>;
+
+/// What each kind of model directory does for `recur eval` and `recur predict`: the one table
+/// from a [`ModelKind`] to the task file that knows it.
+struct Entry {
+    kind: ModelKind,
+    eval: fn(&EvalArgs, &ModelConfig) -> Result<Metrics, String>,
+    predictor: MakePredictor,
+    /// The largest `--max-len` of `recur predict`.
+    max_len: usize,
 }
 
-fn unknown(kind: &str) -> Failure {
-    Failure::from(format!(
-        "this recur does not know models of kind '{kind}' (from its config.json)"
-    ))
+const KINDS: [Entry; 3] = [
+    Entry {
+        kind: ModelKind::CharLm,
+        eval: crate::task_lm::eval,
+        predictor: crate::task_lm::predictor,
+        max_len: limits::MAX_PREDICT_LEN,
+    },
+    Entry {
+        kind: ModelKind::SeqModel,
+        eval: crate::task_seq::eval,
+        predictor: crate::task_seq::predictor,
+        max_len: limits::MAX_PREDICT_LEN,
+    },
+    Entry {
+        kind: ModelKind::Seq2seq,
+        eval: crate::task_seq2seq::eval,
+        predictor: crate::task_seq2seq::predictor,
+        max_len: limits::MAX_DECODE_LEN,
+    },
+];
+
+/// Reads `dir/config.json` (once) and finds its kind in [`KINDS`].
+fn open(dir: &Path) -> Result<(ModelConfig, &'static Entry), Failure> {
+    let cfg = read_config(dir).map_err(|e| format!("--model {e}"))?;
+    let entry = KINDS
+        .iter()
+        .find(|e| e.kind == cfg.kind)
+        .expect("every kind has an entry");
+    Ok((cfg, entry))
 }
 
 pub fn run_eval(a: EvalArgs) -> Result<(), Failure> {
     if a.batch_size == 0 {
         return Err("--batch-size must be at least 1".to_string().into());
     }
-    let kind = model_kind(&a.model)?;
-    let metrics: Metrics = match kind.as_str() {
-        "char_lm" => crate::task_lm::eval(&a)?,
-        "seq2seq" => crate::task_seq2seq::eval(&a)?,
-        "seq_model" => crate::task_seq::eval(&a)?,
-        other => return Err(unknown(other)),
-    };
+    let (cfg, entry) = open(&a.model)?;
+    let metrics: Metrics = (entry.eval)(&a, &cfg)?;
     if a.json {
         let m: serde_json::Map<String, serde_json::Value> = metrics
             .iter()
@@ -61,18 +76,9 @@ pub fn run_predict(a: PredictArgs) -> Result<(), Failure> {
     if !(a.temperature.is_finite() && a.temperature >= 0.0) {
         return Err(format!("--temperature must be a number >= 0, got {}", a.temperature).into());
     }
-    let kind = model_kind(&a.model)?;
-    let max_len = match kind.as_str() {
-        "seq2seq" => limits::MAX_DECODE_LEN,
-        _ => limits::MAX_PREDICT_LEN,
-    };
-    limits::in_range("--max-len", a.max_len, max_len)?;
-    let mut predictor: Box<dyn Predictor> = match kind.as_str() {
-        "char_lm" => crate::task_lm::predictor(&a)?,
-        "seq2seq" => crate::task_seq2seq::predictor(&a)?,
-        "seq_model" => crate::task_seq::predictor(&a)?,
-        other => return Err(unknown(other)),
-    };
+    let (cfg, entry) = open(&a.model)?;
+    limits::in_range("--max-len", a.max_len, entry.max_len)?;
+    let mut predictor = (entry.predictor)(&a, &cfg)?;
     let input: Box<dyn BufRead> = match &a.input {
         Some(p) => Box::new(std::io::BufReader::new(
             std::fs::File::open(p)

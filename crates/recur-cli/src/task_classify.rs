@@ -717,9 +717,13 @@ fn load_files(dir: &Path, fmt_input: &str) -> Result<(LabelSet, Option<TokenVoca
 
 /// `recur eval` of a classifier: accuracy, macro F1 and loss on a data file read as in
 /// training; the per-class report and the confusion matrix go to stderr.
-pub fn eval(a: &crate::opts::EvalArgs, task: &serde_json::Value) -> Result<Metrics, String> {
+pub fn eval(
+    a: &crate::opts::EvalArgs,
+    cfg: &recur::model::ModelConfig,
+    task: &serde_json::Value,
+) -> Result<Metrics, String> {
     let fmt = Format::from_json(task)?;
-    let model = load_model(&a.model)?;
+    let model = load_model(&a.model, cfg)?;
     let (labels, vocab) = load_files(&a.model, task_str(task, "input")?)?;
     let (data, report) = read("--data", &a.data, &fmt, false)?;
     eprintln!("read {report}");
@@ -788,10 +792,11 @@ fn parse_series(line: &str, dims: usize, k: usize) -> Result<Vec<f32>, String> {
 /// for that line.
 pub fn predictor(
     a: &crate::opts::PredictArgs,
+    cfg: &recur::model::ModelConfig,
     task: &serde_json::Value,
 ) -> Result<Box<dyn crate::opts::Predictor>, String> {
     let fmt = Format::from_json(task)?;
-    let model = load_model(&a.model)?;
+    let model = load_model(&a.model, cfg)?;
     let input = task_str(task, "input")?;
     let (labels, vocab) = load_files(&a.model, input)?;
     if vocab.is_none()

@@ -353,8 +353,12 @@ fn size(task: &serde_json::Value, k: &str) -> Result<usize, String> {
 
 /// `recur eval` of a forecaster on a CSV file (the column it was trained on): every window
 /// of the series, against the naive forecast.
-pub fn eval(a: &crate::opts::EvalArgs, task: &serde_json::Value) -> Result<Metrics, String> {
-    let model = load_model(&a.model)?;
+pub fn eval(
+    a: &crate::opts::EvalArgs,
+    cfg: &recur::model::ModelConfig,
+    task: &serde_json::Value,
+) -> Result<Metrics, String> {
+    let model = load_model(&a.model, cfg)?;
     let (window, horizon) = (size(task, "window")?, size(task, "horizon")?);
     let header = task.get("header").and_then(|v| v.as_bool()).unwrap_or(true);
     let (series, _) = read_series(
@@ -388,10 +392,11 @@ pub fn eval(a: &crate::opts::EvalArgs, task: &serde_json::Value) -> Result<Metri
 /// next `horizon` values.
 pub fn predictor(
     a: &crate::opts::PredictArgs,
+    cfg: &recur::model::ModelConfig,
     task: &serde_json::Value,
 ) -> Result<Box<dyn crate::opts::Predictor>, String> {
     Ok(Box::new(ForecastPredictor {
-        model: load_model(&a.model)?,
+        model: load_model(&a.model, cfg)?,
         window: size(task, "window")?,
         horizon: size(task, "horizon")?,
     }))

@@ -244,18 +244,13 @@ fn save_lm(
     match vocab {
         LmVocab::Chars(v) => recur::lm::save_dir(dir, model, v, Some(training)),
         LmVocab::Words(v) => {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                recur::Error::Io(format!(
-                    "{}: cannot create the directory: {e}",
-                    dir.display()
-                ))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| recur::Error::file(dir, "cannot create the directory", e))?;
             v.save(dir.join(VOCAB_FILE))?;
             let mut cfg = model.config().to_json();
             cfg["tokens"] = "word".into();
             cfg["training"] = training.clone();
-            let text = serde_json::to_string_pretty(&cfg).expect("JSON of a configuration");
-            recur::state_dict::write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())?;
+            recur::model::write_config(dir, cfg)?;
             model.save_weights(dir.join(recur::lm::WEIGHTS_FILE))
         }
     }
@@ -263,20 +258,21 @@ fn save_lm(
 
 /// Reads a model directory written by `recur train lm` (character or word tokens).
 pub(crate) fn load_lm(dir: &Path) -> recur::Result<(CharLm<f32>, LmVocab)> {
-    let cfg_path = dir.join(CONFIG_FILE);
-    let words = std::fs::read_to_string(&cfg_path)
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .is_some_and(|v| v["tokens"] == "word");
-    if !words {
-        let (m, v) = recur::lm::load_dir::<f32>(dir)?;
+    load_lm_from(dir, &recur::model::read_config(dir)?)
+}
+
+/// [`load_lm`] with the configuration already read.
+pub(crate) fn load_lm_from(
+    dir: &Path,
+    cfg: &recur::model::ModelConfig,
+) -> recur::Result<(CharLm<f32>, LmVocab)> {
+    cfg.expect(recur::model::ModelKind::CharLm)?;
+    if cfg.json["tokens"] != "word" {
+        let (m, v) = recur::lm::load_from::<f32>(dir, cfg)?;
         return Ok((m, LmVocab::Chars(v)));
     }
-    let text = std::fs::read_to_string(&cfg_path)
-        .map_err(|e| recur::Error::Io(format!("{}: cannot read: {e}", cfg_path.display())))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| recur::Error::Input(format!("{}: invalid JSON ({e})", cfg_path.display())))?;
-    let config = CharLmConfig::from_json(&json, &cfg_path.display().to_string())?;
+    let cfg_path = dir.join(CONFIG_FILE);
+    let config = CharLmConfig::from_json(&cfg.json, &cfg.source)?;
     let vocab = TokenVocab::load(dir.join(VOCAB_FILE))?;
     if vocab.len() != config.vocab_size {
         return Err(recur::Error::Input(format!(
@@ -655,8 +651,8 @@ impl Task for LmTask {
 
 /// `recur eval` of a language model: bits per character (or word perplexity) on a text file,
 /// read the way training reads its validation text.
-pub fn eval(a: &crate::opts::EvalArgs) -> Result<Metrics, String> {
-    let (model, vocab) = load_lm(&a.model).map_err(|e| e.to_string())?;
+pub fn eval(a: &crate::opts::EvalArgs, cfg: &recur::model::ModelConfig) -> Result<Metrics, String> {
+    let (model, vocab) = load_lm_from(&a.model, cfg).map_err(|e| e.to_string())?;
     let text = read_text("--data", &a.data)?;
     let ids = vocab.encode(&text);
     let seq_len = 64;
@@ -681,8 +677,11 @@ pub fn eval(a: &crate::opts::EvalArgs) -> Result<Metrics, String> {
 /// (most likely ones at temperature 0, sampled otherwise).
 /// The language model of `recur predict`: each input line is a priming text, answered by
 /// itself and `--max-len` generated tokens (line ends shown as spaces).
-pub fn predictor(a: &crate::opts::PredictArgs) -> Result<Box<dyn crate::opts::Predictor>, String> {
-    let (model, vocab) = load_lm(&a.model).map_err(|e| e.to_string())?;
+pub fn predictor(
+    a: &crate::opts::PredictArgs,
+    cfg: &recur::model::ModelConfig,
+) -> Result<Box<dyn crate::opts::Predictor>, String> {
+    let (model, vocab) = load_lm_from(&a.model, cfg).map_err(|e| e.to_string())?;
     Ok(Box::new(LmPredictor {
         model,
         vocab,

@@ -8,9 +8,7 @@ use recur::checkpoint::{
     rng_from_state, rng_state, seeded, Checkpoint, CheckpointWriter, TrainRng,
 };
 use recur::lm::RngCore;
-use recur::seqmodel::{
-    load_dir, save_dir, SeqBatch, SeqModel, SeqModelGrads, Targets, CONFIG_FILE,
-};
+use recur::seqmodel::{load_dir, save_dir, SeqBatch, SeqModel, SeqModelGrads, Targets};
 use recur::Mode;
 use std::path::Path;
 
@@ -415,19 +413,15 @@ impl Task for SeqTask {
 }
 
 /// The `"task"` object of a model directory's config.json.
-pub fn task_of(dir: &Path) -> Result<serde_json::Value, String> {
-    let path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| format!("{}: invalid JSON ({e})", path.display()))?;
-    v.get("task")
+pub fn task_of(cfg: &recur::model::ModelConfig) -> Result<serde_json::Value, String> {
+    cfg.json
+        .get("task")
         .filter(|t| t.get("kind").and_then(|k| k.as_str()).is_some())
         .cloned()
         .ok_or_else(|| {
             format!(
                 "{}: no \"task\" with a \"kind\": not a model of recur train classify, tag or forecast",
-                path.display()
+                cfg.source
             )
         })
 }
@@ -440,12 +434,12 @@ pub fn task_str<'a>(task: &'a serde_json::Value, key: &str) -> Result<&'a str, S
 }
 
 /// `recur eval` of a sequence model: the task that trained it reads the data and measures.
-pub fn eval(a: &crate::opts::EvalArgs) -> Result<Metrics, String> {
-    let task = task_of(&a.model)?;
+pub fn eval(a: &crate::opts::EvalArgs, cfg: &recur::model::ModelConfig) -> Result<Metrics, String> {
+    let task = task_of(cfg)?;
     match task_str(&task, "kind")? {
-        "classify" => crate::task_classify::eval(a, &task),
-        "tag" => crate::task_tag::eval(a, &task),
-        "forecast" => crate::task_forecast::eval(a, &task),
+        "classify" => crate::task_classify::eval(a, cfg, &task),
+        "tag" => crate::task_tag::eval(a, cfg, &task),
+        "forecast" => crate::task_forecast::eval(a, cfg, &task),
         other => Err(format!(
             "config.json: unknown task kind '{other}' (expected classify, tag or forecast)"
         )),
@@ -453,12 +447,15 @@ pub fn eval(a: &crate::opts::EvalArgs) -> Result<Metrics, String> {
 }
 
 /// `recur predict` of a sequence model: the task that trained it answers each line.
-pub fn predictor(a: &crate::opts::PredictArgs) -> Result<Box<dyn crate::opts::Predictor>, String> {
-    let task = task_of(&a.model)?;
+pub fn predictor(
+    a: &crate::opts::PredictArgs,
+    cfg: &recur::model::ModelConfig,
+) -> Result<Box<dyn crate::opts::Predictor>, String> {
+    let task = task_of(cfg)?;
     match task_str(&task, "kind")? {
-        "classify" => crate::task_classify::predictor(a, &task),
-        "tag" => crate::task_tag::predictor(a, &task),
-        "forecast" => crate::task_forecast::predictor(a, &task),
+        "classify" => crate::task_classify::predictor(a, cfg, &task),
+        "tag" => crate::task_tag::predictor(a, cfg, &task),
+        "forecast" => crate::task_forecast::predictor(a, cfg, &task),
         other => Err(format!(
             "config.json: unknown task kind '{other}' (expected classify, tag or forecast)"
         )),
@@ -466,8 +463,8 @@ pub fn predictor(a: &crate::opts::PredictArgs) -> Result<Box<dyn crate::opts::Pr
 }
 
 /// Loads the model of a directory for `recur eval` / `recur predict`.
-pub fn load_model(dir: &Path) -> Result<SeqModel<f32>, String> {
-    load_dir::<f32>(dir).map_err(|e| e.to_string())
+pub fn load_model(dir: &Path, cfg: &recur::model::ModelConfig) -> Result<SeqModel<f32>, String> {
+    recur::seqmodel::load_from::<f32>(dir, cfg).map_err(|e| e.to_string())
 }
 
 /// Batches of `batch_size` consecutive indices `0..n`.

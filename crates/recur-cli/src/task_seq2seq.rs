@@ -935,8 +935,8 @@ fn saved_format(dir: &Path, json: &serde_json::Value) -> Result<(DataFormat, Bea
 
 /// `recur eval` of a sequence-to-sequence model: the data file (in the format the model was
 /// trained on) decoded as in training's evaluations, with its metrics.
-pub fn eval(a: &crate::opts::EvalArgs) -> Result<Metrics, String> {
-    let loaded = load_dir::<f32>(&a.model).map_err(|e| e.to_string())?;
+pub fn eval(a: &crate::opts::EvalArgs, cfg: &recur::model::ModelConfig) -> Result<Metrics, String> {
+    let loaded = recur::seq2seq::load_from::<f32>(&a.model, cfg).map_err(|e| e.to_string())?;
     let (format, beam) = saved_format(&a.model, &loaded.config_json)?;
     let (groups, _) = read_groups("--data", &a.data, &format, false)?;
     let enc = encode_groups(&groups, &loaded.src_vocab, &loaded.tgt_vocab);
@@ -955,8 +955,11 @@ pub fn eval(a: &crate::opts::EvalArgs) -> Result<Metrics, String> {
 /// line is the decoded target (`--beam 1`: greedy).
 /// The model of `recur predict`: each input line is a source, answered by its decoding
 /// (greedy, or a beam search with `--beam`).
-pub fn predictor(a: &crate::opts::PredictArgs) -> Result<Box<dyn crate::opts::Predictor>, String> {
-    let loaded = load_dir::<f32>(&a.model).map_err(|e| e.to_string())?;
+pub fn predictor(
+    a: &crate::opts::PredictArgs,
+    cfg: &recur::model::ModelConfig,
+) -> Result<Box<dyn crate::opts::Predictor>, String> {
+    let loaded = recur::seq2seq::load_from::<f32>(&a.model, cfg).map_err(|e| e.to_string())?;
     let (format, _) = saved_format(&a.model, &loaded.config_json)?;
     Ok(Box::new(Seq2SeqPredictor {
         loaded,

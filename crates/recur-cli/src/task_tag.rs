@@ -544,8 +544,12 @@ fn load_kind(dir: &Path, task: &serde_json::Value) -> Result<TagKind, String> {
 
 /// `recur eval` of a tagger on a CoNLL-U file: token accuracy, unknown-word accuracy and
 /// loss; the per-tag report goes to stderr.
-pub fn eval(a: &crate::opts::EvalArgs, task: &serde_json::Value) -> Result<Metrics, String> {
-    let model = load_model(&a.model)?;
+pub fn eval(
+    a: &crate::opts::EvalArgs,
+    cfg: &recur::model::ModelConfig,
+    task: &serde_json::Value,
+) -> Result<Metrics, String> {
+    let model = load_model(&a.model, cfg)?;
     let kind = load_kind(&a.model, task)?;
     let column = task_str(task, "column")?;
     let sentences = read("--data", &a.data, false, None)?;
@@ -565,10 +569,11 @@ pub fn eval(a: &crate::opts::EvalArgs, task: &serde_json::Value) -> Result<Metri
 /// answered by one tag per word (an empty line by an empty line).
 pub fn predictor(
     a: &crate::opts::PredictArgs,
+    cfg: &recur::model::ModelConfig,
     task: &serde_json::Value,
 ) -> Result<Box<dyn crate::opts::Predictor>, String> {
     Ok(Box::new(TagPredictor {
-        model: load_model(&a.model)?,
+        model: load_model(&a.model, cfg)?,
         kind: load_kind(&a.model, task)?,
     }))
 }

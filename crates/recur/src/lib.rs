@@ -34,6 +34,7 @@ pub mod init;
 pub mod layout;
 pub mod lm;
 pub mod metrics;
+pub mod model;
 pub mod nn;
 #[cfg(any(test, feature = "testing"))]
 pub mod reference;

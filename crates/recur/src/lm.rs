@@ -41,7 +41,7 @@ use crate::config::{Mode, RnnConfig};
 use crate::error::{Error, Result};
 use crate::nn::{clip_grad_norm, softmax_cross_entropy, Embedding, Linear, DEFAULT_IGNORE_INDEX};
 use crate::rnn::{Dropout, Rnn, State};
-use crate::state_dict::{describe, state_dict, write_atomic};
+use crate::state_dict::{describe, state_dict};
 use crate::stream::Stream;
 use crate::tensor::Tensor;
 use crate::text::{Batches, Chunk, Vocab};
@@ -58,10 +58,7 @@ pub fn seeded_rng(seed: u64) -> impl RngCore + Clone {
     rand_chacha::ChaCha8Rng::seed_from_u64(seed)
 }
 
-/// The weights file of a model directory.
-pub const WEIGHTS_FILE: &str = "model.safetensors";
-/// The configuration file of a model directory.
-pub const CONFIG_FILE: &str = "config.json";
+pub use crate::model::{CONFIG_FILE, WEIGHTS_FILE};
 /// The vocabulary file of a model directory.
 pub const VOCAB_FILE: &str = "vocab.json";
 
@@ -757,27 +754,24 @@ pub fn save_dir<T: Real>(
     if let Some(t) = training {
         cfg["training"] = t.clone();
     }
-    let text = serde_json::to_string_pretty(&cfg).expect("JSON of a configuration");
-    write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())?;
+    crate::model::write_config(dir, cfg)?;
     model.save_weights(dir.join(WEIGHTS_FILE))
 }
 
 /// Reads a model directory written by [`save_dir`]: the model and its vocabulary.
 pub fn load_dir<T: Real>(dir: impl AsRef<Path>) -> Result<(CharLm<T>, Vocab)> {
     let dir = dir.as_ref();
-    if !dir.is_dir() {
-        return Err(Error::Io(format!(
-            "{}: no such model directory",
-            dir.display()
-        )));
-    }
-    let cfg_path = dir.join(CONFIG_FILE);
-    let text =
-        std::fs::read_to_string(&cfg_path).map_err(|e| Error::file(&cfg_path, "cannot read", e))?;
-    let source = cfg_path.display().to_string();
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Error::json(&source, e))?;
-    let config = CharLmConfig::from_json(&json, &source)?;
+    load_from(dir, &crate::model::read_config(dir)?)
+}
+
+/// [`load_dir`] with the configuration already read by [`crate::model::read_config`].
+pub fn load_from<T: Real>(
+    dir: impl AsRef<Path>,
+    cfg: &crate::model::ModelConfig,
+) -> Result<(CharLm<T>, Vocab)> {
+    let dir = dir.as_ref();
+    let (json, source) = (&cfg.json, &cfg.source);
+    let config = CharLmConfig::from_json(json, source)?;
     let vocab = Vocab::load(dir.join(VOCAB_FILE))?;
     if vocab.len() != config.vocab_size {
         return Err(Error::Input(format!(
