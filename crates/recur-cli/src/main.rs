@@ -45,7 +45,8 @@ enum Command {
     Forward(forward::Args),
     /// Time recur on the benchmark grid (bench/grid.json): ms per iteration, GFLOP/s, peak memory.
     Bench(bench::Args),
-    /// Train a model: `recur train lm` trains a character-level language model on a text file.
+    /// Train a model on a data file into a model directory: `recur train lm|classify|tag|
+    /// seq2seq|forecast` (language model, classifier, tagger, encoder-decoder, forecaster).
     Train(Box<train::Args>),
     /// Evaluate a model trained by `recur train` on a data file: prints its metrics.
     Eval(eval::EvalArgs),
