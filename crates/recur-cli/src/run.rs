@@ -122,6 +122,9 @@ pub struct TrainOpts {
     /// Seconds between progress lines when the output is not a terminal.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     pub log_every: f64,
+    /// The training data's file name, for the title of the plots (set by the task).
+    #[arg(skip)]
+    pub data_name: String,
 }
 
 /// What one training step did.
@@ -163,6 +166,10 @@ pub trait Task {
     fn name(&self) -> &'static str;
     /// What the units of [`StepStats::units`] are, e.g. "char".
     fn unit(&self) -> &'static str;
+    /// What the training loss is, for the axis of the plots.
+    fn loss_label(&self) -> &'static str {
+        "cross-entropy (nats)"
+    }
     /// Steps in one pass over the training data.
     fn steps_per_epoch(&self) -> u64;
     /// Whether a larger value of the first metric is better (accuracy) or a smaller one
@@ -843,7 +850,7 @@ pub fn train(
                 }
             ));
             write_metrics(o, &r, None, &serde_json::Value::Null)?;
-            plot_curves(&o.out, &r, task.name(), log);
+            plot_curves(&o.out, &r, task, &o.data_name, log);
         }
         if r.step.is_multiple_of(checkpoint_every) || r.step == total || interrupted() {
             write_checkpoint(&ckpt_path, task, &opt, &r, &trajectory)?;
@@ -1046,11 +1053,55 @@ fn write_metrics(
     Ok(doc)
 }
 
+/// A metric name as words for the plots: `valid_naive_rmse` → `valid naive RMSE`.
+fn words(name: &str) -> String {
+    name.split('_')
+        .map(|w| match w {
+            "rmse" | "mae" | "mse" | "bpc" | "wer" | "per" | "ter" | "f1" => w.to_uppercase(),
+            _ => w.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The metric a baseline metric belongs with (`valid_naive_rmse` → `valid_rmse`), if `name`
+/// is a baseline: drawn as a line on that metric's panel rather than a panel of its own.
+fn baseline_of(name: &str) -> Option<String> {
+    ["naive_", "baseline_", "unigram_"]
+        .iter()
+        .find(|p| name.contains(*p))
+        .map(|p| name.replacen(p, "", 1))
+}
+
 /// Draws the training loss and every validation metric against the step: one panel for the
-/// losses (training and any validation loss), one for each other metric. A failure to write
-/// the plots is reported, not fatal.
-fn plot_curves(dir: &Path, r: &RunState, task: &str, log: &mut Log) {
+/// losses (training and validation), one for each other metric with its baseline (if any)
+/// on it, and on every panel a vertical line at the step whose model was kept. The title
+/// names the task and its data. A failure to write the plots is reported, not fatal.
+fn plot_curves(dir: &Path, r: &RunState, task: &dyn Task, data: &str, log: &mut Log) {
     use recur_plot::{Chart, Figure, LineChart, Series};
+    let curve = |name: &str| -> Vec<(f64, f64)> {
+        r.curve
+            .iter()
+            .filter_map(|p| {
+                let v = p.metrics.iter().find(|m| m.0 == name)?.1;
+                Some((p.step as f64, v))
+            })
+            .collect()
+    };
+    let kept = |series: &[Series]| -> Option<Series> {
+        let (step, _) = r.best?;
+        let ys = series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1))
+            .filter(|y| y.is_finite());
+        let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
+            (a.min(y), b.max(y))
+        });
+        lo.is_finite().then(|| Series {
+            name: format!("kept (step {step})"),
+            points: vec![(step as f64, lo), (step as f64, hi)],
+        })
+    };
     let mut loss = vec![Series {
         name: "train loss".into(),
         points: r
@@ -1059,50 +1110,73 @@ fn plot_curves(dir: &Path, r: &RunState, task: &str, log: &mut Log) {
             .map(|p| (p.step as f64, p.train_loss))
             .collect(),
     }];
-    let mut panels = Vec::new();
     let names: Vec<String> = r
         .curve
         .last()
         .map(|p| p.metrics.iter().map(|m| m.0.clone()).collect())
         .unwrap_or_default();
-    for name in names {
-        let points: Vec<(f64, f64)> = r
-            .curve
-            .iter()
-            .filter_map(|p| {
-                let v = p.metrics.iter().find(|m| m.0 == name)?.1;
-                Some((p.step as f64, v))
-            })
-            .collect();
+    let mut panels: Vec<(String, Vec<Series>)> = Vec::new();
+    for name in names.iter().filter(|n| baseline_of(n).is_none()) {
         if name.ends_with("loss") {
             loss.push(Series {
-                name: name.replace('_', " "),
-                points,
+                name: words(name),
+                points: curve(name),
             });
-        } else {
-            panels.push(Chart::Line(LineChart {
-                title: name.replace('_', " "),
-                x_label: "step".into(),
-                y_label: name.clone(),
-                log_y: false,
-                series: vec![Series { name, points }],
-            }));
+            continue;
         }
+        let mut series = vec![Series {
+            name: words(name),
+            points: curve(name),
+        }];
+        for b in names
+            .iter()
+            .filter(|b| baseline_of(b).as_deref() == Some(name))
+        {
+            series.push(Series {
+                name: words(b),
+                points: curve(b),
+            });
+        }
+        panels.push((name.clone(), series));
     }
-    panels.insert(
-        0,
-        Chart::Line(LineChart {
-            title: "loss".into(),
-            x_label: "step".into(),
-            y_label: "loss (nats)".into(),
-            log_y: false,
-            series: loss,
-        }),
-    );
+    // A baseline whose metric is not plotted keeps a panel of its own.
+    for b in names
+        .iter()
+        .filter(|b| baseline_of(b).is_some_and(|m| !names.contains(&m)))
+    {
+        panels.push((
+            b.clone(),
+            vec![Series {
+                name: words(b),
+                points: curve(b),
+            }],
+        ));
+    }
+    let mut charts = vec![(String::from("loss"), task.loss_label().to_string(), loss)];
+    charts.extend(panels.into_iter().map(|(n, s)| (words(&n), words(&n), s)));
+    let charts: Vec<Chart> = charts
+        .into_iter()
+        .map(|(title, y_label, mut series)| {
+            if let Some(k) = kept(&series) {
+                series.push(k);
+            }
+            Chart::Line(LineChart {
+                title,
+                x_label: "step".into(),
+                y_label,
+                log_y: false,
+                series,
+            })
+        })
+        .collect();
     let fig = Figure {
-        title: format!("recur train {task}"),
-        columns: panels.len().min(2),
-        charts: panels,
+        title: if data.is_empty() {
+            format!("recur train {}", task.name())
+        } else {
+            format!("recur train {} on {data}", task.name())
+        },
+        columns: charts.len().min(2),
+        charts,
     };
     if let Err(e) = fig.save(&dir.join(CURVES_STEM)) {
         log.line(&format!("warning: cannot write the training curves: {e}"));

@@ -156,6 +156,9 @@ impl Kind for ForecastKind {
     fn name(&self) -> &'static str {
         "forecast"
     }
+    fn loss_label(&self) -> &'static str {
+        "mean squared error (standardised values)"
+    }
     fn unit(&self) -> &'static str {
         "value"
     }
@@ -170,6 +173,15 @@ impl Kind for ForecastKind {
         prefix: &str,
     ) -> recur::Result<(Metrics, String)> {
         let pred = forecasts(model, data, batch_size)?;
+        // The validation loss, in the training loss's units (MSE of standardised values).
+        let (mut sum, mut count) = (0.0, 0usize);
+        for idx in chunks(data.len(), batch_size) {
+            let (batch, targets) = data.batch(&idx, None)?;
+            let l = model.loss(&batch, &targets)?;
+            sum += l.loss * l.count as f64;
+            count += l.count;
+        }
+        let loss = sum / count.max(1) as f64;
         let (Inputs::Features { values, .. }, Outputs::Values(targets)) =
             (&data.inputs, &data.outputs)
         else {
@@ -195,6 +207,7 @@ impl Kind for ForecastKind {
                 (format!("{prefix}naive_rmse"), r.naive.rmse),
                 (format!("{prefix}naive_mae"), r.naive.mae),
                 (format!("{prefix}skill"), r.skill()),
+                (format!("{prefix}loss"), loss),
             ],
             report,
         ))

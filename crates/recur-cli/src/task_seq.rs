@@ -216,6 +216,10 @@ pub trait Kind {
     fn name(&self) -> &'static str;
     /// The unit of the loss's count: `seq`, `token`, `value`.
     fn unit(&self) -> &'static str;
+    /// What the training loss is, for the axis of the plots.
+    fn loss_label(&self) -> &'static str {
+        "cross-entropy (nats)"
+    }
     /// Whether the first metric is better larger.
     fn higher_is_better(&self) -> bool;
     /// Metrics of `model` on `data`, named with `prefix` (the first picks the best model), and
@@ -314,6 +318,9 @@ impl Task for SeqTask {
     }
     fn unit(&self) -> &'static str {
         self.kind.unit()
+    }
+    fn loss_label(&self) -> &'static str {
+        self.kind.loss_label()
     }
     fn steps_per_epoch(&self) -> u64 {
         self.train.len().div_ceil(self.batch_size) as u64

@@ -405,3 +405,57 @@ fn experiment_prints_one_json_line_with_json() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("experiment adding"));
     assert!(Path::new(&out).join("results.json").exists());
 }
+
+#[test]
+fn forecast_plots_say_mse_draw_the_baseline_on_its_panel_mark_the_kept_step_and_name_the_data() {
+    let dir = TmpDir::new("plots");
+    let csv = dir.path("waves.csv");
+    let mut text = String::from("t,value\n");
+    for k in 0..300 {
+        text += &format!("{k},{:.4}\n", (k as f64 * 0.3).sin() + 0.1 * (k % 7) as f64);
+    }
+    std::fs::write(&csv, text).unwrap();
+    let out = dir.path("f");
+    ok(&recur(&[
+        "train",
+        "forecast",
+        "--train",
+        s(&csv),
+        "--column",
+        "value",
+        "--window",
+        "12",
+        "--hidden-size",
+        "8",
+        "--steps",
+        "20",
+        "--eval-every",
+        "5",
+        "--out",
+        s(&out),
+    ]));
+    let svg = std::fs::read_to_string(out.join("curves.svg")).unwrap();
+    assert!(
+        svg.contains("mean squared error"),
+        "the loss axis of an MSE"
+    );
+    assert!(!svg.contains("nats"));
+    assert!(
+        svg.contains("valid loss"),
+        "forecasting has a validation loss"
+    );
+    assert!(svg.contains("valid naive RMSE"), "the baseline is drawn");
+    assert!(!svg.contains("valid_"), "labels are words, not snake_case");
+    assert!(svg.contains("kept (step "), "the kept step is marked");
+    assert!(
+        svg.contains("recur train forecast on waves.csv"),
+        "the title names the data"
+    );
+    // The baseline is a line on the RMSE panel, named once in its legend; a panel of its own
+    // would also carry it as title and axis label, as "valid RMSE" has.
+    assert_eq!(svg.matches("valid naive RMSE").count(), 1);
+    assert_eq!(svg.matches("valid RMSE").count(), 3);
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert!(m["best"]["valid_loss"].as_f64().is_some(), "{m}");
+}
