@@ -31,8 +31,8 @@ const KINDS: [Entry; 3] = [
     },
     Entry {
         kind: ModelKind::SeqModel,
-        eval: crate::task_seq::eval,
-        predictor: crate::task_seq::predictor,
+        eval: seq_eval,
+        predictor: seq_predictor,
         max_len: limits::MAX_PREDICT_LEN,
     },
     Entry {
@@ -42,6 +42,35 @@ const KINDS: [Entry; 3] = [
         max_len: limits::MAX_DECODE_LEN,
     },
 ];
+
+/// `recur eval` of a sequence model: the task that trained it reads the data and measures.
+fn seq_eval(a: &EvalArgs, cfg: &recur::model::ModelConfig) -> Result<Metrics, String> {
+    let task = crate::task_seq::task_of(cfg)?;
+    match crate::task_seq::task_str(&task, "kind")? {
+        "classify" => crate::task_classify::eval(a, cfg, &task),
+        "tag" => crate::task_tag::eval(a, cfg, &task),
+        "forecast" => crate::task_forecast::eval(a, cfg, &task),
+        other => Err(format!(
+            "config.json: unknown task kind '{other}' (expected classify, tag or forecast)"
+        )),
+    }
+}
+
+/// `recur predict` of a sequence model: the task that trained it answers each line.
+fn seq_predictor(
+    a: &PredictArgs,
+    cfg: &recur::model::ModelConfig,
+) -> Result<Box<dyn Predictor>, String> {
+    let task = crate::task_seq::task_of(cfg)?;
+    match crate::task_seq::task_str(&task, "kind")? {
+        "classify" => crate::task_classify::predictor(a, cfg, &task),
+        "tag" => crate::task_tag::predictor(a, cfg, &task),
+        "forecast" => crate::task_forecast::predictor(a, cfg, &task),
+        other => Err(format!(
+            "config.json: unknown task kind '{other}' (expected classify, tag or forecast)"
+        )),
+    }
+}
 
 /// Reads `dir/config.json` (once) and finds its kind in [`KINDS`].
 fn open(dir: &Path) -> Result<(ModelConfig, &'static Entry), Failure> {

@@ -16,6 +16,7 @@ mod limits;
 mod opts;
 mod run;
 mod sample;
+mod shared;
 mod task_classify;
 mod task_forecast;
 mod task_lm;

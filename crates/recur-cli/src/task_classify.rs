@@ -21,7 +21,7 @@
 //! `metrics.json`, the curves and the checkpoint.
 
 use crate::run::{Log, Metrics, TrainOpts};
-use crate::task_lm::fingerprint;
+use crate::shared::{fingerprint, neg_log_softmax};
 use crate::task_seq::{
     check_fraction, check_model_opts, check_size, chunks, column, load_model, split, task_str,
     Examples, Inputs, Kind, Outputs, SeqTask, LABELS_FILE, VOCAB_FILE,
@@ -370,13 +370,6 @@ fn confusion(
         }
     }
     Ok((m, nll / data.len().max(1) as f64))
-}
-
-/// -log softmax(row)[k], in f64.
-pub fn neg_log_softmax(row: &[f32], k: usize) -> f64 {
-    let m = row.iter().fold(f64::NEG_INFINITY, |a, &x| a.max(x as f64));
-    let sum: f64 = row.iter().map(|&x| (x as f64 - m).exp()).sum();
-    sum.ln() - (row[k] as f64 - m)
 }
 
 impl Kind for ClassifyKind {

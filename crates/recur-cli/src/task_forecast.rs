@@ -16,7 +16,7 @@
 //! deviation), `metrics.json`, the curves and the checkpoint.
 
 use crate::run::{Log, Metrics, TrainOpts};
-use crate::task_lm::fingerprint;
+use crate::shared::fingerprint;
 use crate::task_seq::{
     check_fraction, check_model_opts, check_size, chunks, column, load_model, task_str, Examples,
     Inputs, Kind, Outputs, SeqTask,

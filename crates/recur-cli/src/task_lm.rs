@@ -15,6 +15,7 @@
 
 use crate::limits::{self, block_params, check_params};
 use crate::run::{embed_rnn_head, Log, Metrics, Part, StepStats, Task, TrainOpts};
+use crate::shared::fingerprint;
 use clap::Args as ClapArgs;
 use recur::checkpoint::{
     rng_from_state, rng_state, seeded, Checkpoint, CheckpointWriter, TrainRng,
@@ -86,16 +87,6 @@ pub(crate) fn read_text(flag: &str, path: &Path) -> Result<String, String> {
             path.display(),
         )
     })
-}
-
-/// A 64-bit FNV-1a hash of the text: the checkpoint's record of which data it was trained on.
-pub(crate) fn fingerprint(text: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in text.as_bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
 }
 
 /// The first character to prime the final sample with: a newline if the vocabulary has one.

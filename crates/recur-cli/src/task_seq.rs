@@ -440,35 +440,6 @@ pub fn task_str<'a>(task: &'a serde_json::Value, key: &str) -> Result<&'a str, S
         .ok_or_else(|| format!("config.json: task.{key} must be a string"))
 }
 
-/// `recur eval` of a sequence model: the task that trained it reads the data and measures.
-pub fn eval(a: &crate::opts::EvalArgs, cfg: &recur::model::ModelConfig) -> Result<Metrics, String> {
-    let task = task_of(cfg)?;
-    match task_str(&task, "kind")? {
-        "classify" => crate::task_classify::eval(a, cfg, &task),
-        "tag" => crate::task_tag::eval(a, cfg, &task),
-        "forecast" => crate::task_forecast::eval(a, cfg, &task),
-        other => Err(format!(
-            "config.json: unknown task kind '{other}' (expected classify, tag or forecast)"
-        )),
-    }
-}
-
-/// `recur predict` of a sequence model: the task that trained it answers each line.
-pub fn predictor(
-    a: &crate::opts::PredictArgs,
-    cfg: &recur::model::ModelConfig,
-) -> Result<Box<dyn crate::opts::Predictor>, String> {
-    let task = task_of(cfg)?;
-    match task_str(&task, "kind")? {
-        "classify" => crate::task_classify::predictor(a, cfg, &task),
-        "tag" => crate::task_tag::predictor(a, cfg, &task),
-        "forecast" => crate::task_forecast::predictor(a, cfg, &task),
-        other => Err(format!(
-            "config.json: unknown task kind '{other}' (expected classify, tag or forecast)"
-        )),
-    }
-}
-
 /// Loads the model of a directory for `recur eval` / `recur predict`.
 pub fn load_model(dir: &Path, cfg: &recur::model::ModelConfig) -> Result<SeqModel<f32>, String> {
     recur::seqmodel::load_from::<f32>(dir, cfg).map_err(|e| e.to_string())

@@ -735,8 +735,8 @@ impl Seq2SeqTask {
         let config_json = serde_json::json!({
             "model": config.to_json(),
             "data": format.to_json(),
-            "train": crate::task_lm::fingerprint(&format!("{:?}", pairs)),
-            "valid": crate::task_lm::fingerprint(&format!("{:?}", valid.iter().map(|g| (&g.src, &g.refs)).collect::<Vec<_>>())),
+            "train": crate::shared::fingerprint(&format!("{:?}", pairs)),
+            "valid": crate::shared::fingerprint(&format!("{:?}", valid.iter().map(|g| (&g.src, &g.refs)).collect::<Vec<_>>())),
             "batch_size": a.batch_size,
             "beam": a.beam,
             "length_penalty": a.length_penalty,

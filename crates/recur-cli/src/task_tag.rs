@@ -17,7 +17,7 @@
 //! `labels.json` (the tag set), `metrics.json`, the curves and the checkpoint.
 
 use crate::run::{Log, Metrics, TrainOpts};
-use crate::task_lm::fingerprint;
+use crate::shared::fingerprint;
 use crate::task_seq::{
     check_fraction, check_model_opts, check_size, chunks, load_model, split, task_str, Examples,
     Inputs, Kind, Outputs, SeqTask, LABELS_FILE, NO_ALT, VOCAB_FILE,
@@ -266,7 +266,7 @@ fn score(
                 let unknown = data.unknown.get(i).is_some_and(|u| u[k]);
                 acc.add(p, g, unknown);
                 conf.add(g, p)?;
-                nll += crate::task_classify::neg_log_softmax(row, g);
+                nll += crate::shared::neg_log_softmax(row, g);
             }
         }
     }
