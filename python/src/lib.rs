@@ -24,6 +24,7 @@ create_exception!(
 fn to_py_err(e: recur::Error) -> PyErr {
     match e {
         recur::Error::Io(m) => PyOSError::new_err(m),
+        e @ recur::Error::File { .. } => PyOSError::new_err(e.to_string()),
         other => RecurError::new_err(other.to_string()),
     }
 }

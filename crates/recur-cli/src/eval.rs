@@ -1,93 +1,97 @@
 //! `recur eval` and `recur predict`: run a trained model directory on new data. The kind of
 //! model is read from its config.json (`"model"`), and the task that trained it does the work.
 
+use crate::limits;
+use crate::opts::{line_error, Predictor};
+pub use crate::opts::{EvalArgs, PredictArgs};
 use crate::run::{fmt_metrics, Failure, Metrics};
-use clap::Args as ClapArgs;
-use std::path::{Path, PathBuf};
+use recur::model::{read_config, ModelConfig, ModelKind};
+use std::io::{BufRead, Write};
+use std::path::Path;
 
-/// Options of `recur eval`.
-#[derive(ClapArgs)]
-pub struct EvalArgs {
-    /// The model directory written by `recur train`.
-    #[arg(long, value_name = "DIR")]
-    pub model: PathBuf,
-    /// The data to evaluate on, in the format the model was trained on.
-    #[arg(long, value_name = "FILE")]
-    pub data: PathBuf,
-    /// Sequences (or streams) per batch.
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
-    /// Print the metrics as one line of JSON.
-    #[arg(long)]
-    pub json: bool,
+/// Loads a model for `recur predict`.
+type MakePredictor = fn(&PredictArgs, &ModelConfig) -> Result<Box<dyn Predictor>, String>;
+
+/// What each kind of model directory does for `recur eval` and `recur predict`: the one table
+/// from a [`ModelKind`] to the task file that knows it.
+struct Entry {
+    kind: ModelKind,
+    eval: fn(&EvalArgs, &ModelConfig) -> Result<Metrics, String>,
+    predictor: MakePredictor,
+    /// The largest `--max-len` of `recur predict`.
+    max_len: usize,
 }
 
-/// Options of `recur predict`.
-#[derive(ClapArgs)]
-pub struct PredictArgs {
-    /// The model directory written by `recur train`.
-    #[arg(long, value_name = "DIR")]
-    pub model: PathBuf,
-    /// Inputs, one per line (default: standard input).
-    #[arg(long, value_name = "FILE")]
-    pub input: Option<PathBuf>,
-    /// Where to write the predictions, one per input (default: standard output).
-    #[arg(long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
-    /// Beam width for sequence outputs (1: greedy).
-    #[arg(long, default_value_t = 1)]
-    pub beam: usize,
-    /// Longest output sequence (language models: characters generated after each input).
-    #[arg(long, default_value_t = 100)]
-    pub max_len: usize,
-    /// Sampling temperature of language models (0: always the most likely character).
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f64,
-    /// Seed of sampling.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-}
+const KINDS: [Entry; 3] = [
+    Entry {
+        kind: ModelKind::CharLm,
+        eval: crate::task_lm::eval,
+        predictor: crate::task_lm::predictor,
+        max_len: limits::MAX_PREDICT_LEN,
+    },
+    Entry {
+        kind: ModelKind::SeqModel,
+        eval: seq_eval,
+        predictor: seq_predictor,
+        max_len: limits::MAX_PREDICT_LEN,
+    },
+    Entry {
+        kind: ModelKind::Seq2seq,
+        eval: crate::task_seq2seq::eval,
+        predictor: crate::task_seq2seq::predictor,
+        max_len: limits::MAX_DECODE_LEN,
+    },
+];
 
-/// The `"model"` field of `dir/config.json`.
-pub fn model_kind(dir: &Path) -> Result<String, String> {
-    let path = dir.join("config.json");
-    if !dir.is_dir() {
-        return Err(format!(
-            "--model {}: no such model directory",
-            dir.display()
-        ));
+/// `recur eval` of a sequence model: the task that trained it reads the data and measures.
+fn seq_eval(a: &EvalArgs, cfg: &recur::model::ModelConfig) -> Result<Metrics, String> {
+    let task = crate::task_seq::task_of(cfg)?;
+    match crate::task_seq::task_str(&task, "kind")? {
+        "classify" => crate::task_classify::eval(a, cfg, &task),
+        "tag" => crate::task_tag::eval(a, cfg, &task),
+        "forecast" => crate::task_forecast::eval(a, cfg, &task),
+        other => Err(format!(
+            "config.json: unknown task kind '{other}' (expected classify, tag or forecast)"
+        )),
     }
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| format!("{}: invalid JSON ({e})", path.display()))?;
-    v.get("model")
-        .and_then(|m| m.as_str())
-        .map(String::from)
-        .ok_or_else(|| format!("{}: no \"model\" field: not a recur model", path.display()))
 }
 
-fn unknown(kind: &str) -> Failure {
-    Failure::from(format!(
-        "this recur does not know models of kind '{kind}' (from its config.json)"
-    ))
+/// `recur predict` of a sequence model: the task that trained it answers each line.
+fn seq_predictor(
+    a: &PredictArgs,
+    cfg: &recur::model::ModelConfig,
+) -> Result<Box<dyn Predictor>, String> {
+    let task = crate::task_seq::task_of(cfg)?;
+    match crate::task_seq::task_str(&task, "kind")? {
+        "classify" => crate::task_classify::predictor(a, cfg, &task),
+        "tag" => crate::task_tag::predictor(a, cfg, &task),
+        "forecast" => crate::task_forecast::predictor(a, cfg, &task),
+        other => Err(format!(
+            "config.json: unknown task kind '{other}' (expected classify, tag or forecast)"
+        )),
+    }
+}
+
+/// Reads `dir/config.json` (once) and finds its kind in [`KINDS`].
+fn open(dir: &Path) -> Result<(ModelConfig, &'static Entry), Failure> {
+    let cfg = read_config(dir).map_err(|e| format!("--model {e}"))?;
+    let entry = KINDS
+        .iter()
+        .find(|e| e.kind == cfg.kind)
+        .expect("every kind has an entry");
+    Ok((cfg, entry))
 }
 
 pub fn run_eval(a: EvalArgs) -> Result<(), Failure> {
     if a.batch_size == 0 {
         return Err("--batch-size must be at least 1".to_string().into());
     }
-    let kind = model_kind(&a.model)?;
-    let metrics: Metrics = match kind.as_str() {
-        "char_lm" => crate::task_lm::eval(&a)?,
-        "seq2seq" => crate::task_seq2seq::eval(&a)?,
-        "seq_model" => crate::task_seq::eval(&a)?,
-        other => return Err(unknown(other)),
-    };
+    let (cfg, entry) = open(&a.model)?;
+    let metrics: Metrics = (entry.eval)(&a, &cfg)?;
     if a.json {
         let m: serde_json::Map<String, serde_json::Value> = metrics
             .iter()
-            .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+            .map(|(k, v)| (k.clone(), crate::run::metric_json(k, *v)))
             .collect();
         println!("{}", serde_json::Value::Object(m));
     } else {
@@ -96,63 +100,82 @@ pub fn run_eval(a: EvalArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The input lines of `recur predict` (from --input or stdin).
-pub fn read_inputs(a: &PredictArgs) -> Result<Vec<String>, String> {
-    use std::io::Read;
-    let (bytes, name) = match &a.input {
-        Some(p) => (
-            std::fs::read(p).map_err(|e| format!("--input {}: cannot read: {e}", p.display()))?,
-            p.display().to_string(),
-        ),
-        None => {
-            let mut b = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut b)
-                .map_err(|e| format!("standard input: {e}"))?;
-            (b, "standard input".to_string())
-        }
-    };
-    let text = String::from_utf8(bytes).map_err(|e| {
-        let valid = e.utf8_error().valid_up_to();
-        let line = e.as_bytes()[..valid]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1;
-        format!("{name}:{line}: not UTF-8 text")
-    })?;
-    Ok(text.lines().map(String::from).collect())
-}
-
-/// Writes one prediction per line to --output or stdout.
-pub fn write_outputs(a: &PredictArgs, lines: &[String]) -> Result<(), String> {
-    use std::io::Write;
-    let mut text = lines.join("\n");
-    text.push('\n');
-    match &a.output {
-        Some(p) => recur::state_dict::write_atomic(p, text.as_bytes()).map_err(|e| e.to_string()),
-        None => std::io::stdout()
-            .lock()
-            .write_all(text.as_bytes())
-            .map_err(|e| format!("standard output: {e}")),
-    }
-}
-
 pub fn run_predict(a: PredictArgs) -> Result<(), Failure> {
-    if a.beam == 0 {
-        return Err("--beam must be at least 1".to_string().into());
-    }
+    limits::in_range("--beam", a.beam, limits::MAX_BEAM)?;
     if !(a.temperature.is_finite() && a.temperature >= 0.0) {
         return Err(format!("--temperature must be a number >= 0, got {}", a.temperature).into());
     }
-    let kind = model_kind(&a.model)?;
-    let lines = read_inputs(&a)?;
-    let out = match kind.as_str() {
-        "char_lm" => crate::task_lm::predict(&a, &lines)?,
-        "seq2seq" => crate::task_seq2seq::predict(&a, &lines)?,
-        "seq_model" => crate::task_seq::predict(&a, &lines)?,
-        other => return Err(unknown(other)),
+    let (cfg, entry) = open(&a.model)?;
+    limits::in_range("--max-len", a.max_len, entry.max_len)?;
+    let mut predictor = (entry.predictor)(&a, &cfg)?;
+    let input: Box<dyn BufRead> = match &a.input {
+        Some(p) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(p)
+                .map_err(|e| format!("--input {}: cannot read: {e}", p.display()))?,
+        )),
+        None => Box::new(std::io::stdin().lock()),
     };
-    write_outputs(&a, &out)?;
+    let out: Box<dyn Write> = match &a.output {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p)
+                .map_err(|e| format!("--output {}: cannot write: {e}", p.display()))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    answer_lines(input, out, predictor.as_mut(), &a)
+}
+
+/// Answers each line of `input` as soon as it is read, writing one line to `out` (flushed)
+/// for each, so that `recur predict` can sit in a pipe. A line that cannot be answered is
+/// reported on stderr with its number and gets an empty output line (the outputs stay in
+/// step with the inputs); the others are answered, and the command fails at the end.
+fn answer_lines(
+    mut input: Box<dyn BufRead>,
+    mut out: Box<dyn Write>,
+    predictor: &mut dyn Predictor,
+    a: &PredictArgs,
+) -> Result<(), Failure> {
+    let write_err = |e: std::io::Error| match &a.output {
+        Some(p) => format!("--output {}: {e}", p.display()),
+        None => format!("standard output: {e}"),
+    };
+    let mut buf = Vec::new();
+    let (mut line_no, mut bad) = (0usize, 0usize);
+    loop {
+        buf.clear();
+        let n = input
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| match &a.input {
+                Some(p) => format!("--input {}: {e}", p.display()),
+                None => format!("standard input: {e}"),
+            })?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+        }
+        let answer = match std::str::from_utf8(&buf) {
+            Ok(line) => predictor.answer(line_no, line),
+            Err(_) => Err(line_error(line_no, "not UTF-8 text")),
+        };
+        let text = answer.unwrap_or_else(|e| {
+            eprintln!("error: {e}");
+            bad += 1;
+            String::new()
+        });
+        writeln!(out, "{text}").map_err(write_err)?;
+        out.flush().map_err(write_err)?;
+    }
+    if bad > 0 {
+        return Err(format!(
+            "{bad} of {line_no} input lines could not be answered (each is reported above; its output line is empty)"
+        )
+        .into());
+    }
     Ok(())
 }

@@ -96,6 +96,10 @@ pub struct Args {
     /// Print every evaluation, not only each run's result.
     #[arg(long)]
     verbose: bool,
+    /// Print one line of JSON with every run's result on stdout (the log goes to stderr), as
+    /// `recur train --json`.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The default place of the digits data, relative to the working directory.
@@ -272,7 +276,16 @@ pub fn run(a: Args) -> Result<(), String> {
         },
         a.seed
     );
-    println!("experiment {name}: {settings}");
+    let json = a.json;
+    // With --json, stdout holds only the JSON line.
+    let say = |s: &str| {
+        if json {
+            eprintln!("{s}");
+        } else {
+            println!("{s}");
+        }
+    };
+    say(&format!("experiment {name}: {settings}"));
     let start = Instant::now();
     let mut runs = Vec::new();
     for (length, view, task) in tasks {
@@ -285,7 +298,7 @@ pub fn run(a: Args) -> Result<(), String> {
             let verbose = a.verbose;
             let result = synthetic::train(&task, cell, &cfg, &mut |p| {
                 if verbose {
-                    println!(
+                    say(&format!(
                         "  {label} step {:>5}  loss {:.5}  ({:.3} of baseline){}",
                         p.step,
                         p.loss,
@@ -293,12 +306,12 @@ pub fn run(a: Args) -> Result<(), String> {
                         p.accuracy
                             .map(|x| format!("  accuracy {:.1}%", 100.0 * x))
                             .unwrap_or_default()
-                    );
+                    ));
                 }
             })
             .map_err(|e| format!("{label}: {e}"))?;
             let last = result.last().expect("an evaluation at step 0");
-            println!(
+            say(&format!(
                 "{label:<28} loss {:.5} ({:.3} of baseline {:.5}){}  solved at {}{}  {:.1} s",
                 last.loss,
                 last.loss / base.loss,
@@ -314,7 +327,7 @@ pub fn run(a: Args) -> Result<(), String> {
                     .map(|s| format!("  DIVERGED at step {s}"))
                     .unwrap_or_default(),
                 result.seconds
-            );
+            ));
             runs.push(Run {
                 length,
                 view,
@@ -324,14 +337,26 @@ pub fn run(a: Args) -> Result<(), String> {
         }
     }
     let total = start.elapsed().as_secs_f64();
-    write_results(&out, &name, &settings, &runs, total)?;
+    let mut doc = write_results(&out, &name, &settings, &runs, total)?;
     plot(&out, &name, &runs)?;
-    println!(
+    say(&format!(
         "total {:.0} s; wrote {}/results.md, results.json, curves.csv, loss.svg/png, \
          grad_norm.svg/png",
         total,
         out.display()
-    );
+    ));
+    if json {
+        // The summary of results.json: every run without its evaluations.
+        if let Some(runs) = doc["runs"].as_array_mut() {
+            for r in runs {
+                if let Some(o) = r.as_object_mut() {
+                    o.remove("evals");
+                }
+            }
+        }
+        doc["out"] = out.display().to_string().into();
+        println!("{doc}");
+    }
     Ok(())
 }
 
@@ -401,7 +426,7 @@ fn write_results(
     settings: &str,
     runs: &[Run],
     total: f64,
-) -> Result<(), String> {
+) -> Result<serde_json::Value, String> {
     let write = |file: &str, text: &str| {
         let p = out.join(file);
         recur::state_dict::write_atomic(&p, text.as_bytes()).map_err(|e| e.to_string())
@@ -475,7 +500,8 @@ fn write_results(
             );
         }
     }
-    write("curves.csv", &csv)
+    write("curves.csv", &csv)?;
+    Ok(doc)
 }
 
 /// Mean of every `w` consecutive values, at the middle step (1-based steps).

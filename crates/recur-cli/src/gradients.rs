@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! recur gradients [--task adding|copy] [--length 200] [--cells rnn_tanh,irnn,lstm,gru]
-//!     [--steps 300] [--record-every 10] [--hidden-size 64] [--out DIR] [--no-explode]
+//!     [--steps 300] [--record-every 10] [--hidden-size 64] [--out DIR] [--explode=false]
 //! recur gradients --model DIR --text FILE [--length 200]
 //! ```
 //!
@@ -81,9 +81,9 @@ pub struct Args {
     /// Seed of the initialization and the data.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Skip the exploding-gradient demonstration.
-    #[arg(long)]
-    no_explode: bool,
+    /// Run the exploding-gradient demonstration (`--explode=false` skips it).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    explode: bool,
     /// Exploding demonstration: the recurrent matrix starts as this times the identity (above
     /// 1: spectral radius above 1).
     #[arg(long, default_value_t = 1.0)]
@@ -362,10 +362,10 @@ pub fn run(a: Args) -> Result<(), String> {
             after: trained,
         });
     }
-    let explode = if a.no_explode {
-        None
-    } else {
+    let explode = if a.explode {
         Some(explode(&a, &task)?)
+    } else {
+        None
     };
     plot(&out, &task, &runs, explode.as_ref(), &a)?;
     let doc = json!({
@@ -396,7 +396,7 @@ pub fn run(a: Args) -> Result<(), String> {
     println!(
         "wrote {}/gradients.json, heatmap, hidden_grads, jacobian{} (.svg, .png)",
         out.display(),
-        if a.no_explode { "" } else { ", explode" }
+        if a.explode { ", explode" } else { "" }
     );
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! `recur`: the command-line tool. A thin layer over the `recur` library.
 
-use clap::{Parser, Subcommand};
+#![forbid(unsafe_code)]
+
+use clap::{ArgAction, CommandFactory, FromArgMatches, Subcommand};
 use run::Failure;
 use std::process::ExitCode;
 
@@ -10,8 +12,11 @@ mod eval;
 mod experiment;
 mod forward;
 mod gradients;
+mod limits;
+mod opts;
 mod run;
 mod sample;
+mod shared;
 mod task_classify;
 mod task_forecast;
 mod task_lm;
@@ -25,7 +30,7 @@ mod train;
 static ALLOC: recur_kernels::alloc::Tracking = recur_kernels::alloc::Tracking;
 
 /// Recurrent neural networks (RNN, LSTM, GRU) with PyTorch's semantics, fast on the CPU.
-#[derive(Parser)]
+#[derive(clap::Parser)]
 #[command(name = "recur", version, about)]
 struct Cli {
     #[command(subcommand)]
@@ -41,7 +46,8 @@ enum Command {
     Forward(forward::Args),
     /// Time recur on the benchmark grid (bench/grid.json): ms per iteration, GFLOP/s, peak memory.
     Bench(bench::Args),
-    /// Train a model: `recur train lm` trains a character-level language model on a text file.
+    /// Train a model on a data file into a model directory: `recur train lm|classify|tag|
+    /// seq2seq|forecast` (language model, classifier, tagger, encoder-decoder, forecaster).
     Train(Box<train::Args>),
     /// Evaluate a model trained by `recur train` on a data file: prints its metrics.
     Eval(eval::EvalArgs),
@@ -56,8 +62,41 @@ enum Command {
     Gradients(gradients::Args),
 }
 
+/// The conventions every option of every command follows, applied once to the whole command
+/// tree rather than spelled out on each option:
+/// - every boolean option is `--name [true|false]`: `--name` alone turns it on, `--name=false`
+///   (or `--name false`) turns it off, whatever its default;
+/// - a value may start with a minus (`--lr -1` reaches recur's own check of the value, which
+///   says what is allowed, instead of the parser's "unexpected argument").
+fn conventions(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|a| {
+        let a = a.allow_negative_numbers(true);
+        match a.get_action() {
+            ArgAction::SetTrue => a
+                .action(ArgAction::Set)
+                .num_args(0..=1)
+                .require_equals(false)
+                .value_name("BOOL")
+                .default_value("false")
+                .default_missing_value("true")
+                .value_parser(clap::value_parser!(bool)),
+            ArgAction::Set
+                if a.get_value_parser().type_id()
+                    == clap::builder::ValueParser::bool().type_id() =>
+            {
+                a.num_args(0..=1)
+                    .value_name("BOOL")
+                    .default_missing_value("true")
+            }
+            _ => a,
+        }
+    })
+    .mut_subcommands(conventions)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = conventions(Cli::command()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Demo(a) => demo::run(a).map_err(Failure::from),
         Command::Forward(a) => forward::run(a).map_err(Failure::from),

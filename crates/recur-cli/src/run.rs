@@ -108,7 +108,7 @@ pub struct TrainOpts {
     /// (the run still stops after 100 such steps in a row).
     #[arg(long)]
     pub skip_nonfinite: bool,
-    /// Threads (default: all cores).
+    /// Threads of the matrix products (0, the default: all cores; as in `recur bench`).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Print one line of JSON with the final metrics on stdout (the log goes to stderr).
@@ -122,6 +122,9 @@ pub struct TrainOpts {
     /// Seconds between progress lines when the output is not a terminal.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     pub log_every: f64,
+    /// The training data's file name, for the title of the plots (set by the task).
+    #[arg(skip)]
+    pub data_name: String,
 }
 
 /// What one training step did.
@@ -163,6 +166,10 @@ pub trait Task {
     fn name(&self) -> &'static str;
     /// What the units of [`StepStats::units`] are, e.g. "char".
     fn unit(&self) -> &'static str;
+    /// What the training loss is, for the axis of the plots.
+    fn loss_label(&self) -> &'static str {
+        "cross-entropy (nats)"
+    }
     /// Steps in one pass over the training data.
     fn steps_per_epoch(&self) -> u64;
     /// Whether a larger value of the first metric is better (accuracy) or a smaller one
@@ -271,7 +278,7 @@ impl Point {
         m.insert("lr".into(), json_f64(self.lr));
         m.insert("seconds".into(), json_f64(self.seconds));
         for (k, v) in &self.metrics {
-            m.insert(k.clone(), json_f64(*v));
+            m.insert(k.clone(), metric_json(k, *v));
         }
         serde_json::Value::Object(m)
     }
@@ -292,6 +299,37 @@ impl Point {
                 .map(|(k, x)| (k.clone(), x.as_f64().unwrap_or(f64::NAN)))
                 .collect(),
         })
+    }
+}
+
+/// Whether the metric `name` counts things (examples, tokens, parameters): written to JSON as
+/// an integer.
+fn is_count(name: &str) -> bool {
+    const COUNTS: [&str; 10] = [
+        "examples",
+        "windows",
+        "sentences",
+        "sources",
+        "vocab_size",
+        "num_params",
+        "valid_targets",
+        "chars",
+        "words",
+        "tokens",
+    ];
+    COUNTS.contains(&name)
+        || ["_chars", "_words", "_tokens"]
+            .iter()
+            .any(|s| name.ends_with(s))
+}
+
+/// A metric's JSON: counts as integers (`"examples": 197`, not `197.0`), other values as
+/// [`json_f64`].
+pub fn metric_json(name: &str, v: f64) -> serde_json::Value {
+    if is_count(name) && v.fract() == 0.0 && (0.0..9.007_199_254_740_992e15).contains(&v) {
+        (v as u64).into()
+    } else {
+        json_f64(v)
     }
 }
 
@@ -345,7 +383,23 @@ fn fmt_value(v: f64) -> String {
     }
 }
 
-fn check_opts(o: &TrainOpts) -> Result<(), String> {
+/// Checks every training option, the optimizer and the learning-rate schedule included, before
+/// any data is read (the schedule again once the run's length is known, when --epochs gives
+/// it).
+pub fn check_opts(o: &TrainOpts) -> Result<(), String> {
+    check_values(o)?;
+    optimizer_config(o).map_err(|e| format!("--optimizer: {e}"))?;
+    Schedule::parse(
+        &o.lr_schedule,
+        o.lr,
+        o.steps.unwrap_or(u64::MAX),
+        o.warmup_steps,
+    )
+    .map_err(|e| format!("--lr-schedule: {e}"))?;
+    Ok(())
+}
+
+fn check_values(o: &TrainOpts) -> Result<(), String> {
     let positive = |name: &str, v: Option<u64>| match v {
         Some(0) => Err(format!("{name} must be at least 1")),
         _ => Ok(()),
@@ -376,10 +430,55 @@ fn check_opts(o: &TrainOpts) -> Result<(), String> {
             o.log_every
         ));
     }
-    if o.threads == Some(0) {
-        return Err("--threads must be at least 1".into());
-    }
     Ok(())
+}
+
+/// Whether the evaluation `new` makes a better model than the best so far (`best`: its step
+/// and metrics), and why: the first metric decides (larger is better when `higher`); on a
+/// tie, the lower validation loss (the first other metric whose name ends in `loss`); on a
+/// tie of both, the model kept stays. `None`: not better (or the first metric is not
+/// finite).
+fn better(new: &Metrics, best: Option<(u64, &[(String, f64)])>, higher: bool) -> Option<String> {
+    let (name, v) = new.first().map(|m| (m.0.as_str(), m.1))?;
+    if !v.is_finite() {
+        return None;
+    }
+    let Some((step, old)) = best else {
+        return Some(format!("first evaluation with a finite {name}"));
+    };
+    let b = old.first().map_or(f64::NAN, |m| m.1);
+    let (word, wins) = if higher {
+        ("higher", v > b)
+    } else {
+        ("lower", v < b)
+    };
+    if wins || !b.is_finite() {
+        return Some(format!(
+            "{word} {name}: {} against {} at step {step}",
+            fmt_value(v),
+            fmt_value(b)
+        ));
+    }
+    if v != b {
+        return None;
+    }
+    let loss = |m: &[(String, f64)]| {
+        m.iter()
+            .skip(1)
+            .find(|(k, _)| k.ends_with("loss"))
+            .map(|(k, x)| (k.clone(), *x))
+    };
+    match (loss(new), loss(old)) {
+        (Some((k, nl)), Some((_, ol))) if nl < ol || (nl.is_finite() && !ol.is_finite()) => {
+            Some(format!(
+                "{name} tied with step {step} at {}; lower {k}: {} against {}",
+                fmt_value(v),
+                fmt_value(nl),
+                fmt_value(ol)
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// The options that shape the training trajectory: a resumed run must use the same.
@@ -432,6 +531,8 @@ struct RunState {
     step: u64,
     curve: Vec<Point>,
     best: Option<(u64, f64)>,
+    /// Why the best model was kept (see [`better`]).
+    best_reason: String,
     skipped: u64,
     clipped: u64,
     /// Training-loss sum and count since the last evaluation.
@@ -448,6 +549,7 @@ impl RunState {
             "curve": self.curve.iter().map(Point::json).collect::<Vec<_>>(),
             "best_step": self.best.map(|b| b.0),
             "best_value": self.best.map(|b| json_f64(b.1)),
+            "best_reason": self.best_reason,
             "skipped_steps": self.skipped,
             "clipped_steps": self.clipped,
             "loss_sum": json_f64(self.loss_sum),
@@ -484,6 +586,11 @@ impl RunState {
             step: u("step")?,
             curve,
             best,
+            best_reason: r
+                .get("best_reason")
+                .and_then(|x| x.as_str())
+                .unwrap_or_default()
+                .to_string(),
             skipped: u("skipped_steps")?,
             clipped: u("clipped_steps")?,
             loss_sum: r.get("loss_sum").and_then(|x| x.as_f64()).unwrap_or(0.0),
@@ -504,7 +611,7 @@ pub fn train(
     o: &TrainOpts,
     log: &mut Log,
 ) -> Result<serde_json::Value, Failure> {
-    check_opts(o)?;
+    check_values(o)?;
     if let Some(t) = o.threads {
         recur::set_num_threads(t);
     }
@@ -536,6 +643,7 @@ pub fn train(
         step: 0,
         curve: Vec::new(),
         best: None,
+        best_reason: String::new(),
         skipped: 0,
         clipped: 0,
         loss_sum: 0.0,
@@ -606,6 +714,7 @@ pub fn train(
     });
     watch_interrupts();
     let units_before = r.units;
+    let start_step = r.step;
     log.start_progress(
         recur_plot::Progress::new(total, task.unit())
             .log_every(std::time::Duration::from_secs_f64(o.log_every))
@@ -708,12 +817,12 @@ pub fn train(
         if r.step.is_multiple_of(eval_every) || r.step == total {
             let metrics = task.evaluate()?;
             let value = metrics.first().map(|m| m.1).unwrap_or(f64::NAN);
-            let improved = value.is_finite()
-                && match r.best {
-                    None => true,
-                    Some((_, b)) if task.higher_is_better() => value > b,
-                    Some((_, b)) => value < b,
-                };
+            let best_so_far = r
+                .best
+                .and_then(|(s, _)| r.curve.iter().find(|p| p.step == s))
+                .map(|p| (p.step, &p.metrics[..]));
+            let improved_why = better(&metrics, best_so_far, task.higher_is_better());
+            let improved = improved_why.clone();
             r.curve.push(Point {
                 step: r.step,
                 epoch: r.step as f64 / per_epoch as f64,
@@ -724,9 +833,11 @@ pub fn train(
             });
             r.loss_sum = 0.0;
             r.loss_n = 0;
-            if improved {
+            let improved = improved.is_some();
+            if let Some(why) = improved_why {
                 task.save_model(&o.out, &training_json)?;
                 r.best = Some((r.step, value));
+                r.best_reason = why;
             }
             log.line(&format!(
                 "eval at step {}: {}{}",
@@ -739,7 +850,7 @@ pub fn train(
                 }
             ));
             write_metrics(o, &r, None, &serde_json::Value::Null)?;
-            plot_curves(&o.out, &r, task.name(), log);
+            plot_curves(&o.out, &r, task, &o.data_name, log);
         }
         if r.step.is_multiple_of(checkpoint_every) || r.step == total || interrupted() {
             write_checkpoint(&ckpt_path, task, &opt, &r, &trajectory)?;
@@ -781,12 +892,20 @@ pub fn train(
         .expect("best on the curve");
     let last = r.curve.last().cloned().expect("at least one evaluation");
     log.line("");
+    // The rates of this run by the wall clock, evaluations and checkpoints included (the
+    // progress bar's): steps done since the start (or the resume) over the time since then.
+    let wall = start.elapsed().as_secs_f64().max(1e-9);
     log.line(&format!(
-        "trained {} steps in {} ({:.2} steps/s, {} {}/s){}{}",
-        r.step,
-        duration(start.elapsed().as_secs_f64()),
-        r.step as f64 / r.train_seconds.max(1e-9),
-        si(r.units as f64 / r.train_seconds.max(1e-9)),
+        "trained {} steps{} in {} ({:.2} steps/s, {} {}/s){}{}",
+        r.step - start_step,
+        if start_step > 0 {
+            format!(" (resumed at step {start_step})")
+        } else {
+            String::new()
+        },
+        duration(wall),
+        (r.step - start_step) as f64 / wall,
+        si((r.units - units_before) as f64 / wall),
         task.unit(),
         if r.clipped > 0 {
             format!("; gradient norm clipped in {} steps", r.clipped)
@@ -805,14 +924,15 @@ pub fn train(
         fmt_metrics(&last.metrics)
     ));
     log.line(&format!(
-        "best (step {best_step}, kept in {}): {}",
+        "best (step {best_step}, kept in {}): {} ({})",
         o.out.display(),
-        fmt_metrics(&best.metrics)
+        fmt_metrics(&best.metrics),
+        r.best_reason
     ));
     let extra = task.finish(&o.out, log)?;
     let extra_json: serde_json::Map<String, serde_json::Value> = extra
         .iter()
-        .map(|(k, v)| (k.clone(), json_f64(*v)))
+        .map(|(k, v)| (k.clone(), metric_json(k, *v)))
         .collect();
     let summary = write_metrics(
         o,
@@ -918,6 +1038,7 @@ fn write_metrics(
     let doc = serde_json::json!({
         "steps": r.step,
         "finished": end.is_some(),
+        "kept": r.best.map(|(step, _)| serde_json::json!({"step": step, "reason": r.best_reason})),
         "best": end.map(|e| e.0.json()),
         "final": end.map(|e| e.1.json()),
         "report": report,
@@ -932,11 +1053,55 @@ fn write_metrics(
     Ok(doc)
 }
 
+/// A metric name as words for the plots: `valid_naive_rmse` → `valid naive RMSE`.
+fn words(name: &str) -> String {
+    name.split('_')
+        .map(|w| match w {
+            "rmse" | "mae" | "mse" | "bpc" | "wer" | "per" | "ter" | "f1" => w.to_uppercase(),
+            _ => w.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The metric a baseline metric belongs with (`valid_naive_rmse` → `valid_rmse`), if `name`
+/// is a baseline: drawn as a line on that metric's panel rather than a panel of its own.
+fn baseline_of(name: &str) -> Option<String> {
+    ["naive_", "baseline_", "unigram_"]
+        .iter()
+        .find(|p| name.contains(*p))
+        .map(|p| name.replacen(p, "", 1))
+}
+
 /// Draws the training loss and every validation metric against the step: one panel for the
-/// losses (training and any validation loss), one for each other metric. A failure to write
-/// the plots is reported, not fatal.
-fn plot_curves(dir: &Path, r: &RunState, task: &str, log: &mut Log) {
+/// losses (training and validation), one for each other metric with its baseline (if any)
+/// on it, and on every panel a vertical line at the step whose model was kept. The title
+/// names the task and its data. A failure to write the plots is reported, not fatal.
+fn plot_curves(dir: &Path, r: &RunState, task: &dyn Task, data: &str, log: &mut Log) {
     use recur_plot::{Chart, Figure, LineChart, Series};
+    let curve = |name: &str| -> Vec<(f64, f64)> {
+        r.curve
+            .iter()
+            .filter_map(|p| {
+                let v = p.metrics.iter().find(|m| m.0 == name)?.1;
+                Some((p.step as f64, v))
+            })
+            .collect()
+    };
+    let kept = |series: &[Series]| -> Option<Series> {
+        let (step, _) = r.best?;
+        let ys = series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1))
+            .filter(|y| y.is_finite());
+        let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
+            (a.min(y), b.max(y))
+        });
+        lo.is_finite().then(|| Series {
+            name: format!("kept (step {step})"),
+            points: vec![(step as f64, lo), (step as f64, hi)],
+        })
+    };
     let mut loss = vec![Series {
         name: "train loss".into(),
         points: r
@@ -945,50 +1110,73 @@ fn plot_curves(dir: &Path, r: &RunState, task: &str, log: &mut Log) {
             .map(|p| (p.step as f64, p.train_loss))
             .collect(),
     }];
-    let mut panels = Vec::new();
     let names: Vec<String> = r
         .curve
         .last()
         .map(|p| p.metrics.iter().map(|m| m.0.clone()).collect())
         .unwrap_or_default();
-    for name in names {
-        let points: Vec<(f64, f64)> = r
-            .curve
-            .iter()
-            .filter_map(|p| {
-                let v = p.metrics.iter().find(|m| m.0 == name)?.1;
-                Some((p.step as f64, v))
-            })
-            .collect();
+    let mut panels: Vec<(String, Vec<Series>)> = Vec::new();
+    for name in names.iter().filter(|n| baseline_of(n).is_none()) {
         if name.ends_with("loss") {
             loss.push(Series {
-                name: name.replace('_', " "),
-                points,
+                name: words(name),
+                points: curve(name),
             });
-        } else {
-            panels.push(Chart::Line(LineChart {
-                title: name.replace('_', " "),
-                x_label: "step".into(),
-                y_label: name.clone(),
-                log_y: false,
-                series: vec![Series { name, points }],
-            }));
+            continue;
         }
+        let mut series = vec![Series {
+            name: words(name),
+            points: curve(name),
+        }];
+        for b in names
+            .iter()
+            .filter(|b| baseline_of(b).as_deref() == Some(name))
+        {
+            series.push(Series {
+                name: words(b),
+                points: curve(b),
+            });
+        }
+        panels.push((name.clone(), series));
     }
-    panels.insert(
-        0,
-        Chart::Line(LineChart {
-            title: "loss".into(),
-            x_label: "step".into(),
-            y_label: "loss (nats)".into(),
-            log_y: false,
-            series: loss,
-        }),
-    );
+    // A baseline whose metric is not plotted keeps a panel of its own.
+    for b in names
+        .iter()
+        .filter(|b| baseline_of(b).is_some_and(|m| !names.contains(&m)))
+    {
+        panels.push((
+            b.clone(),
+            vec![Series {
+                name: words(b),
+                points: curve(b),
+            }],
+        ));
+    }
+    let mut charts = vec![(String::from("loss"), task.loss_label().to_string(), loss)];
+    charts.extend(panels.into_iter().map(|(n, s)| (words(&n), words(&n), s)));
+    let charts: Vec<Chart> = charts
+        .into_iter()
+        .map(|(title, y_label, mut series)| {
+            if let Some(k) = kept(&series) {
+                series.push(k);
+            }
+            Chart::Line(LineChart {
+                title,
+                x_label: "step".into(),
+                y_label,
+                log_y: false,
+                series,
+            })
+        })
+        .collect();
     let fig = Figure {
-        title: format!("recur train {task}"),
-        columns: panels.len().min(2),
-        charts: panels,
+        title: if data.is_empty() {
+            format!("recur train {}", task.name())
+        } else {
+            format!("recur train {} on {data}", task.name())
+        },
+        columns: charts.len().min(2),
+        charts,
     };
     if let Err(e) = fig.save(&dir.join(CURVES_STEM)) {
         log.line(&format!("warning: cannot write the training curves: {e}"));
@@ -1166,6 +1354,44 @@ mod tests {
         let c = Checkpoint::read(&dir.join(CHECKPOINT_FILE)).unwrap();
         assert_eq!(c.field("run").unwrap()["step"], 4);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn m(v: &[(&str, f64)]) -> Metrics {
+        v.iter().map(|(k, x)| (k.to_string(), *x)).collect()
+    }
+
+    /// The seq2seq run that kept step 8 (WER 1.0, PER 1.0, loss 4.00) over step 80 (WER 1.0,
+    /// PER 0.70, loss 2.84): a tie on the first metric goes to the lower validation loss.
+    #[test]
+    fn a_tie_on_the_first_metric_goes_to_the_lower_validation_loss() {
+        let s8 = m(&[("valid_wer", 1.0), ("valid_per", 1.0), ("valid_loss", 4.0)]);
+        let s80 = m(&[("valid_wer", 1.0), ("valid_per", 0.7), ("valid_loss", 2.84)]);
+        let why = better(&s80, Some((8, &s8)), false).expect("step 80 is better");
+        assert!(why.contains("valid_wer tied with step 8 at 1"), "{why}");
+        assert!(why.ends_with("lower valid_loss: 2.8400 against 4"), "{why}");
+        // The other way round, and an exact tie of both: the model kept stays.
+        assert_eq!(better(&s8, Some((80, &s80)), false), None);
+        assert_eq!(better(&s8, Some((8, &s8)), false), None);
+        // The first metric still decides when it differs, whatever the loss.
+        let acc = |a: f64, l: f64| m(&[("valid_accuracy", a), ("valid_loss", l)]);
+        let why = better(&acc(0.9, 9.0), Some((3, &acc(0.8, 1.0))), true).unwrap();
+        assert!(why.starts_with("higher valid_accuracy: 0.9000 against 0.8000 at step 3"));
+        assert_eq!(
+            better(&acc(0.7, 0.1), Some((3, &acc(0.8, 1.0))), true),
+            None
+        );
+        assert_eq!(better(&acc(f64::NAN, 0.1), None, true), None);
+        assert!(better(&acc(0.1, 0.1), None, true)
+            .unwrap()
+            .starts_with("first evaluation"));
+    }
+
+    #[test]
+    fn counts_are_json_integers() {
+        assert_eq!(metric_json("examples", 197.0).to_string(), "197");
+        assert_eq!(metric_json("valid_chars", 12.0).to_string(), "12");
+        assert_eq!(metric_json("accuracy", 1.0).to_string(), "1.0");
+        assert_eq!(metric_json("valid_loss", f64::NAN), serde_json::Value::Null);
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub fn run(a: Args) -> Result<(), String> {
     if a.top_k == Some(0) {
         return Err("--top-k must be at least 1".into());
     }
+    crate::limits::in_range("--length", a.length.max(1), crate::limits::MAX_GENERATE)?;
     let (model, vocab) = load_lm(&a.model).map_err(|e| e.to_string())?;
     let prime = a.prime.unwrap_or_default();
     let unknown = vocab.count_unknown(&prime);
@@ -70,9 +71,6 @@ pub fn run(a: Args) -> Result<(), String> {
         exclude: vocab.exclude(),
     };
     let prime_ids = vocab.encode_prime(&prime);
-    let ids = model
-        .sample(&prime_ids, a.length, &opts)
-        .map_err(|e| e.to_string())?;
     let shown = if prime.is_empty() {
         vocab.decode(&prime_ids)
     } else {
@@ -83,7 +81,32 @@ pub fn run(a: Args) -> Result<(), String> {
     } else {
         ""
     };
+    // The text streams out as it is drawn: nothing is held but the current token.
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{shown}{sep}{}", vocab.decode(&ids)).map_err(|e| format!("stdout: {e}"))?;
+    let io = |e: std::io::Error| format!("standard output: {e}");
+    write!(out, "{shown}{sep}").map_err(io)?;
+    let mut line_start = true;
+    let mut io_error = None;
+    let sampled = model.sample_each(&prime_ids, a.length, &opts, |id| {
+        let piece = vocab.decode_next(id, &mut line_start);
+        let written = out.write_all(piece.as_bytes()).and_then(|()| {
+            if piece.contains('\n') {
+                out.flush()
+            } else {
+                Ok(())
+            }
+        });
+        written.map_err(|e| {
+            let msg = io(e);
+            io_error = Some(msg.clone());
+            recur::Error::Input(msg)
+        })
+    });
+    if let Some(e) = io_error {
+        return Err(e);
+    }
+    sampled.map_err(|e| e.to_string())?;
+    writeln!(out).map_err(io)?;
+    out.flush().map_err(io)?;
     Ok(())
 }

@@ -11,7 +11,7 @@
 //!     [--score [--score-threshold 0]] [--label-field label] [--text-field text,...]
 //!     [--valid-fraction 0.1] [--test-fraction 0] [--tokenizer words|chars] [--min-freq 2]
 //!     [--cell lstm] [--hidden-size 128] [--num-layers 1] [--embed-size 100]
-//!     [--bidirectional true] [--pooling last|mean] [--dropout 0.3] [--batch-size 32]
+//!     [--bidirectional[=false]] [--pooling last|mean] [--dropout 0.3] [--batch-size 32]
 //!     [training options: --lr, --optimizer, --steps/--epochs, --resume, ...]
 //! ```
 //!
@@ -21,10 +21,10 @@
 //! `metrics.json`, the curves and the checkpoint.
 
 use crate::run::{Log, Metrics, TrainOpts};
-use crate::task_lm::fingerprint;
+use crate::shared::{fingerprint, neg_log_softmax};
 use crate::task_seq::{
-    check_fraction, check_model_opts, chunks, column, load_model, split, task_str, Examples,
-    Inputs, Kind, Outputs, SeqTask, LABELS_FILE, VOCAB_FILE,
+    check_fraction, check_model_opts, check_size, chunks, column, load_model, split, task_str,
+    Examples, Inputs, Kind, Outputs, SeqTask, LABELS_FILE, VOCAB_FILE,
 };
 use clap::{ArgAction, Args as ClapArgs};
 use recur::data::jsonl::LabelledJsonl;
@@ -115,7 +115,7 @@ pub struct ClassifyArgs {
     /// Texts: size of the word embeddings.
     #[arg(long, default_value_t = 100)]
     pub embed_size: usize,
-    /// Read every sequence in both directions (true/false).
+    /// Read every sequence in both directions.
     #[arg(long, default_value_t = true, action = ArgAction::Set)]
     pub bidirectional: bool,
     /// What the head classifies: `last` (the final hidden state of each direction) or `mean`
@@ -372,13 +372,6 @@ fn confusion(
     Ok((m, nll / data.len().max(1) as f64))
 }
 
-/// -log softmax(row)[k], in f64.
-pub fn neg_log_softmax(row: &[f32], k: usize) -> f64 {
-    let m = row.iter().fold(f64::NEG_INFINITY, |a, &x| a.max(x as f64));
-    let sum: f64 = row.iter().map(|&x| (x as f64 - m).exp()).sum();
-    sum.ln() - (row[k] as f64 - m)
-}
-
 impl Kind for ClassifyKind {
     fn name(&self) -> &'static str {
         "classify"
@@ -458,6 +451,19 @@ pub fn task(a: &ClassifyArgs, log: &mut Log) -> Result<SeqTask, String> {
         ],
         a.dropout,
     )?;
+    let smallest = |c: SeqModelConfig| {
+        c.mode(mode)
+            .hidden_size(a.hidden_size)
+            .num_layers(a.num_layers)
+            .bidirectional(a.bidirectional)
+    };
+    let series =
+        a.format == "ts" || (a.format == "auto" && a.train.extension().is_some_and(|e| e == "ts"));
+    check_size(&smallest(if series {
+        SeqModelConfig::series_classifier(1, 2)
+    } else {
+        SeqModelConfig::text_classifier(1, 2).embed_size(a.embed_size)
+    }))?;
     check_fraction("--valid-fraction", a.valid_fraction)?;
     check_fraction("--test-fraction", a.test_fraction)?;
     if !(0.0..1.0).contains(&a.word_dropout) {
@@ -591,6 +597,7 @@ pub fn task(a: &ClassifyArgs, log: &mut Log) -> Result<SeqTask, String> {
         .bidirectional(a.bidirectional)
         .dropout(a.dropout)
         .head(Head::PerSequence(pooling));
+    check_size(&config)?;
     let mut model: SeqModel<f32> =
         SeqModel::new(config.clone(), a.opts.seed).map_err(|e| e.to_string())?;
     model.set_input_norm(norm).map_err(|e| e.to_string())?;
@@ -703,9 +710,13 @@ fn load_files(dir: &Path, fmt_input: &str) -> Result<(LabelSet, Option<TokenVoca
 
 /// `recur eval` of a classifier: accuracy, macro F1 and loss on a data file read as in
 /// training; the per-class report and the confusion matrix go to stderr.
-pub fn eval(a: &crate::eval::EvalArgs, task: &serde_json::Value) -> Result<Metrics, String> {
+pub fn eval(
+    a: &crate::opts::EvalArgs,
+    cfg: &recur::model::ModelConfig,
+    task: &serde_json::Value,
+) -> Result<Metrics, String> {
     let fmt = Format::from_json(task)?;
-    let model = load_model(&a.model)?;
+    let model = load_model(&a.model, cfg)?;
     let (labels, vocab) = load_files(&a.model, task_str(task, "input")?)?;
     let (data, report) = read("--data", &a.data, &fmt, false)?;
     eprintln!("read {report}");
@@ -769,45 +780,72 @@ fn parse_series(line: &str, dims: usize, k: usize) -> Result<Vec<f32>, String> {
 
 /// `recur predict` of a classifier: one input per line (a text, or a series as
 /// `v,v,...:v,v,...` with one group per dimension), one `label<TAB>probability` per line.
-pub fn predict(
-    a: &crate::eval::PredictArgs,
+/// The classifier of `recur predict`: each line is a text (or a series, `v,v,...:v,v,...`
+/// one part per feature), answered by `label<TAB>probability`. An empty line is an error
+/// for that line.
+pub fn predictor(
+    a: &crate::opts::PredictArgs,
+    cfg: &recur::model::ModelConfig,
     task: &serde_json::Value,
-    lines: &[String],
-) -> Result<Vec<String>, String> {
+) -> Result<Box<dyn crate::opts::Predictor>, String> {
     let fmt = Format::from_json(task)?;
-    let model = load_model(&a.model)?;
+    let model = load_model(&a.model, cfg)?;
     let input = task_str(task, "input")?;
     let (labels, vocab) = load_files(&a.model, input)?;
-    let n_classes = labels.len();
-    let inputs = match (&vocab, model.config().input) {
-        (Some(v), _) => Inputs::Tokens {
-            ids: lines.iter().map(|l| v.encode(&fmt.tokens(l))).collect(),
-            alt: Vec::new(),
-        },
-        (None, recur::seqmodel::InputKind::Features { num_features }) => Inputs::Features {
-            values: lines
-                .iter()
-                .enumerate()
-                .map(|(k, l)| parse_series(l, num_features, k + 1))
-                .collect::<Result<Vec<_>, String>>()?,
-            num_features,
-        },
-        _ => return Err("config.json: a text classifier without a vocabulary".into()),
-    };
-    let ex = Examples {
-        inputs,
-        outputs: Outputs::Classes(vec![0; lines.len()]),
-        unknown: Vec::new(),
-    };
-    let mut out = Vec::with_capacity(lines.len());
-    for idx in chunks(ex.len(), 64) {
-        let (batch, _) = ex.batch(&idx, None).map_err(|e| e.to_string())?;
-        let logits = model.forward(&batch).map_err(|e| e.to_string())?;
-        for row in logits.chunks_exact(n_classes) {
-            let k = recur::seqmodel::argmax_rows(row, n_classes)[0];
-            let p = (-neg_log_softmax(row, k)).exp();
-            out.push(format!("{}\t{p:.4}", labels.name(k).unwrap_or("?")));
-        }
+    if vocab.is_none()
+        && !matches!(
+            model.config().input,
+            recur::seqmodel::InputKind::Features { .. }
+        )
+    {
+        return Err("config.json: a text classifier without a vocabulary".into());
     }
-    Ok(out)
+    Ok(Box::new(ClassifyPredictor {
+        fmt,
+        model,
+        labels,
+        vocab,
+    }))
+}
+
+struct ClassifyPredictor {
+    fmt: Format,
+    model: SeqModel<f32>,
+    labels: LabelSet,
+    vocab: Option<TokenVocab>,
+}
+
+impl crate::opts::Predictor for ClassifyPredictor {
+    fn answer(&mut self, line_no: usize, line: &str) -> Result<String, String> {
+        if line.trim().is_empty() {
+            return Err(crate::opts::line_error(
+                line_no,
+                "empty input: nothing to classify",
+            ));
+        }
+        let n_classes = self.labels.len();
+        let inputs = match (&self.vocab, self.model.config().input) {
+            (Some(v), _) => Inputs::Tokens {
+                ids: vec![v.encode(&self.fmt.tokens(line))],
+                alt: Vec::new(),
+            },
+            (None, recur::seqmodel::InputKind::Features { num_features }) => Inputs::Features {
+                values: vec![parse_series(line, num_features, line_no)?],
+                num_features,
+            },
+            _ => unreachable!("checked when the predictor was made"),
+        };
+        let ex = Examples {
+            inputs,
+            outputs: Outputs::Classes(vec![0]),
+            unknown: Vec::new(),
+        };
+        let fail = |e: recur::Error| crate::opts::line_error(line_no, e);
+        let (batch, _) = ex.batch(&[0], None).map_err(fail)?;
+        let logits = self.model.forward(&batch).map_err(fail)?;
+        let row = &logits[..n_classes];
+        let k = recur::seqmodel::argmax_rows(row, n_classes)[0];
+        let p = (-neg_log_softmax(row, k)).exp();
+        Ok(format!("{}\t{p:.4}", self.labels.name(k).unwrap_or("?")))
+    }
 }

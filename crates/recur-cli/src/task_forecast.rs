@@ -5,7 +5,7 @@
 //! the last value of the window.
 //!
 //! ```text
-//! recur train forecast --train FILE.csv --column NAME|INDEX --out DIR [--no-header]
+//! recur train forecast --train FILE.csv --column NAME|INDEX --out DIR [--header=false]
 //!     [--window 24] [--horizon 1] [--stride 1] [--valid-fraction 0.1] [--test-fraction 0.1]
 //!     [--cell lstm] [--hidden-size 64] [--num-layers 1] [--dropout 0] [--batch-size 32]
 //!     [training options: --lr, --optimizer, --steps/--epochs, --resume, ...]
@@ -16,10 +16,10 @@
 //! deviation), `metrics.json`, the curves and the checkpoint.
 
 use crate::run::{Log, Metrics, TrainOpts};
-use crate::task_lm::fingerprint;
+use crate::shared::fingerprint;
 use crate::task_seq::{
-    check_fraction, check_model_opts, chunks, column, load_model, task_str, Examples, Inputs, Kind,
-    Outputs, SeqTask,
+    check_fraction, check_model_opts, check_size, chunks, column, load_model, task_str, Examples,
+    Inputs, Kind, Outputs, SeqTask,
 };
 use clap::{ArgAction, Args as ClapArgs};
 use recur::data::csv::CsvOptions;
@@ -30,15 +30,16 @@ use std::path::{Path, PathBuf};
 /// Options of `recur train forecast`.
 #[derive(ClapArgs)]
 pub struct ForecastArgs {
-    /// The series: a CSV file with a header line (see --no-header).
+    /// The series: a CSV file with a header line (see --header).
     #[arg(long, value_name = "FILE")]
     pub train: PathBuf,
     /// The column of the series: its name in the header, or a 0-based index.
     #[arg(long)]
     pub column: String,
-    /// The file has no header line (choose the column by index).
-    #[arg(long)]
-    pub no_header: bool,
+    /// The first line names the columns (`--header=false`: no header line; choose the column
+    /// by index).
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    pub header: bool,
     /// Skip malformed rows (counted) instead of stopping at the first.
     #[arg(long)]
     pub skip_bad_lines: bool,
@@ -57,7 +58,7 @@ pub struct ForecastArgs {
     /// The last part of the series, held out for the final test (0: none).
     #[arg(long, default_value_t = 0.1)]
     pub test_fraction: f64,
-    /// Standardise the values with the training part's mean and deviation (true/false).
+    /// Standardise the values with the training part's mean and deviation.
     #[arg(long, default_value_t = true, action = ArgAction::Set)]
     pub normalize: bool,
     /// Recurrent cell: lstm, gru, rnn_tanh or rnn_relu.
@@ -155,6 +156,9 @@ impl Kind for ForecastKind {
     fn name(&self) -> &'static str {
         "forecast"
     }
+    fn loss_label(&self) -> &'static str {
+        "mean squared error (standardised values)"
+    }
     fn unit(&self) -> &'static str {
         "value"
     }
@@ -169,6 +173,15 @@ impl Kind for ForecastKind {
         prefix: &str,
     ) -> recur::Result<(Metrics, String)> {
         let pred = forecasts(model, data, batch_size)?;
+        // The validation loss, in the training loss's units (MSE of standardised values).
+        let (mut sum, mut count) = (0.0, 0usize);
+        for idx in chunks(data.len(), batch_size) {
+            let (batch, targets) = data.batch(&idx, None)?;
+            let l = model.loss(&batch, &targets)?;
+            sum += l.loss * l.count as f64;
+            count += l.count;
+        }
+        let loss = sum / count.max(1) as f64;
         let (Inputs::Features { values, .. }, Outputs::Values(targets)) =
             (&data.inputs, &data.outputs)
         else {
@@ -194,6 +207,7 @@ impl Kind for ForecastKind {
                 (format!("{prefix}naive_rmse"), r.naive.rmse),
                 (format!("{prefix}naive_mae"), r.naive.mae),
                 (format!("{prefix}skill"), r.skill()),
+                (format!("{prefix}loss"), loss),
             ],
             report,
         ))
@@ -220,6 +234,13 @@ pub fn task(a: &ForecastArgs, log: &mut Log) -> Result<SeqTask, String> {
         ],
         a.dropout,
     )?;
+    let config = SeqModelConfig::forecaster(1, a.horizon)
+        .mode(mode)
+        .hidden_size(a.hidden_size)
+        .num_layers(a.num_layers)
+        .dropout(a.dropout)
+        .head(Head::PerSequence(Pooling::Last));
+    check_size(&config)?;
     check_fraction("--valid-fraction", a.valid_fraction)?;
     check_fraction("--test-fraction", a.test_fraction)?;
     if a.valid_fraction == 0.0 {
@@ -229,7 +250,7 @@ pub fn task(a: &ForecastArgs, log: &mut Log) -> Result<SeqTask, String> {
         "--train",
         &a.train,
         &a.column,
-        !a.no_header,
+        a.header,
         a.skip_bad_lines,
         Some(log),
     )?;
@@ -267,12 +288,6 @@ pub fn task(a: &ForecastArgs, log: &mut Log) -> Result<SeqTask, String> {
     } else {
         None
     };
-    let config = SeqModelConfig::forecaster(1, a.horizon)
-        .mode(mode)
-        .hidden_size(a.hidden_size)
-        .num_layers(a.num_layers)
-        .dropout(a.dropout)
-        .head(Head::PerSequence(Pooling::Last));
     let mut model: SeqModel<f32> =
         SeqModel::new(config.clone(), a.opts.seed).map_err(|e| e.to_string())?;
     if a.normalize {
@@ -308,7 +323,7 @@ pub fn task(a: &ForecastArgs, log: &mut Log) -> Result<SeqTask, String> {
     let task_json = serde_json::json!({
         "kind": "forecast",
         "column": a.column,
-        "header": !a.no_header,
+        "header": a.header,
         "window": a.window,
         "horizon": a.horizon,
     });
@@ -351,8 +366,12 @@ fn size(task: &serde_json::Value, k: &str) -> Result<usize, String> {
 
 /// `recur eval` of a forecaster on a CSV file (the column it was trained on): every window
 /// of the series, against the naive forecast.
-pub fn eval(a: &crate::eval::EvalArgs, task: &serde_json::Value) -> Result<Metrics, String> {
-    let model = load_model(&a.model)?;
+pub fn eval(
+    a: &crate::opts::EvalArgs,
+    cfg: &recur::model::ModelConfig,
+    task: &serde_json::Value,
+) -> Result<Metrics, String> {
+    let model = load_model(&a.model, cfg)?;
     let (window, horizon) = (size(task, "window")?, size(task, "horizon")?);
     let header = task.get("header").and_then(|v| v.as_bool()).unwrap_or(true);
     let (series, _) = read_series(
@@ -381,43 +400,55 @@ pub fn eval(a: &crate::eval::EvalArgs, task: &serde_json::Value) -> Result<Metri
 
 /// `recur predict` of a forecaster: each input line holds comma-separated values (at least
 /// the window; the last `window` are read); each output line the `horizon` forecasts.
-pub fn predict(
-    a: &crate::eval::PredictArgs,
+/// The forecaster of `recur predict`: each line is a series of comma-separated values (at
+/// least the model's window; the last window is read), answered by the forecast of the
+/// next `horizon` values.
+pub fn predictor(
+    a: &crate::opts::PredictArgs,
+    cfg: &recur::model::ModelConfig,
     task: &serde_json::Value,
-    lines: &[String],
-) -> Result<Vec<String>, String> {
-    let model = load_model(&a.model)?;
-    let (window, horizon) = (size(task, "window")?, size(task, "horizon")?);
-    let mut inputs = Vec::with_capacity(lines.len() * window);
-    for (k, l) in lines.iter().enumerate() {
-        let v = l
+) -> Result<Box<dyn crate::opts::Predictor>, String> {
+    Ok(Box::new(ForecastPredictor {
+        model: load_model(&a.model, cfg)?,
+        window: size(task, "window")?,
+        horizon: size(task, "horizon")?,
+    }))
+}
+
+struct ForecastPredictor {
+    model: SeqModel<f32>,
+    window: usize,
+    horizon: usize,
+}
+
+impl crate::opts::Predictor for ForecastPredictor {
+    fn answer(&mut self, line_no: usize, line: &str) -> Result<String, String> {
+        let (window, horizon) = (self.window, self.horizon);
+        let v = line
             .split(',')
             .map(|x| {
                 let x = x.trim();
                 x.parse::<f64>()
                     .ok()
                     .filter(|v| v.is_finite())
-                    .ok_or_else(|| format!("input line {}: '{x}' is not a finite number", k + 1))
+                    .ok_or_else(|| {
+                        crate::opts::line_error(line_no, format!("'{x}' is not a finite number"))
+                    })
             })
             .collect::<Result<Vec<f64>, String>>()?;
         if v.len() < window {
-            return Err(format!(
-                "input line {}: {} values, the model reads windows of {window}",
-                k + 1,
-                v.len()
+            return Err(crate::opts::line_error(
+                line_no,
+                format!("{} values, the model reads windows of {window}", v.len()),
             ));
         }
-        inputs.extend_from_slice(&v[v.len() - window..]);
+        let ex = examples(&v[v.len() - window..], &vec![0.0; horizon], window, horizon);
+        let pred =
+            forecasts(&self.model, &ex, 1).map_err(|e| crate::opts::line_error(line_no, e))?;
+        Ok(pred
+            .iter()
+            .map(|v| format!("{v:.6}"))
+            .collect::<Vec<_>>()
+            .join(","))
     }
-    let ex = examples(&inputs, &vec![0.0; lines.len() * horizon], window, horizon);
-    let pred = forecasts(&model, &ex, 64).map_err(|e| e.to_string())?;
-    Ok(pred
-        .chunks_exact(horizon)
-        .map(|p| {
-            p.iter()
-                .map(|v| format!("{v:.6}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .collect())
 }

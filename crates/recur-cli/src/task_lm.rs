@@ -13,7 +13,9 @@
 //! `head.weight`, `head.bias`), `config.json`, `vocab.json`, `metrics.json`, the curves and
 //! the checkpoint.
 
+use crate::limits::{self, block_params, check_params};
 use crate::run::{embed_rnn_head, Log, Metrics, Part, StepStats, Task, TrainOpts};
+use crate::shared::fingerprint;
 use clap::Args as ClapArgs;
 use recur::checkpoint::{
     rng_from_state, rng_state, seeded, Checkpoint, CheckpointWriter, TrainRng,
@@ -85,16 +87,6 @@ pub(crate) fn read_text(flag: &str, path: &Path) -> Result<String, String> {
             path.display(),
         )
     })
-}
-
-/// A 64-bit FNV-1a hash of the text: the checkpoint's record of which data it was trained on.
-pub(crate) fn fingerprint(text: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in text.as_bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
 }
 
 /// The first character to prime the final sample with: a newline if the vocabulary has one.
@@ -193,6 +185,24 @@ impl LmVocab {
         }
     }
 
+    /// The text of one more id after others, for text that streams out token by token:
+    /// the same as [`LmVocab::decode`] of all of them, piece by piece. `line_start` says
+    /// whether the text so far is empty or ends a line (words are joined by spaces).
+    pub(crate) fn decode_next(&self, id: usize, line_start: &mut bool) -> String {
+        match self {
+            LmVocab::Chars(v) => v.decode(&[id]),
+            LmVocab::Words(_) if id == TokenVocab::EOS => {
+                *line_start = true;
+                "\n".into()
+            }
+            LmVocab::Words(_) => {
+                let sep = if *line_start { "" } else { " " };
+                *line_start = false;
+                format!("{sep}{}", self.decode(&[id]))
+            }
+        }
+    }
+
     /// Tokens of `text` that are not in the vocabulary.
     pub(crate) fn count_unknown(&self, text: &str) -> usize {
         match self {
@@ -225,18 +235,13 @@ fn save_lm(
     match vocab {
         LmVocab::Chars(v) => recur::lm::save_dir(dir, model, v, Some(training)),
         LmVocab::Words(v) => {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                recur::Error::Io(format!(
-                    "{}: cannot create the directory: {e}",
-                    dir.display()
-                ))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| recur::Error::file(dir, "cannot create the directory", e))?;
             v.save(dir.join(VOCAB_FILE))?;
             let mut cfg = model.config().to_json();
             cfg["tokens"] = "word".into();
             cfg["training"] = training.clone();
-            let text = serde_json::to_string_pretty(&cfg).expect("JSON of a configuration");
-            recur::state_dict::write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())?;
+            recur::model::write_config(dir, cfg)?;
             model.save_weights(dir.join(recur::lm::WEIGHTS_FILE))
         }
     }
@@ -244,20 +249,21 @@ fn save_lm(
 
 /// Reads a model directory written by `recur train lm` (character or word tokens).
 pub(crate) fn load_lm(dir: &Path) -> recur::Result<(CharLm<f32>, LmVocab)> {
-    let cfg_path = dir.join(CONFIG_FILE);
-    let words = std::fs::read_to_string(&cfg_path)
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .is_some_and(|v| v["tokens"] == "word");
-    if !words {
-        let (m, v) = recur::lm::load_dir::<f32>(dir)?;
+    load_lm_from(dir, &recur::model::read_config(dir)?)
+}
+
+/// [`load_lm`] with the configuration already read.
+pub(crate) fn load_lm_from(
+    dir: &Path,
+    cfg: &recur::model::ModelConfig,
+) -> recur::Result<(CharLm<f32>, LmVocab)> {
+    cfg.expect(recur::model::ModelKind::CharLm)?;
+    if cfg.json["tokens"] != "word" {
+        let (m, v) = recur::lm::load_from::<f32>(dir, cfg)?;
         return Ok((m, LmVocab::Chars(v)));
     }
-    let text = std::fs::read_to_string(&cfg_path)
-        .map_err(|e| recur::Error::Io(format!("{}: cannot read: {e}", cfg_path.display())))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| recur::Error::Input(format!("{}: invalid JSON ({e})", cfg_path.display())))?;
-    let config = CharLmConfig::from_json(&json, &cfg_path.display().to_string())?;
+    let cfg_path = dir.join(CONFIG_FILE);
+    let config = CharLmConfig::from_json(&cfg.json, &cfg.source)?;
     let vocab = TokenVocab::load(dir.join(VOCAB_FILE))?;
     if vocab.len() != config.vocab_size {
         return Err(recur::Error::Input(format!(
@@ -317,6 +323,29 @@ impl LmTask {
         if !(0.0..1.0).contains(&a.dropout) {
             return Err(format!("--dropout must be in [0, 1), got {}", a.dropout));
         }
+        let sizes = format!(
+            "--embed-size {}, --hidden-size {}, --num-layers {}",
+            a.embed_size, a.hidden_size, a.num_layers
+        );
+        let params = |vocab: usize| {
+            block_params(
+                mode,
+                vocab,
+                a.embed_size,
+                0,
+                a.hidden_size,
+                a.num_layers,
+                1,
+                vocab,
+            )
+        };
+        // Before the data: with the smallest vocabulary; after it: with the real one.
+        check_params(params(1), &sizes)?;
+        limits::in_range(
+            "--sample-length",
+            a.sample_length.max(1),
+            limits::MAX_GENERATE,
+        )?;
         let full = read_text("--train", &a.train)?;
         let (train_text, valid_text, held_out) = match &a.valid {
             Some(p) => (full.as_str(), read_text("--valid", p)?, false),
@@ -363,6 +392,10 @@ impl LmTask {
                 a.batch_size + 1
             )
         })?;
+        check_params(
+            params(vocab.len()),
+            &format!("vocabulary {}, {sizes}", vocab.len()),
+        )?;
         let config = CharLmConfig::new(mode, vocab.len())
             .embed_size(a.embed_size)
             .hidden_size(a.hidden_size)
@@ -609,8 +642,8 @@ impl Task for LmTask {
 
 /// `recur eval` of a language model: bits per character (or word perplexity) on a text file,
 /// read the way training reads its validation text.
-pub fn eval(a: &crate::eval::EvalArgs) -> Result<Metrics, String> {
-    let (model, vocab) = load_lm(&a.model).map_err(|e| e.to_string())?;
+pub fn eval(a: &crate::opts::EvalArgs, cfg: &recur::model::ModelConfig) -> Result<Metrics, String> {
+    let (model, vocab) = load_lm_from(&a.model, cfg).map_err(|e| e.to_string())?;
     let text = read_text("--data", &a.data)?;
     let ids = vocab.encode(&text);
     let seq_len = 64;
@@ -633,29 +666,74 @@ pub fn eval(a: &crate::eval::EvalArgs) -> Result<Metrics, String> {
 
 /// `recur predict` of a language model: each input line continued by `--max-len` tokens
 /// (most likely ones at temperature 0, sampled otherwise).
-pub fn predict(a: &crate::eval::PredictArgs, lines: &[String]) -> Result<Vec<String>, String> {
-    let (model, vocab) = load_lm(&a.model).map_err(|e| e.to_string())?;
-    let mut out = Vec::with_capacity(lines.len());
-    for (k, line) in lines.iter().enumerate() {
+/// The language model of `recur predict`: each input line is a priming text, answered by
+/// itself and `--max-len` generated tokens (line ends shown as spaces).
+pub fn predictor(
+    a: &crate::opts::PredictArgs,
+    cfg: &recur::model::ModelConfig,
+) -> Result<Box<dyn crate::opts::Predictor>, String> {
+    let (model, vocab) = load_lm_from(&a.model, cfg).map_err(|e| e.to_string())?;
+    Ok(Box::new(LmPredictor {
+        model,
+        vocab,
+        max_len: a.max_len,
+        temperature: a.temperature,
+        seed: a.seed,
+    }))
+}
+
+struct LmPredictor {
+    model: CharLm<f32>,
+    vocab: LmVocab,
+    max_len: usize,
+    temperature: f64,
+    seed: u64,
+}
+
+impl crate::opts::Predictor for LmPredictor {
+    fn answer(&mut self, line_no: usize, line: &str) -> Result<String, String> {
         let opts = SampleOptions {
-            temperature: a.temperature,
+            temperature: self.temperature,
             top_k: None,
-            seed: a.seed.wrapping_add(k as u64),
-            exclude: vocab.exclude(),
+            // Line k (0-based) samples with seed + k, whatever came before it.
+            seed: self.seed.wrapping_add(line_no as u64 - 1),
+            exclude: self.vocab.exclude(),
         };
-        let ids = model
-            .sample(&vocab.encode_prime(line), a.max_len, &opts)
-            .map_err(|e| format!("input line {}: {e}", k + 1))?;
+        let ids = self
+            .model
+            .sample(&self.vocab.encode_prime(line), self.max_len, &opts)
+            .map_err(|e| crate::opts::line_error(line_no, e))?;
         // One line out per line in: line ends in the continuation are shown as spaces.
-        let sep = if matches!(vocab, LmVocab::Words(_)) && !line.is_empty() {
+        let sep = if matches!(self.vocab, LmVocab::Words(_)) && !line.is_empty() {
             " "
         } else {
             ""
         };
-        out.push(format!(
+        Ok(format!(
             "{line}{sep}{}",
-            vocab.decode(&ids).replace('\n', " ").trim_end()
-        ));
+            self.vocab.decode(&ids).replace('\n', " ").trim_end()
+        ))
     }
-    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LmVocab;
+
+    /// Text streamed token by token is the text decoded at once.
+    #[test]
+    fn decode_next_pieces_make_the_decoded_text() {
+        let text = "the dog sees a cat .\na cat sees the dog !\n";
+        for words in [false, true] {
+            let v = LmVocab::build(words, text, 100).unwrap();
+            let ids = v.encode(text);
+            let mut line_start = true;
+            let streamed: String = ids
+                .iter()
+                .map(|&id| v.decode_next(id, &mut line_start))
+                .collect();
+            assert_eq!(streamed, v.decode(&ids), "words: {words}");
+            assert!(streamed.contains("sees"));
+        }
+    }
 }

@@ -8,9 +8,7 @@ use recur::checkpoint::{
     rng_from_state, rng_state, seeded, Checkpoint, CheckpointWriter, TrainRng,
 };
 use recur::lm::RngCore;
-use recur::seqmodel::{
-    load_dir, save_dir, SeqBatch, SeqModel, SeqModelGrads, Targets, CONFIG_FILE,
-};
+use recur::seqmodel::{load_dir, save_dir, SeqBatch, SeqModel, SeqModelGrads, Targets};
 use recur::Mode;
 use std::path::Path;
 
@@ -167,6 +165,43 @@ pub fn check_model_opts(cell: &str, sizes: &[(&str, usize)], dropout: f64) -> Re
     Ok(mode)
 }
 
+/// An error if the model of `config` has more parameters than the command line allows
+/// ([`crate::limits::MAX_PARAMS`]); called before the data is read with the smallest
+/// vocabulary and label set, and again before the model is made.
+pub fn check_size(config: &recur::seqmodel::SeqModelConfig) -> Result<(), String> {
+    use recur::seqmodel::InputKind;
+    let (rows, embed, input) = match config.input {
+        InputKind::Tokens {
+            vocab_size,
+            embed_size,
+        } => (vocab_size, embed_size, 0),
+        InputKind::Features { num_features } => (0, 0, num_features),
+    };
+    let dirs = if config.bidirectional { 2 } else { 1 };
+    let n = crate::limits::block_params(
+        config.mode,
+        rows,
+        embed,
+        input,
+        config.hidden_size,
+        config.num_layers,
+        dirs,
+        config.output_size,
+    );
+    let sizes = if embed > 0 {
+        format!(
+            "vocabulary {rows}, --embed-size {embed}, --hidden-size {}, --num-layers {}",
+            config.hidden_size, config.num_layers
+        )
+    } else {
+        format!(
+            "--hidden-size {}, --num-layers {}",
+            config.hidden_size, config.num_layers
+        )
+    };
+    crate::limits::check_params(n, &sizes)
+}
+
 /// A column given on the command line: a 0-based index if it is a number, else a name.
 pub fn column(s: &str) -> recur::data::Column {
     match s.parse::<usize>() {
@@ -181,6 +216,10 @@ pub trait Kind {
     fn name(&self) -> &'static str;
     /// The unit of the loss's count: `seq`, `token`, `value`.
     fn unit(&self) -> &'static str;
+    /// What the training loss is, for the axis of the plots.
+    fn loss_label(&self) -> &'static str {
+        "cross-entropy (nats)"
+    }
     /// Whether the first metric is better larger.
     fn higher_is_better(&self) -> bool;
     /// Metrics of `model` on `data`, named with `prefix` (the first picks the best model), and
@@ -280,6 +319,9 @@ impl Task for SeqTask {
     fn unit(&self) -> &'static str {
         self.kind.unit()
     }
+    fn loss_label(&self) -> &'static str {
+        self.kind.loss_label()
+    }
     fn steps_per_epoch(&self) -> u64 {
         self.train.len().div_ceil(self.batch_size) as u64
     }
@@ -378,19 +420,15 @@ impl Task for SeqTask {
 }
 
 /// The `"task"` object of a model directory's config.json.
-pub fn task_of(dir: &Path) -> Result<serde_json::Value, String> {
-    let path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| format!("{}: invalid JSON ({e})", path.display()))?;
-    v.get("task")
+pub fn task_of(cfg: &recur::model::ModelConfig) -> Result<serde_json::Value, String> {
+    cfg.json
+        .get("task")
         .filter(|t| t.get("kind").and_then(|k| k.as_str()).is_some())
         .cloned()
         .ok_or_else(|| {
             format!(
                 "{}: no \"task\" with a \"kind\": not a model of recur train classify, tag or forecast",
-                path.display()
+                cfg.source
             )
         })
 }
@@ -402,35 +440,9 @@ pub fn task_str<'a>(task: &'a serde_json::Value, key: &str) -> Result<&'a str, S
         .ok_or_else(|| format!("config.json: task.{key} must be a string"))
 }
 
-/// `recur eval` of a sequence model: the task that trained it reads the data and measures.
-pub fn eval(a: &crate::eval::EvalArgs) -> Result<Metrics, String> {
-    let task = task_of(&a.model)?;
-    match task_str(&task, "kind")? {
-        "classify" => crate::task_classify::eval(a, &task),
-        "tag" => crate::task_tag::eval(a, &task),
-        "forecast" => crate::task_forecast::eval(a, &task),
-        other => Err(format!(
-            "config.json: unknown task kind '{other}' (expected classify, tag or forecast)"
-        )),
-    }
-}
-
-/// `recur predict` of a sequence model: one output line per input line.
-pub fn predict(a: &crate::eval::PredictArgs, lines: &[String]) -> Result<Vec<String>, String> {
-    let task = task_of(&a.model)?;
-    match task_str(&task, "kind")? {
-        "classify" => crate::task_classify::predict(a, &task, lines),
-        "tag" => crate::task_tag::predict(a, &task, lines),
-        "forecast" => crate::task_forecast::predict(a, &task, lines),
-        other => Err(format!(
-            "config.json: unknown task kind '{other}' (expected classify, tag or forecast)"
-        )),
-    }
-}
-
 /// Loads the model of a directory for `recur eval` / `recur predict`.
-pub fn load_model(dir: &Path) -> Result<SeqModel<f32>, String> {
-    load_dir::<f32>(dir).map_err(|e| e.to_string())
+pub fn load_model(dir: &Path, cfg: &recur::model::ModelConfig) -> Result<SeqModel<f32>, String> {
+    recur::seqmodel::load_from::<f32>(dir, cfg).map_err(|e| e.to_string())
 }
 
 /// Batches of `batch_size` consecutive indices `0..n`.

@@ -31,6 +31,7 @@
 //! `head.bias`), `config.json` (with the data format under `"data"`), `src_vocab.json`,
 //! `tgt_vocab.json`, `metrics.json`, the curves and the checkpoint.
 
+use crate::limits::{self, block_params, check_params};
 use crate::run::{Log, Metrics, Part, StepStats, Task, TrainOpts};
 use clap::Args as ClapArgs;
 use recur::checkpoint::{
@@ -540,6 +541,40 @@ impl Seq2SeqTask {
         if a.max_len == Some(0) || a.max_train_len == Some(0) {
             return Err("--max-len and --max-train-len must be at least 1".into());
         }
+        if let Some(m) = a.max_len {
+            limits::in_range("--max-len", m, limits::MAX_DECODE_LEN)?;
+        }
+        limits::in_range("--beam", a.beam, limits::MAX_BEAM)?;
+        let params = |src: usize, tgt: usize| {
+            // The encoder and decoder blocks (a lower bound: the attention adds more).
+            let dirs = if a.bidirectional { 2 } else { 1 };
+            let enc_hidden = a.hidden_size / dirs;
+            block_params(
+                mode,
+                src,
+                a.embed_size,
+                0,
+                enc_hidden,
+                a.num_layers,
+                dirs,
+                0,
+            )
+            .saturating_add(block_params(
+                mode,
+                tgt,
+                a.embed_size,
+                0,
+                a.hidden_size,
+                a.num_layers,
+                1,
+                tgt,
+            ))
+        };
+        let sizes = format!(
+            "--embed-size {}, --hidden-size {}, --num-layers {}",
+            a.embed_size, a.hidden_size, a.num_layers
+        );
+        check_params(params(1, 1), &sizes)?;
         if !(0.0..1.0).contains(&a.dropout) {
             return Err(format!("--dropout must be in [0, 1), got {}", a.dropout));
         }
@@ -626,6 +661,14 @@ impl Seq2SeqTask {
                 .map(|g| g.src.iter().filter(|&&t| t == TokenVocab::UNK).count())
                 .sum::<usize>()
         };
+        check_params(
+            params(src_vocab.len(), tgt_vocab.len()),
+            &format!(
+                "vocabularies {} and {}, {sizes}",
+                src_vocab.len(),
+                tgt_vocab.len()
+            ),
+        )?;
         let config = Seq2SeqConfig::new(mode, src_vocab.len(), tgt_vocab.len())
             .embed_size(a.embed_size)
             .hidden_size(a.hidden_size)
@@ -692,8 +735,8 @@ impl Seq2SeqTask {
         let config_json = serde_json::json!({
             "model": config.to_json(),
             "data": format.to_json(),
-            "train": crate::task_lm::fingerprint(&format!("{:?}", pairs)),
-            "valid": crate::task_lm::fingerprint(&format!("{:?}", valid.iter().map(|g| (&g.src, &g.refs)).collect::<Vec<_>>())),
+            "train": crate::shared::fingerprint(&format!("{:?}", pairs)),
+            "valid": crate::shared::fingerprint(&format!("{:?}", valid.iter().map(|g| (&g.src, &g.refs)).collect::<Vec<_>>())),
             "batch_size": a.batch_size,
             "beam": a.beam,
             "length_penalty": a.length_penalty,
@@ -892,8 +935,8 @@ fn saved_format(dir: &Path, json: &serde_json::Value) -> Result<(DataFormat, Bea
 
 /// `recur eval` of a sequence-to-sequence model: the data file (in the format the model was
 /// trained on) decoded as in training's evaluations, with its metrics.
-pub fn eval(a: &crate::eval::EvalArgs) -> Result<Metrics, String> {
-    let loaded = load_dir::<f32>(&a.model).map_err(|e| e.to_string())?;
+pub fn eval(a: &crate::opts::EvalArgs, cfg: &recur::model::ModelConfig) -> Result<Metrics, String> {
+    let loaded = recur::seq2seq::load_from::<f32>(&a.model, cfg).map_err(|e| e.to_string())?;
     let (format, beam) = saved_format(&a.model, &loaded.config_json)?;
     let (groups, _) = read_groups("--data", &a.data, &format, false)?;
     let enc = encode_groups(&groups, &loaded.src_vocab, &loaded.tgt_vocab);
@@ -910,34 +953,51 @@ pub fn eval(a: &crate::eval::EvalArgs) -> Result<Metrics, String> {
 
 /// `recur predict` of a sequence-to-sequence model: each input line is a source; the output
 /// line is the decoded target (`--beam 1`: greedy).
-pub fn predict(a: &crate::eval::PredictArgs, lines: &[String]) -> Result<Vec<String>, String> {
-    let loaded = load_dir::<f32>(&a.model).map_err(|e| e.to_string())?;
+/// The model of `recur predict`: each input line is a source, answered by its decoding
+/// (greedy, or a beam search with `--beam`).
+pub fn predictor(
+    a: &crate::opts::PredictArgs,
+    cfg: &recur::model::ModelConfig,
+) -> Result<Box<dyn crate::opts::Predictor>, String> {
+    let loaded = recur::seq2seq::load_from::<f32>(&a.model, cfg).map_err(|e| e.to_string())?;
     let (format, _) = saved_format(&a.model, &loaded.config_json)?;
-    let mut srcs = Vec::with_capacity(lines.len());
-    for (k, line) in lines.iter().enumerate() {
-        let text = if format.format == "cmudict" {
+    Ok(Box::new(Seq2SeqPredictor {
+        loaded,
+        format,
+        beam: BeamOptions {
+            beam_size: a.beam,
+            max_len: a.max_len,
+            length_penalty: 0.0,
+        },
+    }))
+}
+
+struct Seq2SeqPredictor {
+    loaded: recur::seq2seq::Loaded<f32>,
+    format: DataFormat,
+    beam: BeamOptions,
+}
+
+impl crate::opts::Predictor for Seq2SeqPredictor {
+    fn answer(&mut self, line_no: usize, line: &str) -> Result<String, String> {
+        let text = if self.format.format == "cmudict" {
             line.trim().to_lowercase()
         } else {
             line.trim().to_string()
         };
-        let ids = loaded.src_vocab.encode(&format.src_tokens.split(&text));
+        let ids = self
+            .loaded
+            .src_vocab
+            .encode(&self.format.src_tokens.split(&text));
         if ids.is_empty() {
-            return Err(format!("input line {}: empty source", k + 1));
+            return Err(crate::opts::line_error(line_no, "empty source"));
         }
-        srcs.push(ids);
+        let outputs = decode_all(&self.loaded.model, &[&ids[..]], &self.beam, 1)
+            .map_err(|e| crate::opts::line_error(line_no, e))?;
+        let out = outputs.first().map(|o| &o[..]).unwrap_or(&[]);
+        Ok(self
+            .format
+            .tgt_tokens
+            .join(&self.loaded.tgt_vocab.decode(out)))
     }
-    if srcs.is_empty() {
-        return Ok(Vec::new());
-    }
-    let beam = BeamOptions {
-        beam_size: a.beam,
-        max_len: a.max_len,
-        length_penalty: 0.0,
-    };
-    let sources: Vec<&[usize]> = srcs.iter().map(|s| &s[..]).collect();
-    let outputs = decode_all(&loaded.model, &sources, &beam, 64).map_err(|e| e.to_string())?;
-    Ok(outputs
-        .iter()
-        .map(|o| format.tgt_tokens.join(&loaded.tgt_vocab.decode(o)))
-        .collect())
 }

@@ -9,7 +9,7 @@
 //! recur train tag --train FILE.conllu [--valid FILE] [--test FILE] --out DIR
 //!     [--column upos|xpos] [--valid-fraction 0.1] [--min-freq 2] [--word-classes true]
 //!     [--rare-count 2] [--rare-dropout 0.25] [--cell lstm] [--hidden-size 128]
-//!     [--num-layers 1] [--embed-size 100] [--bidirectional true] [--dropout 0.33]
+//!     [--num-layers 1] [--embed-size 100] [--bidirectional[=false]] [--dropout 0.33]
 //!     [--batch-size 32] [training options: --lr, --optimizer, --steps/--epochs, --resume, ...]
 //! ```
 //!
@@ -17,10 +17,10 @@
 //! `labels.json` (the tag set), `metrics.json`, the curves and the checkpoint.
 
 use crate::run::{Log, Metrics, TrainOpts};
-use crate::task_lm::fingerprint;
+use crate::shared::fingerprint;
 use crate::task_seq::{
-    check_fraction, check_model_opts, chunks, load_model, split, task_str, Examples, Inputs, Kind,
-    Outputs, SeqTask, LABELS_FILE, NO_ALT, VOCAB_FILE,
+    check_fraction, check_model_opts, check_size, chunks, load_model, split, task_str, Examples,
+    Inputs, Kind, Outputs, SeqTask, LABELS_FILE, NO_ALT, VOCAB_FILE,
 };
 use clap::{ArgAction, Args as ClapArgs};
 use recur::data::conllu::{ConlluOptions, Sentence};
@@ -58,7 +58,7 @@ pub struct TagArgs {
     #[arg(long, default_value_t = 2)]
     pub min_freq: usize,
     /// Words without an embedding get the one of their word class (shape and suffix) rather
-    /// than <unk> (true/false).
+    /// than <unk>.
     #[arg(long, default_value_t = true, action = ArgAction::Set)]
     pub word_classes: bool,
     /// Words seen at most this many times in training are rare (see --rare-dropout).
@@ -80,7 +80,7 @@ pub struct TagArgs {
     /// Size of the word embeddings.
     #[arg(long, default_value_t = 100)]
     pub embed_size: usize,
-    /// Read every sentence in both directions (true/false).
+    /// Read every sentence in both directions.
     #[arg(long, default_value_t = true, action = ArgAction::Set)]
     pub bidirectional: bool,
     /// Dropout between recurrent layers and before the head (training only).
@@ -266,7 +266,7 @@ fn score(
                 let unknown = data.unknown.get(i).is_some_and(|u| u[k]);
                 acc.add(p, g, unknown);
                 conf.add(g, p)?;
-                nll += crate::task_classify::neg_log_softmax(row, g);
+                nll += crate::shared::neg_log_softmax(row, g);
             }
         }
     }
@@ -339,6 +339,14 @@ pub fn task(a: &TagArgs, log: &mut Log) -> Result<SeqTask, String> {
     if !["upos", "xpos"].contains(&a.column.as_str()) {
         return Err(format!("--column: '{}' (expected upos or xpos)", a.column));
     }
+    check_size(
+        &SeqModelConfig::tagger(1, 1)
+            .embed_size(a.embed_size)
+            .mode(mode)
+            .hidden_size(a.hidden_size)
+            .num_layers(a.num_layers)
+            .bidirectional(a.bidirectional),
+    )?;
     check_fraction("--valid-fraction", a.valid_fraction)?;
     if !(0.0..1.0).contains(&a.rare_dropout) {
         return Err(format!(
@@ -437,6 +445,7 @@ pub fn task(a: &TagArgs, log: &mut Log) -> Result<SeqTask, String> {
         .num_layers(a.num_layers)
         .bidirectional(a.bidirectional)
         .dropout(a.dropout);
+    check_size(&config)?;
     let model: SeqModel<f32> =
         SeqModel::new(config.clone(), a.opts.seed).map_err(|e| e.to_string())?;
     let n_tokens = |s: &[Sentence]| s.iter().map(|x| x.tokens.len()).sum::<usize>();
@@ -535,8 +544,12 @@ fn load_kind(dir: &Path, task: &serde_json::Value) -> Result<TagKind, String> {
 
 /// `recur eval` of a tagger on a CoNLL-U file: token accuracy, unknown-word accuracy and
 /// loss; the per-tag report goes to stderr.
-pub fn eval(a: &crate::eval::EvalArgs, task: &serde_json::Value) -> Result<Metrics, String> {
-    let model = load_model(&a.model)?;
+pub fn eval(
+    a: &crate::opts::EvalArgs,
+    cfg: &recur::model::ModelConfig,
+    task: &serde_json::Value,
+) -> Result<Metrics, String> {
+    let model = load_model(&a.model, cfg)?;
     let kind = load_kind(&a.model, task)?;
     let column = task_str(task, "column")?;
     let sentences = read("--data", &a.data, false, None)?;
@@ -552,42 +565,51 @@ pub fn eval(a: &crate::eval::EvalArgs, task: &serde_json::Value) -> Result<Metri
 
 /// `recur predict` of a tagger: one sentence per line, words separated by whitespace; one
 /// line of tags (separated by spaces) per sentence. An empty line gives an empty line.
-pub fn predict(
-    a: &crate::eval::PredictArgs,
+/// The tagger of `recur predict`: each line is a sentence of words separated by spaces,
+/// answered by one tag per word (an empty line by an empty line).
+pub fn predictor(
+    a: &crate::opts::PredictArgs,
+    cfg: &recur::model::ModelConfig,
     task: &serde_json::Value,
-    lines: &[String],
-) -> Result<Vec<String>, String> {
-    let model = load_model(&a.model)?;
-    let kind = load_kind(&a.model, task)?;
-    let words: Vec<Vec<&str>> = lines
-        .iter()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
-    let nonempty: Vec<usize> = (0..words.len()).filter(|&i| !words[i].is_empty()).collect();
-    let ex = Examples {
-        inputs: Inputs::Tokens {
-            ids: nonempty
-                .iter()
-                .map(|&i| words[i].iter().map(|w| kind.lexicon.id(w).0).collect())
-                .collect(),
-            alt: Vec::new(),
-        },
-        outputs: Outputs::Tags(nonempty.iter().map(|&i| vec![0; words[i].len()]).collect()),
-        unknown: Vec::new(),
-    };
-    let mut out = vec![String::new(); lines.len()];
-    for idx in chunks(ex.len(), 64) {
-        let (batch, _) = ex.batch(&idx, None).map_err(|e| e.to_string())?;
-        let tagged = model.tag(&batch).map_err(|e| e.to_string())?;
-        for (&k, t) in idx.iter().zip(tagged) {
-            out[nonempty[k]] = t
-                .iter()
-                .map(|&id| kind.tagset.name(id).unwrap_or("?"))
-                .collect::<Vec<_>>()
-                .join(" ");
+) -> Result<Box<dyn crate::opts::Predictor>, String> {
+    Ok(Box::new(TagPredictor {
+        model: load_model(&a.model, cfg)?,
+        kind: load_kind(&a.model, task)?,
+    }))
+}
+
+struct TagPredictor {
+    model: SeqModel<f32>,
+    kind: TagKind,
+}
+
+impl crate::opts::Predictor for TagPredictor {
+    fn answer(&mut self, line_no: usize, line: &str) -> Result<String, String> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.is_empty() {
+            return Ok(String::new());
         }
+        let ex = Examples {
+            inputs: Inputs::Tokens {
+                ids: vec![words.iter().map(|w| self.kind.lexicon.id(w).0).collect()],
+                alt: Vec::new(),
+            },
+            outputs: Outputs::Tags(vec![vec![0; words.len()]]),
+            unknown: Vec::new(),
+        };
+        let fail = |e: recur::Error| crate::opts::line_error(line_no, e);
+        let (batch, _) = ex.batch(&[0], None).map_err(fail)?;
+        let tagged = self.model.tag(&batch).map_err(fail)?;
+        Ok(tagged
+            .first()
+            .map(|t| {
+                t.iter()
+                    .map(|&id| self.kind.tagset.name(id).unwrap_or("?"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default())
     }
-    Ok(out)
 }
 
 #[cfg(test)]

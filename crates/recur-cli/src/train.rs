@@ -1,7 +1,7 @@
 //! `recur train <task>`: each task builds its data and model, and the runner
 //! ([`crate::run`]) trains it.
 
-use crate::run::{train, Failure, Log};
+use crate::run::{check_opts, train, Failure, Log};
 use clap::{Args as ClapArgs, Subcommand};
 
 /// Options of `recur train`.
@@ -27,29 +27,51 @@ enum What {
     Forecast(crate::task_forecast::ForecastArgs),
 }
 
+/// The file name of `path` (for plot titles).
+fn file_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
 pub fn run(a: Args) -> Result<(), Failure> {
     match a.what {
         What::Lm(a) => {
+            check_opts(&a.opts)?;
+            let mut a = a;
+            a.opts.data_name = file_name(&a.train);
             let mut log = Log::new(a.opts.json);
             let mut task = crate::task_lm::LmTask::new(&a, &mut log)?;
             train(&mut task, &a.opts, &mut log)?;
         }
         What::Seq2seq(a) => {
+            check_opts(&a.opts)?;
+            let mut a = a;
+            a.opts.data_name = file_name(&a.train);
             let mut log = Log::new(a.opts.json);
             let mut task = crate::task_seq2seq::Seq2SeqTask::new(&a, &mut log)?;
             train(&mut task, &a.opts, &mut log)?;
         }
         What::Classify(a) => {
+            check_opts(&a.opts)?;
+            let mut a = a;
+            a.opts.data_name = file_name(&a.train);
             let mut log = Log::new(a.opts.json);
             let mut task = crate::task_classify::task(&a, &mut log)?;
             train(&mut task, &a.opts, &mut log)?;
         }
         What::Tag(a) => {
+            check_opts(&a.opts)?;
+            let mut a = a;
+            a.opts.data_name = file_name(&a.train);
             let mut log = Log::new(a.opts.json);
             let mut task = crate::task_tag::task(&a, &mut log)?;
             train(&mut task, &a.opts, &mut log)?;
         }
         What::Forecast(a) => {
+            check_opts(&a.opts)?;
+            let mut a = a;
+            a.opts.data_name = file_name(&a.train);
             let mut log = Log::new(a.opts.json);
             let mut task = crate::task_forecast::task(&a, &mut log)?;
             train(&mut task, &a.opts, &mut log)?;

@@ -1,5 +1,12 @@
 //! A 5x7 bitmap font (printable ASCII plus a few symbols) with two descender rows, drawn at
 //! integer scales by the rasterizer.
+//!
+//! Why a font of its own rather than a font-rendering crate: the PNG plots must be the same
+//! bytes on every machine (tests compare them, and a run's curves should not change with the
+//! fonts a system has installed), they must be drawn without reading any system font file
+//! (servers and containers often have none), and all they need is ASCII labels at a few
+//! sizes. A TrueType rasterizer would bring a font file to ship, hinting and anti-aliasing
+//! that vary between versions, and far more code than these glyph tables.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;

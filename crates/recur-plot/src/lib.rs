@@ -22,6 +22,7 @@
 //! assert_eq!(&png[1..4], b"PNG");
 //! ```
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod color;

@@ -169,6 +169,33 @@ impl RnnConfig {
             self.num_directions() * self.h_out()
         }
     }
+    /// The number of parameters, or `None` when it (or its size in bytes as f64) does not fit
+    /// in a `usize`: computed in checked arithmetic, so that absurd sizes are an error rather
+    /// than an overflow or a failed allocation.
+    pub fn checked_num_params(&self) -> Option<usize> {
+        let gh = self.mode.gates().checked_mul(self.hidden_size)?;
+        let per_direction = |input: usize| -> Option<usize> {
+            let mut n = gh
+                .checked_mul(input)?
+                .checked_add(gh.checked_mul(self.h_out())?)?;
+            if self.bias {
+                n = n.checked_add(gh.checked_mul(2)?)?;
+            }
+            if self.mode == Mode::Lstm && self.proj_size > 0 {
+                n = n.checked_add(self.proj_size.checked_mul(self.hidden_size)?)?;
+            }
+            Some(n)
+        };
+        let d = self.num_directions();
+        let first = per_direction(self.input_size)?;
+        let above = match self.num_layers {
+            0 | 1 => 0,
+            l => per_direction(d.checked_mul(self.h_out())?)?.checked_mul(l - 1)?,
+        };
+        let n = first.checked_add(above)?.checked_mul(d)?;
+        (n.checked_mul(std::mem::size_of::<f64>())? <= isize::MAX as usize).then_some(n)
+    }
+
     /// Checks the configuration the way PyTorch's constructor does.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
@@ -180,6 +207,12 @@ impl RnnConfig {
         }
         if self.num_layers == 0 {
             return bad("num_layers must be greater than zero".into());
+        }
+        if self.checked_num_params().is_none() {
+            return bad(format!(
+                "input_size {}, hidden_size {}, num_layers {}: more parameters than memory can address",
+                self.input_size, self.hidden_size, self.num_layers
+            ));
         }
         if !(0.0..=1.0).contains(&self.dropout) {
             return bad(format!(

@@ -59,6 +59,23 @@ pub struct HiddenGrads<T> {
     grads: Vec<Vec<T>>,
 }
 
+impl<T: Real> crate::rnn::BackwardObserver<T> for HiddenGrads<T> {
+    fn start(
+        &mut self,
+        num_layers: usize,
+        num_directions: usize,
+        seq_len: usize,
+        hidden_size: usize,
+        lengths: Vec<usize>,
+    ) {
+        self.reset(num_layers, num_directions, seq_len, hidden_size, lengths);
+    }
+
+    fn hidden_grads(&mut self, layer: usize, direction: usize, grads: &[T]) {
+        self.grads[layer * self.num_directions + direction].copy_from_slice(grads);
+    }
+}
+
 impl<T: Real> HiddenGrads<T> {
     /// An empty record, to pass to [`Rnn::backward_with`].
     pub fn new() -> HiddenGrads<T> {
@@ -93,11 +110,6 @@ impl<T: Real> HiddenGrads<T> {
             g.clear();
             g.resize(n, T::ZERO);
         }
-    }
-
-    /// The (T, B, H_out) buffer of (layer, direction), to fill.
-    pub(crate) fn slot_mut(&mut self, layer: usize, direction: usize) -> &mut [T] {
-        &mut self.grads[layer * self.num_directions + direction]
     }
 
     /// Layers recorded.
@@ -399,7 +411,7 @@ fn sigmoid(x: f64) -> f64 {
 /// The state is `h` (H_out) for an RNN or GRU and `[h; c]` (H_out + H) for an LSTM: the
 /// gradient of an LSTM flows back through both. [`StepJacobian::jvp`] and
 /// [`StepJacobian::vjp`] apply J and Jᵀ from the cell equations (PyTorch's, as in
-/// [`crate::reference`]), without forming J.
+/// `recur::reference`), without forming J.
 #[derive(Clone, Debug)]
 pub struct StepJacobian<'a> {
     mode: Mode,

@@ -21,6 +21,8 @@
 //! assert_eq!(dx.input.shape(), x.shape());
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod cell;
 pub mod checkpoint;
 pub mod config;
@@ -32,7 +34,9 @@ pub mod init;
 pub mod layout;
 pub mod lm;
 pub mod metrics;
+pub mod model;
 pub mod nn;
+#[cfg(any(test, feature = "testing"))]
 pub mod reference;
 pub mod rnn;
 pub mod seq2seq;
@@ -42,6 +46,7 @@ pub mod stream;
 pub mod synthetic;
 pub mod tensor;
 pub mod text;
+#[cfg(any(test, feature = "testing"))]
 pub mod tolerance;
 
 pub use cell::Cell;
@@ -49,7 +54,7 @@ pub use config::{Mode, RnnConfig};
 pub use error::{Error, Result};
 pub use layout::{Naming, ParamEntry, ParamKind, ParamLayout};
 pub use recur_kernels::{num_threads, set_num_threads, Real};
-pub use rnn::{Dropout, InputGrads, Output, Rnn, State, Tape};
+pub use rnn::{BackwardObserver, Dropout, InputGrads, Output, Rnn, State, Tape};
 pub use stream::{Precision, Stream};
 pub use tensor::Tensor;
 

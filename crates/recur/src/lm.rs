@@ -41,7 +41,7 @@ use crate::config::{Mode, RnnConfig};
 use crate::error::{Error, Result};
 use crate::nn::{clip_grad_norm, softmax_cross_entropy, Embedding, Linear, DEFAULT_IGNORE_INDEX};
 use crate::rnn::{Dropout, Rnn, State};
-use crate::state_dict::{describe, state_dict, write_atomic};
+use crate::state_dict::{describe, state_dict};
 use crate::stream::Stream;
 use crate::tensor::Tensor;
 use crate::text::{Batches, Chunk, Vocab};
@@ -58,10 +58,7 @@ pub fn seeded_rng(seed: u64) -> impl RngCore + Clone {
     rand_chacha::ChaCha8Rng::seed_from_u64(seed)
 }
 
-/// The weights file of a model directory.
-pub const WEIGHTS_FILE: &str = "model.safetensors";
-/// The configuration file of a model directory.
-pub const CONFIG_FILE: &str = "config.json";
+pub use crate::model::{CONFIG_FILE, WEIGHTS_FILE};
 /// The vocabulary file of a model directory.
 pub const VOCAB_FILE: &str = "vocab.json";
 
@@ -592,6 +589,24 @@ impl<T: Real> CharLm<T> {
         length: usize,
         opts: &SampleOptions,
     ) -> Result<Vec<usize>> {
+        let mut out = Vec::new();
+        self.sample_each(prime, length, opts, |id| {
+            out.push(id);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`CharLm::sample`] that hands each id to `each` as soon as it is drawn instead of
+    /// collecting them: memory stays constant whatever `length` is, and the caller can show
+    /// the text as it is made. An error from `each` stops the sampling and is returned.
+    pub fn sample_each(
+        &self,
+        prime: &[usize],
+        length: usize,
+        opts: &SampleOptions,
+        mut each: impl FnMut(usize) -> Result<()>,
+    ) -> Result<()> {
         let v = self.config.vocab_size;
         if prime.is_empty() {
             return Err(Error::Input(
@@ -618,10 +633,9 @@ impl<T: Real> CharLm<T> {
         let mut stream = Stream::new(&self.rnn, 1)?;
         stream.set_state(&state)?;
         let mut x = vec![T::ZERO; self.config.embed_size];
-        let mut out = Vec::with_capacity(length);
         for k in 0..length {
             let id = pick(&cur, opts, &mut rng);
-            out.push(id);
+            each(id)?;
             if k + 1 == length {
                 break;
             }
@@ -629,7 +643,7 @@ impl<T: Real> CharLm<T> {
             let hid = stream.step(&x)?;
             self.head.forward(hid, 1, &mut cur);
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The state_dict: `embed.weight`, `rnn.weight_ih_l0`, ... (PyTorch names and order),
@@ -734,38 +748,30 @@ pub fn save_dir<T: Real>(
             model.config().vocab_size
         )));
     }
-    std::fs::create_dir_all(dir).map_err(|e| {
-        Error::Io(format!(
-            "{}: cannot create the directory: {e}",
-            dir.display()
-        ))
-    })?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, "cannot create the directory", e))?;
     vocab.save(dir.join(VOCAB_FILE))?;
     let mut cfg = model.config().to_json();
     if let Some(t) = training {
         cfg["training"] = t.clone();
     }
-    let text = serde_json::to_string_pretty(&cfg).expect("JSON of a configuration");
-    write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())?;
+    crate::model::write_config(dir, cfg)?;
     model.save_weights(dir.join(WEIGHTS_FILE))
 }
 
 /// Reads a model directory written by [`save_dir`]: the model and its vocabulary.
 pub fn load_dir<T: Real>(dir: impl AsRef<Path>) -> Result<(CharLm<T>, Vocab)> {
     let dir = dir.as_ref();
-    if !dir.is_dir() {
-        return Err(Error::Io(format!(
-            "{}: no such model directory",
-            dir.display()
-        )));
-    }
-    let cfg_path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&cfg_path)
-        .map_err(|e| Error::Io(format!("{}: cannot read: {e}", cfg_path.display())))?;
-    let source = cfg_path.display().to_string();
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Input(format!("{source}: invalid JSON ({e})")))?;
-    let config = CharLmConfig::from_json(&json, &source)?;
+    load_from(dir, &crate::model::read_config(dir)?)
+}
+
+/// [`load_dir`] with the configuration already read by [`crate::model::read_config`].
+pub fn load_from<T: Real>(
+    dir: impl AsRef<Path>,
+    cfg: &crate::model::ModelConfig,
+) -> Result<(CharLm<T>, Vocab)> {
+    let dir = dir.as_ref();
+    let (json, source) = (&cfg.json, &cfg.source);
+    let config = CharLmConfig::from_json(json, source)?;
     let vocab = Vocab::load(dir.join(VOCAB_FILE))?;
     if vocab.len() != config.vocab_size {
         return Err(Error::Input(format!(

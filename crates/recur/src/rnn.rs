@@ -1,7 +1,6 @@
 //! `Rnn`: the equivalent of `torch.nn.RNN`, `torch.nn.LSTM` and `torch.nn.GRU`.
 
 use crate::config::{Mode, RnnConfig};
-use crate::diagnostics::HiddenGrads;
 use crate::engine::{
     self, BwdWork, Dims, DirGrads, DirParams, DirState, DyView, ForwardWeights, Plan,
 };
@@ -151,6 +150,27 @@ impl Prepared {
     }
 }
 
+/// What [`Rnn::backward_with`] tells about the pass it runs: d loss / d h_t at every step of
+/// every layer and direction. The core layers know nothing of what is done with it;
+/// [`crate::diagnostics::HiddenGrads`] keeps it for the vanishing-gradient plots.
+pub trait BackwardObserver<T> {
+    /// Called once before the layers: `num_layers` × `num_directions` gradients of
+    /// (`seq_len`, B, `hidden_size`) follow, B = `lengths.len()`, each sequence's length in
+    /// the caller's batch order.
+    fn start(
+        &mut self,
+        num_layers: usize,
+        num_directions: usize,
+        seq_len: usize,
+        hidden_size: usize,
+        lengths: Vec<usize>,
+    );
+    /// d loss / d h_t of (`layer`, `direction`): (T, B, H_out), time-major, in the caller's
+    /// batch order, zero at padding. Called for every direction of a layer, from the top
+    /// layer down.
+    fn hidden_grads(&mut self, layer: usize, direction: usize, grads: &[T]);
+}
+
 impl<T: Real> Rnn<T> {
     /// A new model with PyTorch's default initialization: every parameter drawn from
     /// U(-1/√hidden_size, 1/√hidden_size), from a generator seeded with `seed`.
@@ -163,9 +183,15 @@ impl<T: Real> Rnn<T> {
         let layout = ParamLayout::new(&config, naming);
         let k = 1.0 / (config.hidden_size as f64).sqrt();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let params = (0..layout.total())
-            .map(|_| T::from_f64(rng.gen_range(-k..k)))
-            .collect();
+        let mut params = Vec::new();
+        params.try_reserve_exact(layout.total()).map_err(|_| {
+            Error::Config(format!(
+                "cannot allocate the {} parameters ({} bytes) of the recurrent layers",
+                layout.total(),
+                layout.total().saturating_mul(std::mem::size_of::<T>())
+            ))
+        })?;
+        params.extend((0..layout.total()).map(|_| T::from_f64(rng.gen_range(-k..k))));
         Ok(Rnn {
             packed: PackCache::new(&config),
             config,
@@ -741,9 +767,9 @@ impl<T: Real> Rnn<T> {
             .map(|_| ())
     }
 
-    /// [`Rnn::backward`] that also records d loss / d h_t, the total derivative (through the
-    /// output at t and through h_{t+1}), at every step of every layer and direction into
-    /// `record` (see [`HiddenGrads`]).
+    /// [`Rnn::backward`] that also hands d loss / d h_t, the total derivative (through the
+    /// output at t and through h_{t+1}), at every step of every layer and direction to
+    /// `record` (a [`BackwardObserver`], e.g. [`crate::diagnostics::HiddenGrads`]).
     pub fn backward_with(
         &self,
         tape: &Tape<T>,
@@ -751,7 +777,7 @@ impl<T: Real> Rnn<T> {
         grad_h_n: Option<&Tensor<T>>,
         grad_c_n: Option<&Tensor<T>>,
         grads: &mut [T],
-        record: &mut HiddenGrads<T>,
+        record: &mut dyn BackwardObserver<T>,
     ) -> Result<InputGrads<T>> {
         self.backward_impl(
             tape,
@@ -772,7 +798,7 @@ impl<T: Real> Rnn<T> {
         grad_h_n: Option<&Tensor<T>>,
         grad_c_n: Option<&Tensor<T>>,
         grads: &mut [T],
-        mut record: Option<&mut HiddenGrads<T>>,
+        mut record: Option<&mut dyn BackwardObserver<T>>,
         input_grad: bool,
     ) -> Result<InputGrads<T>> {
         let c = &self.config;
@@ -814,7 +840,7 @@ impl<T: Real> Rnn<T> {
             for (s, &len) in prep.lengths.iter().enumerate() {
                 user_lengths[prep.orig(s)] = len;
             }
-            r.reset(nl, nd, t, hout, user_lengths);
+            r.start(nl, nd, t, hout, user_lengths);
         }
         for l in (0..nl).rev() {
             let d = self.dims(l);
@@ -903,9 +929,10 @@ impl<T: Real> Rnn<T> {
                 run_dir(0, gr, &mut dx, dh0l, dc0l, &mut recs[0]);
             }
             if let Some(r) = record.as_deref_mut() {
+                let mut out = vec![T::ZERO; t * b * hout];
                 for (dir, rec) in recs.iter().enumerate() {
                     // (T·B, H_out) in the plan's order → (T, B, H_out) in the user's batch order.
-                    let out = r.slot_mut(l, dir);
+                    out.fill(T::ZERO);
                     for s in 0..b {
                         let ob = prep.orig(s);
                         for ti in 0..prep.lengths[s] {
@@ -913,6 +940,7 @@ impl<T: Real> Rnn<T> {
                                 .copy_from_slice(&rec[prep.plan.row(ti, s) * hout..][..hout]);
                         }
                     }
+                    r.hidden_grads(l, dir, &out);
                 }
             }
             if l > 0 {

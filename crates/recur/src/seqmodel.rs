@@ -39,7 +39,7 @@ use crate::config::{Mode, RnnConfig};
 use crate::error::{fmt_shape, Error, Result};
 use crate::nn::{clip_grad_norm, softmax_cross_entropy, Embedding, Linear, DEFAULT_IGNORE_INDEX};
 use crate::rnn::{Dropout, Rnn, Tape};
-use crate::state_dict::{describe, write_atomic, write_tensors, OutTensor, TensorFile};
+use crate::state_dict::{describe, write_tensors, OutTensor, TensorFile};
 use crate::tensor::Tensor;
 use rand::{Rng, RngCore};
 use recur_kernels::Real;
@@ -48,10 +48,7 @@ use std::path::Path;
 /// The target of a position that does not count in the loss (PyTorch's `ignore_index`).
 pub const IGNORE: usize = usize::MAX;
 
-/// The weights file of a model directory.
-pub const WEIGHTS_FILE: &str = "model.safetensors";
-/// The configuration file of a model directory.
-pub const CONFIG_FILE: &str = "config.json";
+pub use crate::model::{CONFIG_FILE, WEIGHTS_FILE};
 /// The file of the standardisation statistics (f64 tensors `input.mean`, `input.std`,
 /// `target.mean`, `target.std`), in a model directory that has them.
 pub const NORMALIZATION_FILE: &str = "normalization.safetensors";
@@ -1674,12 +1671,7 @@ pub fn save_dir<T: Real>(
     extra: Option<&serde_json::Value>,
 ) -> Result<()> {
     let dir = dir.as_ref();
-    std::fs::create_dir_all(dir).map_err(|e| {
-        Error::Io(format!(
-            "{}: cannot create the directory: {e}",
-            dir.display()
-        ))
-    })?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, "cannot create the directory", e))?;
     let mut cfg = model.config().to_json();
     cfg["input_normalization"] = model.input_norm.is_some().into();
     cfg["target_normalization"] = model.target_norm.is_some().into();
@@ -1707,7 +1699,7 @@ pub fn save_dir<T: Real>(
     if norms.is_empty() {
         if norm_path.exists() {
             std::fs::remove_file(&norm_path)
-                .map_err(|e| Error::Io(format!("{}: cannot remove: {e}", norm_path.display())))?;
+                .map_err(|e| Error::file(&norm_path, "cannot remove", e))?;
         }
     } else {
         let mut tensors = Vec::new();
@@ -1725,27 +1717,24 @@ pub fn save_dir<T: Real>(
         }
         write_tensors(&norm_path, &tensors, &[])?;
     }
-    let text = serde_json::to_string_pretty(&cfg).expect("JSON of a configuration");
-    write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())?;
+    crate::model::write_config(dir, cfg)?;
     model.save_weights(dir.join(WEIGHTS_FILE))
 }
 
 /// Reads a model directory written by [`save_dir`].
 pub fn load_dir<T: Real>(dir: impl AsRef<Path>) -> Result<SeqModel<T>> {
     let dir = dir.as_ref();
-    if !dir.is_dir() {
-        return Err(Error::Io(format!(
-            "{}: no such model directory",
-            dir.display()
-        )));
-    }
-    let cfg_path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&cfg_path)
-        .map_err(|e| Error::Io(format!("{}: cannot read: {e}", cfg_path.display())))?;
-    let source = cfg_path.display().to_string();
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Input(format!("{source}: invalid JSON ({e})")))?;
-    let config = SeqModelConfig::from_json(&json, &source)?;
+    load_from(dir, &crate::model::read_config(dir)?)
+}
+
+/// [`load_dir`] with the configuration already read by [`crate::model::read_config`].
+pub fn load_from<T: Real>(
+    dir: impl AsRef<Path>,
+    cfg: &crate::model::ModelConfig,
+) -> Result<SeqModel<T>> {
+    let dir = dir.as_ref();
+    let (json, source) = (&cfg.json, &cfg.source);
+    let config = SeqModelConfig::from_json(json, source)?;
     let flag = |k: &str| json.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
     let mut model = SeqModel::load_weights(dir.join(WEIGHTS_FILE), &config)?;
     let (want_in, want_out) = (flag("input_normalization"), flag("target_normalization"));

@@ -98,8 +98,7 @@ impl TensorFile {
     /// Reads and checks a safetensors file.
     pub fn read(path: impl AsRef<Path>) -> Result<TensorFile> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path)
-            .map_err(|e| Error::Io(format!("{}: cannot read: {e}", path.display())))?;
+        let bytes = std::fs::read(path).map_err(|e| Error::file(path, "cannot read", e))?;
         TensorFile::from_bytes(&bytes, &path.display().to_string())
     }
 
@@ -283,7 +282,7 @@ pub fn serialize_tensors(
 /// whatever happens during the write.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let io = |e: std::io::Error| Error::Io(format!("{}: cannot write: {e}", path.display()));
+    let io = |e: std::io::Error| Error::file(path, "cannot write", e);
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

@@ -212,13 +212,12 @@ impl Digits {
     pub fn load(path: impl AsRef<Path>) -> Result<Digits> {
         let path = path.as_ref();
         let src = path.display().to_string();
-        let bytes =
-            std::fs::read(path).map_err(|e| Error::Io(format!("{src}: cannot read: {e}")))?;
+        let bytes = std::fs::read(path).map_err(|e| Error::file(path, "cannot read", e))?;
         let text = if path.extension().is_some_and(|e| e == "gz") {
             let mut s = String::new();
             flate2::read::GzDecoder::new(&bytes[..])
                 .read_to_string(&mut s)
-                .map_err(|e| Error::Io(format!("{src}: not a gzip-compressed text file: {e}")))?;
+                .map_err(|e| Error::file(path, "not a gzip-compressed text file", e))?;
             s
         } else {
             String::from_utf8(bytes)

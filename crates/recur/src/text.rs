@@ -161,8 +161,8 @@ impl Vocab {
     /// Reads a vocabulary written by [`Vocab::save`].
     pub fn load(path: impl AsRef<Path>) -> Result<Vocab> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Io(format!("{}: cannot read: {e}", path.display())))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::file(path, "cannot read", e))?;
         Vocab::from_json(&text, &path.display().to_string())
     }
 }

@@ -231,7 +231,13 @@ fn readers_read_paths_and_name_missing_files() {
     assert_eq!(r.report.source, p.display().to_string());
     let missing = dir.path("missing.tsv");
     let e = tsv::read_labelled(&missing, &LabelledTsv::default()).unwrap_err();
-    assert!(matches!(e, Error::Io(_)));
+    // The operating system's error is the source, typed.
+    assert!(matches!(e, Error::File { .. }));
+    let source = std::error::Error::source(&e).expect("a source");
+    let io = source
+        .downcast_ref::<std::io::Error>()
+        .expect("an io::Error");
+    assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
     assert!(e
         .to_string()
         .starts_with(&format!("{}: cannot read", missing.display())));

@@ -126,6 +126,15 @@ fn degenerate_shapes_are_clear_errors() {
     assert!(e.contains("one length per sequence (2), got 1"), "{e}");
     let e = err(Rnn::<f32>::new(RnnConfig::gru(3, 0), 0));
     assert!(e.contains("hidden_size must be greater than zero"), "{e}");
+    // Sizes whose parameter count overflows are an error, not an overflow or an abort.
+    let e = err(Rnn::<f32>::new(RnnConfig::lstm(3, usize::MAX / 2), 0));
+    assert!(e.contains("more parameters than memory can address"), "{e}");
+    let e = err(Rnn::<f32>::new(
+        RnnConfig::gru(1 << 40, 1 << 30).num_layers(3),
+        0,
+    ));
+    assert!(e.contains("more parameters than memory can address"), "{e}");
+    assert_eq!(RnnConfig::lstm(10, 20).checked_num_params(), Some(2560));
     let wrong = Tensor::new(&[2, 5, 4], vec![0.0f32; 40]).unwrap();
     let e = err(rnn.forward(&wrong, None, None));
     assert!(e.contains('3') && e.contains('4'), "{e}");

@@ -728,6 +728,17 @@ fn schedule_spec_errors_say_what_is_wrong() {
     assert!(e.contains("total steps 100, warm-up steps 100"), "{e}");
     assert!(err("linear:start_factor=0", 10, 0).contains("start_factor = 0"));
     assert!(err("step:step_size=0", 10, 0).contains("step_size must be >= 1"));
+    // Mistakes that PyTorch's constructors let through, caught in the text syntax.
+    assert!(err("exp:gamma=-1", 10, 0).contains("gamma must be a positive number, got -1"));
+    assert!(err("step:step_size=2,gamma=0", 10, 0).contains("gamma must be a positive"));
+    let e = err("multistep:milestones=6/3", 10, 0);
+    assert!(e.contains("increasing order (3 comes after 6)"), "{e}");
+    assert!(Schedule::parse("multistep:milestones=2/5/5/9", 0.1, 10, 0).is_ok());
+    let e = err("constant", 10, 11);
+    assert!(
+        e.contains("warm-up (11 steps) is longer than the run (10 steps)"),
+        "{e}"
+    );
     assert!(Schedule::parse("constant", f64::NAN, 10, 0).is_err());
     let bad = Schedule::sequential(
         0.1,

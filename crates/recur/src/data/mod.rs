@@ -215,7 +215,7 @@ impl Column {
 
 /// Reads a whole file; an [`Error::Io`] naming it if that fails.
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::Io(format!("{}: cannot read: {e}", path.display())))
+    std::fs::read(path).map_err(|e| Error::file(path, "cannot read", e))
 }
 
 /// The lines of `bytes` with their 1-based numbers. Lines end at `\n`; a `\r` before it is

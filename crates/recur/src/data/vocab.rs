@@ -203,8 +203,7 @@ impl TokenVocab {
 }
 
 fn read_text(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| Error::Io(format!("{}: cannot read: {e}", path.display())))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::file(path, "cannot read", e))?;
     String::from_utf8(bytes).map_err(|e| {
         Error::Input(format!(
             "{}: invalid UTF-8 at byte {}",

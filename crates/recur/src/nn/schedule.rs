@@ -419,6 +419,11 @@ impl Schedule {
     ) -> Result<Schedule> {
         let (name, opts) = split_spec("lr schedule", spec)?;
         let what = format!("lr schedule '{spec}'");
+        if warmup_steps > total_steps {
+            return Err(cfg(format!(
+                "the warm-up ({warmup_steps} steps) is longer than the run ({total_steps} steps)"
+            )));
+        }
         let name = name.to_ascii_lowercase();
         let allowed: &[&str] = match name.as_str() {
             "constant" => &[],
@@ -501,6 +506,27 @@ impl Schedule {
                 total_iters: int("total_iters", &remaining)?,
             },
         };
+        // The text syntax is for training runs, where a factor at or below 0 (a rate that
+        // vanishes or changes sign) or milestones out of order are mistakes, although
+        // PyTorch's constructors accept them.
+        if let LrScheduler::Step { gamma, .. }
+        | LrScheduler::MultiStep { gamma, .. }
+        | LrScheduler::Exponential { gamma } = &main
+        {
+            if !(gamma.is_finite() && *gamma > 0.0) {
+                return Err(cfg(format!(
+                    "'{spec}': gamma must be a positive number, got {gamma}"
+                )));
+            }
+        }
+        if let LrScheduler::MultiStep { milestones, .. } = &main {
+            if let Some(w) = milestones.windows(2).find(|w| w[1] < w[0]) {
+                return Err(cfg(format!(
+                    "'{spec}': milestones must be in increasing order ({} comes after {})",
+                    w[1], w[0]
+                )));
+            }
+        }
         Schedule::with_warmup(base_lr, warmup_steps, main)
     }
 

@@ -45,7 +45,7 @@ use crate::data::TokenVocab;
 use crate::error::{fmt_shape, Error, Result};
 use crate::nn::{clip_grad_norm, softmax_cross_entropy, Embedding, Linear, DEFAULT_IGNORE_INDEX};
 use crate::rnn::{Dropout, Output, Rnn, State, Tape};
-use crate::state_dict::{describe, load_rnn, state_dict, write_atomic, LoadOptions, TensorFile};
+use crate::state_dict::{describe, load_rnn, state_dict, LoadOptions, TensorFile};
 use crate::tensor::Tensor;
 use attention::AttnDims;
 use rand::{Rng, RngCore};
@@ -54,10 +54,7 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-/// The weights file of a model directory.
-pub const WEIGHTS_FILE: &str = "model.safetensors";
-/// The configuration file of a model directory.
-pub const CONFIG_FILE: &str = "config.json";
+pub use crate::model::{CONFIG_FILE, WEIGHTS_FILE};
 /// The source vocabulary file of a model directory.
 pub const SRC_VOCAB_FILE: &str = "src_vocab.json";
 /// The target vocabulary file of a model directory.
@@ -1409,20 +1406,14 @@ pub fn save_dir<T: Real>(
             )));
         }
     }
-    std::fs::create_dir_all(dir).map_err(|e| {
-        Error::Io(format!(
-            "{}: cannot create the directory: {e}",
-            dir.display()
-        ))
-    })?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, "cannot create the directory", e))?;
     src_vocab.save(dir.join(SRC_VOCAB_FILE))?;
     tgt_vocab.save(dir.join(TGT_VOCAB_FILE))?;
     let mut cfg = c.to_json();
     if let Some(t) = training {
         cfg["training"] = t.clone();
     }
-    let text = serde_json::to_string_pretty(&cfg).expect("JSON of a configuration");
-    write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())?;
+    crate::model::write_config(dir, cfg)?;
     model.save_weights(dir.join(WEIGHTS_FILE))
 }
 
@@ -1448,13 +1439,17 @@ pub fn load_dir<T: Real>(dir: impl AsRef<Path>) -> Result<Loaded<T>> {
             dir.display()
         )));
     }
-    let cfg_path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&cfg_path)
-        .map_err(|e| Error::Io(format!("{}: cannot read: {e}", cfg_path.display())))?;
-    let source = cfg_path.display().to_string();
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Input(format!("{source}: invalid JSON ({e})")))?;
-    let config = Seq2SeqConfig::from_json(&json, &source)?;
+    load_from(dir, &crate::model::read_config(dir)?)
+}
+
+/// [`load_dir`] with the configuration already read by [`crate::model::read_config`].
+pub fn load_from<T: Real>(
+    dir: impl AsRef<Path>,
+    cfg: &crate::model::ModelConfig,
+) -> Result<Loaded<T>> {
+    let dir = dir.as_ref();
+    let (json, source) = (&cfg.json, &cfg.source);
+    let config = Seq2SeqConfig::from_json(json, source)?;
     let src_vocab = TokenVocab::load(dir.join(SRC_VOCAB_FILE))?;
     let tgt_vocab = TokenVocab::load(dir.join(TGT_VOCAB_FILE))?;
     for (file, vocab, n, key) in [
@@ -1484,6 +1479,6 @@ pub fn load_dir<T: Real>(dir: impl AsRef<Path>) -> Result<Loaded<T>> {
         model,
         src_vocab,
         tgt_vocab,
-        config_json: json,
+        config_json: json.clone(),
     })
 }
