@@ -471,11 +471,16 @@ mod avx2 {
     }
 
     /// The lane mask for the first `cnt` (≤ 4) of 4 lanes.
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
     #[inline(always)]
     unsafe fn mask4(cnt: usize) -> __m128i {
         _mm_cmpgt_epi32(_mm_set1_epi32(cnt as i32), _mm_setr_epi32(0, 1, 2, 3))
     }
 
+    /// # Safety
+    /// The CPU has AVX2; `p` points at `min(cnt, 4)` readable f32.
     #[inline(always)]
     unsafe fn ld4(p: *const f32, cnt: usize) -> __m128 {
         if cnt >= UNITS {
@@ -486,11 +491,16 @@ mod avx2 {
     }
 
     /// `[lo(4) hi(4)]` from two places.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `lo` and `hi` each point at `min(cnt, 4)` readable f32.
     #[inline(always)]
     unsafe fn pair(lo: *const f32, hi: *const f32, cnt: usize) -> __m256 {
         _mm256_set_m128(ld4(hi, cnt), ld4(lo, cnt))
     }
 
+    /// # Safety
+    /// The CPU has AVX2; `p` points at `min(cnt, 4)` writable f32.
     #[inline(always)]
     unsafe fn st4(p: *mut f32, v: __m128, cnt: usize) {
         if cnt >= UNITS {
@@ -503,6 +513,10 @@ mod avx2 {
     /// The epilogue of one tile: rows i0..i0+R, units 4p..4p+4. `acc[r]` holds `h W_hhᵀ` of
     /// row i0+r as `[i f]` and `[g o]` (4 lanes each). Rows are taken two at a time (see
     /// [`cell2`]).
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; rows i0..i0+R and units 4p..4p+4 lie inside `o`'s buffers, and
+    /// no other thread writes those units of those rows meanwhile.
     #[inline(always)]
     unsafe fn finish<const R: usize>(o: &Out, i0: usize, p: usize, acc: &[[__m256; 2]; R]) {
         let u0 = p * UNITS;
@@ -527,6 +541,10 @@ mod avx2 {
     /// two groups of units), so that every activation call fills its 8 lanes: 5 calls per
     /// pair, as [`crate::simd::lstm_forward`] makes for 8 units of one row. `ax`, `ay`: the
     /// recurrent parts `[i f]`, `[g o]`; y is stored only when `both`.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; both slots lie inside `o`'s buffers, and no other thread
+    /// writes their units meanwhile.
     #[inline(always)]
     unsafe fn cell2(o: &Out, ax: [__m256; 2], ay: [__m256; 2], x: Slot, y: Slot, both: bool) {
         let h = o.h;
@@ -572,6 +590,10 @@ mod avx2 {
 
     /// A single row (a streaming step): panels taken two at a time, so that the cell update
     /// pairs two groups of units instead of wasting half of every activation call.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `a` holds the row's k inputs, `b` the packed panels p0..p1,
+    /// `o` one row; no other thread writes the units of panels p0..p1 meanwhile.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn one_row(o: &Out, p0: usize, p1: usize, k: usize, a: *const f32, b: *const f32) {
         let slot = |p: usize| Slot(0, p * UNITS, UNITS.min(o.h - p * UNITS));

@@ -379,6 +379,11 @@ pub(crate) mod avx2 {
     }
 
     /// One tile of `rows` (≤ 6) × `cols` (≤ 16) outputs over the whole inner dimension.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `a` holds `rows` rows of k values at stride `lda`, `b` the
+    /// packed panel, `c` `rows` rows of at least `col + cols` values at stride `ldc`, which
+    /// nothing else writes meanwhile.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile(
@@ -406,6 +411,9 @@ pub(crate) mod avx2 {
     }
 
     /// R rows × 16 columns: 2·R·U accumulators, k unrolled by U.
+    ///
+    /// # Safety
+    /// As [`tile`], with `rows == R`.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     #[allow(clippy::too_many_arguments)]

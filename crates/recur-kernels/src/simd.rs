@@ -14,18 +14,22 @@
 //! Every function here requires AVX2 and FMA; callers go through [`crate::cells`], which checks
 //! the CPU once ([`crate::cpu`]) before choosing them.
 
-#![allow(clippy::missing_safety_doc)]
 // The polynomial coefficients are written as published (their f32 rounding is what is used).
 #![allow(clippy::excessive_precision)]
 
 use std::arch::x86_64::*;
 
+/// # Safety
+/// The CPU has AVX (every caller is an `avx2,fma` function).
 #[inline(always)]
 unsafe fn splat(x: f32) -> __m256 {
     _mm256_set1_ps(x)
 }
 
 /// e^x for 8 lanes.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
 #[inline(always)]
 unsafe fn exp8(x: __m256) -> __m256 {
     let x = _mm256_min_ps(_mm256_max_ps(x, splat(-87.33)), splat(88.0));
@@ -52,6 +56,9 @@ unsafe fn exp8(x: __m256) -> __m256 {
 }
 
 /// 1 / (1 + e^-x) for 8 lanes.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
 #[inline(always)]
 pub(crate) unsafe fn sigmoid8(x: __m256) -> __m256 {
     let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
@@ -59,6 +66,9 @@ pub(crate) unsafe fn sigmoid8(x: __m256) -> __m256 {
 }
 
 /// tanh(x) for 8 lanes.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
 #[inline(always)]
 pub(crate) unsafe fn tanh8(a: __m256) -> __m256 {
     let x = _mm256_min_ps(_mm256_max_ps(a, splat(-7.905_311)), splat(7.905_311));
@@ -79,6 +89,9 @@ pub(crate) unsafe fn tanh8(a: __m256) -> __m256 {
 }
 
 /// The lane mask for `rem` (< 8) valid lanes.
+///
+/// # Safety
+/// The CPU has AVX2.
 #[inline(always)]
 unsafe fn tail_mask(rem: usize) -> __m256i {
     let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -86,6 +99,9 @@ unsafe fn tail_mask(rem: usize) -> __m256i {
 }
 
 /// Loads 8 lanes, or the first `rem` of them (the others 0) when `rem < 8`.
+///
+/// # Safety
+/// The CPU has AVX2; `p` points at `min(rem, 8)` readable f32.
 #[inline(always)]
 unsafe fn load(p: *const f32, rem: usize) -> __m256 {
     if rem >= 8 {
@@ -96,6 +112,9 @@ unsafe fn load(p: *const f32, rem: usize) -> __m256 {
 }
 
 /// Stores 8 lanes, or only the first `rem` when `rem < 8`.
+///
+/// # Safety
+/// The CPU has AVX2; `p` points at `min(rem, 8)` writable f32.
 #[inline(always)]
 unsafe fn store(p: *mut f32, v: __m256, rem: usize) {
     if rem >= 8 {
@@ -120,6 +139,9 @@ macro_rules! lanes {
 }
 
 /// The sum of `x` with four independent 8-lane accumulators: reads at the load units' rate.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn sum(x: &[f32]) -> f32 {
     let p = x.as_ptr();
@@ -138,6 +160,9 @@ pub unsafe fn sum(x: &[f32]) -> f32 {
 }
 
 /// `sigmoid` in place.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn sigmoid_inplace(x: &mut [f32]) {
     let p = x.as_mut_ptr();
@@ -147,6 +172,9 @@ pub unsafe fn sigmoid_inplace(x: &mut [f32]) {
 }
 
 /// `tanh` in place.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn tanh_inplace(x: &mut [f32]) {
     let p = x.as_mut_ptr();
@@ -156,6 +184,9 @@ pub unsafe fn tanh_inplace(x: &mut [f32]) {
 }
 
 /// `out = tanh(a)`; `out.len() == a.len()`.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `out.len() == a.len()`.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn tanh_to(a: &[f32], out: &mut [f32]) {
     debug_assert_eq!(a.len(), out.len());
@@ -166,6 +197,10 @@ pub unsafe fn tanh_to(a: &[f32], out: &mut [f32]) {
 }
 
 /// [`crate::cells::lstm_forward`]; the caller has checked every slice length.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; every slice holds the n rows the kernel touches (checked by
+/// [`crate::cells::lstm_forward`]).
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn lstm_forward(
     n: usize,
@@ -199,6 +234,10 @@ pub unsafe fn lstm_forward(
 }
 
 /// [`crate::cells::lstm_backward`]; the caller has checked every slice length.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; every slice holds the n rows the kernel touches (checked by
+/// [`crate::cells::lstm_backward`]).
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn lstm_backward(
@@ -257,6 +296,10 @@ pub unsafe fn lstm_backward(
 }
 
 /// [`crate::cells::gru_forward`]; the caller has checked every slice length.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; every slice holds the n rows the kernel touches (checked by
+/// [`crate::cells::gru_forward`]).
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gru_forward(
@@ -286,6 +329,10 @@ pub unsafe fn gru_forward(
 /// [`gru_forward`] for the hidden units u0..u1 of rows 0..n only, through pointers: `gi` and
 /// `gh` rows of 3H values, `h_prev`, `hn` and `h_new` rows of H, `b_hh` 3H values or null.
 /// The caller has checked that every row is there; only the units' columns are touched.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; every pointer holds n rows (3H values for `gi`, `gh`, H for the
+/// others), `b_hh` 3H values or null; no other thread touches the columns u0..u1 meanwhile.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gru_forward_units(
@@ -353,6 +400,10 @@ pub unsafe fn gru_forward_units(
 /// rows of 4H pre-activations (out: the activations `[i f g o]`), `c` rows of H updated in
 /// place (c_prev in, `f c_prev + i g` out), `m` rows of H written with `o tanh(c)`. The caller
 /// has checked that every row is there; only the units' columns are touched.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `gates` holds n rows of 4H values, `c` and `m` n rows of H; no
+/// other thread touches the columns u0..u1 meanwhile.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn lstm_forward_units(
     n: usize,
@@ -383,6 +434,10 @@ pub unsafe fn lstm_forward_units(
 }
 
 /// `out = tanh(a)` for the units u0..u1 of rows 0..n (rows of H values), through pointers.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `a` and `out` hold n rows of H values; no other thread touches the
+/// columns u0..u1 meanwhile.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn tanh_units(n: usize, h: usize, u0: usize, u1: usize, a: *const f32, out: *mut f32) {
     for r in 0..n {
