@@ -125,6 +125,42 @@ fn onnx_node_tests_pass_through_recur_forward() {
 }
 
 #[test]
+fn generated_onnx_fixtures_pass_through_recur_forward() {
+    let root = fixtures().join("cases");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    cases.sort();
+    assert!(
+        cases.len() >= 100,
+        "expected the fixtures of scripts/gen_onnx_fixtures.py, found {}",
+        cases.len()
+    );
+    let mut bad = Vec::new();
+    let mut worst_rel = 0.0f64;
+    for c in &cases {
+        let name = c.file_name().unwrap().to_string_lossy().to_string();
+        // ONNX Runtime's sigmoid and tanh are approximations (relative error about 1e-6).
+        let (b, rel) = run_case(
+            &c.join("model.onnx"),
+            &c.join("inputs.safetensors"),
+            &c.join("expected.safetensors"),
+            &name,
+            1e-6,
+            1e-4,
+        );
+        worst_rel = worst_rel.max(rel);
+        bad.extend(b);
+    }
+    println!(
+        "{} cases, worst relative error {worst_rel:.1e}",
+        cases.len()
+    );
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+#[test]
 fn bad_onnx_files_give_one_line_and_status_2() {
     let model = fixtures().join("node/test_lstm_defaults/model.onnx");
     let inputs = fixtures().join("node/test_lstm_defaults/test_data_set_0/inputs.safetensors");

@@ -11,6 +11,7 @@
 
 pub mod error;
 pub mod exec;
+pub mod export;
 pub mod io;
 mod ops;
 pub mod proto;
