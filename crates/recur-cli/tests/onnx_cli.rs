@@ -187,3 +187,107 @@ fn bad_onnx_files_give_one_line_and_status_2() {
         );
     }
 }
+
+#[test]
+fn export_then_forward_gives_pytorchs_output() {
+    let parity = fixtures().join("../parity");
+    let model = tmp("exported.onnx");
+    // A 2-layer bidirectional batch-first LSTM with h0/c0 and ragged lengths.
+    let case = std::fs::read_dir(&parity)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().to_string();
+            n.starts_with("lstm_l2_bi_") && n.contains("_bf_ragged_h0_")
+        });
+    let Some(case) = case else {
+        let names: Vec<String> = std::fs::read_dir(&parity)
+            .unwrap()
+            .take(5)
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        panic!("no such fixture; names look like {names:?}");
+    };
+    let st = |args: &[&std::ffi::OsStr]| {
+        Command::new(env!("CARGO_BIN_EXE_recur"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = st(&[
+        "export".as_ref(),
+        "--onnx".as_ref(),
+        model.as_os_str(),
+        "--weights".as_ref(),
+        case.as_os_str(),
+        "--prefix".as_ref(),
+        "params".as_ref(),
+        "--batch-first".as_ref(),
+        "--initial-state".as_ref(),
+        "--lengths".as_ref(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // X for the exported graph: input, h0, c0 and lengths (int64 here; the graph says int32).
+    let f = recur::state_dict::TensorFile::read(&case).unwrap();
+    let mut x = Vec::new();
+    for k in ["input", "h0", "c0"] {
+        let t = f.float::<f32>(k).unwrap();
+        x.push((k.to_string(), Value::f32(t.shape().to_vec(), t.into_data())));
+    }
+    let l: Vec<i64> = f
+        .lengths("lengths")
+        .unwrap()
+        .into_iter()
+        .map(|v| v as i64)
+        .collect();
+    x.push((
+        "lengths".into(),
+        Value::int(recur_onnx::DType::I64, vec![l.len()], l),
+    ));
+    let xp = tmp("exported_x.safetensors");
+    recur_onnx::io::write_safetensors(&xp, &x).unwrap();
+    let yp = tmp("exported_y.safetensors");
+    let o = st(&[
+        "forward".as_ref(),
+        "--weights".as_ref(),
+        model.as_os_str(),
+        "--inputs".as_ref(),
+        xp.as_os_str(),
+        "--out".as_ref(),
+        yp.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let y: std::collections::HashMap<String, Value> =
+        read_safetensors(&yp).unwrap().into_iter().collect();
+    for k in ["output", "h_n", "c_n"] {
+        let e = f.float::<f64>(&format!("expected.{k}")).unwrap();
+        let e = Value::f64(e.shape().to_vec(), e.into_data());
+        assert!(worst(&y[k], &e, 1e-5, 1e-4) <= 1.0, "{k}");
+    }
+    // proj_size cannot be exported: one line, status 2.
+    let proj = std::fs::read_dir(&parity)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().to_string();
+            n.starts_with("lstm_l1_bi_bias_bf_dense_p1_")
+        });
+    {
+        let proj = proj.expect("a proj_size fixture");
+        let o = st(&[
+            "export".as_ref(),
+            "--onnx".as_ref(),
+            model.as_os_str(),
+            "--weights".as_ref(),
+            proj.as_os_str(),
+            "--prefix".as_ref(),
+            "params".as_ref(),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("proj_size") && err.trim_end().lines().count() == 1,
+            "{err}"
+        );
+    }
+}
