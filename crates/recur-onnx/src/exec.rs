@@ -19,6 +19,8 @@ pub struct Model {
     rec: Vec<Option<Attrs>>,
     /// Fast layers built from constant weights, per node, on first use.
     fast: Vec<OnceLock<Option<Fast>>>,
+    /// The most elements the values of one run may hold together.
+    max_elements: usize,
 }
 
 impl Model {
@@ -82,7 +84,15 @@ impl Model {
             graph,
             rec,
             fast,
+            max_elements: crate::value::MAX_ELEMENTS,
         })
+    }
+
+    /// Limits the elements that the values of one run may hold together (and any single
+    /// tensor); at most [`MAX_ELEMENTS`](crate::value::MAX_ELEMENTS), the default. A run that
+    /// would exceed it stops with an error naming the node, before allocating.
+    pub fn set_max_elements(&mut self, n: usize) {
+        self.max_elements = n.min(crate::value::MAX_ELEMENTS);
     }
 
     /// The file name used in messages.
@@ -117,6 +127,8 @@ impl Model {
         feeds: &HashMap<String, Value>,
         feeds_source: &str,
     ) -> Result<Vec<(String, Value)>> {
+        let _limit = crate::value::limit_elements(self.max_elements);
+        let mut held: usize = feeds.values().map(|v| v.len()).sum();
         let mut env: HashMap<&str, Rc<Value>> = HashMap::new();
         let input_names: HashSet<&str> =
             self.graph.inputs.iter().map(|i| i.name.as_str()).collect();
@@ -191,6 +203,15 @@ impl Model {
             for (name, v) in node.outputs.iter().zip(outs) {
                 if !name.is_empty() {
                     if let Some(v) = v {
+                        held = held.saturating_add(v.len());
+                        if held > self.max_elements {
+                            return Err(Error::Invalid(format!(
+                                "{}: {}: the values of this run would hold more than {} elements",
+                                self.source,
+                                node.label(),
+                                self.max_elements
+                            )));
+                        }
                         env.insert(name.as_str(), Rc::new(v));
                     }
                 }

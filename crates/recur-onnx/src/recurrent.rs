@@ -521,6 +521,7 @@ fn dims(a: &Attrs, inp: &Inputs<'_>, l: &str) -> Result<(Dims, Option<Vec<usize>
         check_shape(v, &state, "initial_c", l)?;
     }
     numel(&[s, nd, b, h], &format!("{l}: output Y"))?;
+    numel(&[s, b, g * h], &format!("{l}: input projection"))?;
     let lens = match inp.seq_lens {
         None => None,
         Some(v) => {
@@ -628,11 +629,21 @@ pub fn build_fast(a: &Attrs, w: &Value, r: &Value, b: Option<&Value>) -> Result<
         }
         Ok(Rnn::from_params(cfg, params)?)
     }
-    let nd = w.shape[0];
+    let l = "recurrent node";
     let g = a.cell.gates();
+    let nd = a.direction.count();
+    if w.shape.len() != 3 || w.shape[0] != nd || w.shape[1] == 0 || !w.shape[1].is_multiple_of(g) {
+        return Err(Error::Invalid(format!(
+            "{l}: W has shape {}",
+            fmt_shape(&w.shape)
+        )));
+    }
     let h = w.shape[1] / g;
     let i = w.shape[2];
-    let l = "recurrent node";
+    check_shape(r, &[nd, g * h, h], "R", l)?;
+    if let Some(b) = b {
+        check_shape(b, &[nd, 2 * g * h], "B", l)?;
+    }
     Ok(match w.dtype {
         DType::F64 => Fast::F64(build::<f64>(
             a,

@@ -117,20 +117,41 @@ pub struct Value {
     pub data: Data,
 }
 
-/// The number of elements of `shape`, checked against [`MAX_ELEMENTS`] (`what` names it in
-/// the error).
+thread_local! {
+    static LIMIT: std::cell::Cell<usize> = const { std::cell::Cell::new(MAX_ELEMENTS) };
+}
+
+/// The element limit in force on this thread ([`MAX_ELEMENTS`] unless a model run lowered it).
+pub fn element_limit() -> usize {
+    LIMIT.with(|l| l.get())
+}
+
+/// Sets the element limit of this thread until the guard is dropped.
+pub(crate) fn limit_elements(n: usize) -> LimitGuard {
+    let old = LIMIT.with(|l| l.replace(n.min(MAX_ELEMENTS)));
+    LimitGuard(old)
+}
+
+pub(crate) struct LimitGuard(usize);
+
+impl Drop for LimitGuard {
+    fn drop(&mut self) {
+        LIMIT.with(|l| l.set(self.0));
+    }
+}
+
+/// The number of elements of `shape`, checked against the element limit (`what` names it in
+/// the error) before anything of that size is allocated.
 pub fn numel(shape: &[usize], what: &str) -> Result<usize> {
+    let max = element_limit();
     let mut n: usize = 1;
     for &d in shape {
-        n = n
-            .checked_mul(d)
-            .filter(|&n| n <= MAX_ELEMENTS)
-            .ok_or_else(|| {
-                Error::Invalid(format!(
-                    "{what}: shape {} has more than {MAX_ELEMENTS} elements",
-                    fmt_shape(shape)
-                ))
-            })?;
+        n = n.checked_mul(d).filter(|&n| n <= max).ok_or_else(|| {
+            Error::Invalid(format!(
+                "{what}: shape {} has more than {max} elements",
+                fmt_shape(shape)
+            ))
+        })?;
     }
     Ok(n)
 }
