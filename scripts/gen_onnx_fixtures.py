@@ -311,11 +311,77 @@ def torch_cases():
             save_case(name, model, feeds, out, meta)
 
 
+def glue_case(name, nodes, inputs, feeds, outputs, inits=(), opset=OPSET):
+    """A small graph of glue operators, run by ONNX Runtime."""
+    g = helper.make_graph(nodes, name, inputs, [helper.make_empty_tensor_value_info(o) for o in outputs], initializer=list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_operatorsetid("", opset)])
+    m.ir_version = 8 if opset <= 18 else 10
+    inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(m).graph.value_info}
+    for o in m.graph.output:
+        o.CopyFrom(inferred[o.name])
+    out = ort_run(m, feeds)
+    for o, v in zip(m.graph.output, out):
+        o.CopyFrom(helper.make_tensor_value_info(o.name, o.type.tensor_type.elem_type, list(v.shape)))
+    save_case(name, m, feeds, out, {"reference": f"onnxruntime {ort.__version__}", "operators": sorted({n.op_type for n in nodes}), "opset": opset})
+
+
+def glue_cases():
+    rng = np.random.default_rng(7)
+    f = lambda *s: rng.standard_normal(s).astype(np.float32)
+    vi = lambda n, t, s: helper.make_tensor_value_info(n, t, s)
+    F, I64 = TensorProto.FLOAT, TensorProto.INT64
+    c = lambda n, v: numpy_helper.from_array(np.asarray(v), n)
+    N = helper.make_node
+    glue_case("glue_arith_broadcast", [N("Add", ["a", "b"], ["s"]), N("Sub", ["s", "b"], ["d"]), N("Mul", ["d", "a"], ["m"]),
+                                       N("Div", ["m", "b"], ["q"]), N("Neg", ["q"], ["n"]), N("Abs", ["n"], ["y"])],
+              [vi("a", F, [2, 3, 4]), vi("b", F, [3, 1])], {"a": f(2, 3, 4), "b": f(3, 1) + 3}, ["y"])
+    glue_case("glue_unary", [N("Relu", ["x"], ["r"]), N("Tanh", ["x"], ["t"]), N("Sigmoid", ["x"], ["s"]), N("Exp", ["x"], ["e"]),
+                             N("Abs", ["x"], ["a"]), N("Sqrt", ["a"], ["q"]), N("Log", ["e"], ["l"])],
+              [vi("x", F, [3, 5])], {"x": f(3, 5)}, ["r", "t", "s", "e", "q", "l"])
+    glue_case("glue_matmul_batched", [N("MatMul", ["a", "b"], ["y"]), N("MatMul", ["v", "b2"], ["z"])],
+              [vi("a", F, [2, 1, 3, 4]), vi("b", F, [5, 4, 6]), vi("v", F, [4]), vi("b2", F, [4, 2])],
+              {"a": f(2, 1, 3, 4), "b": f(5, 4, 6), "v": f(4), "b2": f(4, 2)}, ["y", "z"])
+    glue_case("glue_gemm", [N("Gemm", ["a", "b", "c"], ["y"], alpha=0.5, beta=2.0, transA=1, transB=1), N("Gemm", ["a2", "b2"], ["z"])],
+              [vi("a", F, [4, 3]), vi("b", F, [5, 4]), vi("c", F, [5]), vi("a2", F, [2, 3]), vi("b2", F, [3, 2])],
+              {"a": f(4, 3), "b": f(5, 4), "c": f(5), "a2": f(2, 3), "b2": f(3, 2)}, ["y", "z"])
+    glue_case("glue_gather_embedding", [N("Gather", ["w", "i"], ["y"]), N("Gather", ["w", "j"], ["z"], axis=1)],
+              [vi("i", I64, [2, 3]), vi("j", I64, [2])], {"i": np.array([[0, 4, -1], [2, 2, 1]], np.int64), "j": np.array([0, -2], np.int64)},
+              ["y", "z"], inits=[c("w", f(5, 3))])
+    glue_case("glue_shapes", [N("Shape", ["x"], ["s"]), N("Shape", ["x"], ["s1"], start=1, end=-1), N("Transpose", ["x"], ["t"], perm=[2, 0, 1]),
+                              N("Reshape", ["t", "rs"], ["r"]), N("Unsqueeze", ["r", "ax"], ["u"]), N("Squeeze", ["u", "ax"], ["q"]),
+                              N("Flatten", ["x"], ["fl"], axis=2), N("Concat", ["x", "x"], ["cat"], axis=-1), N("Cast", ["s"], ["sf"], to=TensorProto.FLOAT)],
+              [vi("x", F, [2, 3, 4])], {"x": f(2, 3, 4)}, ["s", "s1", "t", "r", "q", "fl", "cat", "sf"],
+              inits=[c("rs", np.array([0, -1], np.int64)), c("ax", np.array([1], np.int64))])
+    glue_case("glue_slice_split", [N("Slice", ["x", "st", "en", "axs", "stp"], ["y"]), N("Split", ["x", "sp"], ["a", "b"], axis=2),
+                                   N("Slice", ["x", "st2", "en2"], ["z"])],
+              [vi("x", F, [4, 5, 6])], {"x": f(4, 5, 6)}, ["y", "a", "b", "z"],
+              inits=[c("st", np.array([3, 1], np.int64)), c("en", np.array([-100, 100], np.int64)), c("axs", np.array([0, 2], np.int64)),
+                     c("stp", np.array([-2, 2], np.int64)), c("sp", np.array([2, 4], np.int64)), c("st2", np.array([1], np.int64)), c("en2", np.array([-1], np.int64))])
+    glue_case("glue_constants_expand", [N("Constant", [], ["k"], value=numpy_helper.from_array(np.array([[1.5], [2.5]], np.float32))),
+                                        N("ConstantOfShape", ["sh"], ["z"], value=numpy_helper.from_array(np.array([3], np.int64))),
+                                        N("Expand", ["k", "sh2"], ["e"]), N("Constant", [], ["vi"], value_ints=[1, 2]),
+                                        N("Range", ["r0", "r1", "r2"], ["rg"])],
+              [vi("sh", I64, [2])], {"sh": np.array([2, 3], np.int64)}, ["z", "e", "vi", "rg", "k"],
+              inits=[c("sh2", np.array([3, 2, 4], np.int64)), c("r0", np.array(1, np.int64)), c("r1", np.array(10, np.int64)), c("r2", np.array(3, np.int64))])
+    glue_case("glue_where_compare", [N("Equal", ["a", "b"], ["eq"]), N("Less", ["a", "b"], ["lt"]), N("Greater", ["a", "b"], ["gt"]),
+                                     N("Not", ["eq"], ["ne"]), N("Where", ["lt", "a", "b"], ["mn"]), N("Where", ["eq", "i", "j"], ["w"])],
+              [vi("a", F, [2, 3]), vi("b", F, [3]), vi("i", I64, [2, 3]), vi("j", I64, [1])],
+              {"a": np.array([[1, 2, 3], [4, 0, 6]], np.float32), "b": np.array([1, 5, 3], np.float32),
+               "i": np.arange(6, dtype=np.int64).reshape(2, 3), "j": np.array([-7], np.int64)}, ["eq", "lt", "gt", "ne", "mn", "w"])
+    glue_case("glue_softmax_reduce", [N("Softmax", ["x"], ["s"]), N("LogSoftmax", ["x"], ["l"], axis=1), N("ReduceSum", ["x", "ra"], ["rs"], keepdims=0),
+                                      N("ReduceMean", ["x", "ra"], ["rm"]), N("Dropout", ["x"], ["d"])],
+              [vi("x", F, [2, 3, 4])], {"x": f(2, 3, 4)}, ["s", "l", "rs", "rm", "d"], inits=[c("ra", np.array([0, -1], np.int64))])
+    glue_case("glue_opset11_forms", [N("Softmax", ["x"], ["s"]), N("Unsqueeze", ["x"], ["u"], axes=[0, 3]), N("Squeeze", ["u"], ["q"], axes=[0]),
+                                     N("ReduceMean", ["x"], ["rm"], axes=[1], keepdims=1), N("Split", ["x"], ["a", "b"], axis=1, split=[1, 2])],
+              [vi("x", F, [2, 3, 4])], {"x": f(2, 3, 4)}, ["s", "q", "rm", "a", "b"], opset=11)
+
+
 def main():
     if os.path.exists(ROOT):
         shutil.rmtree(ROOT)
     os.makedirs(ROOT)
     recurrent_cases()
+    glue_cases()
     if "--no-torch" not in sys.argv:
         torch_cases()
     print(f"wrote {len(written)} cases to {os.path.normpath(ROOT)}")

@@ -948,6 +948,12 @@ fn general<T: Real>(
         let mut rh = vec![T::ZERO; if a.cell == Cell::Gru { b * h } else { 0 }];
         let mut rhr = vec![T::ZERO; rh.len()];
         let mut zs = vec![T::ZERO; rh.len()];
+        // Split a step's product between threads only when it is large enough to pay for it.
+        let step_par = if b * gh * h >= 1 << 21 {
+            Par::Threads
+        } else {
+            Par::Seq
+        };
         for step in 0..maxlen {
             // The recurrent product of every row; for a GRU with linear_before_reset = 0 only
             // the z and r blocks here.
@@ -961,7 +967,7 @@ fn general<T: Real>(
                 MatRef::new(&hs, b, h),
                 MatRef::new(&rd[..cols * h], cols, h).t(),
                 false,
-                Par::Seq,
+                step_par,
             );
             let t_of = |bi: usize| if reverse { lens[bi] - 1 - step } else { step };
             match a.cell {
@@ -1040,7 +1046,7 @@ fn general<T: Real>(
                             MatRef::new(&rh, b, h),
                             MatRef::new(&rd[2 * h * h..], h, h).t(),
                             false,
-                            Par::Seq,
+                            step_par,
                         );
                     }
                     for bi in (0..b).filter(|&bi| step < lens[bi]) {
