@@ -7,7 +7,7 @@ use crate::recurrent::{self, Attrs, Cell, Fast};
 use crate::value::{fmt_shape, DType, Value};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::sync::OnceLock;
 
 /// A checked ONNX model, ready to run.
@@ -21,6 +21,8 @@ pub struct Model {
     fast: Vec<OnceLock<Option<Fast>>>,
     /// The most elements the values of one run may hold together.
     max_elements: usize,
+    /// The initializers, shared with every run (no copy per run).
+    inits: HashMap<String, Arc<Value>>,
 }
 
 impl Model {
@@ -79,12 +81,18 @@ impl Model {
             }
         }
         let fast = (0..graph.nodes.len()).map(|_| OnceLock::new()).collect();
+        let inits = graph
+            .initializers
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
+            .collect();
         Ok(Model {
             source: source.to_string(),
             graph,
             rec,
             fast,
             max_elements: crate::value::MAX_ELEMENTS,
+            inits,
         })
     }
 
@@ -128,8 +136,10 @@ impl Model {
         feeds_source: &str,
     ) -> Result<Vec<(String, Value)>> {
         let _limit = crate::value::limit_elements(self.max_elements);
+        // RECUR_ONNX_PROFILE=1 prints each node's time to standard error.
+        let profile = std::env::var_os("RECUR_ONNX_PROFILE").is_some();
         let mut held: usize = feeds.values().map(|v| v.len()).sum();
-        let mut env: HashMap<&str, Rc<Value>> = HashMap::new();
+        let mut env: HashMap<&str, Arc<Value>> = HashMap::new();
         let input_names: HashSet<&str> =
             self.graph.inputs.iter().map(|i| i.name.as_str()).collect();
         for (name, _) in feeds.iter() {
@@ -162,15 +172,14 @@ impl Model {
                     }
                 },
             };
-            env.insert(info.name.as_str(), Rc::new(v));
+            env.insert(info.name.as_str(), Arc::new(v));
         }
         // Initializers are looked up in place, without copying.
-        let get = |env: &HashMap<&str, Rc<Value>>, name: &str| -> Option<Rc<Value>> {
+        let get = |env: &HashMap<&str, Arc<Value>>, name: &str| -> Option<Arc<Value>> {
             env.get(name).cloned()
         };
-        let mut init_rc: HashMap<&str, Rc<Value>> = HashMap::new();
         for (k, node) in self.graph.nodes.iter().enumerate() {
-            let mut args: Vec<Option<Rc<Value>>> = Vec::with_capacity(node.inputs.len());
+            let mut args: Vec<Option<Arc<Value>>> = Vec::with_capacity(node.inputs.len());
             for name in &node.inputs {
                 if name.is_empty() {
                     args.push(None);
@@ -179,27 +188,32 @@ impl Model {
                 let v = match get(&env, name) {
                     Some(v) => v,
                     None => {
-                        let init = self.graph.initializers.get(name).ok_or_else(|| {
+                        let init = self.inits.get(name).ok_or_else(|| {
                             Error::Invalid(format!(
                                 "{}: {}: input '{name}' has no value",
                                 self.source,
                                 node.label()
                             ))
                         })?;
-                        init_rc
-                            .entry(name.as_str())
-                            .or_insert_with(|| Rc::new(init.clone()))
-                            .clone()
+                        init.clone()
                     }
                 };
                 args.push(Some(v));
             }
+            let t0 = profile.then(std::time::Instant::now);
             let outs = match &self.rec[k] {
                 Some(attrs) => self.run_recurrent(k, node, attrs, &args, feeds)?,
                 None => {
                     ops::run(node, &args, self.graph.opset).map_err(|e| prefix(&self.source, e))?
                 }
             };
+            if let Some(t0) = t0 {
+                eprintln!(
+                    "{:>9.3} ms  {}",
+                    t0.elapsed().as_secs_f64() * 1e3,
+                    node.label()
+                );
+            }
             for (name, v) in node.outputs.iter().zip(outs) {
                 if !name.is_empty() {
                     if let Some(v) = v {
@@ -212,7 +226,7 @@ impl Model {
                                 self.max_elements
                             )));
                         }
-                        env.insert(name.as_str(), Rc::new(v));
+                        env.insert(name.as_str(), Arc::new(v));
                     }
                 }
             }
@@ -245,7 +259,7 @@ impl Model {
         k: usize,
         node: &Node,
         attrs: &Attrs,
-        args: &[Option<Rc<Value>>],
+        args: &[Option<Arc<Value>>],
         feeds: &HashMap<String, Value>,
     ) -> Result<Vec<Option<Value>>> {
         let l = format!("{}: {}", self.source, node.label());

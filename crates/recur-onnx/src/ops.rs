@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 use crate::reader::Node;
 use crate::value::{fmt_shape, numel, DType, Data, Value};
 use recur_kernels::gemm::{matmul, MatMut, MatRef, Par};
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// Every operator besides RNN, GRU and LSTM that recur runs.
 pub const SUPPORTED: &[&str] = &[
@@ -55,7 +55,7 @@ pub fn supported(op: &str) -> bool {
     SUPPORTED.contains(&op)
 }
 
-type Args<'a> = &'a [Option<Rc<Value>>];
+type Args<'a> = &'a [Option<Arc<Value>>];
 
 fn err(node: &Node, m: impl std::fmt::Display) -> Error {
     Error::Invalid(format!("{}: {m}", node.label()))
@@ -193,23 +193,19 @@ pub fn run(node: &Node, args: Args<'_>, opset: i64) -> Result<Vec<Option<Value>>
         "Add" | "Sub" | "Mul" | "Div" => {
             let (a, b) = (arg(node, args, 0)?, arg(node, args, 1)?);
             let op = node.op.as_str();
-            binary(
-                node,
-                a,
-                b,
-                |x, y| match op {
-                    "Add" => x + y,
-                    "Sub" => x - y,
-                    "Mul" => x * y,
-                    _ => x / y,
-                },
-                |x, y| match op {
-                    "Add" => Ok(x.wrapping_add(y)),
-                    "Sub" => Ok(x.wrapping_sub(y)),
-                    "Mul" => Ok(x.wrapping_mul(y)),
-                    _ => x.checked_div(y).ok_or("integer division by zero"),
-                },
-            )
+            // One monomorphized loop per operation.
+            match op {
+                "Add" => binary(node, a, b, |x, y| x + y, |x, y| Ok(x.wrapping_add(y))),
+                "Sub" => binary(node, a, b, |x, y| x - y, |x, y| Ok(x.wrapping_sub(y))),
+                "Mul" => binary(node, a, b, |x, y| x * y, |x, y| Ok(x.wrapping_mul(y))),
+                _ => binary(
+                    node,
+                    a,
+                    b,
+                    |x, y| x / y,
+                    |x, y| x.checked_div(y).ok_or("integer division by zero"),
+                ),
+            }
             .map(|v| vec![Some(v)])
         }
         "Equal" | "Less" | "Greater" => {
@@ -488,6 +484,20 @@ fn bcast_index(shape: &[usize], out: &[usize]) -> Vec<usize> {
     let n: usize = out.iter().product();
     let r = out.len();
     let off = r - shape.len();
+    let m: usize = shape.iter().product();
+    if m == n {
+        // The same elements (only leading 1s differ): the identity.
+        return (0..n).collect();
+    }
+    // An input that matches the output's trailing dimensions (a bias): repeats every m.
+    let suffix = shape
+        .iter()
+        .skip_while(|&&d| d == 1)
+        .copied()
+        .collect::<Vec<_>>();
+    if !suffix.is_empty() && out.ends_with(&suffix) && m > 0 {
+        return (0..n).map(|k| k % m).collect();
+    }
     let st = strides(shape);
     let mut idx = vec![0usize; n];
     let mut coord = vec![0usize; r];
@@ -547,6 +557,40 @@ fn binary(
         ));
     }
     let out = broadcast_shape(node, &a.shape, &b.shape)?;
+    // The common case of f32 tensors where the first has the output's elements and the
+    // second is the same size or repeats along the leading dimensions (a bias): no index
+    // vectors.
+    if let (Data::F32(x), Data::F32(y)) = (&a.data, &b.data) {
+        let n = x.len();
+        let m = y.len();
+        let tail = b
+            .shape
+            .iter()
+            .skip_while(|&&d| d == 1)
+            .copied()
+            .collect::<Vec<_>>();
+        if n == out.iter().product::<usize>() && m > 0 && (m == n || out.ends_with(&tail)) {
+            let v: Vec<f32> = x
+                .chunks(m)
+                .flat_map(|c| c.iter().zip(y).map(|(&p, &q)| f(p as f64, q as f64) as f32))
+                .collect();
+            return Ok(Value::f32(out, v));
+        }
+        // The same with the roles swapped (`Add(bias, x)`, as exporters write it).
+        let tail = a
+            .shape
+            .iter()
+            .skip_while(|&&d| d == 1)
+            .copied()
+            .collect::<Vec<_>>();
+        if m == out.iter().product::<usize>() && n > 0 && out.ends_with(&tail) {
+            let v: Vec<f32> = y
+                .chunks(n)
+                .flat_map(|c| x.iter().zip(c).map(|(&p, &q)| f(p as f64, q as f64) as f32))
+                .collect();
+            return Ok(Value::f32(out, v));
+        }
+    }
     let (ia, ib) = (bcast_index(&a.shape, &out), bcast_index(&b.shape, &out));
     let data = match (&a.data, &b.data) {
         (Data::F32(x), Data::F32(y)) => Data::F32(
