@@ -31,8 +31,9 @@ use std::path::{Path, PathBuf};
 /// Options of `recur forward`.
 #[derive(ClapArgs)]
 pub struct Args {
-    /// The PyTorch state_dict (safetensors) of an nn.RNN/LSTM/GRU or of a cell.
-    #[arg(long, value_name = "W.safetensors")]
+    /// The PyTorch state_dict (safetensors) of an nn.RNN/LSTM/GRU or of a cell, or an ONNX
+    /// model (`.onnx`): then X holds the graph's inputs and Y gets its outputs, by ONNX name.
+    #[arg(long, value_name = "W.safetensors|model.onnx")]
     weights: PathBuf,
     /// The inputs: `input`, and optionally `h0`, `c0`, `lengths`, `grad_output`, `grad_h_n`,
     /// `grad_c_n` (any gradient runs the backward pass too).
