@@ -15,6 +15,10 @@
 //! - `Y`: `output`, `h_n`, `c_n` (LSTM) — for a cell, `output` and `h_n` are both h' and `c_n`
 //!   is c' — and with gradients `grad.input`, `grad.h0`, `grad.c0` (LSTM) and
 //!   `grad.<parameter>` for every parameter (PyTorch names, without the prefix).
+//!
+//! With an ONNX model as `--weights` (a `.onnx` file, or any file that is not safetensors),
+//! X holds the graph's inputs under their ONNX names and Y receives every graph output under
+//! its ONNX name (see `recur_onnx`).
 
 use clap::Args as ClapArgs;
 use recur::error::fmt_shape;
@@ -27,8 +31,9 @@ use std::path::{Path, PathBuf};
 /// Options of `recur forward`.
 #[derive(ClapArgs)]
 pub struct Args {
-    /// The PyTorch state_dict (safetensors) of an nn.RNN/LSTM/GRU or of a cell.
-    #[arg(long, value_name = "W.safetensors")]
+    /// The PyTorch state_dict (safetensors) of an nn.RNN/LSTM/GRU or of a cell, or an ONNX
+    /// model (`.onnx`): then X holds the graph's inputs and Y gets its outputs, by ONNX name.
+    #[arg(long, value_name = "W.safetensors|model.onnx")]
     weights: PathBuf,
     /// The inputs: `input`, and optionally `h0`, `c0`, `lengths`, `grad_output`, `grad_h_n`,
     /// `grad_c_n` (any gradient runs the backward pass too).
@@ -65,6 +70,9 @@ const ACCEPTED: [&str; 7] = [
 ];
 
 pub fn run(a: Args) -> Result<(), String> {
+    if is_onnx(&a.weights) {
+        return run_onnx(&a);
+    }
     let relu = match a.nonlinearity.as_deref() {
         None => None,
         Some("tanh") => Some(false),
@@ -479,4 +487,61 @@ impl Job<'_> {
         }
         Ok((model, x.shape().to_vec(), out))
     }
+}
+
+/// Whether `--weights` is an ONNX model: a `.onnx` file, or a file whose first bytes are not a
+/// safetensors header (8 bytes of header length, then `{`) but a protobuf field.
+fn is_onnx(path: &Path) -> bool {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+    {
+        return true;
+    }
+    let mut head = [0u8; 9];
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    use std::io::Read;
+    let n = f.read(&mut head).unwrap_or(0);
+    // A safetensors file starts with its header's length (little-endian u64) and '{'; an
+    // ONNX model with field 1 (ir_version, varint: tag byte 0x08).
+    !(n == 9 && head[8] == b'{') && n > 0 && head[0] == 0x08
+}
+
+/// `recur forward` on an ONNX model: graph inputs from X by name, every graph output to Y.
+fn run_onnx(a: &Args) -> Result<(), String> {
+    let w = a.weights.display();
+    for (given, what) in [
+        (a.prefix.is_some(), "--prefix"),
+        (a.nonlinearity.is_some(), "--nonlinearity"),
+        (a.batch_first, "--batch-first"),
+        (a.precision != "f32", "--precision"),
+    ] {
+        if given {
+            return Err(format!(
+                "{what} applies to PyTorch weights; {w} is an ONNX model, whose graph says it (the computation runs in the graph's precision)"
+            ));
+        }
+    }
+    let model = recur_onnx::Model::read(&a.weights).map_err(|e| e.to_string())?;
+    let feeds: std::collections::HashMap<String, recur_onnx::Value> =
+        recur_onnx::io::read_safetensors(&a.inputs)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .collect();
+    let src = a.inputs.display().to_string();
+    let outs = model.run(&feeds, &src).map_err(|e| e.to_string())?;
+    recur_onnx::io::write_safetensors(&a.out, &outs).map_err(|e| e.to_string())?;
+    let shown: Vec<String> = outs
+        .iter()
+        .map(|(n, v)| format!("{n} {}", fmt_shape(&v.shape)))
+        .collect();
+    println!(
+        "ONNX model {w} ({} nodes): wrote {} to {}",
+        model.graph().nodes.len(),
+        shown.join(", "),
+        a.out.display()
+    );
+    Ok(())
 }

@@ -10,6 +10,7 @@ mod bench;
 mod demo;
 mod eval;
 mod experiment;
+mod export;
 mod forward;
 mod gradients;
 mod limits;
@@ -44,6 +45,8 @@ enum Command {
     /// Run a PyTorch state_dict (safetensors) on inputs from a safetensors file; with
     /// gradients in the inputs, run backpropagation through time as well.
     Forward(forward::Args),
+    /// Write a PyTorch RNN/LSTM/GRU state_dict (safetensors) as an ONNX model.
+    Export(export::Args),
     /// Time recur on the benchmark grid (bench/grid.json): ms per iteration, GFLOP/s, peak memory.
     Bench(bench::Args),
     /// Train a model on a data file into a model directory: `recur train lm|classify|tag|
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(a) => demo::run(a).map_err(Failure::from),
         Command::Forward(a) => forward::run(a).map_err(Failure::from),
+        Command::Export(a) => export::run(a).map_err(Failure::from),
         Command::Bench(a) => bench::run(a).map_err(Failure::from),
         Command::Train(a) => train::run(*a),
         Command::Eval(a) => eval::run_eval(a),
