@@ -3,17 +3,8 @@
 
 use recur_kernels::quant::{naive, padded, quantize_rows, QuantMat, QuantRows, BLOCK};
 
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+mod support;
+use support::values;
 
 #[test]
 fn weights_round_to_the_nearest_step_of_their_row() {
