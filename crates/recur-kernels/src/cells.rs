@@ -205,6 +205,7 @@ pub(crate) unsafe fn lstm_forward_units<T: Real>(
             u0,
             u1,
             gates as *mut f32,
+            c as *const f32,
             c as *mut f32,
             m as *mut f32,
         );

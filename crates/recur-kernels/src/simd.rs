@@ -210,27 +210,16 @@ pub unsafe fn lstm_forward(
     c_new: &mut [f32],
     m: &mut [f32],
 ) {
-    for r in 0..n {
-        let g = gates.as_mut_ptr().add(r * 4 * h);
-        let (cp, cn, mp) = (
-            c_prev.as_ptr().add(r * h),
-            c_new.as_mut_ptr().add(r * h),
-            m.as_mut_ptr().add(r * h),
-        );
-        lanes!(h, |j, rem| {
-            let i = sigmoid8(load(g.add(j), rem));
-            let f = sigmoid8(load(g.add(h + j), rem));
-            let gg = tanh8(load(g.add(2 * h + j), rem));
-            let o = sigmoid8(load(g.add(3 * h + j), rem));
-            store(g.add(j), i, rem);
-            store(g.add(h + j), f, rem);
-            store(g.add(2 * h + j), gg, rem);
-            store(g.add(3 * h + j), o, rem);
-            let c = _mm256_fmadd_ps(f, load(cp.add(j), rem), _mm256_mul_ps(i, gg));
-            store(cn.add(j), c, rem);
-            store(mp.add(j), _mm256_mul_ps(o, tanh8(c)), rem);
-        });
-    }
+    lstm_forward_units(
+        n,
+        h,
+        0,
+        h,
+        gates.as_mut_ptr(),
+        c_prev.as_ptr(),
+        c_new.as_mut_ptr(),
+        m.as_mut_ptr(),
+    )
 }
 
 /// [`crate::cells::lstm_backward`]; the caller has checked every slice length.
@@ -397,26 +386,32 @@ pub unsafe fn gru_forward_units(
 }
 
 /// The LSTM cell update for the hidden units u0..u1 of rows 0..n, through pointers: `gates`
-/// rows of 4H pre-activations (out: the activations `[i f g o]`), `c` rows of H updated in
-/// place (c_prev in, `f c_prev + i g` out), `m` rows of H written with `o tanh(c)`. The caller
-/// has checked that every row is there; only the units' columns are touched.
+/// rows of 4H pre-activations (out: the activations `[i f g o]`), `c_prev` rows of H in,
+/// `c_new` rows of H out (`f c_prev + i g`; it may be `c_prev` itself, for an update in
+/// place), `m` rows of H out (`o tanh(c_new)`). Only the units' columns are touched.
 ///
 /// # Safety
-/// The CPU has AVX2 and FMA; `gates` holds n rows of 4H values, `c` and `m` n rows of H; no
-/// other thread touches the columns u0..u1 meanwhile.
+/// The CPU has AVX2 and FMA; `gates` holds n rows of 4H values, `c_prev`, `c_new` and `m` n
+/// rows of H; no other thread touches the columns u0..u1 meanwhile.
 #[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn lstm_forward_units(
     n: usize,
     h: usize,
     u0: usize,
     u1: usize,
     gates: *mut f32,
-    c: *mut f32,
+    c_prev: *const f32,
+    c_new: *mut f32,
     m: *mut f32,
 ) {
     for r in 0..n {
         let g = gates.add(r * 4 * h + u0);
-        let (cp, mp) = (c.add(r * h + u0), m.add(r * h + u0));
+        let (cp, cn, mp) = (
+            c_prev.add(r * h + u0),
+            c_new.add(r * h + u0),
+            m.add(r * h + u0),
+        );
         lanes!(u1 - u0, |j, rem| {
             let i = sigmoid8(load(g.add(j), rem));
             let f = sigmoid8(load(g.add(h + j), rem));
@@ -426,9 +421,10 @@ pub unsafe fn lstm_forward_units(
             store(g.add(h + j), f, rem);
             store(g.add(2 * h + j), gg, rem);
             store(g.add(3 * h + j), o, rem);
-            let cv = _mm256_fmadd_ps(f, load(cp.add(j), rem), _mm256_mul_ps(i, gg));
-            store(cp.add(j), cv, rem);
-            store(mp.add(j), _mm256_mul_ps(o, tanh8(cv)), rem);
+            // c_prev is read before c_new is written, lane for lane: an update in place works.
+            let c = _mm256_fmadd_ps(f, load(cp.add(j), rem), _mm256_mul_ps(i, gg));
+            store(cn.add(j), c, rem);
+            store(mp.add(j), _mm256_mul_ps(o, tanh8(c)), rem);
         });
     }
 }
