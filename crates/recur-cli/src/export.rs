@@ -46,21 +46,8 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<(), String> {
-    let relu = match a.nonlinearity.as_deref() {
-        None => None,
-        Some("tanh") => Some(false),
-        Some("relu") => Some(true),
-        Some(o) => {
-            return Err(format!(
-                "--nonlinearity: expected 'tanh' or 'relu', got '{o}'"
-            ))
-        }
-    };
-    let double = match a.precision.as_str() {
-        "f32" => false,
-        "f64" => true,
-        o => return Err(format!("--precision: expected 'f32' or 'f64', got '{o}'")),
-    };
+    let relu = crate::forward::parse_nonlinearity(a.nonlinearity.as_deref())?;
+    let double = crate::forward::parse_precision(&a.precision)?;
     let file = TensorFile::read(&a.weights).map_err(|e| e.to_string())?;
     let opts = LoadOptions {
         prefix: a.prefix.clone(),

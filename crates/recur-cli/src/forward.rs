@@ -69,29 +69,35 @@ const ACCEPTED: [&str; 7] = [
     "grad_c_n",
 ];
 
+/// `--nonlinearity` of RNN weights (the weights do not say): `None` when not given.
+pub(crate) fn parse_nonlinearity(v: Option<&str>) -> Result<Option<bool>, String> {
+    match v {
+        None => Ok(None),
+        Some("tanh") => Ok(Some(false)),
+        Some("relu") => Ok(Some(true)),
+        Some(other) => Err(format!(
+            "--nonlinearity: expected 'tanh' or 'relu', got '{other}'"
+        )),
+    }
+}
+
+/// `--precision f32|f64`: true for f64.
+pub(crate) fn parse_precision(v: &str) -> Result<bool, String> {
+    match v {
+        "f32" => Ok(false),
+        "f64" => Ok(true),
+        other => Err(format!(
+            "--precision: expected 'f32' or 'f64', got '{other}'"
+        )),
+    }
+}
+
 pub fn run(a: Args) -> Result<(), String> {
     if is_onnx(&a.weights) {
         return run_onnx(&a);
     }
-    let relu = match a.nonlinearity.as_deref() {
-        None => None,
-        Some("tanh") => Some(false),
-        Some("relu") => Some(true),
-        Some(other) => {
-            return Err(format!(
-                "--nonlinearity: expected 'tanh' or 'relu', got '{other}'"
-            ))
-        }
-    };
-    let f64_mode = match a.precision.as_str() {
-        "f32" => false,
-        "f64" => true,
-        other => {
-            return Err(format!(
-                "--precision: expected 'f32' or 'f64', got '{other}'"
-            ))
-        }
-    };
+    let relu = parse_nonlinearity(a.nonlinearity.as_deref())?;
+    let f64_mode = parse_precision(&a.precision)?;
     let weights = TensorFile::read(&a.weights).map_err(|e| e.to_string())?;
     let inputs = TensorFile::read(&a.inputs).map_err(|e| e.to_string())?;
     let unknown: Vec<&str> = inputs.names().filter(|n| !ACCEPTED.contains(n)).collect();
