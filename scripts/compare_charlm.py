@@ -6,8 +6,8 @@ character at the same steps), and the time each took.
     nice -n 10 python3 scripts/compare_charlm.py --train ../shared/data/char-lm/prideprejudice.txt \\
         --steps 1800 --seed 0 --threads 2
 
-The PyTorch side copies `recur train lm` (crates/recur-cli/src/train.rs, crates/recur/src/lm.rs,
-crates/recur/src/text.rs):
+The PyTorch side copies `recur train lm` (crates/recur-cli/src/train.rs, crates/recur/src/models/lm.rs,
+crates/recur/src/data/text.rs):
   - data: the last 5% of the characters held out for validation unless --valid is given; the
     vocabulary is id 0 = <unk> then the distinct training characters in code-point order;
   - batches: the ids cut into --batch-size contiguous streams of L = (n - 1) // B steps (stream b

@@ -9,7 +9,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use recur::state_dict::{load_rnn, LoadOptions, TensorFile};
+use recur::io::state_dict::{load_rnn, LoadOptions, TensorFile};
 use recur::{Dropout, Mode, Precision, Real, Rnn, RnnConfig, State, Stream, Tape, Tensor};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;

@@ -372,7 +372,7 @@ pub fn run(a: Args) -> Result<(), String> {
     println!(
         "model: one-hot(4) -> {} -> h_n at each string's last symbol -> nn.Linear({}, 2); \
          {} parameters ({} + {})",
-        recur::state_dict::describe(&config),
+        recur::io::state_dict::describe(&config),
         a.hidden_size,
         n_rnn + n_head,
         n_rnn,
@@ -636,7 +636,7 @@ fn save(
     let fig = Figure {
         title: format!(
             "recur demo: is a bracket string balanced? ({})",
-            recur::state_dict::describe(model.rnn.config())
+            recur::io::state_dict::describe(model.rnn.config())
         ),
         columns: 3,
         charts: vec![
@@ -668,7 +668,8 @@ fn save(
     let stem = a.out.join("demo");
     fig.save(&stem)
         .map_err(|e| format!("--out {}: cannot write the plots: {e}", a.out.display()))?;
-    let mut tensors = recur::state_dict::state_dict(model.rnn.layout(), model.rnn.params(), "rnn");
+    let mut tensors =
+        recur::io::state_dict::state_dict(model.rnn.layout(), model.rnn.params(), "rnn");
     let h = a.hidden_size;
     tensors.push(("head.weight".into(), vec![CLASSES, h], model.head.weight()));
     tensors.push((
@@ -677,7 +678,7 @@ fn save(
         model.head.bias().expect("the head has a bias"),
     ));
     let weights = a.out.join("model.safetensors");
-    recur::state_dict::save_named(&tensors, &weights).map_err(|e| e.to_string())?;
+    recur::io::state_dict::save_named(&tensors, &weights).map_err(|e| e.to_string())?;
     println!(
         "wrote {}.png and {}.svg (training curves, accuracy by length) and {} (PyTorch names: rnn.*, head.*)",
         stem.display(),

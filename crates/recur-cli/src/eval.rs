@@ -5,7 +5,7 @@ use crate::limits;
 use crate::opts::{line_error, Predictor};
 pub use crate::opts::{EvalArgs, PredictArgs};
 use crate::run::{fmt_metrics, Failure, Metrics};
-use recur::model::{read_config, ModelConfig, ModelKind};
+use recur::models::{read_config, ModelConfig, ModelKind};
 use std::io::{BufRead, Write};
 use std::path::Path;
 
@@ -44,7 +44,7 @@ const KINDS: [Entry; 3] = [
 ];
 
 /// `recur eval` of a sequence model: the task that trained it reads the data and measures.
-fn seq_eval(a: &EvalArgs, cfg: &recur::model::ModelConfig) -> Result<Metrics, String> {
+fn seq_eval(a: &EvalArgs, cfg: &recur::models::ModelConfig) -> Result<Metrics, String> {
     let task = crate::task_seq::task_of(cfg)?;
     match crate::task_seq::task_str(&task, "kind")? {
         "classify" => crate::task_classify::eval(a, cfg, &task),
@@ -59,7 +59,7 @@ fn seq_eval(a: &EvalArgs, cfg: &recur::model::ModelConfig) -> Result<Metrics, St
 /// `recur predict` of a sequence model: the task that trained it answers each line.
 fn seq_predictor(
     a: &PredictArgs,
-    cfg: &recur::model::ModelConfig,
+    cfg: &recur::models::ModelConfig,
 ) -> Result<Box<dyn Predictor>, String> {
     let task = crate::task_seq::task_of(cfg)?;
     match crate::task_seq::task_str(&task, "kind")? {

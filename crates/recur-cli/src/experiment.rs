@@ -8,14 +8,14 @@
 //! recur experiment digits --data digits.csv.gz --views rows,pixels ...
 //! ```
 //!
-//! Each run trains a fresh one-layer model (`recur::synthetic::train`: Adam, gradient-norm
+//! Each run trains a fresh one-layer model (`recur::models::synthetic::train`: Adam, gradient-norm
 //! clipping, a linear head on the last hidden state, at every step for the copy task) and
 //! evaluates it on a fixed held-out set. `DIR` gets `results.md` (the table and the settings),
 //! `results.json` (the same and every evaluation), `curves.csv` and the plots `loss.svg/png`
 //! (evaluation loss against steps, one panel per length) and `grad_norm.svg/png`.
 
 use clap::{Args as ClapArgs, ValueEnum};
-use recur::synthetic::{
+use recur::models::synthetic::{
     self, CellKind, Digits, DigitsView, Optimizer, RunResult, Task, TrainConfig, SOLVE_FRACTION,
 };
 use recur_plot::{Chart, Figure, LineChart, Series};
@@ -429,7 +429,7 @@ fn write_results(
 ) -> Result<serde_json::Value, String> {
     let write = |file: &str, text: &str| {
         let p = out.join(file);
-        recur::state_dict::write_atomic(&p, text.as_bytes()).map_err(|e| e.to_string())
+        recur::io::state_dict::write_atomic(&p, text.as_bytes()).map_err(|e| e.to_string())
     };
     let first = runs.first().map(|r| &r.task);
     let mut md = format!("# recur experiment {name}\n\n");

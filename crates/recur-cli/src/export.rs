@@ -7,7 +7,7 @@
 //! ```
 
 use clap::Args as ClapArgs;
-use recur::state_dict::{describe, load_rnn, LoadOptions, TensorFile};
+use recur::io::state_dict::{describe, load_rnn, LoadOptions, TensorFile};
 use recur::Rnn;
 use recur_onnx::export::{export_rnn, ExportOptions};
 use std::path::PathBuf;
@@ -63,7 +63,7 @@ pub fn run(a: Args) -> Result<(), String> {
         double,
     };
     let bytes = export_rnn(&rnn, &eo).map_err(|e| format!("{}: {e}", a.weights.display()))?;
-    recur::state_dict::write_atomic(&a.onnx, &bytes).map_err(|e| e.to_string())?;
+    recur::io::state_dict::write_atomic(&a.onnx, &bytes).map_err(|e| e.to_string())?;
     println!(
         "{} exported to {} (opset {}, {} nodes of ONNX {}, {} bytes)",
         describe(rnn.config()),

@@ -22,7 +22,7 @@
 
 use clap::Args as ClapArgs;
 use recur::error::fmt_shape;
-use recur::state_dict::{
+use recur::io::state_dict::{
     describe, is_cell, load_cell, load_rnn, write_tensors, LoadOptions, OutTensor, TensorFile,
 };
 use recur::{Cell, Mode, Real, Rnn, RnnConfig, State, Tensor};

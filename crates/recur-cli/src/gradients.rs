@@ -6,7 +6,7 @@
 //! recur gradients --model DIR --text FILE [--length 200]
 //! ```
 //!
-//! For every cell: a model trained on the task (`recur::synthetic`) with ‖dL/dh_t‖ recorded on
+//! For every cell: a model trained on the task (`recur::models::synthetic`) with ‖dL/dh_t‖ recorded on
 //! a fixed batch every `--record-every` steps (the total derivative at every step t, so it shows
 //! at which distance from the loss the signal dies), the singular values of the recurrent
 //! matrices and the norm of the step Jacobian d state_t / d state_{t-1} along a sequence, at
@@ -22,13 +22,13 @@
 //! `explode` (`.svg` and `.png`).
 
 use clap::{Args as ClapArgs, ValueEnum};
-use recur::diagnostics::{
+use recur::analysis::diagnostics::{
     recurrent_spectra, step_jacobian_norms, GradStats, GradStatsConfig, HiddenGrads, JacobianTrace,
 };
-use recur::nn::softmax_cross_entropy;
-use recur::synthetic::{
+use recur::models::synthetic::{
     self, task_rng, CellKind, HiddenGradRecord, Model, Optimizer, RunResult, Task, TrainConfig,
 };
+use recur::nn::softmax_cross_entropy;
 use recur::{Dropout, Rnn, Tensor};
 use recur_plot::{Chart, Figure, HeatMap, LineChart, Series};
 use serde_json::{json, Value};
@@ -402,7 +402,7 @@ pub fn run(a: Args) -> Result<(), String> {
 }
 
 fn write_json(out: &Path, doc: &Value) -> Result<(), String> {
-    recur::state_dict::write_atomic(
+    recur::io::state_dict::write_atomic(
         &out.join("gradients.json"),
         (serde_json::to_string_pretty(doc).expect("json") + "\n").as_bytes(),
     )
@@ -425,7 +425,7 @@ fn explode(a: &Args, task: &Task) -> Result<Vec<(String, RunResult)>, String> {
     for clip in [None, Some(a.explode_clip)] {
         let mut model = Model::new(task, CellKind::Irnn, a.hidden_size, false, a.seed)
             .map_err(|e| e.to_string())?;
-        recur::init::irnn(&mut model.rnn, a.explode_scale).map_err(|e| e.to_string())?;
+        recur::core::init::irnn(&mut model.rnn, a.explode_scale).map_err(|e| e.to_string())?;
         let cfg = TrainConfig {
             hidden_size: a.hidden_size,
             batch_size: a.batch_size,
@@ -637,7 +637,7 @@ fn plot(
 /// windows of `--length` characters.
 fn run_model(a: &Args, dir: &Path, out: &Path) -> Result<(), String> {
     let text_path = a.text.as_ref().expect("clap requires --text with --model");
-    let (lm, vocab) = recur::lm::load_dir::<f32>(dir).map_err(|e| e.to_string())?;
+    let (lm, vocab) = recur::models::lm::load_dir::<f32>(dir).map_err(|e| e.to_string())?;
     let text = std::fs::read_to_string(text_path)
         .map_err(|e| format!("--text {}: cannot read: {e}", text_path.display()))?;
     let ids = vocab.encode(&text);
@@ -701,7 +701,7 @@ fn run_model(a: &Args, dir: &Path, out: &Path) -> Result<(), String> {
         "{}: {} ({} layers), L = cross-entropy of the character after {b} windows of {t} \
          characters of {} = {:.4}",
         dir.display(),
-        recur::state_dict::describe(rnn.config()),
+        recur::io::state_dict::describe(rnn.config()),
         rnn.config().num_layers,
         text_path.display(),
         loss
@@ -742,7 +742,7 @@ fn run_model(a: &Args, dir: &Path, out: &Path) -> Result<(), String> {
 }
 
 /// `recur train --grad-stats`: the gradient statistics of every training step
-/// ([`recur::diagnostics::GradStats`]), before clipping: one line per step in
+/// ([`recur::analysis::diagnostics::GradStats`]), before clipping: one line per step in
 /// `grad_stats.csv` (step, global norm, whether clipping fired, the norm of every parameter
 /// group), warnings in the log on spikes and non-finite values, and a summary at the end.
 pub struct GradStatsLog {

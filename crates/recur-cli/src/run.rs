@@ -13,10 +13,10 @@
 //! stopped.
 
 use clap::Args as ClapArgs;
-use recur::checkpoint::{Checkpoint, CheckpointWriter};
 use recur::nn::{
     clip_grad_norm, clip_grad_value, Optimizer, OptimizerConfig, OptimizerState, Schedule,
 };
+use recur::train::checkpoint::{Checkpoint, CheckpointWriter};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -1049,7 +1049,7 @@ fn write_metrics(
         "curve": r.curve.iter().map(Point::json).collect::<Vec<_>>(),
     });
     let text = serde_json::to_string_pretty(&doc).expect("JSON of the metrics");
-    recur::state_dict::write_atomic(&o.out.join(METRICS_FILE), text.as_bytes())?;
+    recur::io::state_dict::write_atomic(&o.out.join(METRICS_FILE), text.as_bytes())?;
     Ok(doc)
 }
 

@@ -10,7 +10,7 @@
 
 use crate::task_lm::load_lm;
 use clap::Args as ClapArgs;
-use recur::lm::SampleOptions;
+use recur::models::lm::SampleOptions;
 use std::io::Write;
 use std::path::PathBuf;
 

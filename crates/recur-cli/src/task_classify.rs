@@ -27,13 +27,13 @@ use crate::task_seq::{
     Examples, Inputs, Kind, Outputs, SeqTask, LABELS_FILE, VOCAB_FILE,
 };
 use clap::{ArgAction, Args as ClapArgs};
+use recur::analysis::metrics::Confusion;
 use recur::data::jsonl::LabelledJsonl;
 use recur::data::tokenize::WordTokenizer;
 use recur::data::ts::TsOptions;
 use recur::data::tsv::{LabelledTsv, ScoreLabels};
 use recur::data::{LabelSet, LabelledText, ReadReport, TokenVocab, Tokenizer};
-use recur::metrics::Confusion;
-use recur::seqmodel::{Head, Normalization, Pooling, SeqModel, SeqModelConfig};
+use recur::models::seqmodel::{Head, Normalization, Pooling, SeqModel, SeqModelConfig};
 use std::path::{Path, PathBuf};
 
 /// Options of `recur train classify`.
@@ -364,7 +364,7 @@ fn confusion(
         let (batch, _) = data.batch(&idx, None)?;
         let logits = model.forward(&batch)?;
         for (row, &i) in logits.chunks_exact(n_classes).zip(&idx) {
-            let best = recur::seqmodel::argmax_rows(row, n_classes)[0];
+            let best = recur::models::seqmodel::argmax_rows(row, n_classes)[0];
             m.add(gold[i], best)?;
             nll += neg_log_softmax(row, gold[i]);
         }
@@ -712,7 +712,7 @@ fn load_files(dir: &Path, fmt_input: &str) -> Result<(LabelSet, Option<TokenVoca
 /// training; the per-class report and the confusion matrix go to stderr.
 pub fn eval(
     a: &crate::opts::EvalArgs,
-    cfg: &recur::model::ModelConfig,
+    cfg: &recur::models::ModelConfig,
     task: &serde_json::Value,
 ) -> Result<Metrics, String> {
     let fmt = Format::from_json(task)?;
@@ -785,7 +785,7 @@ fn parse_series(line: &str, dims: usize, k: usize) -> Result<Vec<f32>, String> {
 /// for that line.
 pub fn predictor(
     a: &crate::opts::PredictArgs,
-    cfg: &recur::model::ModelConfig,
+    cfg: &recur::models::ModelConfig,
     task: &serde_json::Value,
 ) -> Result<Box<dyn crate::opts::Predictor>, String> {
     let fmt = Format::from_json(task)?;
@@ -795,7 +795,7 @@ pub fn predictor(
     if vocab.is_none()
         && !matches!(
             model.config().input,
-            recur::seqmodel::InputKind::Features { .. }
+            recur::models::seqmodel::InputKind::Features { .. }
         )
     {
         return Err("config.json: a text classifier without a vocabulary".into());
@@ -829,10 +829,12 @@ impl crate::opts::Predictor for ClassifyPredictor {
                 ids: vec![v.encode(&self.fmt.tokens(line))],
                 alt: Vec::new(),
             },
-            (None, recur::seqmodel::InputKind::Features { num_features }) => Inputs::Features {
-                values: vec![parse_series(line, num_features, line_no)?],
-                num_features,
-            },
+            (None, recur::models::seqmodel::InputKind::Features { num_features }) => {
+                Inputs::Features {
+                    values: vec![parse_series(line, num_features, line_no)?],
+                    num_features,
+                }
+            }
             _ => unreachable!("checked when the predictor was made"),
         };
         let ex = Examples {
@@ -844,7 +846,7 @@ impl crate::opts::Predictor for ClassifyPredictor {
         let (batch, _) = ex.batch(&[0], None).map_err(fail)?;
         let logits = self.model.forward(&batch).map_err(fail)?;
         let row = &logits[..n_classes];
-        let k = recur::seqmodel::argmax_rows(row, n_classes)[0];
+        let k = recur::models::seqmodel::argmax_rows(row, n_classes)[0];
         let p = (-neg_log_softmax(row, k)).exp();
         Ok(format!("{}\t{p:.4}", self.labels.name(k).unwrap_or("?")))
     }

@@ -22,9 +22,11 @@ use crate::task_seq::{
     Inputs, Kind, Outputs, SeqTask,
 };
 use clap::{ArgAction, Args as ClapArgs};
+use recur::analysis::metrics::ForecastReport;
 use recur::data::csv::CsvOptions;
-use recur::metrics::ForecastReport;
-use recur::seqmodel::{forecast_windows, Head, Normalization, Pooling, SeqModel, SeqModelConfig};
+use recur::models::seqmodel::{
+    forecast_windows, Head, Normalization, Pooling, SeqModel, SeqModelConfig,
+};
 use std::path::{Path, PathBuf};
 
 /// Options of `recur train forecast`.
@@ -368,7 +370,7 @@ fn size(task: &serde_json::Value, k: &str) -> Result<usize, String> {
 /// of the series, against the naive forecast.
 pub fn eval(
     a: &crate::opts::EvalArgs,
-    cfg: &recur::model::ModelConfig,
+    cfg: &recur::models::ModelConfig,
     task: &serde_json::Value,
 ) -> Result<Metrics, String> {
     let model = load_model(&a.model, cfg)?;
@@ -405,7 +407,7 @@ pub fn eval(
 /// next `horizon` values.
 pub fn predictor(
     a: &crate::opts::PredictArgs,
-    cfg: &recur::model::ModelConfig,
+    cfg: &recur::models::ModelConfig,
     task: &serde_json::Value,
 ) -> Result<Box<dyn crate::opts::Predictor>, String> {
     Ok(Box::new(ForecastPredictor {

@@ -17,13 +17,15 @@ use crate::limits::{self, block_params, check_params};
 use crate::run::{embed_rnn_head, Log, Metrics, Part, StepStats, Task, TrainOpts};
 use crate::shared::fingerprint;
 use clap::Args as ClapArgs;
-use recur::checkpoint::{
-    rng_from_state, rng_state, seeded, Checkpoint, CheckpointWriter, TrainRng,
-};
+use recur::data::text::{unigram_bits, Batches, Vocab};
 use recur::data::tokenize::WordTokenizer;
 use recur::data::vocab::TokenVocab;
-use recur::lm::{CharLm, CharLmConfig, CharLmGrads, SampleOptions, CONFIG_FILE, VOCAB_FILE};
-use recur::text::{unigram_bits, Batches, Vocab};
+use recur::models::lm::{
+    CharLm, CharLmConfig, CharLmGrads, SampleOptions, CONFIG_FILE, VOCAB_FILE,
+};
+use recur::train::checkpoint::{
+    rng_from_state, rng_state, seeded, Checkpoint, CheckpointWriter, TrainRng,
+};
 use recur::{Mode, State, Tensor};
 use std::path::{Path, PathBuf};
 
@@ -233,7 +235,7 @@ fn save_lm(
     training: &serde_json::Value,
 ) -> recur::Result<()> {
     match vocab {
-        LmVocab::Chars(v) => recur::lm::save_dir(dir, model, v, Some(training)),
+        LmVocab::Chars(v) => recur::models::lm::save_dir(dir, model, v, Some(training)),
         LmVocab::Words(v) => {
             std::fs::create_dir_all(dir)
                 .map_err(|e| recur::Error::file(dir, "cannot create the directory", e))?;
@@ -241,25 +243,25 @@ fn save_lm(
             let mut cfg = model.config().to_json();
             cfg["tokens"] = "word".into();
             cfg["training"] = training.clone();
-            recur::model::write_config(dir, cfg)?;
-            model.save_weights(dir.join(recur::lm::WEIGHTS_FILE))
+            recur::models::write_config(dir, cfg)?;
+            model.save_weights(dir.join(recur::models::lm::WEIGHTS_FILE))
         }
     }
 }
 
 /// Reads a model directory written by `recur train lm` (character or word tokens).
 pub(crate) fn load_lm(dir: &Path) -> recur::Result<(CharLm<f32>, LmVocab)> {
-    load_lm_from(dir, &recur::model::read_config(dir)?)
+    load_lm_from(dir, &recur::models::read_config(dir)?)
 }
 
 /// [`load_lm`] with the configuration already read.
 pub(crate) fn load_lm_from(
     dir: &Path,
-    cfg: &recur::model::ModelConfig,
+    cfg: &recur::models::ModelConfig,
 ) -> recur::Result<(CharLm<f32>, LmVocab)> {
-    cfg.expect(recur::model::ModelKind::CharLm)?;
+    cfg.expect(recur::models::ModelKind::CharLm)?;
     if cfg.json["tokens"] != "word" {
-        let (m, v) = recur::lm::load_from::<f32>(dir, cfg)?;
+        let (m, v) = recur::models::lm::load_from::<f32>(dir, cfg)?;
         return Ok((m, LmVocab::Chars(v)));
     }
     let cfg_path = dir.join(CONFIG_FILE);
@@ -274,7 +276,7 @@ pub(crate) fn load_lm_from(
             config.vocab_size
         )));
     }
-    let model = CharLm::load_weights(dir.join(recur::lm::WEIGHTS_FILE), &config)?;
+    let model = CharLm::load_weights(dir.join(recur::models::lm::WEIGHTS_FILE), &config)?;
     Ok((model, LmVocab::Words(vocab)))
 }
 
@@ -425,7 +427,7 @@ impl LmTask {
             "model: Embedding({}, {}) -> {} -> Dropout({}) -> Linear({}, {}); {} parameters",
             vocab.len(),
             a.embed_size,
-            recur::state_dict::describe(&config.rnn_config()),
+            recur::io::state_dict::describe(&config.rnn_config()),
             a.dropout,
             a.hidden_size,
             vocab.len(),
@@ -498,7 +500,8 @@ impl Task for LmTask {
         }
         let chunk = self.batches.chunk(k);
         self.grads.zero();
-        let rng: Option<&mut dyn recur::lm::RngCore> = if self.model.config().dropout > 0.0 {
+        let rng: Option<&mut dyn recur::models::lm::RngCore> = if self.model.config().dropout > 0.0
+        {
             Some(&mut self.rng)
         } else {
             None
@@ -642,7 +645,10 @@ impl Task for LmTask {
 
 /// `recur eval` of a language model: bits per character (or word perplexity) on a text file,
 /// read the way training reads its validation text.
-pub fn eval(a: &crate::opts::EvalArgs, cfg: &recur::model::ModelConfig) -> Result<Metrics, String> {
+pub fn eval(
+    a: &crate::opts::EvalArgs,
+    cfg: &recur::models::ModelConfig,
+) -> Result<Metrics, String> {
     let (model, vocab) = load_lm_from(&a.model, cfg).map_err(|e| e.to_string())?;
     let text = read_text("--data", &a.data)?;
     let ids = vocab.encode(&text);
@@ -670,7 +676,7 @@ pub fn eval(a: &crate::opts::EvalArgs, cfg: &recur::model::ModelConfig) -> Resul
 /// itself and `--max-len` generated tokens (line ends shown as spaces).
 pub fn predictor(
     a: &crate::opts::PredictArgs,
-    cfg: &recur::model::ModelConfig,
+    cfg: &recur::models::ModelConfig,
 ) -> Result<Box<dyn crate::opts::Predictor>, String> {
     let (model, vocab) = load_lm_from(&a.model, cfg).map_err(|e| e.to_string())?;
     Ok(Box::new(LmPredictor {

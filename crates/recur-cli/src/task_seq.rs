@@ -4,11 +4,11 @@
 //! dispatch of `recur eval` / `recur predict` for sequence models.
 
 use crate::run::{embed_rnn_head, fmt_metrics, Log, Metrics, Part, StepStats, Task};
-use recur::checkpoint::{
+use recur::models::lm::RngCore;
+use recur::models::seqmodel::{load_dir, save_dir, SeqBatch, SeqModel, SeqModelGrads, Targets};
+use recur::train::checkpoint::{
     rng_from_state, rng_state, seeded, Checkpoint, CheckpointWriter, TrainRng,
 };
-use recur::lm::RngCore;
-use recur::seqmodel::{load_dir, save_dir, SeqBatch, SeqModel, SeqModelGrads, Targets};
 use recur::Mode;
 use std::path::Path;
 
@@ -168,8 +168,8 @@ pub fn check_model_opts(cell: &str, sizes: &[(&str, usize)], dropout: f64) -> Re
 /// An error if the model of `config` has more parameters than the command line allows
 /// ([`crate::limits::MAX_PARAMS`]); called before the data is read with the smallest
 /// vocabulary and label set, and again before the model is made.
-pub fn check_size(config: &recur::seqmodel::SeqModelConfig) -> Result<(), String> {
-    use recur::seqmodel::InputKind;
+pub fn check_size(config: &recur::models::seqmodel::SeqModelConfig) -> Result<(), String> {
+    use recur::models::seqmodel::InputKind;
     let (rows, embed, input) = match config.input {
         InputKind::Tokens {
             vocab_size,
@@ -420,7 +420,7 @@ impl Task for SeqTask {
 }
 
 /// The `"task"` object of a model directory's config.json.
-pub fn task_of(cfg: &recur::model::ModelConfig) -> Result<serde_json::Value, String> {
+pub fn task_of(cfg: &recur::models::ModelConfig) -> Result<serde_json::Value, String> {
     cfg.json
         .get("task")
         .filter(|t| t.get("kind").and_then(|k| k.as_str()).is_some())
@@ -441,8 +441,8 @@ pub fn task_str<'a>(task: &'a serde_json::Value, key: &str) -> Result<&'a str, S
 }
 
 /// Loads the model of a directory for `recur eval` / `recur predict`.
-pub fn load_model(dir: &Path, cfg: &recur::model::ModelConfig) -> Result<SeqModel<f32>, String> {
-    recur::seqmodel::load_from::<f32>(dir, cfg).map_err(|e| e.to_string())
+pub fn load_model(dir: &Path, cfg: &recur::models::ModelConfig) -> Result<SeqModel<f32>, String> {
+    recur::models::seqmodel::load_from::<f32>(dir, cfg).map_err(|e| e.to_string())
 }
 
 /// Batches of `batch_size` consecutive indices `0..n`.

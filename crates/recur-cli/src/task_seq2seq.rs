@@ -1,4 +1,4 @@
-//! `recur train seq2seq`: an encoder-decoder model ([`recur::seq2seq::Seq2Seq`]) trained on
+//! `recur train seq2seq`: an encoder-decoder model ([`recur::models::seq2seq::Seq2Seq`]) trained on
 //! (source, target) pairs with teacher forcing, evaluated by decoding the validation sources
 //! (greedy or beam search) against their references: exact match, token error rate, and for
 //! CMUdict the word error rate.
@@ -34,16 +34,16 @@
 use crate::limits::{self, block_params, check_params};
 use crate::run::{Log, Metrics, Part, StepStats, Task, TrainOpts};
 use clap::Args as ClapArgs;
-use recur::checkpoint::{
-    rng_from_state, rng_state, seeded, Checkpoint, CheckpointWriter, TrainRng,
-};
 use recur::data::cmudict::CmudictOptions;
 use recur::data::tokenize::{chars, Contractions, WordTokenizer};
 use recur::data::tsv::PairTsv;
 use recur::data::{Column, TokenVocab};
-use recur::seq2seq::{
+use recur::models::seq2seq::{
     load_dir, save_dir, Attention, Batch, BeamOptions, ErrorCounts, Seq2Seq, Seq2SeqConfig,
     Seq2SeqGrads,
+};
+use recur::train::checkpoint::{
+    rng_from_state, rng_state, seeded, Checkpoint, CheckpointWriter, TrainRng,
 };
 use recur::Mode;
 use std::collections::HashMap;
@@ -715,8 +715,8 @@ impl Seq2SeqTask {
             "model: Embedding({}, {}) -> encoder {} -> decoder {} from its final state, {} attention -> Linear({}, {}); {} parameters",
             src_vocab.len(),
             a.embed_size,
-            recur::state_dict::describe(&config.encoder_config()),
-            recur::state_dict::describe(&config.decoder_config()),
+            recur::io::state_dict::describe(&config.encoder_config()),
+            recur::io::state_dict::describe(&config.decoder_config()),
             attention,
             a.hidden_size,
             tgt_vocab.len(),
@@ -806,7 +806,8 @@ impl Task for Seq2SeqTask {
         let t: Vec<&[usize]> = idx.iter().map(|&k| &self.pairs[k].1[..]).collect();
         let batch: Batch = self.model.batch(&s, &t)?;
         self.grads.zero();
-        let rng: Option<&mut dyn recur::lm::RngCore> = if self.model.config().dropout > 0.0 {
+        let rng: Option<&mut dyn recur::models::lm::RngCore> = if self.model.config().dropout > 0.0
+        {
             Some(&mut self.rng)
         } else {
             None
@@ -918,7 +919,10 @@ impl Task for Seq2SeqTask {
 
 /// The model directory's data format and decoding options, from its config.json.
 fn saved_format(dir: &Path, json: &serde_json::Value) -> Result<(DataFormat, BeamOptions), String> {
-    let source = dir.join(recur::seq2seq::CONFIG_FILE).display().to_string();
+    let source = dir
+        .join(recur::models::seq2seq::CONFIG_FILE)
+        .display()
+        .to_string();
     let t = &json["training"];
     let format = DataFormat::from_json(&t["data"], &source)?;
     let d = &t["decoding"];
@@ -935,8 +939,12 @@ fn saved_format(dir: &Path, json: &serde_json::Value) -> Result<(DataFormat, Bea
 
 /// `recur eval` of a sequence-to-sequence model: the data file (in the format the model was
 /// trained on) decoded as in training's evaluations, with its metrics.
-pub fn eval(a: &crate::opts::EvalArgs, cfg: &recur::model::ModelConfig) -> Result<Metrics, String> {
-    let loaded = recur::seq2seq::load_from::<f32>(&a.model, cfg).map_err(|e| e.to_string())?;
+pub fn eval(
+    a: &crate::opts::EvalArgs,
+    cfg: &recur::models::ModelConfig,
+) -> Result<Metrics, String> {
+    let loaded =
+        recur::models::seq2seq::load_from::<f32>(&a.model, cfg).map_err(|e| e.to_string())?;
     let (format, beam) = saved_format(&a.model, &loaded.config_json)?;
     let (groups, _) = read_groups("--data", &a.data, &format, false)?;
     let enc = encode_groups(&groups, &loaded.src_vocab, &loaded.tgt_vocab);
@@ -957,9 +965,10 @@ pub fn eval(a: &crate::opts::EvalArgs, cfg: &recur::model::ModelConfig) -> Resul
 /// (greedy, or a beam search with `--beam`).
 pub fn predictor(
     a: &crate::opts::PredictArgs,
-    cfg: &recur::model::ModelConfig,
+    cfg: &recur::models::ModelConfig,
 ) -> Result<Box<dyn crate::opts::Predictor>, String> {
-    let loaded = recur::seq2seq::load_from::<f32>(&a.model, cfg).map_err(|e| e.to_string())?;
+    let loaded =
+        recur::models::seq2seq::load_from::<f32>(&a.model, cfg).map_err(|e| e.to_string())?;
     let (format, _) = saved_format(&a.model, &loaded.config_json)?;
     Ok(Box::new(Seq2SeqPredictor {
         loaded,
@@ -973,7 +982,7 @@ pub fn predictor(
 }
 
 struct Seq2SeqPredictor {
-    loaded: recur::seq2seq::Loaded<f32>,
+    loaded: recur::models::seq2seq::Loaded<f32>,
     format: DataFormat,
     beam: BeamOptions,
 }

@@ -23,10 +23,10 @@ use crate::task_seq::{
     Inputs, Kind, Outputs, SeqTask, LABELS_FILE, NO_ALT, VOCAB_FILE,
 };
 use clap::{ArgAction, Args as ClapArgs};
+use recur::analysis::metrics::{Confusion, TokenAccuracy};
 use recur::data::conllu::{ConlluOptions, Sentence};
 use recur::data::{LabelSet, TokenVocab};
-use recur::metrics::{Confusion, TokenAccuracy};
-use recur::seqmodel::{SeqModel, SeqModelConfig};
+use recur::models::seqmodel::{SeqModel, SeqModelConfig};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -262,7 +262,7 @@ fn score(
         for (b, &i) in idx.iter().enumerate() {
             for (k, &g) in gold[i].iter().enumerate() {
                 let row = &logits[(b * t + k) * n_tags..][..n_tags];
-                let p = recur::seqmodel::argmax_rows(row, n_tags)[0];
+                let p = recur::models::seqmodel::argmax_rows(row, n_tags)[0];
                 let unknown = data.unknown.get(i).is_some_and(|u| u[k]);
                 acc.add(p, g, unknown);
                 conf.add(g, p)?;
@@ -546,7 +546,7 @@ fn load_kind(dir: &Path, task: &serde_json::Value) -> Result<TagKind, String> {
 /// loss; the per-tag report goes to stderr.
 pub fn eval(
     a: &crate::opts::EvalArgs,
-    cfg: &recur::model::ModelConfig,
+    cfg: &recur::models::ModelConfig,
     task: &serde_json::Value,
 ) -> Result<Metrics, String> {
     let model = load_model(&a.model, cfg)?;
@@ -569,7 +569,7 @@ pub fn eval(
 /// answered by one tag per word (an empty line by an empty line).
 pub fn predictor(
     a: &crate::opts::PredictArgs,
-    cfg: &recur::model::ModelConfig,
+    cfg: &recur::models::ModelConfig,
     task: &serde_json::Value,
 ) -> Result<Box<dyn crate::opts::Predictor>, String> {
     Ok(Box::new(TagPredictor {

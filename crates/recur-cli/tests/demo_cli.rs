@@ -44,10 +44,10 @@ fn demo_trains_reports_and_writes_plots() {
         let len = std::fs::metadata(out.join(f)).unwrap().len();
         assert!(len > 1000, "{f}: {len} bytes");
     }
-    let file = recur::state_dict::TensorFile::read(out.join("model.safetensors")).unwrap();
-    let rnn = recur::state_dict::load_rnn::<f32>(
+    let file = recur::io::state_dict::TensorFile::read(out.join("model.safetensors")).unwrap();
+    let rnn = recur::io::state_dict::load_rnn::<f32>(
         &file,
-        &recur::state_dict::LoadOptions {
+        &recur::io::state_dict::LoadOptions {
             prefix: Some("rnn".into()),
             ..Default::default()
         },

@@ -2,8 +2,8 @@
 //! into the files a user would have) and its output file must hold PyTorch's numbers; bad
 //! files and flags must give one `error:` line and exit status 2, never a panic.
 
-use recur::state_dict::{write_tensors, DType, OutTensor, TensorFile};
-use recur::tolerance::{Tol, F32_FORWARD, F32_GRAD, F64_VS_TORCH};
+use recur::core::tolerance::{Tol, F32_FORWARD, F32_GRAD, F64_VS_TORCH};
+use recur::io::state_dict::{write_tensors, DType, OutTensor, TensorFile};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -2,7 +2,7 @@
 //! directory's files, the validation curve, deterministic sampling; bad files and options give
 //! one `error:` line and exit status 2, never a panic.
 
-use recur::state_dict::TensorFile;
+use recur::io::state_dict::TensorFile;
 use std::path::Path;
 
 #[path = "../../../tests/support/tmpdir.rs"]

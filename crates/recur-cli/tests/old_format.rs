@@ -29,16 +29,16 @@ fn old_model_directories_have_no_format_field_and_still_load() {
         let c = config(&dir);
         assert!(c.get("format").is_none(), "{kind}: an old directory");
         assert_eq!(c["model"], model);
-        let cfg = recur::model::read_config(&dir).unwrap();
+        let cfg = recur::models::read_config(&dir).unwrap();
         assert_eq!(cfg.format, 0);
         assert_eq!(cfg.kind.name(), model);
     }
     // The library's loaders read them.
-    let (lm, vocab) = recur::lm::load_dir::<f32>(fixture("lm")).unwrap();
+    let (lm, vocab) = recur::models::lm::load_dir::<f32>(fixture("lm")).unwrap();
     assert_eq!(lm.config().vocab_size, vocab.len());
-    let cls = recur::seqmodel::load_dir::<f32>(fixture("cls")).unwrap();
+    let cls = recur::models::seqmodel::load_dir::<f32>(fixture("cls")).unwrap();
     assert_eq!(cls.config().output_size, 2);
-    let s2s = recur::seq2seq::load_dir::<f32>(fixture("s2s")).unwrap();
+    let s2s = recur::models::seq2seq::load_dir::<f32>(fixture("s2s")).unwrap();
     assert_eq!(s2s.model.config().src_vocab_size, s2s.src_vocab.len());
 }
 
@@ -99,7 +99,7 @@ fn a_newer_format_is_refused_with_what_to_do_and_new_directories_say_their_forma
         &o,
         "format 99 was written by a newer recur; this one reads formats 0 to 1",
     );
-    let e = recur::seqmodel::load_dir::<f32>(&copy)
+    let e = recur::models::seqmodel::load_dir::<f32>(&copy)
         .unwrap_err()
         .to_string();
     assert!(
@@ -113,9 +113,9 @@ fn a_newer_format_is_refused_with_what_to_do_and_new_directories_say_their_forma
     fails_with(&o, "does not know models of kind \"transformer\"");
 
     // A directory written now holds the format it was written in.
-    let m = recur::seqmodel::load_dir::<f32>(fixture("cls")).unwrap();
+    let m = recur::models::seqmodel::load_dir::<f32>(fixture("cls")).unwrap();
     let out = dir.path("resaved");
-    recur::seqmodel::save_dir(&out, &m, None).unwrap();
-    assert_eq!(config(&out)["format"], recur::model::FORMAT_VERSION);
-    assert_eq!(recur::model::read_config(&out).unwrap().format, 1);
+    recur::models::seqmodel::save_dir(&out, &m, None).unwrap();
+    assert_eq!(config(&out)["format"], recur::models::FORMAT_VERSION);
+    assert_eq!(recur::models::read_config(&out).unwrap().format, 1);
 }

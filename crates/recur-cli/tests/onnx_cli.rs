@@ -228,7 +228,7 @@ fn export_then_forward_gives_pytorchs_output() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // X for the exported graph: input, h0, c0 and lengths (int64 here; the graph says int32).
-    let f = recur::state_dict::TensorFile::read(&case).unwrap();
+    let f = recur::io::state_dict::TensorFile::read(&case).unwrap();
     let mut x = Vec::new();
     for k in ["input", "h0", "c0"] {
         let t = f.float::<f32>(k).unwrap();

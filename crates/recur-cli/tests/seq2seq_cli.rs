@@ -3,7 +3,7 @@
 //! a CMUdict-style dictionary with alternative pronunciations, the model directory's files,
 //! and bad files and options giving one `error:` line and exit status 2, never a panic.
 
-use recur::state_dict::TensorFile;
+use recur::io::state_dict::TensorFile;
 use std::path::Path;
 use std::process::Output;
 

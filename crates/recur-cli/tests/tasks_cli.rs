@@ -3,7 +3,7 @@
 //! and `recur eval` / `recur predict` read them back; resuming is exact; bad inputs give
 //! errors that name them.
 
-use recur::checkpoint::Checkpoint;
+use recur::train::checkpoint::Checkpoint;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -154,7 +154,7 @@ fn classify_texts_then_eval_and_predict() {
     ] {
         assert!(out.join(f).exists(), "{f} is missing");
     }
-    let st = recur::state_dict::TensorFile::read(out.join("model.safetensors")).unwrap();
+    let st = recur::io::state_dict::TensorFile::read(out.join("model.safetensors")).unwrap();
     let names: Vec<&str> = st.names().collect();
     for n in [
         "embed.weight",
@@ -384,7 +384,7 @@ fn classify_resume_is_bit_exact() {
     let log = ok(&recur(&classify_args(t, b.to_str().unwrap(), &more)));
     assert!(log.contains("resuming from"), "{log}");
     let params = |d: &Path| -> Vec<(String, Vec<u32>)> {
-        let f = recur::state_dict::TensorFile::read(d.join("checkpoint.safetensors")).unwrap();
+        let f = recur::io::state_dict::TensorFile::read(d.join("checkpoint.safetensors")).unwrap();
         let c = Checkpoint::read(&d.join("checkpoint.safetensors")).unwrap();
         let mut names: Vec<String> = f
             .names()

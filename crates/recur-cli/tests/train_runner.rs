@@ -3,7 +3,7 @@
 //! Ctrl-C and after `kill -9` at arbitrary moments; checkpoints on disk are always complete;
 //! non-finite losses stop the run with the last good checkpoint kept; `--json` prints one line.
 
-use recur::checkpoint::Checkpoint;
+use recur::train::checkpoint::Checkpoint;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -56,7 +56,7 @@ fn lm_args(text: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
 /// as bits.
 fn weights(dir: &Path) -> Vec<(String, Vec<u32>)> {
     let c = Checkpoint::read(&dir.join("checkpoint.safetensors")).unwrap();
-    let f = recur::state_dict::TensorFile::read(dir.join("checkpoint.safetensors")).unwrap();
+    let f = recur::io::state_dict::TensorFile::read(dir.join("checkpoint.safetensors")).unwrap();
     let mut names: Vec<String> = f
         .names()
         .filter(|n| n.starts_with("param.") || n.starts_with("optimizer."))

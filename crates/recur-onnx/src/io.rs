@@ -104,5 +104,5 @@ pub fn serialize_safetensors(tensors: &[(String, Value)]) -> Result<Vec<u8>> {
 /// Writes `tensors` to a safetensors file, atomically.
 pub fn write_safetensors(path: &Path, tensors: &[(String, Value)]) -> Result<()> {
     let bytes = serialize_safetensors(tensors)?;
-    recur::state_dict::write_atomic(path, &bytes).map_err(|e| Error::Io(e.to_string()))
+    recur::io::state_dict::write_atomic(path, &bytes).map_err(|e| Error::Io(e.to_string()))
 }

@@ -3,7 +3,7 @@
 //! by recur-onnx's reader and run; the outputs must be PyTorch's to f32 tolerance. (That ONNX
 //! Runtime and onnx.checker accept the same files is checked by scripts/check_onnx_export.py.)
 
-use recur::state_dict::{load_rnn, LoadOptions, TensorFile};
+use recur::io::state_dict::{load_rnn, LoadOptions, TensorFile};
 use recur::Rnn;
 use recur_onnx::export::{export_rnn, layer_weights, ExportOptions};
 use recur_onnx::{Model, Value};

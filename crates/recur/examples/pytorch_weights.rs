@@ -13,7 +13,7 @@
 //! inputs to a [`recur::Stream`] one step at a time (no allocation per step) and checks that
 //! the stream ends in PyTorch's final state.
 
-use recur::state_dict::{describe, load_rnn, LoadOptions, TensorFile};
+use recur::io::state_dict::{describe, load_rnn, LoadOptions, TensorFile};
 use recur::{Rnn, Stream, Tensor};
 use std::path::PathBuf;
 

@@ -1,11 +1,11 @@
 //! Loads every parity fixture's PyTorch weights into recur and saves them back with
-//! `recur::state_dict::save`, one file per case, so that `scripts/check_saved.py DIR` can
+//! `recur::io::state_dict::save`, one file per case, so that `scripts/check_saved.py DIR` can
 //! prove PyTorch's `load_state_dict(..., strict=True)` accepts what recur writes:
 //!
 //!     cargo run --release -p recur --example resave_fixtures -- /tmp/resaved
 //!     python3 scripts/check_saved.py /tmp/resaved
 
-use recur::state_dict::{is_cell, load_cell, load_rnn, save, LoadOptions, TensorFile};
+use recur::io::state_dict::{is_cell, load_cell, load_rnn, save, LoadOptions, TensorFile};
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

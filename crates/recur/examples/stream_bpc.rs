@@ -16,7 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("usage: stream_bpc MODEL_DIR TEXT_FILE [STREAMS (default 16)]");
         std::process::exit(2);
     }
-    let (lm, vocab) = recur::lm::load_dir::<f32>(&args[1])?;
+    let (lm, vocab) = recur::models::lm::load_dir::<f32>(&args[1])?;
     let text = std::fs::read_to_string(&args[2])?;
     let ids = vocab.encode(&text);
     let b: usize = args.get(3).map_or(Ok(16), |s| s.parse())?;

@@ -7,12 +7,12 @@
 //! The task: sequences of 3 to 12 filler tokens (ids 6..10) in which two marker tokens A
 //! (id 4) and B (id 5) are placed; the class is whether A comes before B. A bag of words
 //! cannot solve it: the order matters. After training it prints the accuracy on held-out
-//! sequences (chance is about 50%) and saves the model with `recur::seqmodel::save_dir`
+//! sequences (chance is about 50%) and saves the model with `recur::models::seqmodel::save_dir`
 //! (weights with PyTorch names, config.json).
 
 use rand::{Rng, SeedableRng};
+use recur::models::seqmodel::{save_dir, SeqBatch, SeqModel, SeqModelConfig, Targets};
 use recur::nn::{Adam, AdamConfig};
-use recur::seqmodel::{save_dir, SeqBatch, SeqModel, SeqModelConfig, Targets};
 use recur::Mode;
 
 /// `n` sequences and their classes.

@@ -23,40 +23,23 @@
 
 #![forbid(unsafe_code)]
 
-pub mod cell;
-pub mod checkpoint;
-pub mod config;
+pub mod analysis;
+pub mod core;
 pub mod data;
-pub mod diagnostics;
-mod engine;
 pub mod error;
-pub mod init;
-pub mod layout;
-pub mod lm;
-pub mod metrics;
-pub mod model;
+pub mod io;
+pub mod models;
 pub mod nn;
-#[cfg(any(test, feature = "testing"))]
-pub mod reference;
-pub mod rnn;
-pub mod seq2seq;
-pub mod seqmodel;
-pub mod state_dict;
-pub mod stream;
-pub mod synthetic;
-pub mod tensor;
-pub mod text;
-#[cfg(any(test, feature = "testing"))]
-pub mod tolerance;
+pub mod train;
 
-pub use cell::Cell;
-pub use config::{Mode, RnnConfig};
+pub use crate::core::cell::Cell;
+pub use crate::core::config::{Mode, RnnConfig};
+pub use crate::core::layout::{Naming, ParamEntry, ParamKind, ParamLayout};
+pub use crate::core::rnn::{BackwardObserver, Dropout, InputGrads, Output, Rnn, State, Tape};
+pub use crate::core::stream::{Precision, Stream};
+pub use crate::core::tensor::Tensor;
 pub use error::{Error, Result};
-pub use layout::{Naming, ParamEntry, ParamKind, ParamLayout};
 pub use recur_kernels::{num_threads, set_num_threads, Real};
-pub use rnn::{BackwardObserver, Dropout, InputGrads, Output, Rnn, State, Tape};
-pub use stream::{Precision, Stream};
-pub use tensor::Tensor;
 
 /// Frees the scratch buffers recur keeps between calls. Forward and backward passes reuse
 /// their buffers (up to 2 GiB per element type) to avoid re-mapping memory on every call;

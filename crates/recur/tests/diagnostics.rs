@@ -10,12 +10,12 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use recur::diagnostics::{
+use recur::analysis::diagnostics::{
     recurrent_spectra, singular_values, spectral_norm, step_jacobian_norms, HiddenGrads,
     StepJacobian,
 };
-use recur::reference::{self, CellParams, Perturb};
-use recur::tolerance::{F64_VS_TORCH, FD_STEP, FINITE_DIFF};
+use recur::core::reference::{self, CellParams, Perturb};
+use recur::core::tolerance::{F64_VS_TORCH, FD_STEP, FINITE_DIFF};
 use recur::{Dropout, Mode, Rnn, RnnConfig, State, Tensor};
 
 fn uniform(rng: &mut ChaCha8Rng, n: usize, lo: f64, hi: f64) -> Vec<f64> {
@@ -572,7 +572,7 @@ fn recurrent_spectra_per_gate_block() {
 
 #[test]
 fn grad_stats_norms_spikes_non_finite_and_clipping() {
-    use recur::diagnostics::{named_grads, GradStats, GradStatsConfig, GradWarning};
+    use recur::analysis::diagnostics::{named_grads, GradStats, GradStatsConfig, GradWarning};
     let rnn: Rnn<f32> = Rnn::new(RnnConfig::gru(2, 3), 0).unwrap();
     let n = rnn.layout().total();
     let mut stats = GradStats::new(GradStatsConfig {
@@ -682,7 +682,7 @@ fn orthonormality_error(m: &[f64], rows: usize, cols: usize) -> f64 {
 
 #[test]
 fn qr_q_is_orthonormal_with_a_positive_r_diagonal() {
-    use recur::init::qr_q;
+    use recur::core::init::qr_q;
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     for (m, n) in [(6, 6), (10, 4), (64, 64), (3, 1)] {
         let a = uniform(&mut rng, m * n, -1.0, 1.0);
@@ -721,7 +721,7 @@ fn qr_q_is_orthonormal_with_a_positive_r_diagonal() {
 
 #[test]
 fn orthogonal_init_one_block_per_gate() {
-    use recur::init::{orthogonal, orthogonal_recurrent};
+    use recur::core::init::{orthogonal, orthogonal_recurrent};
     // Wide and tall matrices: orthonormal rows or columns, scaled by the gain.
     for (rows, cols) in [(5, 8), (8, 5), (7, 7)] {
         let m = orthogonal(rows, cols, 1.0, 11);
@@ -772,7 +772,7 @@ fn orthogonal_init_one_block_per_gate() {
 
 #[test]
 fn irnn_and_forget_gate_bias_set_the_right_parameters() {
-    use recur::init::{forget_gate_bias, irnn};
+    use recur::core::init::{forget_gate_bias, irnn};
     let mut rnn: Rnn<f32> = Rnn::new(RnnConfig::new(Mode::RnnRelu, 3, 4).num_layers(2), 0).unwrap();
     let w_ih = rnn.param("weight_ih_l1").unwrap().to_vec();
     irnn(&mut rnn, 1.0).unwrap();
@@ -840,11 +840,11 @@ fn irnn_and_forget_gate_bias_set_the_right_parameters() {
 }
 
 mod synthetic_tasks {
-    use recur::nn::softmax_cross_entropy;
-    use recur::synthetic::{
+    use recur::models::synthetic::{
         adding_batch, copy_baseline, copy_batch, task_rng, train, CellKind, Digits, DigitsView,
         Model, Optimizer, Target, Task, TrainConfig, ADDING_BASELINE_MSE, COPY_CLASSES, COPY_VOCAB,
     };
+    use recur::nn::softmax_cross_entropy;
     use std::io::Write;
 
     #[test]

@@ -8,8 +8,8 @@ use proptest::prelude::*;
 #[path = "../../../tests/support/proptest_cases.rs"]
 mod proptest_cases;
 use proptest_cases::config;
-use recur::checkpoint::{rng_from_state, Checkpoint, CheckpointWriter, META_KEY};
-use recur::state_dict::{serialize_tensors, OutTensor};
+use recur::io::state_dict::{serialize_tensors, OutTensor};
+use recur::train::checkpoint::{rng_from_state, Checkpoint, CheckpointWriter, META_KEY};
 
 /// A small valid checkpoint, like the runner writes.
 fn valid() -> Vec<u8> {

@@ -21,13 +21,13 @@ use recur::data::cmudict::{self, CmudictOptions};
 use recur::data::conllu::{self, ConlluOptions};
 use recur::data::csv::{self, CsvOptions};
 use recur::data::jsonl::{self, LabelledJsonl};
+use recur::data::text::Vocab;
 use recur::data::tokenize::{chars, Contractions, WordTokenizer};
 use recur::data::ts::{self, TsOptions};
 use recur::data::tsv::{self, LabelledTsv, PairTsv, ScoreLabels};
 use recur::data::vocab::{LabelSet, TokenVocab};
 use recur::data::{LabelledText, ReadReport, REPORTED_SKIPS};
-use recur::state_dict::{serialize_tensors, OutTensor, TensorFile};
-use recur::text::Vocab;
+use recur::io::state_dict::{serialize_tensors, OutTensor, TensorFile};
 use recur::Error;
 use recur_kernels::alloc::{current_bytes, peak_bytes, reset_peak, Tracking};
 

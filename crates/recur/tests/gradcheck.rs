@@ -1,13 +1,13 @@
 //! Gradients checked against finite differences, in f64, on the plain reference
-//! implementation (`recur::reference`): the loss is
+//! implementation (`recur::core::reference`): the loss is
 //! `L = Σ output·gy + Σ h_n·gh (+ Σ c_n·gc)` with random gy, gh, gc; every parameter, input
 //! element and initial-state element is perturbed by ±FD_STEP and the central difference of
 //! the reference's loss is compared with what `Rnn::backward` returns.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use recur::reference;
-use recur::tolerance::{F64_VS_TORCH, FD_STEP, FINITE_DIFF};
+use recur::core::reference;
+use recur::core::tolerance::{F64_VS_TORCH, FD_STEP, FINITE_DIFF};
 use recur::{Dropout, Mode, Rnn, RnnConfig, State, Tensor};
 
 fn randn(rng: &mut ChaCha8Rng, n: usize) -> Vec<f64> {

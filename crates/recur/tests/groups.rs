@@ -4,8 +4,8 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use recur::reference;
-use recur::tolerance::F64_VS_TORCH;
+use recur::core::reference;
+use recur::core::tolerance::F64_VS_TORCH;
 use recur::{Dropout, Mode, Rnn, RnnConfig, State, Tensor};
 
 fn run(

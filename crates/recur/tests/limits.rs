@@ -3,8 +3,8 @@
 //! zero-length sequence, lengths longer than the padded input, a hidden size of 0, empty
 //! batches) are clear errors, never panics.
 
-use recur::lm::{CharLm, CharLmConfig};
-use recur::text::Batches;
+use recur::data::text::Batches;
+use recur::models::lm::{CharLm, CharLmConfig};
 use recur::{Mode, Rnn, RnnConfig, Stream, Tensor};
 use recur_kernels::alloc::{current_bytes, peak_bytes, reset_peak, thread_allocations, Tracking};
 use std::sync::Mutex;

@@ -3,9 +3,9 @@
 //! f64, training on a generated text, save/load, sampling).
 
 use rand::{Rng, SeedableRng};
-use recur::lm::{load_dir, save_dir, CharLm, CharLmConfig, SampleOptions};
+use recur::data::text::{entropy_bits, unigram_bits, Batches, Chunk, Vocab};
+use recur::models::lm::{load_dir, save_dir, CharLm, CharLmConfig, SampleOptions};
 use recur::nn::{Adam, AdamConfig, Embedding};
-use recur::text::{entropy_bits, unigram_bits, Batches, Chunk, Vocab};
 use recur::{Mode, State, Tensor};
 
 fn randn(n: usize, seed: u64) -> Vec<f64> {

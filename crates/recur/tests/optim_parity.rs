@@ -13,12 +13,12 @@
 //!
 //! Also here: resuming an optimizer from its exported state is bit-exact.
 
+use recur::core::tolerance::{Tol, F32_FORWARD};
+use recur::io::state_dict::TensorFile;
 use recur::nn::{
     clip_grad_norm, clip_grad_value, l1_loss, mse_loss, Optimizer, OptimizerConfig, OptimizerState,
     Reduction, Schedule,
 };
-use recur::state_dict::TensorFile;
-use recur::tolerance::{Tol, F32_FORWARD};
 use recur::Real;
 use std::collections::BTreeMap;
 use std::path::PathBuf;

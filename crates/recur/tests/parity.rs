@@ -1,12 +1,12 @@
 //! Parity with PyTorch: every fixture in `tests/fixtures/parity/` (written by
 //! `scripts/gen_fixtures.py`; each file's `snippet` metadata holds the PyTorch code that made
 //! it) is run through recur in f64 and in f32. Outputs, final states and every gradient are
-//! compared with PyTorch's float64 results, within the tolerances of `recur::tolerance`.
+//! compared with PyTorch's float64 results, within the tolerances of `recur::core::tolerance`.
 //!
 //! `cargo test --release -p recur --test parity -- --nocapture` prints the error table.
 
-use recur::state_dict::{load_cell, load_rnn, LoadOptions, TensorFile};
-use recur::tolerance::{Tol, F32_FORWARD, F32_GRAD, F64_VS_TORCH};
+use recur::core::tolerance::{Tol, F32_FORWARD, F32_GRAD, F64_VS_TORCH};
+use recur::io::state_dict::{load_cell, load_rnn, LoadOptions, TensorFile};
 use recur::{Dropout, Real, State, Tensor};
 use std::collections::BTreeMap;
 use std::path::PathBuf;

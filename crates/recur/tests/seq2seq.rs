@@ -1,18 +1,18 @@
-//! Encoder-decoder models (`recur::seq2seq`): every gradient against central finite
+//! Encoder-decoder models (`recur::models::seq2seq`): every gradient against central finite
 //! differences in f64, one forward/backward pass against PyTorch fixtures
 //! (`scripts/gen_seq2seq_fixtures.py`; each file's `snippet` metadata holds the PyTorch code
 //! that made its numbers), greedy and beam-search decoding, learning a reversal task, save and
 //! load, and metrics.
 
 use rand::{Rng, SeedableRng};
+use recur::core::tolerance::{Tol, F32_FORWARD, F32_GRAD, F64_VS_TORCH, FD_STEP, FINITE_DIFF};
 use recur::data::TokenVocab;
-use recur::nn::{Adam, AdamConfig, Embedding, Linear};
-use recur::seq2seq::{
+use recur::io::state_dict::TensorFile;
+use recur::models::seq2seq::{
     levenshtein, load_dir, save_dir, Attention, Batch, BeamOptions, ErrorCounts, Seq2Seq,
     Seq2SeqConfig, Seq2SeqModules,
 };
-use recur::state_dict::TensorFile;
-use recur::tolerance::{Tol, F32_FORWARD, F32_GRAD, F64_VS_TORCH, FD_STEP, FINITE_DIFF};
+use recur::nn::{Adam, AdamConfig, Embedding, Linear};
 use recur::{Mode, Real, Rnn, RnnConfig};
 use std::path::PathBuf;
 

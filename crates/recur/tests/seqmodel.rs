@@ -1,16 +1,18 @@
-//! Sequence models (`recur::seqmodel`) and their metrics (`recur::metrics`): PyTorch parity of
+//! Sequence models (`recur::models::seqmodel`) and their metrics (`recur::analysis::metrics`): PyTorch parity of
 //! whole training steps, every gradient against finite differences in f64, metrics against
 //! hand-computed values, learning small generated tasks, and save/load.
 
 use rand::{Rng, SeedableRng};
-use recur::metrics::{accuracy, errors, repeat_last, Confusion, ForecastReport, TokenAccuracy};
-use recur::nn::{Adam, AdamConfig, Embedding, Linear};
-use recur::seqmodel::{
+use recur::analysis::metrics::{
+    accuracy, errors, repeat_last, Confusion, ForecastReport, TokenAccuracy,
+};
+use recur::core::tolerance::{Tol, F32_FORWARD, F32_GRAD, F64_VS_TORCH, FD_STEP, FINITE_DIFF};
+use recur::io::state_dict::{load_rnn, LoadOptions, TensorFile};
+use recur::models::seqmodel::{
     forecast_windows, load_dir, save_dir, BatchLoss, Head, InputKind, Loss, Normalization, Pooling,
     SeqBatch, SeqInput, SeqModel, SeqModelConfig, Targets, IGNORE, NORMALIZATION_FILE,
 };
-use recur::state_dict::{load_rnn, LoadOptions, TensorFile};
-use recur::tolerance::{Tol, F32_FORWARD, F32_GRAD, F64_VS_TORCH, FD_STEP, FINITE_DIFF};
+use recur::nn::{Adam, AdamConfig, Embedding, Linear};
 use recur::{Mode, Real};
 use std::path::PathBuf;
 
@@ -25,7 +27,7 @@ fn rng(seed: u64) -> rand_chacha::ChaCha8Rng {
 /// The gradients of `model` as (PyTorch name, values), in state_dict order.
 fn named_grads<T: Real>(
     model: &SeqModel<T>,
-    g: &recur::seqmodel::SeqModelGrads<T>,
+    g: &recur::models::seqmodel::SeqModelGrads<T>,
 ) -> Vec<(String, Vec<f64>)> {
     let f = |v: &[T]| v.iter().map(|x| x.to_f64()).collect::<Vec<f64>>();
     let mut out = Vec::new();

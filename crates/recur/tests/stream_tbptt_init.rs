@@ -2,8 +2,8 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use recur::reference;
-use recur::tolerance::{F32_STREAM, F64_VS_TORCH, FD_STEP, FINITE_DIFF};
+use recur::core::reference;
+use recur::core::tolerance::{F32_STREAM, F64_VS_TORCH, FD_STEP, FINITE_DIFF};
 use recur::{Cell, Dropout, Mode, Rnn, RnnConfig, State, Stream, Tensor};
 
 fn rand_vec(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {

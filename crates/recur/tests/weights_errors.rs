@@ -5,7 +5,7 @@
 //! The files are built in memory with `serialize_tensors` (or by hand for f16/bf16) and parsed
 //! with `TensorFile::from_bytes`.
 
-use recur::state_dict::{
+use recur::io::state_dict::{
     is_cell, load_cell, load_rnn, save, serialize_tensors, state_dict, DType, LoadOptions,
     OutTensor, TensorFile,
 };

@@ -42,6 +42,7 @@ pub mod cmudict;
 pub mod conllu;
 pub mod csv;
 pub mod jsonl;
+pub mod text;
 pub mod tokenize;
 pub mod ts;
 pub mod tsv;

@@ -17,7 +17,7 @@
 //! ```
 
 use crate::error::{Error, Result};
-use crate::state_dict::write_atomic;
+use crate::io::state_dict::write_atomic;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;

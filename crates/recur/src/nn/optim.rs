@@ -22,7 +22,7 @@
 
 use super::{parse_bool, parse_f64, split_spec};
 use crate::error::{Error, Result};
-use crate::state_dict::{write_tensors, OutTensor, TensorFile};
+use crate::io::state_dict::{write_tensors, OutTensor, TensorFile};
 use recur_kernels::Real;
 use std::fmt;
 use std::path::Path;

@@ -8,7 +8,7 @@
 //! `kill -9` at any moment leaves either the previous complete checkpoint or the new one.
 //!
 //! ```
-//! use recur::checkpoint::{Checkpoint, CheckpointWriter};
+//! use recur::train::checkpoint::{Checkpoint, CheckpointWriter};
 //! let dir = std::env::temp_dir().join(format!("recur-ckpt-doc-{}", std::process::id()));
 //! std::fs::create_dir_all(&dir).unwrap();
 //! let path = dir.join("checkpoint.safetensors");
@@ -22,7 +22,7 @@
 //! ```
 
 use crate::error::{Error, Result};
-use crate::state_dict::{serialize_tensors, write_atomic, OutTensor, TensorFile};
+use crate::io::state_dict::{serialize_tensors, write_atomic, OutTensor, TensorFile};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! of a forecast (MAE, RMSE) next to the naive "repeat the last value" baseline.
 //!
 //! ```
-//! use recur::metrics::Confusion;
+//! use recur::analysis::metrics::Confusion;
 //! // gold, predicted
 //! let pairs = [(0, 0), (0, 1), (1, 1), (1, 1), (2, 1)];
 //! let mut m = Confusion::new(3);

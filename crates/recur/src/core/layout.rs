@@ -2,7 +2,7 @@
 //! in the flat parameter buffer. Loading, saving, initialization, gradients and optimizers all
 //! read this table; nothing else lists parameters.
 
-use crate::config::{Mode, RnnConfig};
+use crate::core::config::{Mode, RnnConfig};
 use std::ops::Range;
 
 /// What a parameter is.

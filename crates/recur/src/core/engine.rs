@@ -2,7 +2,7 @@
 //!
 //! Everything here is time-major, `(T, B, ·)`, with the batch sorted by decreasing length, so
 //! that the sequences still running at step t are the first `batch_sizes[t]` rows (the layout of
-//! a PyTorch `PackedSequence`). The public API in [`crate::rnn`] sorts and transposes on the way
+//! a PyTorch `PackedSequence`). The public API in [`crate::core::rnn`] sorts and transposes on the way
 //! in and undoes it on the way out.
 //!
 //! Per (layer, direction):
@@ -19,7 +19,7 @@
 //! Rows that are not running at time t copy their state forward unchanged (a finished sequence
 //! keeps its final state; in the reverse direction a sequence not yet started keeps h0).
 
-use crate::config::Mode;
+use crate::core::config::Mode;
 use recur_kernels::cells;
 use recur_kernels::gemm::{matmul, MatMut, MatRef, Par};
 use recur_kernels::gru;

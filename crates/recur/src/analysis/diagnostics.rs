@@ -16,10 +16,10 @@
 //!
 //! Everything here computes in f64.
 
-use crate::config::Mode;
+use crate::core::config::Mode;
+use crate::core::layout::ParamLayout;
+use crate::core::rnn::Rnn;
 use crate::error::{Error, Result};
-use crate::layout::ParamLayout;
-use crate::rnn::Rnn;
 use recur_kernels::Real;
 use std::collections::VecDeque;
 
@@ -33,7 +33,7 @@ use std::collections::VecDeque;
 /// backward time loop holds at step t.
 ///
 /// ```
-/// use recur::diagnostics::HiddenGrads;
+/// use recur::analysis::diagnostics::HiddenGrads;
 /// use recur::{Dropout, Rnn, RnnConfig, Tensor};
 /// let rnn: Rnn<f64> = Rnn::new(RnnConfig::gru(2, 3), 0).unwrap();
 /// let x = Tensor::new(&[4, 1, 2], vec![0.5; 8]).unwrap(); // (T=4, B=1, I=2)
@@ -59,7 +59,7 @@ pub struct HiddenGrads<T> {
     grads: Vec<Vec<T>>,
 }
 
-impl<T: Real> crate::rnn::BackwardObserver<T> for HiddenGrads<T> {
+impl<T: Real> crate::core::rnn::BackwardObserver<T> for HiddenGrads<T> {
     fn start(
         &mut self,
         num_layers: usize,
@@ -358,7 +358,7 @@ pub fn recurrent_spectra<T: Real>(rnn: &Rnn<T>, all: bool) -> Vec<Spectrum> {
     let gates = gate_names(c.mode);
     let mut out = Vec::new();
     for e in rnn.layout().entries() {
-        if e.kind != crate::layout::ParamKind::WeightHh {
+        if e.kind != crate::core::layout::ParamKind::WeightHh {
             continue;
         }
         let w: Vec<f64> = rnn.params()[e.range()].iter().map(|v| v.to_f64()).collect();
@@ -411,7 +411,7 @@ fn sigmoid(x: f64) -> f64 {
 /// The state is `h` (H_out) for an RNN or GRU and `[h; c]` (H_out + H) for an LSTM: the
 /// gradient of an LSTM flows back through both. [`StepJacobian::jvp`] and
 /// [`StepJacobian::vjp`] apply J and Jᵀ from the cell equations (PyTorch's, as in
-/// `recur::reference`), without forming J.
+/// `recur::core::reference`), without forming J.
 #[derive(Clone, Debug)]
 pub struct StepJacobian<'a> {
     mode: Mode,

@@ -1,11 +1,11 @@
 //! `Cell`: the equivalent of `torch.nn.RNNCell`, `torch.nn.LSTMCell` and `torch.nn.GRUCell`:
 //! one step, parameters named `weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`.
 
-use crate::config::{Mode, RnnConfig};
+use crate::core::config::{Mode, RnnConfig};
+use crate::core::layout::{Naming, ParamLayout};
+use crate::core::rnn::{Dropout, Rnn, State, Tape};
+use crate::core::tensor::Tensor;
 use crate::error::{Error, Result};
-use crate::layout::{Naming, ParamLayout};
-use crate::rnn::{Dropout, Rnn, State, Tape};
-use crate::tensor::Tensor;
 use recur_kernels::Real;
 
 /// A single-step recurrent cell.

@@ -2,10 +2,10 @@
 //! decoder, batched over sentences (and over the hypotheses of a beam).
 
 use super::{attention, log_softmax, pad_time_major, source_lengths, Seq2Seq};
+use crate::core::rnn::State;
+use crate::core::stream::Stream;
+use crate::core::tensor::Tensor;
 use crate::error::{Error, Result};
-use crate::rnn::State;
-use crate::stream::Stream;
-use crate::tensor::Tensor;
 use recur_kernels::Real;
 
 /// How [`Seq2Seq::beam_search`] searches.

@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use recur::data::TokenVocab;
-//! use recur::seq2seq::{Attention, Batch, Seq2Seq, Seq2SeqConfig};
+//! use recur::models::seq2seq::{Attention, Batch, Seq2Seq, Seq2SeqConfig};
 //! use recur::nn::{Adam, AdamConfig};
 //! use recur::Mode;
 //!
@@ -40,13 +40,13 @@ mod metrics;
 pub use decode::{BeamOptions, Hypothesis};
 pub use metrics::{levenshtein, ErrorCounts};
 
-use crate::config::{Mode, RnnConfig};
+use crate::core::config::{Mode, RnnConfig};
+use crate::core::rnn::{Dropout, Output, Rnn, State, Tape};
+use crate::core::tensor::Tensor;
 use crate::data::TokenVocab;
 use crate::error::{fmt_shape, Error, Result};
+use crate::io::state_dict::{describe, load_rnn, state_dict, LoadOptions, TensorFile};
 use crate::nn::{clip_grad_norm, softmax_cross_entropy, Embedding, Linear, DEFAULT_IGNORE_INDEX};
-use crate::rnn::{Dropout, Output, Rnn, State, Tape};
-use crate::state_dict::{describe, load_rnn, state_dict, LoadOptions, TensorFile};
-use crate::tensor::Tensor;
 use attention::AttnDims;
 use rand::{Rng, RngCore};
 use recur_kernels::Real;
@@ -54,7 +54,7 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-pub use crate::model::{CONFIG_FILE, WEIGHTS_FILE};
+pub use crate::models::{CONFIG_FILE, WEIGHTS_FILE};
 /// The source vocabulary file of a model directory.
 pub const SRC_VOCAB_FILE: &str = "src_vocab.json";
 /// The target vocabulary file of a model directory.
@@ -1148,7 +1148,7 @@ impl<T: Real> Seq2Seq<T> {
 
     /// Writes the state_dict to a safetensors file in f32, atomically.
     pub fn save_weights(&self, path: impl AsRef<Path>) -> Result<()> {
-        crate::state_dict::save_named(&self.state_dict(), path)
+        crate::io::state_dict::save_named(&self.state_dict(), path)
     }
 
     /// Reads the weights written by [`Seq2Seq::save_weights`] for a model of `config`; every
@@ -1413,7 +1413,7 @@ pub fn save_dir<T: Real>(
     if let Some(t) = training {
         cfg["training"] = t.clone();
     }
-    crate::model::write_config(dir, cfg)?;
+    crate::models::write_config(dir, cfg)?;
     model.save_weights(dir.join(WEIGHTS_FILE))
 }
 
@@ -1439,13 +1439,13 @@ pub fn load_dir<T: Real>(dir: impl AsRef<Path>) -> Result<Loaded<T>> {
             dir.display()
         )));
     }
-    load_from(dir, &crate::model::read_config(dir)?)
+    load_from(dir, &crate::models::read_config(dir)?)
 }
 
-/// [`load_dir`] with the configuration already read by [`crate::model::read_config`].
+/// [`load_dir`] with the configuration already read by [`crate::models::read_config`].
 pub fn load_from<T: Real>(
     dir: impl AsRef<Path>,
-    cfg: &crate::model::ModelConfig,
+    cfg: &crate::models::ModelConfig,
 ) -> Result<Loaded<T>> {
     let dir = dir.as_ref();
     let (json, source) = (&cfg.json, &cfg.source);

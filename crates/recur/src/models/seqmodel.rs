@@ -15,7 +15,7 @@
 //! the recurrent stack, so nothing is computed on padding.
 //!
 //! ```
-//! use recur::seqmodel::{SeqBatch, SeqModel, SeqModelConfig, Targets};
+//! use recur::models::seqmodel::{SeqBatch, SeqModel, SeqModelConfig, Targets};
 //! use recur::nn::{Adam, AdamConfig};
 //!
 //! // Is there a 3 in the sequence? Token ids 0..5, two classes.
@@ -35,12 +35,12 @@
 //! assert_eq!(model.classify(&batch).unwrap(), labels);
 //! ```
 
-use crate::config::{Mode, RnnConfig};
+use crate::core::config::{Mode, RnnConfig};
+use crate::core::rnn::{Dropout, Rnn, Tape};
+use crate::core::tensor::Tensor;
 use crate::error::{fmt_shape, Error, Result};
+use crate::io::state_dict::{describe, write_tensors, OutTensor, TensorFile};
 use crate::nn::{clip_grad_norm, softmax_cross_entropy, Embedding, Linear, DEFAULT_IGNORE_INDEX};
-use crate::rnn::{Dropout, Rnn, Tape};
-use crate::state_dict::{describe, write_tensors, OutTensor, TensorFile};
-use crate::tensor::Tensor;
 use rand::{Rng, RngCore};
 use recur_kernels::Real;
 use std::path::Path;
@@ -48,7 +48,7 @@ use std::path::Path;
 /// The target of a position that does not count in the loss (PyTorch's `ignore_index`).
 pub const IGNORE: usize = usize::MAX;
 
-pub use crate::model::{CONFIG_FILE, WEIGHTS_FILE};
+pub use crate::models::{CONFIG_FILE, WEIGHTS_FILE};
 /// The file of the standardisation statistics (f64 tensors `input.mean`, `input.std`,
 /// `target.mean`, `target.std`), in a model directory that has them.
 pub const NORMALIZATION_FILE: &str = "normalization.safetensors";
@@ -1559,7 +1559,7 @@ impl<T: Real> SeqModel<T> {
                 e.weight(),
             ));
         }
-        out.extend(crate::state_dict::state_dict(
+        out.extend(crate::io::state_dict::state_dict(
             self.rnn.layout(),
             self.rnn.params(),
             "rnn",
@@ -1576,14 +1576,14 @@ impl<T: Real> SeqModel<T> {
 
     /// Writes the state_dict to a safetensors file in f32, atomically.
     pub fn save_weights(&self, path: impl AsRef<Path>) -> Result<()> {
-        crate::state_dict::save_named(&self.state_dict(), path)
+        crate::io::state_dict::save_named(&self.state_dict(), path)
     }
 
     /// Reads the weights written by [`SeqModel::save_weights`] for a model of `config`; every
     /// tensor is checked against it, and a tensor the model does not have is an error.
     pub fn load_weights(path: impl AsRef<Path>, config: &SeqModelConfig) -> Result<SeqModel<T>> {
         config.validate()?;
-        let f = crate::state_dict::ModelFile::read(path)?;
+        let f = crate::io::state_dict::ModelFile::read(path)?;
         let rnn = f.stack::<T>("rnn", &config.rnn_config())?;
         let embed = match config.input {
             InputKind::Tokens {
@@ -1717,20 +1717,20 @@ pub fn save_dir<T: Real>(
         }
         write_tensors(&norm_path, &tensors, &[])?;
     }
-    crate::model::write_config(dir, cfg)?;
+    crate::models::write_config(dir, cfg)?;
     model.save_weights(dir.join(WEIGHTS_FILE))
 }
 
 /// Reads a model directory written by [`save_dir`].
 pub fn load_dir<T: Real>(dir: impl AsRef<Path>) -> Result<SeqModel<T>> {
     let dir = dir.as_ref();
-    load_from(dir, &crate::model::read_config(dir)?)
+    load_from(dir, &crate::models::read_config(dir)?)
 }
 
-/// [`load_dir`] with the configuration already read by [`crate::model::read_config`].
+/// [`load_dir`] with the configuration already read by [`crate::models::read_config`].
 pub fn load_from<T: Real>(
     dir: impl AsRef<Path>,
-    cfg: &crate::model::ModelConfig,
+    cfg: &crate::models::ModelConfig,
 ) -> Result<SeqModel<T>> {
     let dir = dir.as_ref();
     let (json, source) = (&cfg.json, &cfg.source);

@@ -1,10 +1,10 @@
 //! Streaming: advance a recurrent state one input at a time, with no allocation per step.
 
-use crate::config::Mode;
-use crate::engine::{self, Dims, StepWeights};
+use crate::core::config::Mode;
+use crate::core::engine::{self, Dims, StepWeights};
+use crate::core::rnn::{Rnn, State};
+use crate::core::tensor::Tensor;
 use crate::error::{Error, Result};
-use crate::rnn::{Rnn, State};
-use crate::tensor::Tensor;
 use recur_kernels::gemm::MatRef;
 use recur_kernels::half::{CellKind, Format, HalfCell, HalfKind, HalfScratch};
 use recur_kernels::packed::PackedB;

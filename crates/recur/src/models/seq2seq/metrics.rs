@@ -6,7 +6,7 @@
 /// substitutions that turn one into the other.
 ///
 /// ```
-/// use recur::seq2seq::levenshtein;
+/// use recur::models::seq2seq::levenshtein;
 /// assert_eq!(levenshtein(b"kitten", b"sitting"), 3);
 /// assert_eq!(levenshtein::<u8>(b"", b"abc"), 3);
 /// ```
@@ -33,7 +33,7 @@ pub fn levenshtein<T: PartialEq>(a: &[T], b: &[T]) -> usize {
 /// against the closest one (the shorter on ties).
 ///
 /// ```
-/// use recur::seq2seq::ErrorCounts;
+/// use recur::models::seq2seq::ErrorCounts;
 /// let mut m = ErrorCounts::default();
 /// m.add(&[1, 2, 3], &[vec![1, 2, 3]]);
 /// m.add(&[1, 2], &[vec![1, 5, 2, 4], vec![1, 2, 4]]); // 1 edit from the second reference

@@ -11,11 +11,11 @@
 //! Each changes the parameters of an existing model in place and leaves the others as they
 //! are (e.g. PyTorch's default U(-1/√H, 1/√H) for `weight_ih`).
 
-use crate::config::Mode;
+use crate::core::config::Mode;
+use crate::core::layout::ParamKind;
+use crate::core::rnn::Rnn;
 use crate::error::{Error, Result};
-use crate::layout::ParamKind;
 use crate::nn::normal_values;
-use crate::rnn::Rnn;
 use recur_kernels::Real;
 
 /// IRNN: every recurrent matrix `weight_hh_l*` set to `scale · I` and every bias (`bias_ih`,

@@ -1,12 +1,12 @@
 //! `Rnn`: the equivalent of `torch.nn.RNN`, `torch.nn.LSTM` and `torch.nn.GRU`.
 
-use crate::config::{Mode, RnnConfig};
-use crate::engine::{
+use crate::core::config::{Mode, RnnConfig};
+use crate::core::engine::{
     self, BwdWork, Dims, DirGrads, DirParams, DirState, DyView, ForwardWeights, Plan,
 };
+use crate::core::layout::{DirLayout, Naming, ParamLayout};
+use crate::core::tensor::Tensor;
 use crate::error::{fmt_shape, Error, Result};
-use crate::layout::{DirLayout, Naming, ParamLayout};
-use crate::tensor::Tensor;
 use rand::{Rng, RngCore, SeedableRng};
 use recur_kernels::pool::Buf;
 use recur_kernels::Real;
@@ -152,7 +152,7 @@ impl Prepared {
 
 /// What [`Rnn::backward_with`] tells about the pass it runs: d loss / d h_t at every step of
 /// every layer and direction. The core layers know nothing of what is done with it;
-/// [`crate::diagnostics::HiddenGrads`] keeps it for the vanishing-gradient plots.
+/// [`crate::analysis::diagnostics::HiddenGrads`] keeps it for the vanishing-gradient plots.
 pub trait BackwardObserver<T> {
     /// Called once before the layers: `num_layers` × `num_directions` gradients of
     /// (`seq_len`, B, `hidden_size`) follow, B = `lengths.len()`, each sequence's length in
@@ -769,7 +769,7 @@ impl<T: Real> Rnn<T> {
 
     /// [`Rnn::backward`] that also hands d loss / d h_t, the total derivative (through the
     /// output at t and through h_{t+1}), at every step of every layer and direction to
-    /// `record` (a [`BackwardObserver`], e.g. [`crate::diagnostics::HiddenGrads`]).
+    /// `record` (a [`BackwardObserver`], e.g. [`crate::analysis::diagnostics::HiddenGrads`]).
     pub fn backward_with(
         &self,
         tape: &Tape<T>,

@@ -1,12 +1,12 @@
 //! A character-level language model in the style of char-rnn: [`CharLm`], Embedding →
 //! [`Rnn`] (LSTM, GRU or RNN; dropout between layers) → dropout → Linear → logits over the
 //! vocabulary, trained with truncated backpropagation through time over the chunks of
-//! [`Batches`](crate::text::Batches).
+//! [`Batches`].
 //!
 //! ```
-//! use recur::lm::{CharLm, CharLmConfig, SampleOptions};
+//! use recur::models::lm::{CharLm, CharLmConfig, SampleOptions};
 //! use recur::nn::{Adam, AdamConfig};
-//! use recur::text::{Batches, Vocab};
+//! use recur::data::text::{Batches, Vocab};
 //! use recur::Mode;
 //!
 //! let text = "abcabcabcabcabcabcabcabcabcabcabcabc";
@@ -37,14 +37,14 @@
 //! assert_eq!(out.len(), 10);
 //! ```
 
-use crate::config::{Mode, RnnConfig};
+use crate::core::config::{Mode, RnnConfig};
+use crate::core::rnn::{Dropout, Rnn, State};
+use crate::core::stream::Stream;
+use crate::core::tensor::Tensor;
+use crate::data::text::{Batches, Chunk, Vocab};
 use crate::error::{Error, Result};
+use crate::io::state_dict::{describe, state_dict};
 use crate::nn::{clip_grad_norm, softmax_cross_entropy, Embedding, Linear, DEFAULT_IGNORE_INDEX};
-use crate::rnn::{Dropout, Rnn, State};
-use crate::state_dict::{describe, state_dict};
-use crate::stream::Stream;
-use crate::tensor::Tensor;
-use crate::text::{Batches, Chunk, Vocab};
 use rand::{Rng, SeedableRng};
 use recur_kernels::Real;
 use std::path::Path;
@@ -58,7 +58,7 @@ pub fn seeded_rng(seed: u64) -> impl RngCore + Clone {
     rand_chacha::ChaCha8Rng::seed_from_u64(seed)
 }
 
-pub use crate::model::{CONFIG_FILE, WEIGHTS_FILE};
+pub use crate::models::{CONFIG_FILE, WEIGHTS_FILE};
 /// The vocabulary file of a model directory.
 pub const VOCAB_FILE: &str = "vocab.json";
 
@@ -667,14 +667,14 @@ impl<T: Real> CharLm<T> {
 
     /// Writes the state_dict to a safetensors file in f32, atomically.
     pub fn save_weights(&self, path: impl AsRef<Path>) -> Result<()> {
-        crate::state_dict::save_named(&self.state_dict(), path)
+        crate::io::state_dict::save_named(&self.state_dict(), path)
     }
 
     /// Reads the weights written by [`CharLm::save_weights`] for a model of `config`; every
     /// tensor is checked against it, and a tensor the model does not have is an error.
     pub fn load_weights(path: impl AsRef<Path>, config: &CharLmConfig) -> Result<CharLm<T>> {
         config.validate()?;
-        let f = crate::state_dict::ModelFile::read(path)?;
+        let f = crate::io::state_dict::ModelFile::read(path)?;
         let rnn = f.stack::<T>("rnn", &config.rnn_config())?;
         let (v, e, h) = (config.vocab_size, config.embed_size, config.hidden_size);
         let embed = Embedding::from_params(v, e, f.tensor("embed.weight", &[v, e])?)?;
@@ -754,20 +754,20 @@ pub fn save_dir<T: Real>(
     if let Some(t) = training {
         cfg["training"] = t.clone();
     }
-    crate::model::write_config(dir, cfg)?;
+    crate::models::write_config(dir, cfg)?;
     model.save_weights(dir.join(WEIGHTS_FILE))
 }
 
 /// Reads a model directory written by [`save_dir`]: the model and its vocabulary.
 pub fn load_dir<T: Real>(dir: impl AsRef<Path>) -> Result<(CharLm<T>, Vocab)> {
     let dir = dir.as_ref();
-    load_from(dir, &crate::model::read_config(dir)?)
+    load_from(dir, &crate::models::read_config(dir)?)
 }
 
-/// [`load_dir`] with the configuration already read by [`crate::model::read_config`].
+/// [`load_dir`] with the configuration already read by [`crate::models::read_config`].
 pub fn load_from<T: Real>(
     dir: impl AsRef<Path>,
-    cfg: &crate::model::ModelConfig,
+    cfg: &crate::models::ModelConfig,
 ) -> Result<(CharLm<T>, Vocab)> {
     let dir = dir.as_ref();
     let (json, source) = (&cfg.json, &cfg.source);

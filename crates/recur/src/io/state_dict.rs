@@ -4,15 +4,15 @@
 //! points past the end is an error, never a panic, and nothing is allocated beyond the file's
 //! own size). [`load_rnn`] and [`load_cell`] infer what the names and shapes tell (cell kind,
 //! layers, directions, sizes, bias, proj_size), check every tensor against the
-//! [`ParamLayout`](crate::ParamLayout) and build the model. [`save`] writes a state_dict that
+//! [`ParamLayout`] and build the model. [`save`] writes a state_dict that
 //! `module.load_state_dict(safetensors.torch.load_file(path), strict=True)` accepts.
 
-use crate::cell::Cell;
-use crate::config::{Mode, RnnConfig};
+use crate::core::cell::Cell;
+use crate::core::config::{Mode, RnnConfig};
+use crate::core::layout::{Naming, ParamLayout};
+use crate::core::rnn::Rnn;
+use crate::core::tensor::Tensor;
 use crate::error::{fmt_shape, Error, Result};
-use crate::layout::{Naming, ParamLayout};
-use crate::rnn::Rnn;
-use crate::tensor::Tensor;
 use recur_kernels::Real;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};

@@ -2,7 +2,7 @@
 //! batcher ([`Batches`]) and unigram baselines.
 //!
 //! ```
-//! use recur::text::{Batches, Vocab};
+//! use recur::data::text::{Batches, Vocab};
 //! let text = "abcdefghij";
 //! let vocab = Vocab::from_text(text);
 //! let ids = vocab.encode(text);
@@ -18,7 +18,7 @@
 //! ```
 
 use crate::error::{Error, Result};
-use crate::state_dict::write_atomic;
+use crate::io::state_dict::write_atomic;
 use std::collections::HashMap;
 use std::path::Path;
 

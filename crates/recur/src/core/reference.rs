@@ -3,8 +3,8 @@
 //! buffers. It is slow on purpose; tests check the fast engine against it and check the
 //! engine's gradients against its finite differences.
 
-use crate::config::Mode;
-use crate::rnn::Rnn;
+use crate::core::config::Mode;
+use crate::core::rnn::Rnn;
 
 fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())

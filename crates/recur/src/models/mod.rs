@@ -5,10 +5,15 @@
 //!
 //! [`read_config`] is the one reader of `config.json`: `recur eval` and `recur predict` read
 //! it once, dispatch on the [`ModelKind`], and hand the [`ModelConfig`] to the kind's loader
-//! ([`crate::lm::load_from`], [`crate::seqmodel::load_from`], [`crate::seq2seq::load_from`]),
+//! ([`crate::models::lm::load_from`], [`crate::models::seqmodel::load_from`], [`crate::models::seq2seq::load_from`]),
 //! which does not read it again. Directories written before the `"format"` field existed are
 //! format 0; their keys are those of format 1, so they load unchanged (a test keeps one of
 //! each kind).
+
+pub mod lm;
+pub mod seq2seq;
+pub mod seqmodel;
+pub mod synthetic;
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -27,11 +32,11 @@ pub const FORMAT_VERSION: u64 = 1;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelKind {
-    /// [`crate::lm::CharLm`]: a character- or word-level language model.
+    /// [`crate::models::lm::CharLm`]: a character- or word-level language model.
     CharLm,
-    /// [`crate::seqmodel::SeqModel`]: a classifier, tagger or forecaster.
+    /// [`crate::models::seqmodel::SeqModel`]: a classifier, tagger or forecaster.
     SeqModel,
-    /// [`crate::seq2seq::Seq2Seq`]: an encoder-decoder.
+    /// [`crate::models::seq2seq::Seq2Seq`]: an encoder-decoder.
     Seq2seq,
 }
 
@@ -139,5 +144,5 @@ impl ModelConfig {
 pub fn write_config(dir: impl AsRef<Path>, mut json: serde_json::Value) -> Result<()> {
     json["format"] = FORMAT_VERSION.into();
     let text = serde_json::to_string_pretty(&json).expect("JSON of a configuration");
-    crate::state_dict::write_atomic(&dir.as_ref().join(CONFIG_FILE), text.as_bytes())
+    crate::io::state_dict::write_atomic(&dir.as_ref().join(CONFIG_FILE), text.as_bytes())
 }

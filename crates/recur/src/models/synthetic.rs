@@ -16,13 +16,13 @@
 //! at every step for the copy task), Adam, gradient-norm clipping, evaluation on a fixed held-out
 //! set, and optionally a record of ‖dL/dh_t‖ and the gradient norm along training.
 
-use crate::config::{Mode, RnnConfig};
-use crate::diagnostics::HiddenGrads;
+use crate::analysis::diagnostics::HiddenGrads;
+use crate::core::config::{Mode, RnnConfig};
+use crate::core::init;
+use crate::core::rnn::{Dropout, Rnn};
+use crate::core::tensor::Tensor;
 use crate::error::{Error, Result};
-use crate::init;
 use crate::nn::{clip_grad_norm, softmax_cross_entropy, Adam, AdamConfig, Linear, Sgd, SgdConfig};
-use crate::rnn::{Dropout, Rnn};
-use crate::tensor::Tensor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::fmt;

@@ -1,0 +1,3 @@
+//! Training runs: the resumable checkpoint of a run ([`checkpoint`]).
+
+pub mod checkpoint;
