@@ -397,7 +397,7 @@ pub fn run(a: Args) -> Result<(), String> {
     let total_steps = a.epochs * train.len().div_ceil(a.batch_size);
     let mut step = 0;
     let mut log = crate::run::Log::new(false);
-    log.start_progress(recur_plot::Progress::new(total_steps as u64, "str"));
+    log.start_progress(crate::progress::Progress::new(total_steps as u64, "str"));
     let mut strings = 0u64;
     // (epoch, train loss, train accuracy, valid accuracy)
     let mut curve: Vec<(f64, f64, f64, f64)> = Vec::new();

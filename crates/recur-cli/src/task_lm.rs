@@ -493,7 +493,8 @@ impl Task for LmTask {
         self.config_json.clone()
     }
 
-    fn train_batch(&mut self) -> recur::Result<StepStats> {
+    fn train_batch(&mut self, shard: recur::train::Shard) -> recur::Result<StepStats> {
+        shard.require_whole(self.name())?;
         let k = (self.cursor % self.batches.num_chunks() as u64) as usize;
         if k == 0 {
             self.state = None; // a new pass over the text starts from zero states
@@ -589,7 +590,7 @@ impl Task for LmTask {
         Ok(())
     }
 
-    fn finish(&mut self, dir: &Path, log: &mut Log) -> recur::Result<Metrics> {
+    fn finish(&mut self, dir: &Path, log: &mut dyn recur::train::Hooks) -> recur::Result<Metrics> {
         let words = matches!(self.vocab, LmVocab::Words(_));
         log.line(&if words {
             format!(

@@ -3,7 +3,7 @@
 //! that trains a [`SeqModel`] on them in shuffled minibatches, held-out splits, and the
 //! dispatch of `recur eval` / `recur predict` for sequence models.
 
-use crate::run::{embed_rnn_head, fmt_metrics, Log, Metrics, Part, StepStats, Task};
+use crate::run::{embed_rnn_head, fmt_metrics, Metrics, Part, StepStats, Task};
 use recur::models::lm::RngCore;
 use recur::models::seqmodel::{load_dir, save_dir, SeqBatch, SeqModel, SeqModelGrads, Targets};
 use recur::train::checkpoint::{
@@ -332,7 +332,8 @@ impl Task for SeqTask {
         self.config_json.clone()
     }
 
-    fn train_batch(&mut self) -> recur::Result<StepStats> {
+    fn train_batch(&mut self, shard: recur::train::Shard) -> recur::Result<StepStats> {
+        shard.require_whole(self.name())?;
         let per_epoch = self.steps_per_epoch();
         let (epoch, k) = (self.cursor / per_epoch, (self.cursor % per_epoch) as usize);
         let bs = self.batch_size;
@@ -400,7 +401,7 @@ impl Task for SeqTask {
         Ok(())
     }
 
-    fn finish(&mut self, dir: &Path, log: &mut Log) -> recur::Result<Metrics> {
+    fn finish(&mut self, dir: &Path, log: &mut dyn recur::train::Hooks) -> recur::Result<Metrics> {
         let best = load_dir::<f32>(dir)?;
         let (mut all, report) =
             self.kind

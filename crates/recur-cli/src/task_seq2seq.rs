@@ -800,7 +800,8 @@ impl Task for Seq2SeqTask {
         self.config_json.clone()
     }
 
-    fn train_batch(&mut self) -> recur::Result<StepStats> {
+    fn train_batch(&mut self, shard: recur::train::Shard) -> recur::Result<StepStats> {
+        shard.require_whole(self.name())?;
         let idx = self.next_batch().to_vec();
         let s: Vec<&[usize]> = idx.iter().map(|&k| &self.pairs[k].0[..]).collect();
         let t: Vec<&[usize]> = idx.iter().map(|&k| &self.pairs[k].1[..]).collect();
@@ -886,7 +887,7 @@ impl Task for Seq2SeqTask {
         Ok(())
     }
 
-    fn finish(&mut self, dir: &Path, log: &mut Log) -> recur::Result<Metrics> {
+    fn finish(&mut self, dir: &Path, log: &mut dyn recur::train::Hooks) -> recur::Result<Metrics> {
         let best = load_dir::<f32>(dir)?;
         let t0 = std::time::Instant::now();
         let (s, outputs) = score(&best.model, &self.test, &self.beam, self.batch_size)?;
