@@ -67,7 +67,7 @@
 //! let out = std::env::temp_dir().join(format!("recur-train-doc-{}", std::process::id()));
 //! # let _ = std::fs::remove_dir_all(&out);
 //! let mut config = TrainConfig::new(&out).steps(20);
-//! config.optimizer = OptimizerConfig::Sgd(SgdConfig::default().lr(0.2));
+//! config.optimizer = OptimizerConfig::Sgd(SgdConfig::default().lr(0.75));
 //! config.eval_every = Some(5);
 //! let mut task = Fit { w: vec![0.0, 1.0, 5.0], g: vec![0.0; 3] };
 //! let summary = run(&mut task, &config, &mut ()).unwrap();
