@@ -311,6 +311,7 @@ pub fn train_config(o: &TrainOpts) -> Result<TrainConfig, String> {
         eval_every: o.eval_every,
         checkpoint_every: o.checkpoint_every,
         resume: o.resume,
+        checkpoints: true,
         seed: o.seed,
         optimizer,
         lr_schedule: o.lr_schedule.clone(),

@@ -58,6 +58,9 @@ pub struct TrainConfig {
     /// Continue the run whose checkpoint is in `out` (same task and options; the run may be
     /// longer).
     pub resume: bool,
+    /// Write checkpoints (default true). Without them the run cannot be resumed, and `out`
+    /// may hold the checkpoint of an earlier run (which is left as it is).
+    pub checkpoints: bool,
     /// The seed the task used (recorded with the options a resumed run must keep).
     pub seed: u64,
     /// The optimizer and its hyper-parameters; its learning rate is the schedule's base
@@ -88,6 +91,7 @@ impl Default for TrainConfig {
             eval_every: None,
             checkpoint_every: None,
             resume: false,
+            checkpoints: true,
             seed: 0,
             optimizer: OptimizerConfig::Adam(AdamConfig::default().lr(2e-3)),
             lr_schedule: "constant".into(),
@@ -183,6 +187,9 @@ impl TrainConfig {
                     "clip_grad_value must be a positive number, got {v}"
                 ));
             }
+        }
+        if self.resume && !self.checkpoints {
+            return bad("resume needs checkpoints".into());
         }
         if let NonFinite::Skip { max_in_a_row: 0 } = self.non_finite {
             return bad("non_finite: max_in_a_row must be at least 1".into());

@@ -505,7 +505,7 @@ pub fn run_on(
                 r.step
             ));
         }
-    } else if lead && ckpt_path.exists() {
+    } else if lead && c.checkpoints && ckpt_path.exists() {
         return Err(TrainError::CheckpointExists {
             dir: out.to_path_buf(),
         }
@@ -673,7 +673,8 @@ pub fn run_on(
         if ranks == 1 {
             stop = stop || hooks.should_stop();
         }
-        if r.step.is_multiple_of(checkpoint_every) || r.step == total || stop {
+        let due = r.step.is_multiple_of(checkpoint_every) || r.step == total || stop;
+        if c.checkpoints && due {
             if lead {
                 write_checkpoint(&ckpt_path, task, &opt, &r, &trajectory)?;
                 hooks.checkpoint(r.step, &ckpt_path);
