@@ -40,7 +40,7 @@ fn check_parts<T>(what: &str, parts: &[(&mut [T], &[T])], n: usize) {
         assert_eq!(
             p.len(),
             g.len(),
-            "{what}: part {k} has {} parameters but {} gradients",
+            "{what}.step: part {k} has {} parameters but {} gradients",
             p.len(),
             g.len()
         );
@@ -48,7 +48,7 @@ fn check_parts<T>(what: &str, parts: &[(&mut [T], &[T])], n: usize) {
     }
     assert_eq!(
         total, n,
-        "{what}: the optimizer was made for {n} parameters, got {total}"
+        "{what}.step: the optimizer was made for {n} parameters, got {total}"
     );
 }
 
@@ -1519,15 +1519,17 @@ impl<T: Real, R: UpdateRule<T> + Clone> Optimizer<T, R> {
     ///
     /// Panics if the lengths do not match.
     pub fn step_parts(&mut self, parts: &mut [(&mut [T], &[T])]) {
-        let what = format!("{}.step", self.rule.torch_name());
-        check_parts(&what, parts, self.n);
-        let layout: Vec<usize> = parts.iter().map(|(p, _)| p.len()).collect();
+        let what = self.rule.torch_name();
+        check_parts(what, parts, self.n);
         match &self.groups {
-            Some(g) => assert!(
-                *g == layout,
-                "{what}: parts of lengths {layout:?}, but the earlier steps had {g:?}"
-            ),
-            None => self.groups = Some(layout),
+            Some(g)
+                if g.len() == parts.len()
+                    && g.iter().zip(parts.iter()).all(|(n, p)| *n == p.0.len()) => {}
+            Some(g) => {
+                let layout: Vec<usize> = parts.iter().map(|(p, _)| p.len()).collect();
+                panic!("{what}.step: parts of lengths {layout:?}, but the earlier steps had {g:?}")
+            }
+            None => self.groups = Some(parts.iter().map(|(p, _)| p.len()).collect()),
         }
         self.steps += 1;
         self.ensure_buffers();
