@@ -250,11 +250,18 @@ fn two_ranks_take_the_steps_of_one_process_with_the_whole_batch() {
     let one = run(&mut whole, &sgd(&dir.path("one"), steps), &mut rec).unwrap();
 
     let out = dir.path("two");
+    let quiet = dir.path("two-rank-1");
     let results: Vec<(Vec<f32>, recur::train::Summary, Record)> = std::thread::scope(|s| {
         let handles: Vec<_> = Threads::group(2)
             .into_iter()
             .map(|comm| {
-                let config = sgd(&out, steps);
+                // Rank 1 is given a directory of its own: it must write nothing there.
+                let dir = if comm.rank() == 0 {
+                    out.clone()
+                } else {
+                    quiet.clone()
+                };
+                let config = sgd(&dir, steps);
                 s.spawn(move || {
                     let mut task = Softmax::new();
                     let mut rec = Record::default();
@@ -272,11 +279,11 @@ fn two_ranks_take_the_steps_of_one_process_with_the_whole_batch() {
     // Against one process: the reduced gradient is Σ_r units_r · mean_r / Σ units, the whole
     // batch's mean summed in another order (4 + 3 rows in f32, combined in f64, instead of 7
     // rows in f32): a relative difference of a few f32 roundings, ~1e-7 of the gradient. SGD
-    // with momentum 0.9 and lr 0.3 moves each weight by at most lr·Σ|Δg|/(1-0.9) over the
-    // run, which for 30 steps and gradients below 1 stays under 30·0.3·10·1e-6 ≈ 1e-4 in the
-    // worst case; the weights are of order 1, so 1e-5 leaves a margin of 100 over the
-    // observed differences while a wrong weighting (the plain mean of the two ranks' means,
-    // 4 and 3 rows) misses it by orders of magnitude (checked below).
+    // with momentum 0.9 and lr 0.3 carries each step's difference into the weights scaled by
+    // at most lr / (1 - 0.9) = 3, so after 30 steps of gradients below 1 the weights (of order
+    // 1) differ by at most ~30 · 3 · 1e-7 ≈ 1e-5; the run measures 2.4e-7 (two roundings of
+    // the last bit), and a wrong weighting (the plain mean of the two ranks' means over 4 and
+    // 3 rows) is off by more than 1e-3 in a single step (checked below).
     let p = whole.fc.params();
     let worst = p
         .iter()
@@ -293,7 +300,8 @@ fn two_ranks_take_the_steps_of_one_process_with_the_whole_batch() {
     assert_eq!(r0.steps.len(), steps as usize);
     assert_eq!(r0.steps.last().unwrap().2, steps * BATCH as u64);
     assert!(r1.steps.is_empty() && r1.lines.is_empty() && r1.evals.is_empty());
-    assert!(out.join("metrics.json").exists());
+    assert!(out.join("metrics.json").exists() && out.join("checkpoint.safetensors").exists());
+    assert!(!quiet.exists(), "rank 1 wrote files");
 
     // The check that the tolerance can fail: averaging the two ranks' means without their
     // weights gives another gradient, and other weights.

@@ -97,7 +97,7 @@ pub struct Summary {
     pub clipped_steps: u64,
     /// Wall-clock seconds of this process's part of the run.
     pub seconds: f64,
-    /// The document written to metrics.json.
+    /// The document written to metrics.json (null on ranks other than 0, which write none).
     pub metrics: serde_json::Value,
 }
 
@@ -424,8 +424,13 @@ fn reduce(
 /// this with its own task (and the same configuration); gradients are all-reduced after
 /// every backward pass; only rank 0 writes files (the best model, checkpoints,
 /// `metrics.json`) and calls the hooks that report. Returns what the run did; a run stopped
-/// by [`Hooks::should_stop`] returns with [`Summary::finished`] false after writing a
-/// checkpoint.
+/// by [`Hooks::should_stop`] (on any rank) returns with [`Summary::finished`] false after
+/// writing a checkpoint.
+///
+/// Every rank evaluates the same model (its parameters are the same everywhere) and keeps the
+/// same curve. A resumed run reads rank 0's checkpoint on every rank, so the output
+/// directory must be one that all ranks see; the tasks' state in it is rank 0's, which is
+/// every rank's as long as all ranks walk the same global batches ([`Shard`]).
 pub fn run_on(
     task: &mut dyn Task,
     config: &TrainConfig,
