@@ -14,6 +14,7 @@ mod export;
 mod forward;
 mod gradients;
 mod limits;
+mod model_opts;
 mod opts;
 mod run;
 mod sample;
@@ -97,8 +98,42 @@ fn conventions(cmd: clap::Command) -> clap::Command {
     .mut_subcommands(conventions)
 }
 
+/// A bad value of an option as one line, as recur's own checks say it: `--cell transformer:
+/// unknown cell 'transformer': expected one of rnn_tanh, rnn_relu, lstm, gru`, `--tokens x:
+/// expected one of char, word`. `None` for the parser's other errors (an unknown option, a
+/// missing value, `--help`), which it prints itself.
+fn value_error(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let string = |k: ContextKind| match e.get(k) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    // "--cell <CELL>" → "--cell".
+    let arg = string(ContextKind::InvalidArg)?;
+    let arg = arg.split_whitespace().next().unwrap_or(&arg).to_string();
+    let value = string(ContextKind::InvalidValue)?;
+    let why = match e.kind() {
+        ErrorKind::ValueValidation => std::error::Error::source(e)?.to_string(),
+        ErrorKind::InvalidValue => match e.get(ContextKind::ValidValue) {
+            Some(ContextValue::Strings(v)) => format!("expected one of {}", v.join(", ")),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(format!("{arg} {value}: {why}"))
+}
+
 fn main() -> ExitCode {
-    let matches = conventions(Cli::command()).get_matches();
+    let matches = match conventions(Cli::command()).try_get_matches() {
+        Ok(m) => m,
+        Err(e) => match value_error(&e) {
+            Some(line) => {
+                eprintln!("error: {line}");
+                return ExitCode::from(2);
+            }
+            None => e.exit(),
+        },
+    };
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Demo(a) => demo::run(a).map_err(Failure::from),
