@@ -222,4 +222,45 @@ mod tests {
             assert_eq!(recur::Mode::from(*c).name(), name);
         }
     }
+
+    /// The files every task uses import no task file, and a task file imports no other task
+    /// file but the runner of the sequence tasks they share (`task_seq`).
+    #[test]
+    fn no_task_file_imports_a_sibling() {
+        let imports = |src: &str, what: &str| -> Vec<String> {
+            let mut found: Vec<String> = src
+                .match_indices(what)
+                .map(|(i, _)| {
+                    src[i..]
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                        .collect()
+                })
+                .collect();
+            found.sort();
+            found.dedup();
+            found
+        };
+        for (name, src) in [
+            ("model_opts.rs", include_str!("model_opts.rs")),
+            ("limits.rs", include_str!("limits.rs")),
+            ("opts.rs", include_str!("opts.rs")),
+            ("shared.rs", include_str!("shared.rs")),
+            ("conventions.rs", include_str!("conventions.rs")),
+            ("task_lm.rs", include_str!("task_lm.rs")),
+            ("task_seq2seq.rs", include_str!("task_seq2seq.rs")),
+            ("task_seq.rs", include_str!("task_seq.rs")),
+        ] {
+            let what = ["crate", "::task_"].concat();
+            assert_eq!(imports(src, &what), Vec::<String>::new(), "{name}");
+        }
+        for (name, src) in [
+            ("task_classify.rs", include_str!("task_classify.rs")),
+            ("task_tag.rs", include_str!("task_tag.rs")),
+            ("task_forecast.rs", include_str!("task_forecast.rs")),
+        ] {
+            let what = ["crate", "::task_"].concat();
+            assert_eq!(imports(src, &what), [[&what, "seq::"].concat()], "{name}");
+        }
+    }
 }
