@@ -2,11 +2,15 @@
 
 #![forbid(unsafe_code)]
 
-use clap::{ArgAction, CommandFactory, FromArgMatches, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Subcommand};
 use run::Failure;
 use std::process::ExitCode;
 
+// `recur bench` runs the `recur-bench` program (src/bench_main.rs), which is the one that
+// counts allocations; here only its options are used, to check them and show its help.
+#[allow(dead_code)]
 mod bench;
+mod conventions;
 mod demo;
 mod eval;
 mod experiment;
@@ -14,6 +18,7 @@ mod export;
 mod forward;
 mod gradients;
 mod limits;
+mod model_opts;
 mod opts;
 mod progress;
 mod run;
@@ -26,10 +31,6 @@ mod task_seq;
 mod task_seq2seq;
 mod task_tag;
 mod train;
-
-/// Counts allocated bytes, for the peak memory `recur bench` reports.
-#[global_allocator]
-static ALLOC: recur_kernels::alloc::Tracking = recur_kernels::alloc::Tracking;
 
 /// Recurrent neural networks (RNN, LSTM, GRU) with PyTorch's semantics, fast on the CPU.
 #[derive(clap::Parser)]
@@ -66,46 +67,78 @@ enum Command {
     Gradients(gradients::Args),
 }
 
-/// The conventions every option of every command follows, applied once to the whole command
-/// tree rather than spelled out on each option:
-/// - every boolean option is `--name [true|false]`: `--name` alone turns it on, `--name=false`
-///   (or `--name false`) turns it off, whatever its default;
-/// - a value may start with a minus (`--lr -1` reaches recur's own check of the value, which
-///   says what is allowed, instead of the parser's "unexpected argument").
-fn conventions(cmd: clap::Command) -> clap::Command {
-    cmd.mut_args(|a| {
-        let a = a.allow_negative_numbers(true);
-        match a.get_action() {
-            ArgAction::SetTrue => a
-                .action(ArgAction::Set)
-                .num_args(0..=1)
-                .require_equals(false)
-                .value_name("BOOL")
-                .default_value("false")
-                .default_missing_value("true")
-                .value_parser(clap::value_parser!(bool)),
-            ArgAction::Set
-                if a.get_value_parser().type_id()
-                    == clap::builder::ValueParser::bool().type_id() =>
-            {
-                a.num_args(0..=1)
-                    .value_name("BOOL")
-                    .default_missing_value("true")
-            }
-            _ => a,
+/// A bad value of an option as one line, as recur's own checks say it: `--cell transformer:
+/// unknown cell 'transformer': expected one of rnn_tanh, rnn_relu, lstm, gru`, `--tokens x:
+/// expected one of char, word`. `None` for the parser's other errors (an unknown option, a
+/// missing value, `--help`), which it prints itself.
+fn value_error(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let string = |k: ContextKind| match e.get(k) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    // "--cell <CELL>" → "--cell".
+    let arg = string(ContextKind::InvalidArg)?;
+    let arg = arg.split_whitespace().next().unwrap_or(&arg).to_string();
+    let value = string(ContextKind::InvalidValue)?;
+    let why = match e.kind() {
+        ErrorKind::ValueValidation => std::error::Error::source(e)?.to_string(),
+        ErrorKind::InvalidValue => match e.get(ContextKind::ValidValue) {
+            Some(ContextValue::Strings(v)) => format!("expected one of {}", v.join(", ")),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(format!("{arg} {value}: {why}"))
+}
+
+/// `recur bench`: runs `recur-bench` (installed beside `recur`) with the same options, so
+/// that only the benchmark counts the bytes it allocates, and every other command allocates
+/// through the system allocator. Its output is the benchmark's; its exit status is recur's.
+fn run_bench() -> ExitCode {
+    let name = format!("recur-bench{}", std::env::consts::EXE_SUFFIX);
+    let exe = match std::env::current_exe() {
+        Ok(p) => p.with_file_name(&name),
+        Err(e) => {
+            eprintln!("error: recur bench: cannot find the recur program's directory: {e}");
+            return ExitCode::from(2);
         }
-    })
-    .mut_subcommands(conventions)
+    };
+    // `recur bench ARGS...`: the subcommand is always the first argument.
+    let args = std::env::args_os().skip(2);
+    match std::process::Command::new(&exe).args(args).status() {
+        Ok(s) => match s.code() {
+            Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
+            None => ExitCode::from(130), // ended by a signal (Ctrl-C)
+        },
+        Err(e) => {
+            eprintln!(
+                "error: recur bench runs {}, installed beside recur: {e} (cargo build or \
+                 cargo install of recur-cli builds both)",
+                exe.display()
+            );
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn main() -> ExitCode {
-    let matches = conventions(Cli::command()).get_matches();
+    let matches = match conventions::apply(Cli::command()).try_get_matches() {
+        Ok(m) => m,
+        Err(e) => match value_error(&e) {
+            Some(line) => {
+                eprintln!("error: {line}");
+                return ExitCode::from(2);
+            }
+            None => e.exit(),
+        },
+    };
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Demo(a) => demo::run(a).map_err(Failure::from),
         Command::Forward(a) => forward::run(a).map_err(Failure::from),
         Command::Export(a) => export::run(a).map_err(Failure::from),
-        Command::Bench(a) => bench::run(a).map_err(Failure::from),
+        Command::Bench(_) => return run_bench(),
         Command::Train(a) => train::run(*a),
         Command::Eval(a) => eval::run_eval(a),
         Command::Predict(a) => eval::run_predict(a),

@@ -14,6 +14,7 @@
 //! the checkpoint.
 
 use crate::limits::{self, block_params, check_params};
+use crate::model_opts::{ModelDefaults, ModelOpts, WithModelDefaults};
 use crate::run::{embed_rnn_head, Log, Metrics, Part, StepStats, Task, TrainOpts};
 use crate::shared::fingerprint;
 use clap::Args as ClapArgs;
@@ -29,8 +30,26 @@ use recur::train::checkpoint::{
 use recur::{Mode, State, Tensor};
 use std::path::{Path, PathBuf};
 
+/// The model options' defaults of `recur train lm`: char-rnn's two layers of 128.
+const MODEL: ModelDefaults = ModelDefaults {
+    hidden_size: 128,
+    num_layers: 2,
+    embed_size: Some(64),
+    bidirectional: None,
+    dropout: 0.0,
+    help: &[
+        ("hidden_size", "Hidden size of every recurrent layer"),
+        ("embed_size", "Size of the character embeddings"),
+        (
+            "dropout",
+            "Dropout probability between recurrent layers and before the head (training only)",
+        ),
+    ],
+};
+
 /// Options of `recur train lm`.
 #[derive(ClapArgs)]
+#[command(model_defaults(MODEL))]
 pub struct LmArgs {
     /// The training text (UTF-8).
     #[arg(long, value_name = "FILE")]
@@ -38,21 +57,8 @@ pub struct LmArgs {
     /// The validation text (UTF-8); by default the last 5% of the training text is held out.
     #[arg(long, value_name = "FILE")]
     pub valid: Option<PathBuf>,
-    /// Recurrent cell: lstm, gru, rnn_tanh or rnn_relu.
-    #[arg(long, default_value = "lstm")]
-    pub cell: String,
-    /// Hidden size of every recurrent layer.
-    #[arg(long, default_value_t = 128)]
-    pub hidden_size: usize,
-    /// Recurrent layers.
-    #[arg(long, default_value_t = 2)]
-    pub num_layers: usize,
-    /// Size of the character embeddings.
-    #[arg(long, default_value_t = 64)]
-    pub embed_size: usize,
-    /// Dropout probability between recurrent layers and before the head (training only).
-    #[arg(long, default_value_t = 0.0)]
-    pub dropout: f64,
+    #[command(flatten)]
+    pub model: ModelOpts,
     /// Steps of backpropagation through time: characters per stream in a chunk.
     #[arg(long, default_value_t = 64)]
     pub seq_len: usize,
@@ -307,36 +313,27 @@ pub struct LmTask {
 impl LmTask {
     /// Reads the data and builds the model; prints what it read.
     pub fn new(a: &LmArgs, log: &mut Log) -> Result<LmTask, String> {
-        let mode: Mode = a
-            .cell
-            .parse()
-            .map_err(|e: recur::Error| format!("--cell: {e}"))?;
-        for (name, v) in [
-            ("--hidden-size", a.hidden_size),
-            ("--num-layers", a.num_layers),
-            ("--embed-size", a.embed_size),
-            ("--seq-len", a.seq_len),
-            ("--batch-size", a.batch_size),
-        ] {
-            if v == 0 {
-                return Err(format!("{name} must be at least 1"));
-            }
-        }
-        if !(0.0..1.0).contains(&a.dropout) {
-            return Err(format!("--dropout must be in [0, 1), got {}", a.dropout));
-        }
+        let m = &a.model;
+        m.refuse_missing("a language model", true, false)?;
+        limits::check_model(
+            m,
+            &[("--seq-len", a.seq_len), ("--batch-size", a.batch_size)],
+        )?;
+        let mode: Mode = m.mode();
         let sizes = format!(
             "--embed-size {}, --hidden-size {}, --num-layers {}",
-            a.embed_size, a.hidden_size, a.num_layers
+            a.model.embed(),
+            a.model.hidden_size,
+            a.model.num_layers
         );
         let params = |vocab: usize| {
             block_params(
                 mode,
                 vocab,
-                a.embed_size,
+                a.model.embed(),
                 0,
-                a.hidden_size,
-                a.num_layers,
+                a.model.hidden_size,
+                a.model.num_layers,
                 1,
                 vocab,
             )
@@ -399,10 +396,10 @@ impl LmTask {
             &format!("vocabulary {}, {sizes}", vocab.len()),
         )?;
         let config = CharLmConfig::new(mode, vocab.len())
-            .embed_size(a.embed_size)
-            .hidden_size(a.hidden_size)
-            .num_layers(a.num_layers)
-            .dropout(a.dropout);
+            .embed_size(a.model.embed())
+            .hidden_size(a.model.hidden_size)
+            .num_layers(a.model.num_layers)
+            .dropout(a.model.dropout);
         let model: CharLm<f32> =
             CharLm::new(config.clone(), a.opts.seed).map_err(|e| e.to_string())?;
         let unigram = unigram_bits(&train_ids, &valid_ids, vocab.len());
@@ -426,10 +423,10 @@ impl LmTask {
         log.line(&format!(
             "model: Embedding({}, {}) -> {} -> Dropout({}) -> Linear({}, {}); {} parameters",
             vocab.len(),
-            a.embed_size,
+            a.model.embed(),
             recur::io::state_dict::describe(&config.rnn_config()),
-            a.dropout,
-            a.hidden_size,
+            a.model.dropout,
+            a.model.hidden_size,
             vocab.len(),
             model.num_params()
         ));

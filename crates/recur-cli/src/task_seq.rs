@@ -3,6 +3,7 @@
 //! that trains a [`SeqModel`] on them in shuffled minibatches, held-out splits, and the
 //! dispatch of `recur eval` / `recur predict` for sequence models.
 
+use crate::model_opts::ModelOpts;
 use crate::run::{embed_rnn_head, fmt_metrics, Metrics, Part, StepStats, Task};
 use recur::models::lm::RngCore;
 use recur::models::seqmodel::{load_dir, save_dir, SeqBatch, SeqModel, SeqModelGrads, Targets};
@@ -149,20 +150,11 @@ pub fn check_fraction(flag: &str, f: f64) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses `--cell` and checks the sizes shared by every sequence task.
-pub fn check_model_opts(cell: &str, sizes: &[(&str, usize)], dropout: f64) -> Result<Mode, String> {
-    let mode: Mode = cell
-        .parse()
-        .map_err(|e: recur::Error| format!("--cell: {e}"))?;
-    for (name, v) in sizes {
-        if *v == 0 {
-            return Err(format!("{name} must be at least 1"));
-        }
-    }
-    if !(0.0..1.0).contains(&dropout) {
-        return Err(format!("--dropout must be in [0, 1), got {dropout}"));
-    }
-    Ok(mode)
+/// Checks the model options ([`crate::limits::check_model`]) and the task's own sizes;
+/// the cell.
+pub fn check_model_opts(m: &ModelOpts, sizes: &[(&str, usize)]) -> Result<Mode, String> {
+    crate::limits::check_model(m, sizes)?;
+    Ok(m.mode())
 }
 
 /// An error if the model of `config` has more parameters than the command line allows

@@ -44,9 +44,11 @@ use crate::core::tensor::Tensor;
 use crate::data::text::{Batches, Chunk, Vocab};
 use crate::error::{Error, Result};
 use crate::io::state_dict::{describe, state_dict};
+use crate::models::ModelKind;
 use crate::nn::{clip_grad_norm, softmax_cross_entropy, Embedding, Linear, DEFAULT_IGNORE_INDEX};
 use rand::{Rng, SeedableRng};
 use recur_kernels::Real;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// The trait of the generators [`CharLm::loss_and_grad`] draws dropout masks from
@@ -62,10 +64,12 @@ pub use crate::models::{CONFIG_FILE, WEIGHTS_FILE};
 /// The vocabulary file of a model directory.
 pub const VOCAB_FILE: &str = "vocab.json";
 
-/// The shape of a [`CharLm`].
-#[derive(Clone, Debug, PartialEq)]
+/// The shape of a [`CharLm`]; in `config.json` (serde) with the cell's name under `"cell"`.
+/// Directories from before `"dropout"` was written read it as 0.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CharLmConfig {
     /// The recurrent cell.
+    #[serde(rename = "cell", with = "crate::models::by_name")]
     pub mode: Mode,
     /// Ids of the vocabulary (`<unk>` included): rows of the embedding, outputs of the head.
     pub vocab_size: usize,
@@ -77,6 +81,7 @@ pub struct CharLmConfig {
     pub num_layers: usize,
     /// Dropout probability, in training, between recurrent layers and on the last layer's
     /// output (before the head).
+    #[serde(default)]
     pub dropout: f64,
 }
 
@@ -145,56 +150,17 @@ impl CharLmConfig {
 
     /// The configuration as a JSON object: `{"model": "char_lm", "cell": "lstm",
     /// "vocab_size": ..., "embed_size": ..., "hidden_size": ..., "num_layers": ...,
-    /// "dropout": ...}`.
+    /// "dropout": ...}` ([`crate::models::config_json`]).
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "model": "char_lm",
-            "cell": self.mode.name(),
-            "vocab_size": self.vocab_size,
-            "embed_size": self.embed_size,
-            "hidden_size": self.hidden_size,
-            "num_layers": self.num_layers,
-            "dropout": self.dropout,
-        })
+        crate::models::config_json(ModelKind::CharLm, self)
     }
 
-    /// Reads the object of [`CharLmConfig::to_json`] (other keys are ignored); `source`
-    /// names it in error messages.
+    /// Reads the object of [`CharLmConfig::to_json`] (other keys are ignored;
+    /// [`crate::models::parse_config`]) and checks it; `source` names it in error messages.
     pub fn from_json(v: &serde_json::Value, source: &str) -> Result<CharLmConfig> {
-        let bad = |m: String| Error::Input(format!("{source}: {m}"));
-        if v.get("model").and_then(|m| m.as_str()) != Some("char_lm") {
-            return Err(bad(
-                "not a character language model (expected \"model\": \"char_lm\")".into(),
-            ));
-        }
-        let size = |k: &str| -> Result<usize> {
-            v.get(k)
-                .and_then(|x| x.as_u64())
-                .map(|x| x as usize)
-                .ok_or_else(|| bad(format!("\"{k}\" must be a non-negative integer")))
-        };
-        let mode: Mode = v
-            .get("cell")
-            .and_then(|c| c.as_str())
-            .ok_or_else(|| bad("\"cell\" must be a string".into()))?
-            .parse()
-            .map_err(|e: Error| bad(e.to_string()))?;
-        let c = CharLmConfig {
-            mode,
-            vocab_size: size("vocab_size")?,
-            embed_size: size("embed_size")?,
-            hidden_size: size("hidden_size")?,
-            num_layers: size("num_layers")?,
-            dropout: v
-                .get("dropout")
-                .map(|d| {
-                    d.as_f64()
-                        .ok_or_else(|| bad("\"dropout\" must be a number".into()))
-                })
-                .transpose()?
-                .unwrap_or(0.0),
-        };
-        c.validate().map_err(|e| bad(e.to_string()))?;
+        let c: CharLmConfig = crate::models::parse_config(v, ModelKind::CharLm, source)?;
+        c.validate()
+            .map_err(|e| Error::Input(format!("{source}: {e}")))?;
         Ok(c)
     }
 }
