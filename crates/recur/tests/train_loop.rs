@@ -514,3 +514,46 @@ fn a_whole_batch_task_refuses_several_ranks() {
         }
     }
 }
+
+#[test]
+fn a_stop_asked_on_any_rank_stops_every_rank_at_the_same_step() {
+    let dir = TmpDir::new("ranks-stop");
+    let out = dir.path("m");
+    let summaries: Vec<recur::train::Summary> = std::thread::scope(|s| {
+        let handles: Vec<_> = Threads::group(2)
+            .into_iter()
+            .map(|comm| {
+                let config = sgd(&out, 20);
+                s.spawn(move || {
+                    let mut task = Softmax::new();
+                    // Only rank 1 is asked to stop, after its 4th step (rank 1 sees no steps
+                    // through its hooks, so it counts its polls).
+                    let mut hooks = StopAfter {
+                        polls: 0,
+                        at: (comm.rank() == 1).then_some(4),
+                    };
+                    run_on(&mut task, &config, &mut hooks, &comm).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for s in &summaries {
+        assert!(!s.finished && s.steps == 4, "{:?}", (s.finished, s.steps));
+    }
+    let c = Checkpoint::read(&out.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(c.field("run").unwrap()["step"], 4);
+}
+
+/// Asks to stop at the `at`-th poll.
+struct StopAfter {
+    polls: u64,
+    at: Option<u64>,
+}
+
+impl Hooks for StopAfter {
+    fn should_stop(&mut self) -> bool {
+        self.polls += 1;
+        Some(self.polls) == self.at
+    }
+}
