@@ -154,3 +154,28 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command's options are consistent (clap's own checks), and every task parses with
+    /// the defaults it gives the shared model options.
+    #[test]
+    fn the_command_tree_passes_the_parsers_checks() {
+        conventions::apply(Cli::command()).debug_assert();
+        for task in ["lm", "classify", "tag", "forecast", "seq2seq"] {
+            let mut args = vec!["recur", "train", task, "--train", "x", "--out", "y"];
+            if task == "forecast" {
+                args.extend(["--column", "v"]);
+            }
+            let m = conventions::apply(Cli::command())
+                .try_get_matches_from(args)
+                .unwrap();
+            assert!(matches!(
+                Cli::from_arg_matches(&m).unwrap().command,
+                Command::Train(_)
+            ));
+        }
+    }
+}

@@ -105,8 +105,9 @@ pub struct ModelOpts {
 }
 
 /// The defaults of [`ModelOpts`] a task states for its own model, applied to its command with
-/// [`ModelDefaults::apply`] (or `#[command(model_defaults(..))]`, [`WithModelDefaults`]). `embed_size: None`: the task's model reads numbers (no
-/// embedding); `bidirectional: None`: it reads in one direction only.
+/// [`ModelDefaults::apply`] (or `#[command(model_defaults(..))]`, [`WithModelDefaults`]).
+/// `embed_size: None`: the task's model reads numbers (no embedding); `bidirectional: None`:
+/// it reads in one direction only.
 #[derive(Clone, Copy, Debug)]
 pub struct ModelDefaults {
     pub hidden_size: usize,
