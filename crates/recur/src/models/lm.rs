@@ -44,8 +44,9 @@ use crate::core::tensor::Tensor;
 use crate::data::text::{Batches, Chunk, Vocab};
 use crate::error::{Error, Result};
 use crate::io::state_dict::{describe, state_dict};
+use crate::models::grads::EmbedRnnHeadGrads;
 use crate::models::ModelKind;
-use crate::nn::{clip_grad_norm, softmax_cross_entropy, Embedding, Linear, DEFAULT_IGNORE_INDEX};
+use crate::nn::{softmax_cross_entropy, Embedding, Linear, DEFAULT_IGNORE_INDEX};
 use rand::{Rng, SeedableRng};
 use recur_kernels::Real;
 use serde::{Deserialize, Serialize};
@@ -165,33 +166,8 @@ impl CharLmConfig {
     }
 }
 
-/// The gradients of a [`CharLm`], one flat buffer per module (each in its module's layout).
-#[derive(Clone, Debug)]
-pub struct CharLmGrads<T> {
-    /// `embed.weight`, (vocab, embed)
-    pub embed: Vec<T>,
-    /// The recurrent stack, in its [`ParamLayout`](crate::ParamLayout) order.
-    pub rnn: Vec<T>,
-    /// `head.weight` (vocab, hidden), then `head.bias` (vocab).
-    pub head: Vec<T>,
-}
-
-impl<T: Real> CharLmGrads<T> {
-    /// Sets every gradient to zero (backward passes add into the buffers).
-    pub fn zero(&mut self) {
-        self.embed.fill(T::ZERO);
-        self.rnn.fill(T::ZERO);
-        self.head.fill(T::ZERO);
-    }
-    /// `clip_grad_norm_(model.parameters(), max_norm)`: returns the norm before clipping.
-    pub fn clip_norm(&mut self, max_norm: f64) -> f64 {
-        clip_grad_norm(
-            &mut [&mut self.embed[..], &mut self.rnn[..], &mut self.head[..]],
-            max_norm,
-        )
-        .to_f64()
-    }
-}
+/// The gradients of a [`CharLm`]: embed, rnn, head (the shared [`EmbedRnnHeadGrads`]).
+pub type CharLmGrads<T> = EmbedRnnHeadGrads<T>;
 
 /// Mean loss over a text, from [`CharLm::evaluate`].
 #[derive(Clone, Copy, Debug, PartialEq)]

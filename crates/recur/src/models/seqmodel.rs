@@ -40,8 +40,9 @@ use crate::core::rnn::{Dropout, Rnn, Tape};
 use crate::core::tensor::Tensor;
 use crate::error::{fmt_shape, Error, Result};
 use crate::io::state_dict::{describe, write_tensors, OutTensor, TensorFile};
+use crate::models::grads::EmbedRnnHeadGrads;
 use crate::models::ModelKind;
-use crate::nn::{clip_grad_norm, softmax_cross_entropy, Embedding, Linear, DEFAULT_IGNORE_INDEX};
+use crate::nn::{softmax_cross_entropy, Embedding, Linear, DEFAULT_IGNORE_INDEX};
 use rand::{Rng, RngCore};
 use recur_kernels::Real;
 use serde::{Deserialize, Serialize};
@@ -774,45 +775,8 @@ pub struct BatchLoss {
     pub count: usize,
 }
 
-/// The gradients of a [`SeqModel`], one flat buffer per module (each in its module's layout).
-#[derive(Clone, Debug)]
-pub struct SeqModelGrads<T> {
-    /// `embed.weight`, (vocab, embed); empty for a feature input.
-    pub embed: Vec<T>,
-    /// The recurrent stack, in its [`ParamLayout`](crate::ParamLayout) order.
-    pub rnn: Vec<T>,
-    /// `head.weight` (out, D·hidden), then `head.bias` (out).
-    pub head: Vec<T>,
-}
-
-impl<T: Real> SeqModelGrads<T> {
-    /// Sets every gradient to zero (backward passes add into the buffers).
-    pub fn zero(&mut self) {
-        self.embed.fill(T::ZERO);
-        self.rnn.fill(T::ZERO);
-        self.head.fill(T::ZERO);
-    }
-    /// `clip_grad_norm_(model.parameters(), max_norm)`: returns the norm before clipping.
-    pub fn clip_norm(&mut self, max_norm: f64) -> f64 {
-        clip_grad_norm(
-            &mut [&mut self.embed[..], &mut self.rnn[..], &mut self.head[..]],
-            max_norm,
-        )
-        .to_f64()
-    }
-    /// Scales every gradient by `s` (e.g. to average over accumulated batches).
-    pub fn scale(&mut self, s: f64) {
-        let s = T::from_f64(s);
-        for g in self
-            .embed
-            .iter_mut()
-            .chain(self.rnn.iter_mut())
-            .chain(self.head.iter_mut())
-        {
-            *g *= s;
-        }
-    }
-}
+/// The gradients of a [`SeqModel`]: embed, rnn, head (the shared [`EmbedRnnHeadGrads`]).
+pub type SeqModelGrads<T> = EmbedRnnHeadGrads<T>;
 
 /// A recurrent model of sequences: input layer → `rnn` → dropout → `head`.
 ///
