@@ -8,16 +8,20 @@ use std::process::ExitCode;
 
 mod bench;
 mod demo;
+mod dist;
 mod eval;
 mod experiment;
 mod export;
 mod forward;
 mod gradients;
 mod limits;
+#[cfg(feature = "mpi")]
+mod mpi_comm;
 mod opts;
 mod progress;
 mod run;
 mod sample;
+mod shard;
 mod shared;
 mod task_classify;
 mod task_forecast;
@@ -101,12 +105,20 @@ fn conventions(cmd: clap::Command) -> clap::Command {
 fn main() -> ExitCode {
     let matches = conventions(Cli::command()).get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let dist = match dist::Dist::start(matches!(cli.command, Command::Train(_))) {
+        Ok(d) => d,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    dist::set_rank(dist.rank());
     let result = match cli.command {
         Command::Demo(a) => demo::run(a).map_err(Failure::from),
         Command::Forward(a) => forward::run(a).map_err(Failure::from),
         Command::Export(a) => export::run(a).map_err(Failure::from),
         Command::Bench(a) => bench::run(a).map_err(Failure::from),
-        Command::Train(a) => train::run(*a),
+        Command::Train(a) => train::run(*a, &*dist.comm()),
         Command::Eval(a) => eval::run_eval(a),
         Command::Predict(a) => eval::run_predict(a),
         Command::Sample(a) => sample::run(a).map_err(Failure::from),
@@ -116,7 +128,15 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("error: {}", f.message);
+            // An interrupted run stops at the same step on every rank (the ranks agree on
+            // it), after rank 0's checkpoint: the ranks end together. Any other failure may
+            // be this rank's alone: it ends every rank, naming this one.
+            if f.status != 130 {
+                dist.fail(&f.message, f.status);
+            }
+            if dist::rank() == 0 {
+                eprintln!("error: {}", f.message);
+            }
             ExitCode::from(f.status)
         }
     }

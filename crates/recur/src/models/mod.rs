@@ -11,6 +11,7 @@
 //! each kind).
 
 pub mod lm;
+pub mod rows;
 pub mod seq2seq;
 pub mod seqmodel;
 pub mod synthetic;
