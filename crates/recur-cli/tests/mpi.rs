@@ -147,7 +147,7 @@ fn treebank(n: usize, seed: u64) -> String {
 /// `recur train lm` on the test's text into `out`, with 2 layers and dropout (masks between
 /// the layers and on the output).
 fn lm_args(train: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = [
+    let a: Vec<String> = [
         "train",
         "lm",
         "--train",
@@ -184,12 +184,11 @@ fn lm_args(train: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    a.extend(extra.iter().map(|s| s.to_string()));
-    a
+    with(a, extra)
 }
 
 fn tag_args(train: &Path, valid: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = [
+    let a: Vec<String> = [
         "train",
         "tag",
         "--train",
@@ -222,8 +221,27 @@ fn tag_args(train: &Path, valid: &Path, out: &Path, extra: &[&str]) -> Vec<Strin
     .iter()
     .map(|s| s.to_string())
     .collect();
-    a.extend(extra.iter().map(|s| s.to_string()));
-    a
+    with(a, extra)
+}
+
+/// `base` with the options of `extra` (`--name value`, or `--name` alone before another
+/// option) in place of the same options of `base`, or added.
+fn with(mut base: Vec<String>, extra: &[&str]) -> Vec<String> {
+    let mut i = 0;
+    while i < extra.len() {
+        let name = extra[i];
+        let value = extra.get(i + 1).filter(|v| !v.starts_with("--"));
+        if let Some(k) = base.iter().position(|a| a == name) {
+            let had_value = base.get(k + 1).is_some_and(|v| !v.starts_with("--"));
+            base.drain(k..k + 1 + usize::from(had_value));
+        }
+        base.push(name.to_string());
+        if let Some(v) = value {
+            base.push(v.to_string());
+        }
+        i += 1 + usize::from(value.is_some());
+    }
+    base
 }
 
 fn strs(v: &[String]) -> Vec<&str> {
@@ -246,6 +264,7 @@ fn lm_on_two_and_three_ranks_trains_the_parameters_of_one_process() {
         assert_eq!(stdout.lines().count(), 1, "rank 0 alone prints: {stdout}");
         let pn = params(&out);
         let d = max_rel_diff(&pn, &p1);
+        eprintln!("lm, {ranks} ranks: largest relative difference {d:e}");
         assert!(d < TOLERANCE, "{ranks} ranks against one process: {d:e}");
         assert!(out.join("metrics.json").exists());
     }
@@ -271,6 +290,7 @@ fn tagger_on_two_and_three_ranks_trains_the_parameters_of_one_process() {
         let stdout = String::from_utf8_lossy(&o.stdout);
         assert_eq!(stdout.lines().count(), 1, "rank 0 alone prints: {stdout}");
         let d = max_rel_diff(&params(&out), &p1);
+        eprintln!("tag, {ranks} ranks: largest relative difference {d:e}");
         assert!(d < TOLERANCE, "{ranks} ranks against one process: {d:e}");
     }
     let again = dir.path("r3-again");
