@@ -68,6 +68,10 @@ enum Command {
     Experiment(experiment::Args),
     /// Vanishing and exploding gradients: dL/dh_t per step, recurrent spectra, step Jacobians.
     Gradients(gradients::Args),
+    /// Time the training loop's gradient all-reduce under mpirun (scripts/mpi_scaling.sh).
+    #[cfg(feature = "mpi")]
+    #[command(hide = true)]
+    AllreduceBench(mpi_comm::BenchArgs),
 }
 
 /// The conventions every option of every command follows, applied once to the whole command
@@ -105,7 +109,11 @@ fn conventions(cmd: clap::Command) -> clap::Command {
 fn main() -> ExitCode {
     let matches = conventions(Cli::command()).get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let dist = match dist::Dist::start(matches!(cli.command, Command::Train(_))) {
+    #[cfg(feature = "mpi")]
+    let parallel = matches!(cli.command, Command::Train(_) | Command::AllreduceBench(_));
+    #[cfg(not(feature = "mpi"))]
+    let parallel = matches!(cli.command, Command::Train(_));
+    let dist = match dist::Dist::start(parallel) {
         Ok(d) => d,
         Err(message) => {
             eprintln!("error: {message}");
@@ -124,6 +132,8 @@ fn main() -> ExitCode {
         Command::Sample(a) => sample::run(a).map_err(Failure::from),
         Command::Experiment(a) => experiment::run(a).map_err(Failure::from),
         Command::Gradients(a) => gradients::run(a).map_err(Failure::from),
+        #[cfg(feature = "mpi")]
+        Command::AllreduceBench(a) => mpi_comm::bench(a).map_err(Failure::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -78,3 +78,52 @@ impl Communicator for MpiComm {
             .collect())
     }
 }
+
+/// Options of `recur allreduce-bench` (under `mpirun`).
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Gradient sizes to time, in parameters, comma-separated: the loop all-reduces one f64
+    /// buffer of that many values (and 3 more) per step.
+    #[arg(long, value_delimiter = ',', required = true)]
+    sizes: Vec<usize>,
+    /// Timed all-reduces per size (after 3 untimed ones).
+    #[arg(long, default_value_t = 30)]
+    iters: usize,
+}
+
+/// Times the training loop's all-reduce (the f64 buffer of a step) for each size: rank 0
+/// prints one JSON line per size with the median and minimum seconds.
+pub fn bench(a: BenchArgs) -> Result<(), String> {
+    let comm = MpiComm::world();
+    if a.iters == 0 {
+        return Err("--iters must be at least 1".into());
+    }
+    for &n in &a.sizes {
+        let mut buf = vec![1.0f64; n + 3];
+        let mut times = Vec::with_capacity(a.iters);
+        for k in 0..a.iters + 3 {
+            comm.barrier();
+            let t = std::time::Instant::now();
+            comm.all_reduce_sum_f64(&mut buf)
+                .map_err(|e| e.to_string())?;
+            if k >= 3 {
+                times.push(t.elapsed().as_secs_f64());
+            }
+            buf.iter_mut().for_each(|x| *x = 1.0);
+        }
+        times.sort_by(f64::total_cmp);
+        if comm.rank() == 0 {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "ranks": comm.size(),
+                    "params": n,
+                    "bytes": (n + 3) * 8,
+                    "median_seconds": times[times.len() / 2],
+                    "min_seconds": times[0],
+                })
+            );
+        }
+    }
+    Ok(())
+}

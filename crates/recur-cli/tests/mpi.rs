@@ -358,7 +358,7 @@ fn pids_of_rank(marker: &str, rank: usize) -> Vec<u32> {
             continue;
         };
         let vars: Vec<&[u8]> = env.split(|&b| b == 0).collect();
-        let has = |s: &str| vars.iter().any(|v| *v == s.as_bytes());
+        let has = |s: &str| vars.contains(&s.as_bytes());
         let exe = std::fs::read_link(e.path().join("exe")).unwrap_or_default();
         if has(marker) && has(&want_rank) && exe.ends_with("recur") {
             out.push(pid);
@@ -423,7 +423,7 @@ fn a_killed_rank_ends_the_run_and_the_last_checkpoint_resumes() {
     // The last checkpoint is whole: resume it for 2 more steps.
     let c = recur::train::checkpoint::Checkpoint::read(&ckpt).unwrap();
     let step = c.field("run").unwrap()["step"].as_u64().unwrap();
-    assert!(step >= 3 && step % 3 == 0, "step {step}");
+    assert!(step >= 3 && step.is_multiple_of(3), "step {step}");
     let total = (step + 2).to_string();
     let resumed = lm_args(
         &train,
