@@ -94,6 +94,9 @@ pub struct BenchArgs {
 /// Times the training loop's all-reduce (the f64 buffer of a step) for each size: rank 0
 /// prints one JSON line per size with the median and minimum seconds.
 pub fn bench(a: BenchArgs) -> Result<(), String> {
+    if !mpi::environment::is_initialized() {
+        return Err("run it under mpirun: `mpirun -np 2 recur allreduce-bench ...`".into());
+    }
     let comm = MpiComm::world();
     if a.iters == 0 {
         return Err("--iters must be at least 1".into());

@@ -496,6 +496,11 @@ pub fn train_on(
         started: Instant::now(),
         unit,
     };
+    if comm.size() > 1 {
+        // Every rank stops on Ctrl-C the same way (they agree on the step in the all-reduce);
+        // rank 0 installs the handler in `start`, the others here.
+        watch_interrupts();
+    }
     let result = recur::train::run_on(task, &config, &mut term, comm);
     let s: Summary = match result {
         Ok(s) => s,
