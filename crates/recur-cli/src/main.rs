@@ -12,6 +12,7 @@ use std::process::ExitCode;
 mod bench;
 mod conventions;
 mod demo;
+mod dist;
 mod eval;
 mod experiment;
 mod export;
@@ -19,10 +20,13 @@ mod forward;
 mod gradients;
 mod limits;
 mod model_opts;
+#[cfg(feature = "mpi")]
+mod mpi_comm;
 mod opts;
 mod progress;
 mod run;
 mod sample;
+mod shard;
 mod shared;
 mod task_classify;
 mod task_forecast;
@@ -65,6 +69,10 @@ enum Command {
     Experiment(experiment::Args),
     /// Vanishing and exploding gradients: dL/dh_t per step, recurrent spectra, step Jacobians.
     Gradients(gradients::Args),
+    /// Time the training loop's gradient all-reduce under mpirun (scripts/mpi_scaling.sh).
+    #[cfg(feature = "mpi")]
+    #[command(hide = true)]
+    AllreduceBench(mpi_comm::BenchArgs),
 }
 
 /// A bad value of an option as one line, as recur's own checks say it: `--cell transformer:
@@ -134,22 +142,44 @@ fn main() -> ExitCode {
         },
     };
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    #[cfg(feature = "mpi")]
+    let parallel = matches!(cli.command, Command::Train(_) | Command::AllreduceBench(_));
+    #[cfg(not(feature = "mpi"))]
+    let parallel = matches!(cli.command, Command::Train(_));
+    let dist = match dist::Dist::start(parallel) {
+        Ok(d) => d,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    dist::set_rank(dist.rank());
     let result = match cli.command {
         Command::Demo(a) => demo::run(a).map_err(Failure::from),
         Command::Forward(a) => forward::run(a).map_err(Failure::from),
         Command::Export(a) => export::run(a).map_err(Failure::from),
         Command::Bench(_) => return run_bench(),
-        Command::Train(a) => train::run(*a),
+        Command::Train(a) => train::run(*a, &*dist.comm()),
         Command::Eval(a) => eval::run_eval(a),
         Command::Predict(a) => eval::run_predict(a),
         Command::Sample(a) => sample::run(a).map_err(Failure::from),
         Command::Experiment(a) => experiment::run(a).map_err(Failure::from),
         Command::Gradients(a) => gradients::run(a).map_err(Failure::from),
+        #[cfg(feature = "mpi")]
+        Command::AllreduceBench(a) => mpi_comm::bench(a).map_err(Failure::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("error: {}", f.message);
+            // An interrupted run stops at the same step on every rank (the ranks agree on
+            // it), after rank 0's checkpoint: the ranks end together. Any other failure may
+            // be this rank's alone: it ends every rank, naming this one.
+            if f.status != 130 {
+                dist.fail(&f.message, f.status);
+            }
+            if dist::rank() == 0 {
+                eprintln!("error: {}", f.message);
+            }
             ExitCode::from(f.status)
         }
     }

@@ -148,6 +148,8 @@ pub struct TrainOpts {
 pub struct Log {
     to_stderr: bool,
     progress: Option<Progress>,
+    /// A rank other than 0 of a data-parallel run: rank 0 alone prints.
+    quiet: bool,
 }
 
 impl Log {
@@ -155,9 +157,13 @@ impl Log {
         Log {
             to_stderr: json,
             progress: None,
+            quiet: crate::dist::rank() != 0,
         }
     }
     pub fn line(&mut self, s: &str) {
+        if self.quiet {
+            return;
+        }
         let to_stderr = self.to_stderr;
         let print = || {
             if to_stderr {
@@ -461,10 +467,21 @@ impl Hooks for Terminal<'_> {
 
 /// Trains `task` as `o` says, writing into `o.out`; prints the log, and the JSON line with
 /// `--json`; returns the JSON summary.
+#[cfg_attr(not(test), allow(dead_code))]
 pub fn train(
     task: &mut dyn Task,
     o: &TrainOpts,
     log: &mut Log,
+) -> Result<serde_json::Value, Failure> {
+    train_on(task, o, log, &recur::train::Local)
+}
+
+/// [`train`] as one rank of `comm` (data parallelism): rank 0 alone prints and writes.
+pub fn train_on(
+    task: &mut dyn Task,
+    o: &TrainOpts,
+    log: &mut Log,
+    comm: &dyn recur::train::Communicator,
 ) -> Result<serde_json::Value, Failure> {
     let config = train_config(o)?;
     let unit = task.unit().to_string();
@@ -480,7 +497,12 @@ pub fn train(
         started: Instant::now(),
         unit,
     };
-    let result = recur::train::run(task, &config, &mut term);
+    if comm.size() > 1 {
+        // Every rank stops on Ctrl-C the same way (they agree on the step in the all-reduce);
+        // rank 0 installs the handler in `start`, the others here.
+        watch_interrupts();
+    }
+    let result = recur::train::run_on(task, &config, &mut term, comm);
     let s: Summary = match result {
         Ok(s) => s,
         Err(e) => {
@@ -509,7 +531,7 @@ pub fn train(
         "final": s.metrics["final"],
         "report": s.metrics["report"],
     });
-    if o.json {
+    if o.json && comm.rank() == 0 {
         println!("{json}");
     }
     Ok(json)

@@ -297,6 +297,8 @@ pub struct LmTask {
     state: Option<State<f32>>,
     /// Chunks trained so far; the next is `cursor % chunks`.
     cursor: u64,
+    /// The streams this rank computes (all of them in one process).
+    rows: std::ops::Range<usize>,
     rng: TrainRng,
     config_json: serde_json::Value,
     batch_size: usize,
@@ -458,6 +460,7 @@ impl LmTask {
             valid_ids,
             state: None,
             cursor: 0,
+            rows: 0..a.batch_size,
             // The dropout generator is apart from the initialization's.
             rng: seeded(a.opts.seed ^ 0xd50b_0d50_b0d5_0b0d),
             config_json,
@@ -490,29 +493,57 @@ impl Task for LmTask {
         self.config_json.clone()
     }
 
+    /// Every rank reads the same chunk and computes the streams
+    /// [`Shard::range`](recur::train::Shard::range) gives it, carrying their state; dropout is
+    /// drawn stream by stream from a key of the step, so that it does not depend on the
+    /// number of ranks.
     fn train_batch(&mut self, shard: recur::train::Shard) -> recur::Result<StepStats> {
-        shard.require_whole(self.name())?;
         let k = (self.cursor % self.batches.num_chunks() as u64) as usize;
         if k == 0 {
             self.state = None; // a new pass over the text starts from zero states
         }
         let chunk = self.batches.chunk(k);
         self.grads.zero();
-        let rng: Option<&mut dyn recur::models::lm::RngCore> = if self.model.config().dropout > 0.0
-        {
-            Some(&mut self.rng)
-        } else {
-            None
+        let key = recur::models::lm::RngCore::next_u64(&mut self.rng);
+        let rows = shard.range(chunk.batch);
+        self.rows = rows.clone();
+        if rows.is_empty() {
+            self.cursor += 1;
+            return Ok(StepStats {
+                loss: 0.0,
+                units: 0,
+            });
+        }
+        let state = match &self.state {
+            Some(s) => Some(crate::shard::state_rows(s, &rows)?),
+            None => None,
         };
-        let (loss, next) =
-            self.model
-                .loss_and_grad(&chunk, self.state.as_ref(), rng, &mut self.grads)?;
-        self.state = Some(next);
+        let dropout = (self.model.config().dropout > 0.0).then_some(key);
+        let (loss, next) = self.model.loss_and_grad_rows(
+            &chunk,
+            rows.clone(),
+            state.as_ref(),
+            dropout,
+            &mut self.grads,
+        )?;
+        self.state = Some(crate::shard::with_rows(
+            self.state.take(),
+            next,
+            &rows,
+            chunk.batch,
+        )?);
         self.cursor += 1;
         Ok(StepStats {
             loss,
-            units: (chunk.steps * chunk.batch) as u64,
+            units: (chunk.steps * rows.len()) as u64,
         })
+    }
+
+    fn gather_state(&mut self, comm: &dyn recur::train::Communicator) -> recur::Result<()> {
+        match &mut self.state {
+            Some(s) => crate::shard::gather_rows(s, &self.rows, comm),
+            None => Ok(()),
+        }
     }
 
     fn discard_step(&mut self) {

@@ -45,11 +45,13 @@ use crate::data::text::{Batches, Chunk, Vocab};
 use crate::error::{Error, Result};
 use crate::io::state_dict::{describe, state_dict};
 use crate::models::grads::EmbedRnnHeadGrads;
+use crate::models::rows::RowMasks;
 use crate::models::ModelKind;
 use crate::nn::{softmax_cross_entropy, Embedding, Linear, DEFAULT_IGNORE_INDEX};
 use rand::{Rng, SeedableRng};
 use recur_kernels::Real;
 use serde::{Deserialize, Serialize};
+use std::ops::Range;
 use std::path::Path;
 
 /// The trait of the generators [`CharLm::loss_and_grad`] draws dropout masks from
@@ -64,6 +66,18 @@ pub fn seeded_rng(seed: u64) -> impl RngCore + Clone {
 pub use crate::models::{CONFIG_FILE, WEIGHTS_FILE};
 /// The vocabulary file of a model directory.
 pub const VOCAB_FILE: &str = "vocab.json";
+
+/// Where the dropout of a training step comes from.
+enum LmDrop<'a, T> {
+    Off,
+    Sample(&'a mut dyn RngCore),
+    /// The masks between layers, each (steps, batch, width), and the one on the output,
+    /// (steps·batch, hidden).
+    Masks {
+        layers: Vec<Tensor<T>>,
+        output: Vec<T>,
+    },
+}
 
 /// The shape of a [`CharLm`]; in `config.json` (serde) with the cell's name under `"cell"`.
 /// Directories from before `"dropout"` was written read it as 0.
@@ -419,6 +433,97 @@ impl<T: Real> CharLm<T> {
         rng: Option<&mut dyn RngCore>,
         grads: &mut CharLmGrads<T>,
     ) -> Result<(f64, State<T>)> {
+        let drop = match rng {
+            Some(rng) if self.config.dropout > 0.0 => LmDrop::Sample(rng),
+            _ => LmDrop::Off,
+        };
+        self.step(chunk, state, drop, grads)
+    }
+
+    /// [`CharLm::loss_and_grad`] over the streams `rows` of `chunk` only (a rank's share of a
+    /// batch): `state` holds the carried state of those streams (`rows.len()` of them), the
+    /// loss is the mean over their targets, and the returned state is theirs.
+    ///
+    /// Dropout, when `dropout_key` is given and the configured probability is positive, is
+    /// drawn row by row ([`RowMasks`]): stream `b` of the chunk gets the masks of generator
+    /// `b` of the key (the masks between layers, then the one on the output), whatever other
+    /// streams are computed with it. So the gradients of the shares of a batch sum, weighted
+    /// by their targets, to those of the whole batch (`rows` = `0..chunk.batch`).
+    pub fn loss_and_grad_rows(
+        &self,
+        chunk: &Chunk,
+        rows: Range<usize>,
+        state: Option<&State<T>>,
+        dropout_key: Option<u64>,
+        grads: &mut CharLmGrads<T>,
+    ) -> Result<(f64, State<T>)> {
+        let (steps, batch) = (chunk.steps, chunk.batch);
+        self.check_ids("input", &chunk.input, steps, batch)?;
+        self.check_ids("target", &chunk.target, steps, batch)?;
+        if rows.is_empty() || rows.end > batch {
+            return Err(Error::Input(format!(
+                "rows {}..{} of a chunk of {batch} streams",
+                rows.start, rows.end
+            )));
+        }
+        let b = rows.len();
+        let pick = |v: &[usize]| -> Vec<usize> {
+            (0..steps)
+                .flat_map(|t| {
+                    v[t * batch + rows.start..t * batch + rows.end]
+                        .iter()
+                        .copied()
+                })
+                .collect()
+        };
+        let sub = Chunk {
+            input: pick(&chunk.input),
+            target: pick(&chunk.target),
+            steps,
+            batch: b,
+            start: chunk.start,
+        };
+        let drop = match dropout_key {
+            Some(key) if self.config.dropout > 0.0 => {
+                let m = RowMasks::new(key, self.config.dropout);
+                let rc = self.rnn.config();
+                let width = rc.h_out() * rc.num_directions();
+                let h = self.config.hidden_size;
+                let mut layers: Vec<Vec<T>> = (1..rc.num_layers)
+                    .map(|_| vec![T::ZERO; steps * b * width])
+                    .collect();
+                let mut output = vec![T::ZERO; steps * b * h];
+                for s in 0..b {
+                    let mut rng = m.rng(rows.start + s);
+                    for layer in layers.iter_mut() {
+                        for t in 0..steps {
+                            m.fill(&mut rng, &mut layer[(t * b + s) * width..][..width]);
+                        }
+                    }
+                    for t in 0..steps {
+                        m.fill(&mut rng, &mut output[(t * b + s) * h..][..h]);
+                    }
+                }
+                LmDrop::Masks {
+                    layers: layers
+                        .into_iter()
+                        .map(|v| Tensor::new(&[steps, b, width], v))
+                        .collect::<Result<_>>()?,
+                    output,
+                }
+            }
+            _ => LmDrop::Off,
+        };
+        self.step(&sub, state, drop, grads)
+    }
+
+    fn step(
+        &self,
+        chunk: &Chunk,
+        state: Option<&State<T>>,
+        drop: LmDrop<'_, T>,
+        grads: &mut CharLmGrads<T>,
+    ) -> Result<(f64, State<T>)> {
         let (steps, batch) = (chunk.steps, chunk.batch);
         self.check_ids("input", &chunk.input, steps, batch)?;
         self.check_ids("target", &chunk.target, steps, batch)?;
@@ -434,8 +539,8 @@ impl<T: Real> CharLm<T> {
         let n = steps * batch;
         let x = self.embed_ids(&chunk.input, steps, batch)?;
         let p = self.config.dropout;
-        let (out, tape, mask) = match rng {
-            Some(rng) if p > 0.0 => {
+        let (out, tape, mask) = match drop {
+            LmDrop::Sample(rng) => {
                 let (out, tape) =
                     self.rnn
                         .forward_train(&x, state, None, Dropout::Sample(&mut *rng))?;
@@ -453,7 +558,13 @@ impl<T: Real> CharLm<T> {
                     .collect();
                 (out, tape, Some(mask))
             }
-            _ => {
+            LmDrop::Masks { layers, output } => {
+                let (out, tape) =
+                    self.rnn
+                        .forward_train(&x, state, None, Dropout::Masks(&layers))?;
+                (out, tape, Some(output))
+            }
+            LmDrop::Off => {
                 let (out, tape) = self.rnn.forward_train(&x, state, None, Dropout::Off)?;
                 (out, tape, None)
             }

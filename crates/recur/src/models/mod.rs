@@ -19,6 +19,7 @@
 
 pub mod grads;
 pub mod lm;
+pub mod rows;
 pub mod seq2seq;
 pub mod seqmodel;
 pub mod synthetic;

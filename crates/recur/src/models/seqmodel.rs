@@ -41,6 +41,7 @@ use crate::core::tensor::Tensor;
 use crate::error::{fmt_shape, Error, Result};
 use crate::io::state_dict::{describe, write_tensors, OutTensor, TensorFile};
 use crate::models::grads::EmbedRnnHeadGrads;
+use crate::models::rows::RowMasks;
 use crate::models::ModelKind;
 use crate::nn::{softmax_cross_entropy, Embedding, Linear, DEFAULT_IGNORE_INDEX};
 use rand::{Rng, RngCore};
@@ -812,6 +813,24 @@ pub struct SeqModel<T: Real = f32> {
 }
 
 /// What a forward pass keeps for the backward pass.
+/// Where the dropout of a training pass comes from.
+enum SeqDrop<'a> {
+    Off,
+    Sample(&'a mut dyn RngCore),
+    /// Row by row ([`RowMasks`]): the batch's row `s` is row `first + s` of the whole batch.
+    Rows {
+        key: u64,
+        first: usize,
+    },
+}
+
+/// The dropout mask on the head's input: none, drawn from a generator, or given.
+enum HeadMask<'a, T> {
+    Off,
+    Sample(&'a mut dyn RngCore),
+    Given(Vec<T>),
+}
+
 struct Pass<T: Real> {
     /// (n, D·H): the head's input, after dropout; n = B per sequence, Σ lengths per step.
     feat: Vec<T>,
@@ -1113,12 +1132,7 @@ impl<T: Real> SeqModel<T> {
     }
 
     /// Forward pass: training mode (dropout from `rng`, a tape kept) when `train`.
-    fn run(
-        &self,
-        batch: &SeqBatch<T>,
-        train: bool,
-        rng: Option<&mut dyn RngCore>,
-    ) -> Result<Pass<T>> {
+    fn run(&self, batch: &SeqBatch<T>, train: bool, drop: SeqDrop<'_>) -> Result<Pass<T>> {
         self.check_batch(batch)?;
         let c = &self.config;
         let (b, t) = (batch.batch_size(), batch.steps);
@@ -1126,23 +1140,53 @@ impl<T: Real> SeqModel<T> {
         let x = self.rnn_input(batch)?;
         let lengths = Some(&batch.lengths[..]);
         let p = c.dropout;
-        let (out, tape, rng) = if train {
-            match rng {
-                Some(rng) if p > 0.0 => {
-                    let (o, tape) =
-                        self.rnn
-                            .forward_train(&x, None, lengths, Dropout::Sample(&mut *rng))?;
-                    (o, Some(tape), Some(rng))
-                }
-                _ => {
-                    let (o, tape) = self.rnn.forward_train(&x, None, lengths, Dropout::Off)?;
-                    (o, Some(tape), None)
-                }
-            }
-        } else {
-            (self.rnn.forward(&x, None, lengths)?, None, None)
-        };
         let n = self.head_rows(batch);
+        let (out, tape, head_mask) = match drop {
+            _ if !train => (self.rnn.forward(&x, None, lengths)?, None, HeadMask::Off),
+            SeqDrop::Sample(rng) if p > 0.0 => {
+                let (o, tape) =
+                    self.rnn
+                        .forward_train(&x, None, lengths, Dropout::Sample(&mut *rng))?;
+                (o, Some(tape), HeadMask::Sample(rng))
+            }
+            SeqDrop::Rows { key, first } if p > 0.0 => {
+                let m = RowMasks::new(key, p);
+                let rc = self.rnn.config();
+                let width = rc.h_out() * rc.num_directions();
+                let mut layers: Vec<Vec<T>> = (1..rc.num_layers)
+                    .map(|_| vec![T::ZERO; t * b * width])
+                    .collect();
+                let mut head = vec![T::ZERO; n * w];
+                let mut r = 0;
+                for (s, &len) in batch.lengths.iter().enumerate() {
+                    let mut rng = m.rng(first + s);
+                    for layer in layers.iter_mut() {
+                        for ti in 0..len {
+                            m.fill(&mut rng, &mut layer[(ti * b + s) * width..][..width]);
+                        }
+                    }
+                    match c.head {
+                        Head::PerSequence(_) => m.fill(&mut rng, &mut head[s * w..][..w]),
+                        Head::PerStep => {
+                            m.fill(&mut rng, &mut head[r * w..(r + len) * w]);
+                            r += len;
+                        }
+                    }
+                }
+                let layers = layers
+                    .into_iter()
+                    .map(|v| Tensor::new(&[t, b, width], v))
+                    .collect::<Result<Vec<_>>>()?;
+                let (o, tape) =
+                    self.rnn
+                        .forward_train(&x, None, lengths, Dropout::Masks(&layers))?;
+                (o, Some(tape), HeadMask::Given(head))
+            }
+            _ => {
+                let (o, tape) = self.rnn.forward_train(&x, None, lengths, Dropout::Off)?;
+                (o, Some(tape), HeadMask::Off)
+            }
+        };
         // feat (n, W): the head's input.
         let mut feat = vec![T::ZERO; n * w];
         let y = out.output.data(); // (B, T, W)
@@ -1180,19 +1224,25 @@ impl<T: Real> SeqModel<T> {
             }
         }
         // nn.Dropout(p) on the head's input: keep with probability 1 - p, scaled by 1/(1-p).
-        let mask = rng.map(|rng| {
-            let keep = 1.0 - p;
-            let scale = T::from_f64(1.0 / keep);
-            (0..n * w)
-                .map(|_| {
-                    if rng.gen::<f64>() < keep {
-                        scale
-                    } else {
-                        T::ZERO
-                    }
-                })
-                .collect::<Vec<T>>()
-        });
+        let mask = match head_mask {
+            HeadMask::Off => None,
+            HeadMask::Given(m) => Some(m),
+            HeadMask::Sample(rng) => {
+                let keep = 1.0 - p;
+                let scale = T::from_f64(1.0 / keep);
+                Some(
+                    (0..n * w)
+                        .map(|_| {
+                            if rng.gen::<f64>() < keep {
+                                scale
+                            } else {
+                                T::ZERO
+                            }
+                        })
+                        .collect::<Vec<T>>(),
+                )
+            }
+        };
         if let Some(m) = &mask {
             for (a, &k) in feat.iter_mut().zip(m) {
                 *a *= k;
@@ -1345,6 +1395,42 @@ impl<T: Real> SeqModel<T> {
         rng: Option<&mut dyn RngCore>,
         grads: &mut SeqModelGrads<T>,
     ) -> Result<BatchLoss> {
+        let drop = match rng {
+            Some(rng) => SeqDrop::Sample(rng),
+            None => SeqDrop::Off,
+        };
+        self.step(batch, targets, drop, grads)
+    }
+
+    /// [`SeqModel::loss_and_grad`] of a share of a larger batch (data parallelism): `batch`
+    /// holds rows `first..first + batch.batch_size()` of it. Dropout, when `dropout_key` is
+    /// given and the configured probability is positive, is drawn row by row
+    /// ([`RowMasks`]): row `first + s` gets the masks of generator `first + s` of the key,
+    /// at its own steps only (the masks between layers, then the one on the head's input),
+    /// whatever other rows, and padding, come with it. So the gradients of the shares of a
+    /// batch sum, weighted by their [`BatchLoss::count`], to those of the whole batch.
+    pub fn loss_and_grad_rows(
+        &self,
+        batch: &SeqBatch<T>,
+        targets: &Targets<T>,
+        first: usize,
+        dropout_key: Option<u64>,
+        grads: &mut SeqModelGrads<T>,
+    ) -> Result<BatchLoss> {
+        let drop = match dropout_key {
+            Some(key) => SeqDrop::Rows { key, first },
+            None => SeqDrop::Off,
+        };
+        self.step(batch, targets, drop, grads)
+    }
+
+    fn step(
+        &self,
+        batch: &SeqBatch<T>,
+        targets: &Targets<T>,
+        drop: SeqDrop<'_>,
+        grads: &mut SeqModelGrads<T>,
+    ) -> Result<BatchLoss> {
         if grads.embed.len() != self.embed.as_ref().map_or(0, |e| e.num_params())
             || grads.rnn.len() != self.rnn.params().len()
             || grads.head.len() != self.head.num_params()
@@ -1354,7 +1440,7 @@ impl<T: Real> SeqModel<T> {
             ));
         }
         let c = &self.config;
-        let pass = self.run(batch, true, rng)?;
+        let pass = self.run(batch, true, drop)?;
         let (loss, dout) = self.loss_of(batch, &pass.out, targets)?;
         let (b, t) = (batch.batch_size(), batch.steps);
         let (nd, h, w) = (c.num_directions(), c.hidden_size, c.feature_size());
@@ -1440,7 +1526,7 @@ impl<T: Real> SeqModel<T> {
 
     /// The loss of a batch in evaluation mode (no dropout, no gradient).
     pub fn loss(&self, batch: &SeqBatch<T>, targets: &Targets<T>) -> Result<BatchLoss> {
-        let pass = self.run(batch, false, None)?;
+        let pass = self.run(batch, false, SeqDrop::Off)?;
         Ok(self.loss_of(batch, &pass.out, targets)?.0)
     }
 
@@ -1448,7 +1534,7 @@ impl<T: Real> SeqModel<T> {
     /// (standardisation undone). Per sequence (B, out); per step (B, T, out), zero at padded
     /// positions.
     pub fn forward(&self, batch: &SeqBatch<T>) -> Result<Vec<T>> {
-        let pass = self.run(batch, false, None)?;
+        let pass = self.run(batch, false, SeqDrop::Off)?;
         let o = self.config.output_size;
         let mut out = pass.out;
         if let Some(n) = &self.target_norm {
@@ -1491,14 +1577,14 @@ impl<T: Real> SeqModel<T> {
     /// The most likely class of every sequence (per-sequence classifiers).
     pub fn classify(&self, batch: &SeqBatch<T>) -> Result<Vec<usize>> {
         self.check_classifier(Head::PerSequence(Pooling::Last), "classify")?;
-        let pass = self.run(batch, false, None)?;
+        let pass = self.run(batch, false, SeqDrop::Off)?;
         Ok(argmax_rows(&pass.out, self.config.output_size))
     }
 
     /// The most likely class at every valid step of every sequence (per-step classifiers).
     pub fn tag(&self, batch: &SeqBatch<T>) -> Result<Vec<Vec<usize>>> {
         self.check_classifier(Head::PerStep, "tag")?;
-        let pass = self.run(batch, false, None)?;
+        let pass = self.run(batch, false, SeqDrop::Off)?;
         let best = argmax_rows(&pass.out, self.config.output_size);
         let mut out = Vec::with_capacity(batch.batch_size());
         let mut r = 0;

@@ -222,6 +222,14 @@ pub trait Task {
     fn save_state(&self, w: &mut CheckpointWriter);
     /// Restores what [`Task::save_state`] wrote.
     fn load_state(&mut self, c: &Checkpoint) -> Result<()>;
+    /// With several ranks, called on every rank before rank 0 writes a checkpoint: a task
+    /// whose state besides the parameters is split over the ranks (the carried state of the
+    /// streams each rank computes) gathers it here, so that rank 0's [`Task::save_state`]
+    /// saves the whole of it.
+    fn gather_state(&mut self, comm: &dyn Communicator) -> Result<()> {
+        let _ = comm;
+        Ok(())
+    }
     /// After training: reports on the best model saved in `dir` (test metrics, samples), with
     /// lines for the log ([`Hooks::line`]) and metrics for metrics.json's `report`.
     fn finish(&mut self, dir: &Path, log: &mut dyn Hooks) -> Result<Metrics> {
@@ -293,10 +301,12 @@ pub enum TrainError {
         metric: String,
     },
     /// The ranks were started with different configurations.
-    #[error("rank {rank} was started with another training configuration than rank 0")]
+    #[error("rank {rank} was started with other data or options than rank 0 ({})", differences.join("; "))]
     RanksDiffer {
         /// The first rank that differs.
         rank: usize,
+        /// `key: a on rank 0, b on rank r`, for every option that differs.
+        differences: Vec<String>,
     },
 }
 

@@ -169,6 +169,17 @@ fn trajectory_json(c: &TrainConfig, total: u64, task: &dyn Task) -> serde_json::
 /// The keys whose values differ between two JSON objects, as `key: a in the checkpoint, b
 /// now` (nested keys joined with dots).
 fn differences(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+    differences_as(prefix, a, b, ("in the checkpoint", "now"), out)
+}
+
+/// [`differences`] with the words that say where each value comes from.
+fn differences_as(
+    prefix: &str,
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+    whence: (&str, &str),
+    out: &mut Vec<String>,
+) {
     match (a.as_object(), b.as_object()) {
         (Some(x), Some(y)) => {
             let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
@@ -181,15 +192,16 @@ fn differences(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: 
                 } else {
                     format!("{prefix}.{k}")
                 };
-                differences(
+                differences_as(
                     &name,
                     x.get(k).unwrap_or(&null),
                     y.get(k).unwrap_or(&null),
+                    whence,
                     out,
                 );
             }
         }
-        _ if a != b => out.push(format!("{prefix}: {a} in the checkpoint, {b} now")),
+        _ if a != b => out.push(format!("{prefix}: {a} {}, {b} {}", whence.0, whence.1)),
         _ => {}
     }
 }
@@ -457,11 +469,33 @@ pub fn run_on(
     let mut opt: Optimizer<f32> = Optimizer::new(n_params, c.optimizer.clone())?;
     let trajectory = trajectory_json(c, total, task);
     if ranks > 1 {
-        let mine = serde_json::to_vec(&serde_json::json!([trajectory, total, n_params]))
-            .expect("JSON of the trajectory");
-        let all = comm.all_gather(&mine)?;
+        // Everything that must be the same on every rank: what shapes the steps, and when
+        // the ranks meet (evaluations, checkpoints) or read the checkpoint.
+        let mine = serde_json::json!({
+            "trajectory": trajectory,
+            "steps": total,
+            "parameters": n_params,
+            "eval_every": eval_every,
+            "checkpoint_every": checkpoint_every,
+            "resume": c.resume,
+        });
+        let all = comm.all_gather(&serde_json::to_vec(&mine).expect("JSON of the trajectory"))?;
         if let Some(r) = all.iter().position(|b| *b != all[0]) {
-            return Err(TrainError::RanksDiffer { rank: r }.into());
+            let json = |b: &[u8]| serde_json::from_slice(b).unwrap_or(serde_json::Value::Null);
+            let mut diffs = Vec::new();
+            let theirs = format!("on rank {r}");
+            differences_as(
+                "",
+                &json(&all[0]),
+                &json(&all[r]),
+                ("on rank 0", &theirs),
+                &mut diffs,
+            );
+            return Err(TrainError::RanksDiffer {
+                rank: r,
+                differences: diffs,
+            }
+            .into());
         }
     }
     let out = c.out.as_path();
@@ -680,6 +714,9 @@ pub fn run_on(
         }
         let due = r.step.is_multiple_of(checkpoint_every) || r.step == total || stop;
         if c.checkpoints && due {
+            if ranks > 1 {
+                task.gather_state(comm)?;
+            }
             if lead {
                 write_checkpoint(&ckpt_path, task, &opt, &r, &trajectory)?;
                 hooks.checkpoint(r.step, &ckpt_path);
@@ -737,8 +774,12 @@ pub fn run_on(
         }
         .into());
     };
-    let mut quiet = ();
-    let report = task.finish(out, if lead { hooks } else { &mut quiet })?;
+    // The report reads the best model rank 0 saved: rank 0's alone.
+    let report = if lead {
+        task.finish(out, hooks)?
+    } else {
+        Vec::new()
+    };
     let metrics = if lead {
         hooks.report(&report);
         let report_json: serde_json::Map<String, serde_json::Value> = report
