@@ -10,6 +10,7 @@
 //! format 0; their keys are those of format 1, so they load unchanged (a test keeps one of
 //! each kind).
 
+pub mod exprnn;
 pub mod lm;
 pub mod seq2seq;
 pub mod seqmodel;
