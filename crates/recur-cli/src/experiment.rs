@@ -75,7 +75,7 @@ pub struct Args {
     /// 2000; copy 4000, quick 1500; digits 3000, quick 600].
     #[arg(long)]
     steps: Option<usize>,
-    /// Hidden units [default: 64, quick 32; copy 128, quick 64].
+    /// Hidden units [default: 64, quick 32; copy 128].
     #[arg(long)]
     hidden_size: Option<usize>,
     /// Sequences per batch.
@@ -270,8 +270,7 @@ pub fn run(a: Args) -> Result<(), String> {
         (Which::Digits, true) => 600,
     });
     let hidden = a.hidden_size.unwrap_or(match (a.task, q) {
-        (Which::Copy, false) => 128,
-        (Which::Copy, true) => 64,
+        (Which::Copy, _) => 128,
         (_, false) => 64,
         (_, true) => 32,
     });

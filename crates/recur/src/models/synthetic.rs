@@ -1219,3 +1219,130 @@ pub fn train_model(
     res.seconds = start.elapsed().as_secs_f64();
     Ok(res)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chrono_gate_biases_span_the_time_scales() {
+        let (h, t) = (40, 200);
+        let mut rnn = Rnn::<f32>::new(RnnConfig::new(Mode::Lstm, 3, h), 0).unwrap();
+        let before = rnn.param("bias_ih_l0").unwrap().to_vec();
+        GateBias::Chrono(t).apply(&mut rnn, 5).unwrap();
+        let ih = rnn.param("bias_ih_l0").unwrap();
+        let hh = rnn.param("bias_hh_l0").unwrap();
+        let top = ((t - 1) as f32).ln();
+        for j in 0..h {
+            let bf = ih[h + j];
+            assert!((0.0..=top).contains(&bf), "forget bias {bf}");
+            assert_eq!(ih[j], -bf, "input bias = -forget bias");
+            assert_eq!(hh[j], 0.0);
+            assert_eq!(hh[h + j], 0.0);
+        }
+        // The cell and output gates keep PyTorch's initialization.
+        assert_eq!(&ih[2 * h..], &before[2 * h..]);
+        // The time scales e^b_f ≈ 1 / (1 − σ(b_f)) are uniform over (1, T − 1): some under T/4,
+        // some over 3T/4.
+        let scales: Vec<f32> = ih[h..2 * h].iter().map(|b| b.exp()).collect();
+        let q = t as f32 / 4.0;
+        assert!(
+            scales.iter().any(|&u| u < q) && scales.iter().any(|&u| u > 3.0 * q),
+            "{scales:?}"
+        );
+        let mut gru = CellKind::Gru.build(2, 3, false, 0).unwrap();
+        assert!(GateBias::Chrono(t).apply(&mut gru, 0).is_err());
+    }
+
+    #[test]
+    fn a_run_stops_at_the_first_evaluation_under_the_mark() {
+        let task = Task::Adding { len: 8 };
+        let cfg = TrainConfig {
+            hidden_size: 16,
+            batch_size: 32,
+            steps: 2000,
+            optimizer: Optimizer::Adam(1e-2),
+            clip: Some(1.0),
+            eval_every: 50,
+            eval_size: 200,
+            orthogonal: false,
+            lstm_bias: GateBias::Chrono(8),
+            solve_fraction: 0.05,
+            stop_when_solved: true,
+            record_every: None,
+            seed: 1,
+        };
+        let r = train(&task, CellKind::Lstm, &cfg, &mut |_| {}).unwrap();
+        let s = r.steps_to_solve.expect("solved");
+        let last = r.last().unwrap();
+        assert_eq!(last.step, s);
+        assert!(last.loss < 0.05 * ADDING_BASELINE_MSE);
+        assert!(r.evals[..r.evals.len() - 1]
+            .iter()
+            .all(|p| p.loss >= 0.05 * ADDING_BASELINE_MSE));
+        assert_eq!(r.train_loss.len(), s);
+        let e = r.eval_baseline.unwrap();
+        assert!((e - ADDING_BASELINE_MSE).abs() < 0.05, "{e}");
+    }
+
+    #[test]
+    fn an_exprnn_model_trains_and_keeps_w_orthogonal() {
+        let task = Task::Copy { delay: 3 };
+        let cfg = TrainConfig {
+            hidden_size: 12,
+            batch_size: 16,
+            steps: 60,
+            optimizer: Optimizer::Adam(1e-2),
+            clip: Some(0.5),
+            eval_every: 30,
+            eval_size: 64,
+            orthogonal: false,
+            lstm_bias: GateBias::Forget(1.0),
+            solve_fraction: SOLVE_FRACTION,
+            stop_when_solved: false,
+            record_every: Some(30),
+            seed: 2,
+        };
+        let mut model =
+            Model::with_init(&task, CellKind::ExpRnn, 12, &ModelInit::default(), 2).unwrap();
+        let Recurrent::Exp(e0) = &model.rnn else {
+            panic!("an expRNN")
+        };
+        let w0 = e0.recurrent_matrix();
+        let r = train_model(&task, &mut model, CellKind::ExpRnn, &cfg, &mut |_| {}).unwrap();
+        assert!(r.last().unwrap().loss < r.evals[0].loss);
+        // Clipping counts over the f64 and the f32 gradients together.
+        assert_eq!(r.clipped, r.grad_norm.iter().filter(|&&g| g > 0.5).count());
+        assert_eq!(r.hidden_grads.len(), 2);
+        assert!(r
+            .hidden_grads
+            .iter()
+            .all(|h| h.norms.len() == task.seq_len()));
+        let Recurrent::Exp(e) = &model.rnn else {
+            panic!("an expRNN")
+        };
+        let w = e.recurrent_matrix();
+        let n = 12;
+        let moved = w
+            .iter()
+            .zip(&w0)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(moved > 1e-3, "training moved W by {moved}");
+        for i in 0..n {
+            for j in 0..n {
+                let d: f64 = (0..n).map(|k| w[k * n + i] * w[k * n + j]).sum();
+                let want = if i == j { 1.0 } else { 0.0 };
+                assert!((d - want).abs() < 1e-12, "WᵀW[{i}][{j}] = {d}");
+            }
+        }
+        // An expRNN takes no initial state.
+        let b = task.train_batch(2, &mut task_rng(0));
+        let st = State {
+            h: Tensor::zeros(&[1, 2, 12]),
+            c: None,
+        };
+        assert!(model.rnn.forward(&b.x, Some(&st), None).is_err());
+        assert!(model.rnn.forward(&b.x, None, None).is_ok());
+    }
+}
