@@ -26,7 +26,8 @@ use recur::analysis::diagnostics::{
     recurrent_spectra, step_jacobian_norms, GradStats, GradStatsConfig, HiddenGrads, JacobianTrace,
 };
 use recur::models::synthetic::{
-    self, task_rng, CellKind, HiddenGradRecord, Model, Optimizer, RunResult, Task, TrainConfig,
+    self, task_rng, CellKind, GateBias, HiddenGradRecord, Model, Optimizer, RunResult, Task,
+    TrainConfig, SOLVE_FRACTION,
 };
 use recur::nn::softmax_cross_entropy;
 use recur::{Dropout, Rnn, Tensor};
@@ -285,6 +286,13 @@ pub fn run(a: Args) -> Result<(), String> {
         .iter()
         .map(|c| c.parse().map_err(|e: recur::Error| format!("--cells: {e}")))
         .collect::<Result<_, _>>()?;
+    if cells.contains(&CellKind::ExpRnn) {
+        return Err(
+            "--cells: recur gradients follows the fused layers' Jacobians; exprnn is not one \
+             (recur experiment plots its ||dL/dh_t||)"
+                .into(),
+        );
+    }
     if cells.is_empty() {
         return Err("--cells: give at least one cell".into());
     }
@@ -302,6 +310,9 @@ pub fn run(a: Args) -> Result<(), String> {
         eval_every: a.steps,
         eval_size: 500,
         orthogonal: false,
+        lstm_bias: GateBias::Forget(1.0),
+        solve_fraction: SOLVE_FRACTION,
+        stop_when_solved: false,
         record_every: Some(a.record_every),
         seed: a.seed,
     };
@@ -330,7 +341,7 @@ pub fn run(a: Args) -> Result<(), String> {
             Model::new(&task, cell, a.hidden_size, false, a.seed).map_err(|e| e.to_string())?;
         let records = &result.hidden_grads;
         let at_init = snapshot(
-            &init_model.rnn,
+            init_model.rnn.fused().expect("a fused layer"),
             &first,
             vec![records.first().map(|r| r.norms.clone()).unwrap_or_default()],
         )?;
@@ -341,7 +352,11 @@ pub fn run(a: Args) -> Result<(), String> {
         model
             .loss_and_grad(&fixed, &mut g, Some(&mut rec))
             .map_err(|e| e.to_string())?;
-        let trained = snapshot(&model.rnn, &first, vec![rec.norms(0, 0)])?;
+        let trained = snapshot(
+            model.rnn.fused().expect("a fused layer"),
+            &first,
+            vec![rec.norms(0, 0)],
+        )?;
         let last = result.last().expect("evaluated");
         println!(
             "{cell}: after {} steps evaluation loss {:.4} ({:.3} of the baseline){}",
@@ -425,7 +440,8 @@ fn explode(a: &Args, task: &Task) -> Result<Vec<(String, RunResult)>, String> {
     for clip in [None, Some(a.explode_clip)] {
         let mut model = Model::new(task, CellKind::Irnn, a.hidden_size, false, a.seed)
             .map_err(|e| e.to_string())?;
-        recur::core::init::irnn(&mut model.rnn, a.explode_scale).map_err(|e| e.to_string())?;
+        let rnn = model.rnn.fused_mut().expect("IRNN is a fused layer");
+        recur::core::init::irnn(rnn, a.explode_scale).map_err(|e| e.to_string())?;
         let cfg = TrainConfig {
             hidden_size: a.hidden_size,
             batch_size: a.batch_size,
@@ -435,6 +451,9 @@ fn explode(a: &Args, task: &Task) -> Result<Vec<(String, RunResult)>, String> {
             eval_every: (a.steps / 10).max(1),
             eval_size: 500,
             orthogonal: false,
+            lstm_bias: GateBias::Forget(1.0),
+            solve_fraction: SOLVE_FRACTION,
+            stop_when_solved: false,
             record_every: None,
             seed: a.seed,
         };
@@ -450,7 +469,7 @@ fn explode(a: &Args, task: &Task) -> Result<Vec<(String, RunResult)>, String> {
             .copied()
             .filter(|v| v.is_finite())
             .collect();
-        let radius = recurrent_spectra(&model.rnn, false)
+        let radius = recurrent_spectra(model.rnn.fused().expect("a fused layer"), false)
             .first()
             .map_or(f64::NAN, |s| s.largest);
         println!(

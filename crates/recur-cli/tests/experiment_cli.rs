@@ -48,35 +48,75 @@ fn experiment_adding_writes_table_json_curves_and_plots() {
         "8",
         "--batch-size",
         "10",
+        "--seeds",
+        "2",
+        "--no-early-stop",
         "--out",
         s(&out),
     ]));
     for want in [
-        "adding T=6 rnn_tanh",
-        "adding T=9 lstm",
+        "adding T=6 rnn_tanh seed 0",
+        "adding T=9 lstm seed 1",
         "of baseline 0.16667",
+        "verdict: T = 9 lstm: ",
     ] {
         assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
     }
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
-    assert!(md.contains("| T | cell | final MSE | baseline |"), "{md}");
+    assert!(
+        md.contains("| T | cell | solved | final MSE / baseline"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| T | cell | seed | final MSE | baseline |"),
+        "{md}"
+    );
     let rows: Vec<&str> = md
         .lines()
         .filter(|l| l.starts_with("| 6 ") || l.starts_with("| 9 "))
         .collect();
-    assert_eq!(rows.len(), 4, "{md}");
-    assert!(rows.iter().all(|r| r.contains("0.1667")), "{md}");
+    // 4 lines over the seeds, then 8 runs.
+    assert_eq!(rows.len(), 12, "{md}");
+    assert!(rows[..4].iter().all(|r| r.contains(" of 2 |")), "{md}");
+    assert!(rows[4..].iter().all(|r| r.contains("0.1667")), "{md}");
     let doc = json(&out.join("results.json"));
     assert_eq!(doc["task"], "adding");
+    let verdict = doc["verdict"].as_array().unwrap();
+    assert_eq!(verdict.len(), 4);
+    for v in verdict {
+        assert_eq!(v["seeds"], 2);
+        let solved = v["solved_seeds"].as_u64().unwrap();
+        let want = match solved {
+            0 => "not solved",
+            2 => "solved",
+            _ => "solved by some seeds",
+        };
+        assert_eq!(v["verdict"], want);
+    }
     let runs = doc["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), 4);
-    let keys: Vec<(u64, &str)> = runs
+    assert_eq!(runs.len(), 8);
+    let keys: Vec<(u64, &str, u64)> = runs
         .iter()
-        .map(|r| (r["length"].as_u64().unwrap(), r["cell"].as_str().unwrap()))
+        .map(|r| {
+            (
+                r["length"].as_u64().unwrap(),
+                r["cell"].as_str().unwrap(),
+                r["seed"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         keys,
-        [(6, "rnn_tanh"), (6, "lstm"), (9, "rnn_tanh"), (9, "lstm")]
+        [
+            (6, "rnn_tanh", 0),
+            (6, "rnn_tanh", 1),
+            (6, "lstm", 0),
+            (6, "lstm", 1),
+            (9, "rnn_tanh", 0),
+            (9, "rnn_tanh", 1),
+            (9, "lstm", 0),
+            (9, "lstm", 1)
+        ]
     );
     for r in runs {
         assert!((r["baseline_loss"].as_f64().unwrap() - 1.0 / 6.0).abs() < 1e-15);
@@ -91,14 +131,19 @@ fn experiment_adding_writes_table_json_curves_and_plots() {
         assert_eq!(r["final_loss"].as_f64().unwrap(), last);
         let ratio = r["final_over_baseline"].as_f64().unwrap();
         assert!((ratio - last * 6.0).abs() < 1e-9);
+        // ||dL/dh_t|| at every step, before and after training.
+        for k in ["hidden_grads_init", "hidden_grads_end"] {
+            let n = r[k].as_array().unwrap().len() as u64;
+            assert_eq!(n, r["length"].as_u64().unwrap(), "{k}");
+        }
     }
     let csv = std::fs::read_to_string(out.join("curves.csv")).unwrap();
     assert_eq!(
         csv.lines().next(),
-        Some("length,view,cell,step,loss,accuracy")
+        Some("length,view,cell,seed,step,loss,accuracy")
     );
-    assert_eq!(csv.lines().count(), 1 + 4 * 3);
-    plots_exist(&out, &["loss", "grad_norm"]);
+    assert_eq!(csv.lines().count(), 1 + 8 * 3);
+    plots_exist(&out, &["loss", "grad_norm", "hidden_grads"]);
 }
 
 #[test]
@@ -120,6 +165,10 @@ fn experiment_copy_reports_the_baseline_and_accuracy() {
         "8",
         "--batch-size",
         "8",
+        "--seeds",
+        "1",
+        "--eval-every",
+        "1",
         "--out",
         s(&out),
     ]));
@@ -131,7 +180,7 @@ fn experiment_copy_reports_the_baseline_and_accuracy() {
     assert_eq!(r["baseline_accuracy"].as_f64().unwrap(), 0.125);
     let acc = r["final_accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&acc));
-    // eval every steps / 30, at least 1: every step.
+    // At step 0 and after every step (a GRU does not solve it in 10 steps).
     assert_eq!(r["evals"].as_array().unwrap().len(), 11);
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
     assert!(md.contains("accuracy"), "{md}");
@@ -161,6 +210,8 @@ fn experiment_digits_runs_both_views_and_rejects_bad_data() {
         s(&data),
         "--cells",
         "lstm",
+        "--seeds",
+        "1",
         "--steps",
         "6",
         "--hidden-size",
@@ -170,7 +221,7 @@ fn experiment_digits_runs_both_views_and_rejects_bad_data() {
         "--out",
         s(&out),
     ]));
-    assert!(stdout.contains("digits rows (T=8) lstm"), "{stdout}");
+    assert!(stdout.contains("digits rows (T=8) lstm seed 0"), "{stdout}");
     assert!(stdout.contains("digits pixels (T=64) lstm"), "{stdout}");
     let doc = json(&out.join("results.json"));
     let runs = doc["runs"].as_array().unwrap();
@@ -229,6 +280,10 @@ fn experiment_rejects_bad_options() {
     fails_with(&o, "--lr must be a positive number");
     let o = recur(&["experiment", "adding", "--steps", "0", "--out", s(&out)]);
     fails_with(&o, "--steps must be at least 1");
+    let o = recur(&["experiment", "adding", "--lstm-bias", "x", "--out", s(&out)]);
+    fails_with(&o, "--lstm-bias: expected chrono or a number, got 'x'");
+    let o = recur(&["experiment", "adding", "--seeds", "0", "--out", s(&out)]);
+    fails_with(&o, "--seeds must be at least 1");
 }
 
 #[test]

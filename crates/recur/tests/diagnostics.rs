@@ -842,7 +842,8 @@ fn irnn_and_forget_gate_bias_set_the_right_parameters() {
 mod synthetic_tasks {
     use recur::models::synthetic::{
         adding_batch, copy_baseline, copy_batch, task_rng, train, CellKind, Digits, DigitsView,
-        Model, Optimizer, Target, Task, TrainConfig, ADDING_BASELINE_MSE, COPY_CLASSES, COPY_VOCAB,
+        GateBias, Model, Optimizer, Target, Task, TrainConfig, ADDING_BASELINE_MSE, COPY_CLASSES,
+        COPY_VOCAB,
     };
     use recur::nn::softmax_cross_entropy;
     use std::io::Write;
@@ -1103,6 +1104,9 @@ mod synthetic_tasks {
             eval_every: 100,
             eval_size: 500,
             orthogonal: false,
+            lstm_bias: GateBias::Forget(1.0),
+            solve_fraction: 0.1,
+            stop_when_solved: false,
             record_every: Some(200),
             seed: 0,
         };

@@ -17,6 +17,7 @@
 //! not know are ignored, not refused: `config.json` holds `"task"` and `"training"` beside
 //! the model's keys, and the same objects are stored inside checkpoints.
 
+pub mod exprnn;
 pub mod grads;
 pub mod lm;
 pub mod rows;
