@@ -459,3 +459,17 @@ fn forecast_plots_say_mse_draw_the_baseline_on_its_panel_mark_the_kept_step_and_
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
     assert!(m["best"]["valid_loss"].as_f64().is_some(), "{m}");
 }
+
+/// The README's quick start runs `cargo run --release -- demo` from the workspace root; with
+/// two programs in this package (`recur` and `recur-bench`) cargo needs to be told which one
+/// `cargo run` means.
+#[test]
+fn cargo_run_means_the_recur_program() {
+    let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .expect("crates/recur-cli/Cargo.toml");
+    let package = manifest.split("\n[").next().unwrap_or_default();
+    assert!(
+        package.lines().any(|l| l.trim() == "default-run = \"recur\""),
+        "crates/recur-cli/Cargo.toml's [package] must say default-run = \"recur\""
+    );
+}
