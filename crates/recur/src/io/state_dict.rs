@@ -523,6 +523,7 @@ fn infer_config(
         dropout: 0.0,
         bidirectional: naming == Naming::Layer && file.contains(&sfx("weight_ih", 0, true)),
         proj_size: proj,
+        regular: Default::default(),
     })
 }
 
