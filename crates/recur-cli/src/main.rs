@@ -15,6 +15,7 @@ mod forward;
 mod gradients;
 mod limits;
 mod opts;
+mod regular_opts;
 mod run;
 mod sample;
 mod shared;

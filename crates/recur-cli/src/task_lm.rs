@@ -14,6 +14,7 @@
 //! the checkpoint.
 
 use crate::limits::{self, block_params, check_params};
+use crate::regular_opts::{self, RegularArgs};
 use crate::run::{embed_rnn_head, Log, Metrics, Part, StepStats, Task, TrainOpts};
 use crate::shared::fingerprint;
 use clap::Args as ClapArgs;
@@ -72,6 +73,9 @@ pub struct LmArgs {
     pub sample_length: usize,
     #[command(flatten)]
     pub opts: TrainOpts,
+    // The model's regularizers, a block of their own.
+    #[command(flatten)]
+    pub regular: RegularArgs,
 }
 
 /// Reads a UTF-8 text file for `flag`; one-line errors for a missing, empty or non-UTF-8 file.
@@ -398,11 +402,13 @@ impl LmTask {
             params(vocab.len()),
             &format!("vocabulary {}, {sizes}", vocab.len()),
         )?;
-        let config = CharLmConfig::new(mode, vocab.len())
+        let mut config = CharLmConfig::new(mode, vocab.len())
             .embed_size(a.embed_size)
             .hidden_size(a.hidden_size)
             .num_layers(a.num_layers)
             .dropout(a.dropout);
+        config.regular = a.regular.lm()?;
+        config.validate().map_err(|e| e.to_string())?;
         let model: CharLm<f32> =
             CharLm::new(config.clone(), a.opts.seed).map_err(|e| e.to_string())?;
         let unigram = unigram_bits(&train_ids, &valid_ids, vocab.len());
@@ -433,6 +439,12 @@ impl LmTask {
             vocab.len(),
             model.num_params()
         ));
+        if config.regular.any() {
+            log.line(&format!(
+                "regularizers: {}",
+                regular_opts::describe(&config.regular)
+            ));
+        }
         log.line(&format!(
             "batches: {} streams x {} steps, {} chunks per pass; unigram baseline on the validation text: {}",
             a.batch_size,
@@ -500,12 +512,13 @@ impl Task for LmTask {
         }
         let chunk = self.batches.chunk(k);
         self.grads.zero();
-        let rng: Option<&mut dyn recur::models::lm::RngCore> = if self.model.config().dropout > 0.0
-        {
-            Some(&mut self.rng)
-        } else {
-            None
-        };
+        let cfg = self.model.config();
+        let rng: Option<&mut dyn recur::models::lm::RngCore> =
+            if cfg.dropout > 0.0 || cfg.regular.any() {
+                Some(&mut self.rng)
+            } else {
+                None
+            };
         let (loss, next) =
             self.model
                 .loss_and_grad(&chunk, self.state.as_ref(), rng, &mut self.grads)?;

@@ -2,6 +2,7 @@
 //! dropout) against the plain step-by-step reference (`reference::regular_forward`) and their
 //! BPTT against its finite differences, in f64 with fixed masks, for every cell kind; evaluation
 //! mode is the expectation; masks are reproducible from the generator.
+#![allow(clippy::needless_range_loop)]
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -27,7 +28,10 @@ fn option_sets(mode: Mode) -> Vec<(&'static str, RnnConfig)> {
         ("recurrent_dropout", base.clone().recurrent_dropout(0.4)),
         ("zoneout", base.clone().zoneout(0.3)),
         ("weight_drop", base.clone().weight_drop(0.5)),
-        ("locked_dropout", base.clone().dropout(0.4).locked_dropout(true)),
+        (
+            "locked_dropout",
+            base.clone().dropout(0.4).locked_dropout(true),
+        ),
         (
             "all",
             base.clone()
@@ -215,8 +219,11 @@ fn evaluation_is_the_expectation() {
             .dropout(0.5)
             .locked_dropout(true);
         let m = random_model(&drop, &mut rng);
-        let plain = Rnn::from_params(RnnConfig::new(mode, 3, 5).num_layers(2), m.params().to_vec())
-            .unwrap();
+        let plain = Rnn::from_params(
+            RnnConfig::new(mode, 3, 5).num_layers(2),
+            m.params().to_vec(),
+        )
+        .unwrap();
         let x = Tensor::new(&[t, b, 3], randn(&mut rng, t * b * 3)).unwrap();
         let (a, e) = (
             m.forward(&x, None, None).unwrap(),
@@ -297,14 +304,22 @@ fn mask_statistics() {
         .locked_dropout(true);
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let m: Masks<f64> = Masks::sample(&cfg, 40, 16, &mut rng);
-    let frac = |v: &[f64], keep: f64| v.iter().filter(|&&x| x == keep).count() as f64 / v.len() as f64;
+    let frac =
+        |v: &[f64], keep: f64| v.iter().filter(|&&x| x == keep).count() as f64 / v.len() as f64;
     let l0 = &m.layers[0];
     assert!((frac(l0.input.as_ref().unwrap(), 1.0 / 0.8) - 0.8).abs() < 0.05);
     assert!((frac(l0.recurrent.as_ref().unwrap(), 1.0 / 0.7) - 0.7).abs() < 0.05);
     assert!((frac(l0.weight_hh.as_ref().unwrap(), 1.0 / 0.6) - 0.6).abs() < 0.02);
     assert!((frac(l0.zoneout_h.as_ref().unwrap(), 1.0) - 0.25).abs() < 0.02);
-    assert_eq!(l0.output.as_ref().unwrap().len(), 16 * 50, "one mask per sequence");
-    assert!(m.layers[1].output.is_none(), "no dropout after the last layer");
+    assert_eq!(
+        l0.output.as_ref().unwrap().len(),
+        16 * 50,
+        "one mask per sequence"
+    );
+    assert!(
+        m.layers[1].output.is_none(),
+        "no dropout after the last layer"
+    );
     assert!(l0.zoneout_c.is_none(), "a GRU has no cell state");
 }
 
@@ -383,7 +398,11 @@ fn plain_configurations_keep_pytorch_layout_and_bad_options_are_errors() {
     let b: Rnn<f32> = Rnn::new(plain.layer_norm(true), 1).unwrap();
     // The PyTorch parameters come first and are drawn the same; gains 1, biases 0.
     assert_eq!(&b.params()[..a.params().len()], a.params());
-    assert!(b.param("ln_ih_weight_l1").unwrap().iter().all(|&v| v == 1.0));
+    assert!(b
+        .param("ln_ih_weight_l1")
+        .unwrap()
+        .iter()
+        .all(|&v| v == 1.0));
     assert!(b.param("ln_c_bias_l0").unwrap().iter().all(|&v| v == 0.0));
     for bad in [
         RnnConfig::lstm(3, 4).zoneout(1.0),
@@ -404,6 +423,11 @@ fn plain_configurations_keep_pytorch_layout_and_bad_options_are_errors() {
     assert!(m
         .forward_train(&x, None, None, Dropout::Masks(&given))
         .is_err());
-    let wrong = Masks::<f64>::sample(&RnnConfig::gru(3, 4).zoneout(0.2), 3, 1, &mut ChaCha8Rng::seed_from_u64(0));
+    let wrong = Masks::<f64>::sample(
+        &RnnConfig::gru(3, 4).zoneout(0.2),
+        3,
+        1,
+        &mut ChaCha8Rng::seed_from_u64(0),
+    );
     assert!(m.forward_train_masked(&x, None, None, &wrong).is_err());
 }

@@ -325,10 +325,13 @@ pub fn regular_forward(
                     Mode::Lstm => {
                         let pre = |k: usize, j: usize| a[k * hs + j] + bb[k * hs + j];
                         let mut cn: Vec<f64> = (0..hs)
-                            .map(|j| sigmoid(pre(1, j)) * cc[j] + sigmoid(pre(0, j)) * pre(2, j).tanh())
+                            .map(|j| {
+                                sigmoid(pre(1, j)) * cc[j] + sigmoid(pre(0, j)) * pre(2, j).tanh()
+                            })
                             .collect();
                         if let Some(ln) = ln {
-                            let (w, bi) = (ln.c_weight.clone().unwrap(), ln.c_bias.clone().unwrap());
+                            let (w, bi) =
+                                (ln.c_weight.clone().unwrap(), ln.c_bias.clone().unwrap());
                             cn = layer_norm(&cn, &pr[w], &pr[bi]);
                         }
                         for j in 0..hs {

@@ -484,7 +484,11 @@ pub(crate) fn run<T: Real>(
     let mut layer_in = x;
     for (l, m) in masks.layers.into_iter().enumerate() {
         let p = layer_params(rnn, l);
-        let c0l = if lstm { &c0[l * b * h..][..b * h] } else { &[][..] };
+        let c0l = if lstm {
+            &c0[l * b * h..][..b * h]
+        } else {
+            &[][..]
+        };
         let tape = layer_forward(
             c.mode,
             h,
@@ -506,8 +510,8 @@ pub(crate) fn run<T: Real>(
         // the next layer.
         let mut y = vec![T::ZERO; t * b * h];
         for ti in 0..t {
-            for bi in 0..b {
-                if ti < lens[bi] {
+            for (bi, &len) in lens.iter().enumerate() {
+                if ti < len {
                     let r = (ti * b + bi) * h;
                     y[r..r + h].copy_from_slice(&tape.hs[r + b * h..][..h]);
                     if let Some(om) = &tape.masks.output {
@@ -820,9 +824,8 @@ pub(crate) fn backward<T: Real>(
         }
         for bi in 0..b {
             for ti in 0..tape.lengths[bi] {
-                dy[(ti * b + bi) * h..][..h].copy_from_slice(
-                    &g.data()[user_row(c.batch_first, ti, bi, t, b) * h..][..h],
-                );
+                dy[(ti * b + bi) * h..][..h]
+                    .copy_from_slice(&g.data()[user_row(c.batch_first, ti, bi, t, b) * h..][..h]);
             }
         }
     }
@@ -1038,8 +1041,7 @@ fn layer_backward<T: Real>(
                         let d = zc.map_or(T::ZERO, |z| z[j]);
                         dcpr[j] = d * dcr[j];
                         let o = gt[3 * h + j];
-                        dcn_row[j] =
-                            (T::ONE - d) * dcr[j] + dhr[j] * o * (T::ONE - tc[j] * tc[j]);
+                        dcn_row[j] = (T::ONE - d) * dcr[j] + dhr[j] * o * (T::ONE - tc[j] * tc[j]);
                         dpi[3 * h + j] = dhr[j] * tc[j] * o * (T::ONE - o);
                     }
                     match ln_c {

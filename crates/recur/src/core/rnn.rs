@@ -259,6 +259,21 @@ impl<T: Real> Rnn<T> {
         self.config = c;
         Ok(())
     }
+    /// Sets the regularizers ([`crate::Regularizers`]); layer norm, which has parameters,
+    /// cannot be switched on or off here (an error).
+    pub fn set_regularizers(&mut self, r: crate::core::config::Regularizers) -> Result<()> {
+        if r.layer_norm != self.config.regular.layer_norm {
+            return Err(Error::Config(
+                "layer norm has parameters: it cannot be switched on or off in an existing model"
+                    .into(),
+            ));
+        }
+        let mut c = self.config.clone();
+        c.regular = r;
+        c.validate()?;
+        self.config = c;
+        Ok(())
+    }
     /// The parameter table.
     pub fn layout(&self) -> &ParamLayout {
         &self.layout

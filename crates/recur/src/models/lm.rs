@@ -78,6 +78,45 @@ pub struct CharLmConfig {
     /// Dropout probability, in training, between recurrent layers and on the last layer's
     /// output (before the head).
     pub dropout: f64,
+    /// The regularizers beyond dropout (all off by default).
+    pub regular: LmRegularizers,
+}
+
+/// The regularizers of a language model beyond `dropout`, all off by default. In the
+/// recurrent stack they are [`crate::Regularizers`] (see [`crate::core::regular`]); the others
+/// are the embedding dropout and the AR/TAR loss terms of AWD-LSTM (Merity, Keskar & Socher
+/// 2017).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct LmRegularizers {
+    /// Layer normalization inside every recurrent cell.
+    pub layer_norm: bool,
+    /// Variational dropout on each recurrent layer's input (one mask per sequence).
+    pub input_dropout: f64,
+    /// Variational dropout on h_{t-1} (one mask per sequence).
+    pub recurrent_dropout: f64,
+    /// Zoneout on h (and on c for an LSTM).
+    pub zoneout: f64,
+    /// DropConnect on every `weight_hh` (one mask per batch).
+    pub weight_drop: f64,
+    /// `dropout` keeps one mask per sequence for all steps (locked dropout), between layers
+    /// and before the head.
+    pub locked_dropout: bool,
+    /// Embedding dropout: whole rows of the embedding (words, characters) dropped with this
+    /// probability, one mask per batch, the others scaled by 1/(1-p).
+    pub embed_dropout: f64,
+    /// Activation regularization: adds `ar · mean(y²)` to the loss, `y` the last layer's
+    /// output after dropout.
+    pub ar: f64,
+    /// Temporal activation regularization: adds `tar · mean((h_t - h_{t-1})²)` to the loss,
+    /// `h` the last layer's output before dropout, over the steps of a chunk.
+    pub tar: f64,
+}
+
+impl LmRegularizers {
+    /// True when something is on.
+    pub fn any(&self) -> bool {
+        *self != LmRegularizers::default()
+    }
 }
 
 impl CharLmConfig {
@@ -91,6 +130,7 @@ impl CharLmConfig {
             hidden_size: 128,
             num_layers: 2,
             dropout: 0.0,
+            regular: LmRegularizers::default(),
         }
     }
     /// Sets `embed_size`.
@@ -132,22 +172,44 @@ impl CharLmConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
         }
-        Ok(())
+        let r = &self.regular;
+        if !(0.0..1.0).contains(&r.embed_dropout) {
+            return bad(format!(
+                "embed_dropout must be in [0, 1), got {}",
+                r.embed_dropout
+            ));
+        }
+        for (name, v) in [("ar", r.ar), ("tar", r.tar)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(format!("{name} must be a number >= 0, got {v}"));
+            }
+        }
+        self.rnn_config().validate()
     }
 
     /// The recurrent stack: `nn.<cell>(embed_size, hidden_size, num_layers, dropout)`,
     /// time-major.
     pub fn rnn_config(&self) -> RnnConfig {
+        let r = &self.regular;
         RnnConfig::new(self.mode, self.embed_size, self.hidden_size)
             .num_layers(self.num_layers)
             .dropout(self.dropout)
+            .layer_norm(r.layer_norm)
+            .input_dropout(r.input_dropout)
+            .recurrent_dropout(r.recurrent_dropout)
+            .zoneout(r.zoneout)
+            .weight_drop(r.weight_drop)
+            .locked_dropout(r.locked_dropout)
     }
 
     /// The configuration as a JSON object: `{"model": "char_lm", "cell": "lstm",
     /// "vocab_size": ..., "embed_size": ..., "hidden_size": ..., "num_layers": ...,
-    /// "dropout": ...}`.
+    /// "dropout": ...}`, and the regularizers that are on: `"layer_norm": true`,
+    /// `"input_dropout"`, `"recurrent_dropout"`, `"zoneout"`, `"weight_drop"`,
+    /// `"locked_dropout": true`, `"embed_dropout"`, `"ar"`, `"tar"` (a model without them has
+    /// none of these keys).
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "model": "char_lm",
             "cell": self.mode.name(),
             "vocab_size": self.vocab_size,
@@ -155,7 +217,31 @@ impl CharLmConfig {
             "hidden_size": self.hidden_size,
             "num_layers": self.num_layers,
             "dropout": self.dropout,
-        })
+        });
+        let r = &self.regular;
+        let o = v.as_object_mut().expect("an object");
+        for (k, on) in [
+            ("layer_norm", r.layer_norm),
+            ("locked_dropout", r.locked_dropout),
+        ] {
+            if on {
+                o.insert(k.into(), true.into());
+            }
+        }
+        for (k, p) in [
+            ("input_dropout", r.input_dropout),
+            ("recurrent_dropout", r.recurrent_dropout),
+            ("zoneout", r.zoneout),
+            ("weight_drop", r.weight_drop),
+            ("embed_dropout", r.embed_dropout),
+            ("ar", r.ar),
+            ("tar", r.tar),
+        ] {
+            if p != 0.0 {
+                o.insert(k.into(), p.into());
+            }
+        }
+        v
     }
 
     /// Reads the object of [`CharLmConfig::to_json`] (other keys are ignored); `source`
@@ -193,6 +279,39 @@ impl CharLmConfig {
                 })
                 .transpose()?
                 .unwrap_or(0.0),
+            regular: LmRegularizers::default(),
+        };
+        let num = |k: &str| -> Result<f64> {
+            v.get(k)
+                .map(|d| {
+                    d.as_f64()
+                        .ok_or_else(|| bad(format!("\"{k}\" must be a number")))
+                })
+                .transpose()
+                .map(|x| x.unwrap_or(0.0))
+        };
+        let flag = |k: &str| -> Result<bool> {
+            v.get(k)
+                .map(|d| {
+                    d.as_bool()
+                        .ok_or_else(|| bad(format!("\"{k}\" must be true or false")))
+                })
+                .transpose()
+                .map(|x| x.unwrap_or(false))
+        };
+        let c = CharLmConfig {
+            regular: LmRegularizers {
+                layer_norm: flag("layer_norm")?,
+                input_dropout: num("input_dropout")?,
+                recurrent_dropout: num("recurrent_dropout")?,
+                zoneout: num("zoneout")?,
+                weight_drop: num("weight_drop")?,
+                locked_dropout: flag("locked_dropout")?,
+                embed_dropout: num("embed_dropout")?,
+                ar: num("ar")?,
+                tar: num("tar")?,
+            },
+            ..c
         };
         c.validate().map_err(|e| bad(e.to_string()))?;
         Ok(c)
@@ -225,6 +344,17 @@ impl<T: Real> CharLmGrads<T> {
         )
         .to_f64()
     }
+}
+
+/// The terms of the training objective of one chunk ([`CharLm::loss_terms_and_grad`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossTerms {
+    /// Mean cross-entropy of the targets, nats per token.
+    pub cross_entropy: f64,
+    /// The activation-regularization term (0 when off).
+    pub ar: f64,
+    /// The temporal activation-regularization term (0 when off).
+    pub tar: f64,
 }
 
 /// Mean loss over a text, from [`CharLm::evaluate`].
@@ -468,8 +598,11 @@ impl<T: Real> CharLm<T> {
     /// chunk (no gradient flows back through it).
     ///
     /// Dropout (training mode) is drawn from `rng` when it is given and the configured
-    /// probability is positive: first the recurrent stack's masks between layers, then the
-    /// mask on its output. Without `rng`, nothing is dropped.
+    /// probability is positive (or a regularizer is on): first the embedding-dropout mask (if
+    /// any), then the recurrent stack's masks ([`crate::core::regular::Masks::sample`], or
+    /// between layers only), then the mask on its output. Without `rng`, nothing is dropped
+    /// (evaluation mode, zoneout by its expectation). The returned loss is the cross-entropy
+    /// alone; the gradients include the AR and TAR terms.
     pub fn loss_and_grad(
         &self,
         chunk: &Chunk,
@@ -477,6 +610,19 @@ impl<T: Real> CharLm<T> {
         rng: Option<&mut dyn RngCore>,
         grads: &mut CharLmGrads<T>,
     ) -> Result<(f64, State<T>)> {
+        self.loss_terms_and_grad(chunk, state, rng, grads)
+            .map(|(l, next)| (l.cross_entropy, next))
+    }
+
+    /// [`CharLm::loss_and_grad`] that returns every term of the objective whose gradient it
+    /// adds: the cross-entropy, the AR term and the TAR term.
+    pub fn loss_terms_and_grad(
+        &self,
+        chunk: &Chunk,
+        state: Option<&State<T>>,
+        rng: Option<&mut dyn RngCore>,
+        grads: &mut CharLmGrads<T>,
+    ) -> Result<(LossTerms, State<T>)> {
         let (steps, batch) = (chunk.steps, chunk.batch);
         self.check_ids("input", &chunk.input, steps, batch)?;
         self.check_ids("target", &chunk.target, steps, batch)?;
@@ -490,35 +636,61 @@ impl<T: Real> CharLm<T> {
         }
         let (v, h) = (self.config.vocab_size, self.config.hidden_size);
         let n = steps * batch;
-        let x = self.embed_ids(&chunk.input, steps, batch)?;
+        let mut x = self.embed_ids(&chunk.input, steps, batch)?;
         let p = self.config.dropout;
-        let (out, tape, mask) = match rng {
-            Some(rng) if p > 0.0 => {
+        let r = &self.config.regular;
+        let draw = |rng: &mut dyn RngCore, n: usize, p: f64| -> Vec<T> {
+            let keep = 1.0 - p;
+            let scale = T::from_f64(1.0 / keep);
+            (0..n)
+                .map(|_| {
+                    if rng.gen::<f64>() < keep {
+                        scale
+                    } else {
+                        T::ZERO
+                    }
+                })
+                .collect()
+        };
+        let sampled = p > 0.0 || self.config.rnn_config().regular.any() || r.embed_dropout > 0.0;
+        let (out, tape, mask, embed_mask) = match rng {
+            Some(rng) if sampled => {
+                // Embedding dropout: one mask over the vocabulary rows for the whole chunk.
+                let embed_mask =
+                    (r.embed_dropout > 0.0).then(|| draw(&mut *rng, v, r.embed_dropout));
+                if let Some(m) = &embed_mask {
+                    let e = self.config.embed_size;
+                    let xd = x.data_mut();
+                    for (row, &id) in xd.chunks_exact_mut(e).zip(&chunk.input) {
+                        for a in row {
+                            *a *= m[id];
+                        }
+                    }
+                }
                 let (out, tape) =
                     self.rnn
                         .forward_train(&x, state, None, Dropout::Sample(&mut *rng))?;
-                // nn.Dropout(p) on the output: keep with probability 1 - p, scaled by 1/(1-p).
-                let keep = 1.0 - p;
-                let scale = T::from_f64(1.0 / keep);
-                let mask: Vec<T> = (0..n * h)
-                    .map(|_| {
-                        if rng.gen::<f64>() < keep {
-                            scale
-                        } else {
-                            T::ZERO
-                        }
-                    })
-                    .collect();
-                (out, tape, Some(mask))
+                // nn.Dropout(p) on the output: keep with probability 1 - p, scaled by 1/(1-p);
+                // locked: one mask per stream, the same at every step.
+                let mask = (p > 0.0).then(|| {
+                    if r.locked_dropout {
+                        let m = draw(&mut *rng, batch * h, p);
+                        (0..n * h).map(|k| m[k % (batch * h)]).collect()
+                    } else {
+                        draw(&mut *rng, n * h, p)
+                    }
+                });
+                (out, tape, mask, embed_mask)
             }
             _ => {
                 let (out, tape) = self.rnn.forward_train(&x, state, None, Dropout::Off)?;
-                (out, tape, None)
+                (out, tape, None, None)
             }
         };
         let next = out.state();
         // y (n, H): the last layer's output, after dropout.
-        let mut y = out.output.into_data();
+        let raw = out.output.into_data();
+        let mut y = raw.clone();
         if let Some(m) = &mask {
             for (a, &b) in y.iter_mut().zip(m) {
                 *a *= b;
@@ -533,18 +705,68 @@ impl<T: Real> CharLm<T> {
         let mut dy = vec![T::ZERO; n * h];
         self.head
             .backward(&y, &dlogits, n, &mut grads.head, Some(&mut dy));
+        let mean_sq = |v: &mut dyn Iterator<Item = f64>, n: usize| {
+            v.map(|a| a * a).sum::<f64>() / n.max(1) as f64
+        };
+        let ar = if r.ar > 0.0 {
+            r.ar * mean_sq(&mut y.iter().map(|a| a.to_f64()), n * h)
+        } else {
+            0.0
+        };
+        let tar = if r.tar > 0.0 && steps > 1 {
+            let bh = batch * h;
+            r.tar
+                * mean_sq(
+                    &mut (bh..n * h).map(|j| raw[j].to_f64() - raw[j - bh].to_f64()),
+                    (steps - 1) * bh,
+                )
+        } else {
+            0.0
+        };
+        // AR: ar · mean(y²) over the dropped output.
+        if r.ar > 0.0 {
+            let k = T::from_f64(2.0 * r.ar / (n * h) as f64);
+            for (d, &a) in dy.iter_mut().zip(&y) {
+                *d += k * a;
+            }
+        }
         if let Some(m) = &mask {
             for (a, &b) in dy.iter_mut().zip(m) {
                 *a *= b;
+            }
+        }
+        // TAR: tar · mean((h_t - h_{t-1})²) over the output before dropout, rows t·B + b.
+        if r.tar > 0.0 && steps > 1 {
+            let k = T::from_f64(2.0 * r.tar / ((steps - 1) * batch * h) as f64);
+            let bh = batch * h;
+            for j in bh..n * h {
+                let g = k * (raw[j] - raw[j - bh]);
+                dy[j] += g;
+                dy[j - bh] -= g;
             }
         }
         let dy = Tensor::new(&[steps, batch, h], dy)?;
         let dx = self
             .rnn
             .backward(&tape, Some(&dy), None, None, &mut grads.rnn)?;
-        self.embed
-            .backward(&chunk.input, dx.input.data(), &mut grads.embed)?;
-        Ok((loss.to_f64(), next))
+        let mut dx = dx.input.into_data();
+        if let Some(m) = &embed_mask {
+            let e = self.config.embed_size;
+            for (row, &id) in dx.chunks_exact_mut(e).zip(&chunk.input) {
+                for a in row {
+                    *a *= m[id];
+                }
+            }
+        }
+        self.embed.backward(&chunk.input, &dx, &mut grads.embed)?;
+        Ok((
+            LossTerms {
+                cross_entropy: loss.to_f64(),
+                ar,
+                tar,
+            },
+            next,
+        ))
     }
 
     /// Mean loss over a text in evaluation mode: `ids` is cut into `batch_size` streams (fewer
