@@ -38,7 +38,9 @@ use crate::core::rnn::{BackwardObserver, InputGrads, Output, Rnn, State};
 use crate::core::tensor::Tensor;
 use crate::error::{fmt_shape, Error, Result};
 use rand::{Rng, RngCore};
+use recur_kernels::cells::{sigmoid_inplace, tanh_inplace};
 use recur_kernels::gemm::{matmul, MatMut, MatRef, Par};
+use recur_kernels::packed::PackedB;
 use recur_kernels::Real;
 
 /// The `eps` of the layer norms (`nn.LayerNorm`'s default).
@@ -280,24 +282,34 @@ fn layer_params<'a, T: Real>(rnn: &'a Rnn<T>, l: usize) -> LayerParams<'a, T> {
     }
 }
 
+/// The sum of `v` in eight lanes (so that it vectorizes).
+fn lane_sum<T: Real>(v: &[T], f: impl Fn(T) -> T) -> T {
+    let mut acc = [T::ZERO; 8];
+    let mut it = v.chunks_exact(8);
+    for c in &mut it {
+        for k in 0..8 {
+            acc[k] += f(c[k]);
+        }
+    }
+    let mut s = T::ZERO;
+    for &x in it.remainder() {
+        s += f(x);
+    }
+    for a in acc {
+        s += a;
+    }
+    s
+}
+
 /// Normalizes `v` in place to `γ v̂ + β`, writing v̂ to `hat` and returning 1/σ.
 fn ln_row<T: Real>(v: &mut [T], gain: &[T], bias: &[T], hat: &mut [T]) -> T {
     let n = T::from_f64(v.len() as f64);
-    let mut mean = T::ZERO;
-    for &x in v.iter() {
-        mean += x;
-    }
-    mean = mean / n;
-    let mut var = T::ZERO;
-    for &x in v.iter() {
-        var += (x - mean) * (x - mean);
-    }
-    var = var / n;
+    let mean = lane_sum(v, |x| x) / n;
+    let var = lane_sum(v, |x| (x - mean) * (x - mean)) / n;
     let rstd = T::ONE / (var + T::from_f64(LN_EPS)).sqrt();
-    for k in 0..v.len() {
-        let xh = (v[k] - mean) * rstd;
-        hat[k] = xh;
-        v[k] = gain[k] * xh + bias[k];
+    for (((x, xh), &g), &b) in v.iter_mut().zip(hat.iter_mut()).zip(gain).zip(bias) {
+        *xh = (*x - mean) * rstd;
+        *x = g * *xh + b;
     }
     rstd
 }
@@ -615,6 +627,9 @@ fn layer_forward<T: Real>(
         .as_ref()
         .map(|m| p.w_hh.iter().zip(m).map(|(&w, &mv)| w * mv).collect());
     let w: &[T] = w_eff.as_deref().unwrap_or(p.w_hh);
+    // Wᵀ packed once for the per-step products.
+    let mut w_t = PackedB::new();
+    w_t.pack(MatRef::new(w, gh, h).t());
     let mut hs = vec![T::ZERO; (t + 1) * b * h];
     hs[..b * h].copy_from_slice(h0);
     let mut cs = vec![T::ZERO; if lstm { (t + 1) * b * h } else { 0 }];
@@ -649,13 +664,7 @@ fn layer_forward<T: Real>(
                 *v *= mv;
             }
         }
-        matmul(
-            MatMut::new(&mut phh, b, gh),
-            MatRef::new(hdt, b, h),
-            MatRef::new(w, gh, h).t(),
-            false,
-            Par::Seq,
-        );
+        w_t.matmul(b, hdt, h, &mut phh, gh, false);
         for bi in 0..b {
             let row = &mut phh[bi * gh..][..gh];
             let r = ti * b + bi;
@@ -686,13 +695,11 @@ fn layer_forward<T: Real>(
             match mode {
                 Mode::Lstm => {
                     for k in 0..gh {
-                        let v = a[k] + bb[k];
-                        gt[k] = if (2 * h..3 * h).contains(&k) {
-                            v.tanh()
-                        } else {
-                            v.sigmoid()
-                        };
+                        gt[k] = a[k] + bb[k];
                     }
+                    sigmoid_inplace(&mut gt[..2 * h]);
+                    tanh_inplace(&mut gt[2 * h..3 * h]);
+                    sigmoid_inplace(&mut gt[3 * h..]);
                     let (cp, cf) = cs.split_at_mut((ti + 1) * b * h);
                     let cpr = &cp[(ti * b + bi) * h..][..h];
                     for j in 0..h {
@@ -708,10 +715,11 @@ fn layer_forward<T: Real>(
                     }
                     let zc = masks.zoneout_c.as_ref().map(|m| &m[r * h..][..h]);
                     let cout = &mut cf[bi * h..][..h];
+                    let tcr = &mut tc[r * h..][..h];
+                    tcr.copy_from_slice(&cnew);
+                    tanh_inplace(tcr);
                     for j in 0..h {
-                        let tcj = cnew[j].tanh();
-                        tc[r * h + j] = tcj;
-                        let hnew = gt[3 * h + j] * tcj;
+                        let hnew = gt[3 * h + j] * tcr[j];
                         cout[j] = match zc {
                             Some(d) => d[j] * cpr[j] + (T::ONE - d[j]) * cnew[j],
                             None => cnew[j],
@@ -724,13 +732,17 @@ fn layer_forward<T: Real>(
                 }
                 Mode::Gru => {
                     for k in 0..2 * h {
-                        gt[k] = (a[k] + bb[k]).sigmoid();
+                        gt[k] = a[k] + bb[k];
                     }
+                    sigmoid_inplace(&mut gt[..2 * h]);
                     for j in 0..h {
                         let bn = bb[2 * h + j];
                         ghn[r * h + j] = bn;
-                        let n = (a[2 * h + j] + gt[j] * bn).tanh();
-                        gt[2 * h + j] = n;
+                        gt[2 * h + j] = a[2 * h + j] + gt[j] * bn;
+                    }
+                    tanh_inplace(&mut gt[2 * h..]);
+                    for j in 0..h {
+                        let n = gt[2 * h + j];
                         let z = gt[h + j];
                         let hnew = (T::ONE - z) * n + z * hpr[j];
                         hnext[bi * h + j] = match zh {
@@ -741,13 +753,17 @@ fn layer_forward<T: Real>(
                 }
                 Mode::RnnTanh | Mode::RnnRelu => {
                     for j in 0..h {
-                        let v = a[j] + bb[j];
-                        let hnew = if mode == Mode::RnnTanh {
-                            v.tanh()
-                        } else {
-                            v.relu()
-                        };
-                        gt[j] = hnew;
+                        gt[j] = a[j] + bb[j];
+                    }
+                    if mode == Mode::RnnTanh {
+                        tanh_inplace(gt);
+                    } else {
+                        for v in gt.iter_mut() {
+                            *v = v.relu();
+                        }
+                    }
+                    for j in 0..h {
+                        let hnew = gt[j];
                         hnext[bi * h + j] = match zh {
                             Some(d) => d[j] * hpr[j] + (T::ONE - d[j]) * hnew,
                             None => hnew,
