@@ -7,11 +7,18 @@
 //!
 //! The model is one-hot → `Rnn` (LSTM by default) over variable-length batches (PackedSequence
 //! semantics: `h_n` is taken at each string's own last symbol) → `Linear` → 2 classes, trained
-//! with softmax cross-entropy, Adam and gradient-norm clipping, all from `recur::nn`.
+//! with softmax cross-entropy through `recur::train::run` (Adam with a cosine decay,
+//! gradient-norm clipping, the model of the best epoch on validation kept).
 
 use clap::Args as ClapArgs;
-use recur::nn::{clip_grad_norm, softmax, softmax_cross_entropy, Adam, AdamConfig, Linear};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use recur::nn::{softmax, softmax_cross_entropy, AdamConfig, Linear, OptimizerConfig};
+use recur::train::checkpoint::{Checkpoint, CheckpointWriter};
+use recur::train::{Hooks, Metrics, Part, Point, StepStats, Task, TrainConfig, TrainError};
 use recur::{Dropout, Mode, Rnn, RnnConfig, Tensor};
+use std::cell::RefCell;
+use std::path::Path;
 use std::time::Instant;
 
 /// Options of `recur demo`.
@@ -47,33 +54,13 @@ pub struct Args {
     out: std::path::PathBuf,
 }
 
-/// A small deterministic generator (SplitMix64): the demo needs no random-number crate.
-struct SplitMix64(u64);
+/// The demo's generator (data, batch order): `rand`'s standard generator, seeded.
+type DemoRng = rand::rngs::StdRng;
 
-impl SplitMix64 {
-    fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in 0..n (n > 0); the modulo bias is below 2^-40 for the sizes used here.
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-    fn coin(&mut self) -> bool {
-        self.next_u64() >> 63 == 1
-    }
-    /// Fisher–Yates.
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            v.swap(i, self.below(i + 1));
-        }
-    }
+/// A generator seeded with `seed`.
+fn demo_rng(seed: u64) -> DemoRng {
+    use rand::SeedableRng;
+    DemoRng::seed_from_u64(seed)
 }
 
 /// Symbols: 0 `(`, 1 `)`, 2 `[`, 3 `]`. Opening brackets are even, `t ^ 1` turns a bracket
@@ -144,14 +131,14 @@ fn is_balanced(tokens: &[u8]) -> bool {
 
 /// A random balanced string of even length `len`: open while the string can still be closed
 /// in time, with probability 1/2, each bracket of a random type.
-fn balanced(rng: &mut SplitMix64, len: usize) -> Vec<u8> {
+fn balanced(rng: &mut DemoRng, len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len);
     let mut stack: Vec<u8> = Vec::with_capacity(len);
     for pos in 0..len {
         let remaining = len - pos;
-        let open = stack.is_empty() || (stack.len() < remaining && rng.coin());
+        let open = stack.is_empty() || (stack.len() < remaining && rng.gen_bool(0.5));
         if open {
-            let t = 2 * rng.below(2) as u8;
+            let t = 2 * rng.gen_range(0..2u8);
             stack.push(t);
             out.push(t);
         } else {
@@ -163,24 +150,24 @@ fn balanced(rng: &mut SplitMix64, len: usize) -> Vec<u8> {
 
 /// One string of even length in `min_len..=max_len`: balanced with probability 1/2, else a
 /// corrupted balanced string.
-fn sample(rng: &mut SplitMix64, min_len: usize, max_len: usize) -> Sample {
-    let len = min_len + 2 * rng.below((max_len - min_len) / 2 + 1);
+fn sample(rng: &mut DemoRng, min_len: usize, max_len: usize) -> Sample {
+    let len = min_len + 2 * rng.gen_range(0..=(max_len - min_len) / 2);
     let mut tokens = balanced(rng, len);
-    if rng.coin() {
+    if rng.gen_bool(0.5) {
         return Sample {
             tokens,
             kind: Kind::Balanced,
         };
     }
-    let kind = [Kind::Mismatch, Kind::Flip, Kind::Swap][rng.below(3)];
+    let kind = [Kind::Mismatch, Kind::Flip, Kind::Swap][rng.gen_range(0..3)];
     let original = tokens.clone();
     loop {
         tokens.copy_from_slice(&original);
         match kind {
-            Kind::Mismatch => tokens[rng.below(len)] ^= 2,
-            Kind::Flip => tokens[rng.below(len)] ^= 1,
+            Kind::Mismatch => tokens[rng.gen_range(0..len)] ^= 2,
+            Kind::Flip => tokens[rng.gen_range(0..len)] ^= 1,
             _ => {
-                let (i, j) = (rng.below(len), rng.below(len));
+                let (i, j) = (rng.gen_range(0..len), rng.gen_range(0..len));
                 tokens.swap(i, j);
             }
         }
@@ -250,25 +237,23 @@ impl Model {
         Ok(out)
     }
 
-    /// One training step on `samples`; returns (mean loss, correct predictions).
-    fn train_step(
+    /// The mean loss of `samples` and its gradients (into `g_rnn` and `g_head`, zeroed
+    /// first); returns (mean loss, correct predictions).
+    fn loss_and_grad(
         &mut self,
         samples: &[&Sample],
-        opt: &mut Adam<f32>,
         g_rnn: &mut [f32],
         g_head: &mut [f32],
-    ) -> Result<(f32, usize), String> {
+    ) -> recur::Result<(f32, usize)> {
         let b = samples.len();
         let batch = make_batch(samples);
-        let (o, tape) = self
-            .rnn
-            .forward_train(&batch.x, None, Some(&batch.lengths), Dropout::Off)
-            .map_err(|e| e.to_string())?;
+        let (o, tape) =
+            self.rnn
+                .forward_train(&batch.x, None, Some(&batch.lengths), Dropout::Off)?;
         let hn = self.summary(&o.h_n); // (B, H)
         let mut logits = vec![0.0f32; b * CLASSES]; // (B, 2)
         self.head.forward(&hn, b, &mut logits);
-        let (loss, dlogits) = softmax_cross_entropy(&logits, CLASSES, &batch.targets, -100)
-            .map_err(|e| e.to_string())?;
+        let (loss, dlogits) = softmax_cross_entropy(&logits, CLASSES, &batch.targets, -100)?;
         let correct = logits
             .chunks_exact(CLASSES)
             .zip(&batch.targets)
@@ -279,15 +264,8 @@ impl Model {
         g_head.fill(0.0);
         let mut dhn = vec![0.0f32; hn.len()]; // (B, H)
         self.head.backward(&hn, &dlogits, b, g_head, Some(&mut dhn));
-        let dhn = Tensor::new(o.h_n.shape(), dhn).map_err(|e| e.to_string())?; // (1, B, H)
-        self.rnn
-            .backward(&tape, None, Some(&dhn), None, g_rnn)
-            .map_err(|e| e.to_string())?;
-        clip_grad_norm(&mut [&mut *g_rnn, &mut *g_head], GRAD_CLIP);
-        opt.step_parts(&mut [
-            (self.rnn.params_mut(), &*g_rnn),
-            (self.head.params_mut(), &*g_head),
-        ]);
+        let dhn = Tensor::new(o.h_n.shape(), dhn)?; // (1, B, H)
+        self.rnn.backward(&tape, None, Some(&dhn), None, g_rnn)?;
         Ok((loss, correct))
     }
 }
@@ -334,14 +312,186 @@ fn check(a: &Args) -> Result<Mode, String> {
     Ok(mode)
 }
 
+/// The demo as a task of [`recur::train::run`]: shuffled mini-batches of the training strings,
+/// validation accuracy after every epoch (with the epoch's training loss and accuracy).
+struct DemoTask {
+    model: Model,
+    train: Vec<Sample>,
+    valid: Vec<Sample>,
+    g_rnn: Vec<f32>,
+    g_head: Vec<f32>,
+    batch_size: usize,
+    order: Vec<usize>,
+    order_rng: DemoRng,
+    /// Batches done.
+    cursor: u64,
+    /// This epoch's loss sum (weighted by batch size), correct predictions and strings.
+    epoch_loss: f64,
+    epoch_correct: usize,
+    epoch_seen: usize,
+    /// The parameters of the model kept on validation (rnn, head).
+    kept: RefCell<Option<(Vec<f32>, Vec<f32>)>>,
+}
+
+impl Task for DemoTask {
+    fn name(&self) -> &'static str {
+        "demo"
+    }
+    fn unit(&self) -> &'static str {
+        "str"
+    }
+    fn steps_per_epoch(&self) -> u64 {
+        self.train.len().div_ceil(self.batch_size) as u64
+    }
+    fn higher_is_better(&self) -> bool {
+        true
+    }
+    fn config_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "train": self.train.len(),
+            "batch_size": self.batch_size,
+            "rnn": recur::io::state_dict::describe(self.model.rnn.config()),
+        })
+    }
+    fn train_batch(&mut self, shard: recur::train::Shard) -> recur::Result<StepStats> {
+        shard.require_whole("demo")?;
+        let per_epoch = self.steps_per_epoch();
+        let k = (self.cursor % per_epoch) as usize;
+        if k == 0 {
+            self.order.shuffle(&mut self.order_rng);
+        }
+        let idx =
+            &self.order[k * self.batch_size..((k + 1) * self.batch_size).min(self.order.len())];
+        let batch: Vec<&Sample> = idx.iter().map(|&i| &self.train[i]).collect();
+        let (loss, ok) = self
+            .model
+            .loss_and_grad(&batch, &mut self.g_rnn, &mut self.g_head)?;
+        self.cursor += 1;
+        self.epoch_loss += loss as f64 * batch.len() as f64;
+        self.epoch_correct += ok;
+        self.epoch_seen += batch.len();
+        Ok(StepStats {
+            loss: loss as f64,
+            units: batch.len() as u64,
+        })
+    }
+    fn parts(&mut self) -> Vec<Part<'_>> {
+        vec![
+            Part {
+                name: "rnn",
+                params: self.model.rnn.params_mut(),
+                grads: &mut self.g_rnn,
+            },
+            Part {
+                name: "head",
+                params: self.model.head.params_mut(),
+                grads: &mut self.g_head,
+            },
+        ]
+    }
+    fn evaluate(&mut self) -> recur::Result<Metrics> {
+        let p = self
+            .model
+            .predict(&self.valid)
+            .map_err(recur::Error::Input)?;
+        let seen = self.epoch_seen.max(1) as f64;
+        let m = vec![
+            ("valid_accuracy".to_string(), accuracy(&self.valid, &p)),
+            ("train_loss".to_string(), self.epoch_loss / seen),
+            (
+                "train_accuracy".to_string(),
+                self.epoch_correct as f64 / seen,
+            ),
+        ];
+        (self.epoch_loss, self.epoch_correct, self.epoch_seen) = (0.0, 0, 0);
+        Ok(m)
+    }
+    /// Writes the weights with PyTorch's names (`rnn.*`, `head.*`) and keeps a copy for the
+    /// report.
+    fn save_model(&self, dir: &Path, _training: &serde_json::Value) -> recur::Result<()> {
+        let m = &self.model;
+        let mut tensors = recur::io::state_dict::state_dict(m.rnn.layout(), m.rnn.params(), "rnn");
+        tensors.push((
+            "head.weight".into(),
+            vec![CLASSES, m.head.in_features()],
+            m.head.weight(),
+        ));
+        tensors.push((
+            "head.bias".into(),
+            vec![CLASSES],
+            m.head.bias().expect("the head has a bias"),
+        ));
+        recur::io::state_dict::save_named(&tensors, dir.join(WEIGHTS))?;
+        *self.kept.borrow_mut() = Some((m.rnn.params().to_vec(), m.head.params().to_vec()));
+        Ok(())
+    }
+    fn save_state(&self, _w: &mut CheckpointWriter) {}
+    fn load_state(&mut self, _c: &Checkpoint) -> recur::Result<()> {
+        Ok(())
+    }
+    /// Puts the kept model back, for the report.
+    fn finish(&mut self, _dir: &Path, _log: &mut dyn Hooks) -> recur::Result<Metrics> {
+        if let Some((rnn, head)) = self.kept.borrow_mut().take() {
+            self.model.rnn.params_mut().copy_from_slice(&rnn);
+            self.model.head.params_mut().copy_from_slice(&head);
+        }
+        Ok(Vec::new())
+    }
+}
+
+/// The demo's terminal: the progress bar and a line per epoch.
+struct DemoHooks {
+    log: crate::run::Log,
+    epochs: usize,
+}
+
+impl Hooks for DemoHooks {
+    fn start(&mut self, s: &recur::train::Start<'_>) -> recur::Result<()> {
+        self.log
+            .start_progress(crate::progress::Progress::new(s.total_steps, s.unit));
+        Ok(())
+    }
+    // The loop's own lines (its settings) are left out: the demo describes its run itself.
+    fn step(&mut self, step: u64, loss: f64, units: u64) {
+        self.log.progress(step, loss, units);
+    }
+    fn evaluation(&mut self, e: &recur::train::Evaluation<'_>) {
+        let m = |k: &str| {
+            e.point
+                .metrics
+                .iter()
+                .find(|x| x.0 == k)
+                .map_or(f64::NAN, |x| x.1)
+        };
+        self.log.line(&format!(
+            "epoch {:>2}/{}  lr {:.1e}  train loss {:.4}  train acc {}  valid acc {}  {:5.1} s{}",
+            e.point.epoch.round(),
+            self.epochs,
+            e.point.lr,
+            m("train_loss"),
+            pct(m("train_accuracy")),
+            pct(m("valid_accuracy")),
+            e.point.seconds,
+            if e.improved { "  (kept)" } else { "" }
+        ));
+    }
+    fn finished(&mut self, _f: &recur::train::Finished<'_>) -> recur::Result<()> {
+        self.log.end_progress();
+        Ok(())
+    }
+}
+
+/// The file of the kept model's weights in `--out`.
+const WEIGHTS: &str = "model.safetensors";
+
 pub fn run(a: Args) -> Result<(), String> {
     let mode = check(&a)?;
     let start = Instant::now();
 
     // Data: one generator for the data, another for the batch order.
-    let mut data_rng = SplitMix64::new(a.seed);
+    let mut data_rng = demo_rng(a.seed);
     let n_eval = (a.train_size / 10).max(1);
-    let gen = |rng: &mut SplitMix64, n: usize| -> Vec<Sample> {
+    let gen = |rng: &mut DemoRng, n: usize| -> Vec<Sample> {
         (0..n).map(|_| sample(rng, 2, a.max_len)).collect()
     };
     let train = gen(&mut data_rng, a.train_size);
@@ -356,7 +506,7 @@ pub fn run(a: Args) -> Result<(), String> {
     let config = RnnConfig::new(mode, VOCAB, a.hidden_size).batch_first(true);
     let rnn = Rnn::<f32>::new(config.clone(), a.seed).map_err(|e| e.to_string())?;
     let head = Linear::<f32>::new(a.hidden_size, CLASSES, true, a.seed.wrapping_add(1));
-    let mut model = Model { rnn, head };
+    let model = Model { rnn, head };
     let n_rnn = model.rnn.params().len();
     let n_head = model.head.num_params();
 
@@ -380,7 +530,8 @@ pub fn run(a: Args) -> Result<(), String> {
     );
     println!(
         "training: {} epochs, batches of {}, Adam(lr={}, cosine decay to {:.1e}), \
-         clip_grad_norm {}, cross-entropy, seed {}",
+         clip_grad_norm {}, cross-entropy, seed {}; the model of the epoch with the best \
+         validation accuracy is kept",
         a.epochs,
         a.batch_size,
         a.lr,
@@ -389,62 +540,49 @@ pub fn run(a: Args) -> Result<(), String> {
         a.seed
     );
 
-    let mut opt = Adam::new(n_rnn + n_head, AdamConfig::default().lr(a.lr));
-    let mut g_rnn = model.rnn.zeros_like_params();
-    let mut g_head = model.head.zeros_like_params();
-    let mut order_rng = SplitMix64::new(a.seed ^ 0x5eed_5eed_5eed_5eed);
-    let mut order: Vec<usize> = (0..train.len()).collect();
-    let total_steps = a.epochs * train.len().div_ceil(a.batch_size);
-    let mut step = 0;
-    let mut log = crate::run::Log::new(false);
-    log.start_progress(recur_plot::Progress::new(total_steps as u64, "str"));
-    let mut strings = 0u64;
-    // (epoch, train loss, train accuracy, valid accuracy)
-    let mut curve: Vec<(f64, f64, f64, f64)> = Vec::new();
-    for epoch in 1..=a.epochs {
-        order_rng.shuffle(&mut order);
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        for idx in order.chunks(a.batch_size) {
-            let lr_min = a.lr / LR_FLOOR;
-            let done = step as f64 / total_steps as f64;
-            opt.set_lr(
-                lr_min + 0.5 * (a.lr - lr_min) * (1.0 + (std::f64::consts::PI * done).cos()),
-            );
-            step += 1;
-            let batch: Vec<&Sample> = idx.iter().map(|&k| &train[k]).collect();
-            let (loss, ok) = model.train_step(&batch, &mut opt, &mut g_rnn, &mut g_head)?;
-            if !loss.is_finite() {
-                return Err(format!(
-                    "training diverged at epoch {epoch} (loss {loss}); try a smaller --lr"
-                ));
-            }
-            loss_sum += loss as f64 * batch.len() as f64;
-            correct += ok;
-            seen += batch.len();
-            strings += batch.len() as u64;
-            log.progress(step as u64, loss as f64, strings);
+    let mut task = DemoTask {
+        g_rnn: model.rnn.zeros_like_params(),
+        g_head: model.head.zeros_like_params(),
+        model,
+        order: (0..train.len()).collect(),
+        train,
+        valid,
+        batch_size: a.batch_size,
+        order_rng: demo_rng(a.seed ^ 0x5eed_5eed_5eed_5eed),
+        cursor: 0,
+        epoch_loss: 0.0,
+        epoch_correct: 0,
+        epoch_seen: 0,
+        kept: RefCell::new(None),
+    };
+    let mut train_config = TrainConfig::new(&a.out).epochs(a.epochs as u64);
+    train_config.optimizer = OptimizerConfig::Adam(AdamConfig::default().lr(a.lr));
+    train_config.lr_schedule = format!("cosine:eta_min={:?}", a.lr / LR_FLOOR);
+    train_config.eval_every = Some(task.steps_per_epoch());
+    train_config.clip_grad_norm = GRAD_CLIP;
+    train_config.checkpoints = false;
+    train_config.seed = a.seed;
+    let mut hooks = DemoHooks {
+        log: crate::run::Log::new(false),
+        epochs: a.epochs,
+    };
+    let summary = match recur::train::run(&mut task, &train_config, &mut hooks) {
+        Ok(s) => s,
+        Err(e) => {
+            hooks.log.abandon_progress();
+            return Err(match e {
+                recur::Error::Train(TrainError::NonFinite { what, step, .. }) => format!(
+                    "training diverged at step {step} (non-finite {what}); try a smaller --lr"
+                ),
+                e => e.to_string(),
+            });
         }
-        let valid_acc = accuracy(&valid, &model.predict(&valid)?);
-        curve.push((
-            epoch as f64,
-            loss_sum / seen as f64,
-            correct as f64 / seen as f64,
-            valid_acc,
-        ));
-        log.line(&format!(
-            "epoch {epoch:>2}/{}  lr {:.1e}  train loss {:.4}  train acc {}  valid acc {}  {:5.1} s",
-            a.epochs,
-            opt.config().lr,
-            loss_sum / seen as f64,
-            pct(correct as f64 / seen as f64),
-            pct(valid_acc),
-            start.elapsed().as_secs_f64()
-        ));
-    }
-    log.end_progress();
+    };
+    let kept = summary.best.as_ref().map_or(0.0, |b| b.epoch.round());
+    println!("kept the model of epoch {kept} ({})", summary.reason);
 
-    report(&a, &model, &train, &test, &longer)?;
-    save(&a, &model, &curve, &test, &longer)?;
+    report(&a, &task.model, &task.train, &test, &longer)?;
+    save(&a, &task.model, &summary.curve, &test, &longer)?;
     println!("total time {:.1} s", start.elapsed().as_secs_f64());
     Ok(())
 }
@@ -580,7 +718,7 @@ fn report(
 fn save(
     a: &Args,
     model: &Model,
-    curve: &[(f64, f64, f64, f64)],
+    curve: &[Point],
     test: &[Sample],
     longer: &[Sample],
 ) -> Result<(), String> {
@@ -613,8 +751,14 @@ fn save(
             series,
         })
     };
-    let pick = |f: fn(&(f64, f64, f64, f64)) -> f64| -> Vec<(f64, f64)> {
-        curve.iter().map(|c| (c.0, f(c))).collect()
+    let pick = |name: &str, scale: f64| -> Vec<(f64, f64)> {
+        curve
+            .iter()
+            .filter_map(|p| {
+                let v = p.metrics.iter().find(|m| m.0 == name)?.1;
+                Some((p.epoch, scale * v))
+            })
+            .collect()
     };
     let mut lengths = line(
         "accuracy by string length",
@@ -645,7 +789,7 @@ fn save(
                 "cross-entropy (nats)",
                 vec![Series {
                     name: "train".into(),
-                    points: pick(|c| c.1),
+                    points: pick("train_loss", 1.0),
                 }],
             ),
             line(
@@ -654,11 +798,11 @@ fn save(
                 vec![
                     Series {
                         name: "train".into(),
-                        points: pick(|c| 100.0 * c.2),
+                        points: pick("train_accuracy", 100.0),
                     },
                     Series {
                         name: "valid".into(),
-                        points: pick(|c| 100.0 * c.3),
+                        points: pick("valid_accuracy", 100.0),
                     },
                 ],
             ),
@@ -668,19 +812,9 @@ fn save(
     let stem = a.out.join("demo");
     fig.save(&stem)
         .map_err(|e| format!("--out {}: cannot write the plots: {e}", a.out.display()))?;
-    let mut tensors =
-        recur::io::state_dict::state_dict(model.rnn.layout(), model.rnn.params(), "rnn");
-    let h = a.hidden_size;
-    tensors.push(("head.weight".into(), vec![CLASSES, h], model.head.weight()));
-    tensors.push((
-        "head.bias".into(),
-        vec![CLASSES],
-        model.head.bias().expect("the head has a bias"),
-    ));
-    let weights = a.out.join("model.safetensors");
-    recur::io::state_dict::save_named(&tensors, &weights).map_err(|e| e.to_string())?;
+    let weights = a.out.join(WEIGHTS);
     println!(
-        "wrote {}.png and {}.svg (training curves, accuracy by length) and {} (PyTorch names: rnn.*, head.*)",
+        "wrote {}.png and {}.svg (training curves, accuracy by length), {} (the kept model; PyTorch names: rnn.*, head.*) and metrics.json",
         stem.display(),
         stem.display(),
         weights.display()

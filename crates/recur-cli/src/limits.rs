@@ -1,6 +1,9 @@
 //! The largest values the command line accepts for sizes and lengths, checked before any data
 //! is read or any memory is taken, so that a mistyped `--hidden-size 100000` is a one-line
 //! error instead of an allocation failure that aborts the process (or a run that never ends).
+//! The checks of the model options every task shares are here too ([`check_model`]).
+
+use crate::model_opts::ModelOpts;
 
 /// Parameters of a model, at most: 2^30 (4 GiB of f32 weights; training holds about four
 /// times that with the gradients and Adam's moments).
@@ -25,9 +28,30 @@ pub fn in_range(name: &str, value: usize, max: usize) -> Result<(), String> {
     }
 }
 
+/// Checks the options of the model shared by every task ([`ModelOpts`]): the sizes are at
+/// least 1, the dropout in [0, 1); `more` are the task's own sizes (`("--batch-size", 32)`),
+/// checked the same way. The cell was checked by the parser.
+pub fn check_model(m: &ModelOpts, more: &[(&str, usize)]) -> Result<(), String> {
+    let mut sizes = vec![
+        ("--hidden-size", m.hidden_size),
+        ("--num-layers", m.num_layers),
+    ];
+    if let Some(e) = m.embed_size {
+        sizes.push(("--embed-size", e));
+    }
+    for (name, v) in sizes.into_iter().chain(more.iter().copied()) {
+        if v == 0 {
+            return Err(format!("{name} must be at least 1"));
+        }
+    }
+    if !(0.0..1.0).contains(&m.dropout) {
+        return Err(format!("--dropout must be in [0, 1), got {}", m.dropout));
+    }
+    Ok(())
+}
+
 /// The parameters of a recurrent stack (PyTorch's layout, both biases): `gates` blocks of
 /// `hidden` rows per layer and direction, reading `input` values in the first layer and
-/// `dirs * hidden` in the others. Exact in u128 for any usize sizes.
 /// `dirs * hidden` in the others. Saturates at `u128::MAX` instead of overflowing.
 pub fn rnn_params(gates: u128, input: usize, hidden: usize, layers: usize, dirs: usize) -> u128 {
     let (i, h, l, d) = (input as u128, hidden as u128, layers as u128, dirs as u128);

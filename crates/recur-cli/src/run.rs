@@ -1,30 +1,21 @@
-//! The training runner behind every `recur train <task>`: one loop that reads top to bottom.
-//!
-//! A task (a language model, a classifier, ...) says how to compute the loss and gradients of
-//! its next batch, how to evaluate, and how to save its model; the runner owns everything
-//! else: the number of steps, the optimizer and its learning-rate schedule, gradient clipping,
-//! non-finite losses, evaluation and the best model on validation, checkpoints (one file,
-//! replaced atomically) and `--resume`, Ctrl-C, the progress display, `metrics.json`, the
-//! training-curve plot and `--json`.
-//!
-//! Resuming is exact: the checkpoint holds the parameters, the optimizer's state, the task's
-//! data cursor, carried state and random generators, and the runner's own counters, so a run
-//! stopped at step k and resumed reaches the same weights, bit for bit, as a run that was not
-//! stopped.
+//! `recur train <task>` on the terminal: the options every task shares ([`TrainOpts`]),
+//! turned into the library's [`TrainConfig`], and the terminal side of a run of
+//! [`recur::train::run`]: the progress bar, the log lines, Ctrl-C, the training-curve plots
+//! and `--json`. The loop itself (steps, schedule, clipping, evaluation, checkpoints and
+//! exact `--resume`, `metrics.json`) is the library's.
 
+use crate::progress::Progress;
 use clap::Args as ClapArgs;
-use recur::nn::{
-    clip_grad_norm, clip_grad_value, Optimizer, OptimizerConfig, OptimizerState, Schedule,
+use recur::nn::{OptimizerArgs, OptimizerConfig, Schedule};
+pub use recur::train::{embed_rnn_head, fmt_metrics, metric_json, Metrics, Part, StepStats, Task};
+use recur::train::{
+    Evaluation, Finished, Hooks, Length, NonFinite, Point, Start, Summary, TrainConfig, TrainError,
+    CHECKPOINT_FILE,
 };
-use recur::train::checkpoint::{Checkpoint, CheckpointWriter};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
-/// The checkpoint file in the model directory.
-pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
-/// The metrics file in the model directory.
-pub const METRICS_FILE: &str = "metrics.json";
 /// The training-curve plots in the model directory (`.svg` and `.png`).
 pub const CURVES_STEM: &str = "curves";
 
@@ -45,6 +36,31 @@ impl From<recur::Error> for Failure {
     fn from(e: recur::Error) -> Failure {
         Failure::from(e.to_string())
     }
+}
+
+/// A failed run, with what the command line can do about it: the options to change.
+fn run_failure(e: recur::Error) -> Failure {
+    let recur::Error::Train(t) = &e else {
+        return Failure::from(e);
+    };
+    let message = match t {
+        TrainError::NoCheckpoint { .. } => {
+            format!("--resume: {t}; run without --resume to start")
+        }
+        TrainError::CheckpointExists { dir } => format!(
+            "--out {}: it holds the checkpoint of another run; add --resume to continue it, or give another directory",
+            dir.display()
+        ),
+        TrainError::OtherRun { .. } => {
+            format!("--resume: {t}; give the same options, or another --out")
+        }
+        TrainError::Done { .. } => format!("--resume: {t}; give a larger --steps"),
+        TrainError::NonFinite { .. } => format!(
+            "{t}. Try a smaller --lr or --clip-grad-norm, or --skip-nonfinite"
+        ),
+        _ => t.to_string(),
+    };
+    Failure::from(message)
 }
 
 /// The options every `recur train <task>` shares.
@@ -127,83 +143,13 @@ pub struct TrainOpts {
     pub data_name: String,
 }
 
-/// What one training step did.
-pub struct StepStats {
-    /// The mean loss of the batch.
-    pub loss: f64,
-    /// Targets in the batch (characters, tokens, sequences): for the rates.
-    pub units: u64,
-}
-
-/// A named set of metrics, in order. The first is the one that picks the best model.
-pub type Metrics = Vec<(String, f64)>;
-
-/// One parameter buffer and its gradient.
-pub struct Part<'a> {
-    pub name: &'static str,
-    pub params: &'a mut [f32],
-    pub grads: &'a mut [f32],
-}
-
-/// The parts of a model made of an embedding, a recurrent stack and a linear head (the
-/// language model and the sequence models), in that order.
-pub fn embed_rnn_head<'a>(params: [&'a mut [f32]; 3], grads: [&'a mut [f32]; 3]) -> Vec<Part<'a>> {
-    ["embed", "rnn", "head"]
-        .into_iter()
-        .zip(params)
-        .zip(grads)
-        .map(|((name, params), grads)| Part {
-            name,
-            params,
-            grads,
-        })
-        .collect()
-}
-
-/// A model trained by the runner.
-pub trait Task {
-    /// The task's name, as in `recur train <name>`.
-    fn name(&self) -> &'static str;
-    /// What the units of [`StepStats::units`] are, e.g. "char".
-    fn unit(&self) -> &'static str;
-    /// What the training loss is, for the axis of the plots.
-    fn loss_label(&self) -> &'static str {
-        "cross-entropy (nats)"
-    }
-    /// Steps in one pass over the training data.
-    fn steps_per_epoch(&self) -> u64;
-    /// Whether a larger value of the first metric is better (accuracy) or a smaller one
-    /// (loss).
-    fn higher_is_better(&self) -> bool;
-    /// The data and model options that must be the same to resume a run.
-    fn config_json(&self) -> serde_json::Value;
-    /// Zeroes the gradients, then computes the loss and the gradients of the next training
-    /// batch (and moves to the batch after it).
-    fn train_batch(&mut self) -> recur::Result<StepStats>;
-    /// Called when the runner skips the step just computed (non-finite loss or gradient).
-    fn discard_step(&mut self) {}
-    /// The parameters and gradients, in a fixed order.
-    fn parts(&mut self) -> Vec<Part<'_>>;
-    /// Metrics on the validation data.
-    fn evaluate(&mut self) -> recur::Result<Metrics>;
-    /// Writes the model (weights, config.json with `training` in it, vocabulary) into `dir`.
-    fn save_model(&self, dir: &Path, training: &serde_json::Value) -> recur::Result<()>;
-    /// Adds the task's state besides the parameters (which the runner saves from
-    /// [`Task::parts`]): data cursor, carried state, generators.
-    fn save_state(&self, w: &mut CheckpointWriter);
-    /// Restores what [`Task::save_state`] wrote.
-    fn load_state(&mut self, c: &Checkpoint) -> recur::Result<()>;
-    /// After training: reports on the best model saved in `dir` (test metrics, samples), with
-    /// lines for the log and metrics for metrics.json / --json.
-    fn finish(&mut self, dir: &Path, log: &mut Log) -> recur::Result<Metrics>;
-}
-
 /// Where the human-readable log goes: stdout, or stderr with `--json` (so stdout holds only
-/// the JSON line). While a progress bar is on a terminal that stdout also writes to, lines go
-/// above the bar.
+/// the JSON line). While a progress bar is on the terminal, lines go above it.
 pub struct Log {
     to_stderr: bool,
-    progress: Option<recur_plot::Progress>,
+    progress: Option<Progress>,
+    /// A rank other than 0 of a data-parallel run: rank 0 alone prints.
+    quiet: bool,
 }
 
 impl Log {
@@ -211,17 +157,27 @@ impl Log {
         Log {
             to_stderr: json,
             progress: None,
+            quiet: crate::dist::rank() != 0,
         }
     }
     pub fn line(&mut self, s: &str) {
-        use std::io::IsTerminal;
+        if self.quiet {
+            return;
+        }
+        let to_stderr = self.to_stderr;
+        let print = || {
+            if to_stderr {
+                eprintln!("{s}")
+            } else {
+                println!("{s}")
+            }
+        };
         match &mut self.progress {
-            Some(p) if self.to_stderr || std::io::stdout().is_terminal() => p.println(s),
-            _ if self.to_stderr => eprintln!("{s}"),
-            _ => println!("{s}"),
+            Some(p) => p.suspend(print),
+            None => print(),
         }
     }
-    pub fn start_progress(&mut self, p: recur_plot::Progress) {
+    pub fn start_progress(&mut self, p: Progress) {
         self.progress = Some(p);
     }
     pub fn progress(&mut self, step: u64, loss: f64, units: u64) {
@@ -229,9 +185,16 @@ impl Log {
             p.update(step, loss, units);
         }
     }
+    /// Ends the progress display with its final state.
     pub fn end_progress(&mut self) {
-        if let Some(mut p) = self.progress.take() {
+        if let Some(p) = self.progress.take() {
             p.finish();
+        }
+    }
+    /// Leaves the progress display as it is (a run that failed).
+    pub fn abandon_progress(&mut self) {
+        if let Some(p) = self.progress.take() {
+            p.abandon();
         }
     }
 }
@@ -239,9 +202,9 @@ impl Log {
 static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
 static HANDLER: AtomicBool = AtomicBool::new(false);
 
-/// Installs the Ctrl-C handler (once): the first Ctrl-C asks the runner to save a checkpoint
-/// and stop after the current step; a second one exits at once (the last checkpoint on disk
-/// is complete: checkpoints are replaced atomically).
+/// Installs the Ctrl-C handler (once): the first Ctrl-C asks the run to save a checkpoint and
+/// stop after the current step; a second one exits at once (the last checkpoint on disk is
+/// complete: checkpoints are replaced atomically).
 fn watch_interrupts() {
     if HANDLER.swap(true, Ordering::SeqCst) {
         return;
@@ -256,90 +219,6 @@ fn watch_interrupts() {
 
 fn interrupted() -> bool {
     INTERRUPTS.load(Ordering::SeqCst) > 0
-}
-
-/// One evaluation: where, and what it measured.
-#[derive(Clone, Debug)]
-struct Point {
-    step: u64,
-    epoch: f64,
-    train_loss: f64,
-    lr: f64,
-    seconds: f64,
-    metrics: Metrics,
-}
-
-impl Point {
-    fn json(&self) -> serde_json::Value {
-        let mut m = serde_json::Map::new();
-        m.insert("step".into(), self.step.into());
-        m.insert("epoch".into(), self.epoch.into());
-        m.insert("train_loss".into(), json_f64(self.train_loss));
-        m.insert("lr".into(), json_f64(self.lr));
-        m.insert("seconds".into(), json_f64(self.seconds));
-        for (k, v) in &self.metrics {
-            m.insert(k.clone(), metric_json(k, *v));
-        }
-        serde_json::Value::Object(m)
-    }
-
-    fn from_json(v: &serde_json::Value) -> Option<Point> {
-        let o = v.as_object()?;
-        let f = |k: &str| o.get(k).and_then(|x| x.as_f64());
-        let fixed = ["step", "epoch", "train_loss", "lr", "seconds"];
-        Some(Point {
-            step: o.get("step")?.as_u64()?,
-            epoch: f("epoch")?,
-            train_loss: f("train_loss").unwrap_or(f64::NAN),
-            lr: f("lr").unwrap_or(f64::NAN),
-            seconds: f("seconds")?,
-            metrics: o
-                .iter()
-                .filter(|(k, _)| !fixed.contains(&k.as_str()))
-                .map(|(k, x)| (k.clone(), x.as_f64().unwrap_or(f64::NAN)))
-                .collect(),
-        })
-    }
-}
-
-/// Whether the metric `name` counts things (examples, tokens, parameters): written to JSON as
-/// an integer.
-fn is_count(name: &str) -> bool {
-    const COUNTS: [&str; 10] = [
-        "examples",
-        "windows",
-        "sentences",
-        "sources",
-        "vocab_size",
-        "num_params",
-        "valid_targets",
-        "chars",
-        "words",
-        "tokens",
-    ];
-    COUNTS.contains(&name)
-        || ["_chars", "_words", "_tokens"]
-            .iter()
-            .any(|s| name.ends_with(s))
-}
-
-/// A metric's JSON: counts as integers (`"examples": 197`, not `197.0`), other values as
-/// [`json_f64`].
-pub fn metric_json(name: &str, v: f64) -> serde_json::Value {
-    if is_count(name) && v.fract() == 0.0 && (0.0..9.007_199_254_740_992e15).contains(&v) {
-        (v as u64).into()
-    } else {
-        json_f64(v)
-    }
-}
-
-/// JSON has no NaN: non-finite numbers are written as null.
-fn json_f64(x: f64) -> serde_json::Value {
-    if x.is_finite() {
-        x.into()
-    } else {
-        serde_json::Value::Null
-    }
 }
 
 /// `1h02m`, `3m05s`, `42s`
@@ -362,24 +241,6 @@ pub fn si(x: f64) -> String {
         format!("{:.1}k", x / 1e3)
     } else {
         format!("{x:.0}")
-    }
-}
-
-/// The metrics as `name value` pairs for the log.
-pub fn fmt_metrics(m: &Metrics) -> String {
-    m.iter()
-        .map(|(k, v)| format!("{k} {}", fmt_value(*v)))
-        .collect::<Vec<_>>()
-        .join("  ")
-}
-
-fn fmt_value(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{v:.0}")
-    } else if v != 0.0 && (v.abs() >= 1e5 || v.abs() < 1e-3) {
-        format!("{v:.3e}")
-    } else {
-        format!("{v:.4}")
     }
 }
 
@@ -433,624 +294,247 @@ fn check_values(o: &TrainOpts) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether the evaluation `new` makes a better model than the best so far (`best`: its step
-/// and metrics), and why: the first metric decides (larger is better when `higher`); on a
-/// tie, the lower validation loss (the first other metric whose name ends in `loss`); on a
-/// tie of both, the model kept stays. `None`: not better (or the first metric is not
-/// finite).
-fn better(new: &Metrics, best: Option<(u64, &[(String, f64)])>, higher: bool) -> Option<String> {
-    let (name, v) = new.first().map(|m| (m.0.as_str(), m.1))?;
-    if !v.is_finite() {
-        return None;
-    }
-    let Some((step, old)) = best else {
-        return Some(format!("first evaluation with a finite {name}"));
-    };
-    let b = old.first().map_or(f64::NAN, |m| m.1);
-    let (word, wins) = if higher {
-        ("higher", v > b)
-    } else {
-        ("lower", v < b)
-    };
-    if wins || !b.is_finite() {
-        return Some(format!(
-            "{word} {name}: {} against {} at step {step}",
-            fmt_value(v),
-            fmt_value(b)
-        ));
-    }
-    if v != b {
-        return None;
-    }
-    let loss = |m: &[(String, f64)]| {
-        m.iter()
-            .skip(1)
-            .find(|(k, _)| k.ends_with("loss"))
-            .map(|(k, x)| (k.clone(), *x))
-    };
-    match (loss(new), loss(old)) {
-        (Some((k, nl)), Some((_, ol))) if nl < ol || (nl.is_finite() && !ol.is_finite()) => {
-            Some(format!(
-                "{name} tied with step {step} at {}; lower {k}: {} against {}",
-                fmt_value(v),
-                fmt_value(nl),
-                fmt_value(ol)
-            ))
-        }
-        _ => None,
-    }
+/// The optimizer `--optimizer`, `--lr`, `--weight-decay` and `--momentum` describe: the
+/// options written after the name win over the flags.
+fn optimizer_config(o: &TrainOpts) -> recur::Result<OptimizerConfig> {
+    let (name, mut args): (String, OptimizerArgs) = OptimizerArgs::parse(&o.optimizer)?;
+    args.lr = args.lr.or(Some(o.lr));
+    args.weight_decay = args.weight_decay.or(o.weight_decay);
+    args.momentum = args.momentum.or(o.momentum);
+    OptimizerConfig::from_args(&name, &args)
 }
 
-/// The options that shape the training trajectory: a resumed run must use the same.
-fn trajectory_json(o: &TrainOpts, total: u64, task: &dyn Task) -> serde_json::Value {
-    serde_json::json!({
-        "task": task.name(),
-        "config": task.config_json(),
-        "seed": o.seed,
-        "optimizer": optimizer_config(o).map(|c| c.spec()).unwrap_or_default(),
-        "lr": o.lr,
-        "lr_schedule": o.lr_schedule,
-        "warmup_steps": o.warmup_steps,
-        // A schedule that depends on the run's length must keep it.
-        "schedule_steps": if o.lr_schedule == "constant" { serde_json::Value::Null } else { total.into() },
-        "clip_grad_norm": o.clip_grad_norm,
-        "clip_grad_value": o.clip_grad_value,
+/// The library's configuration of the run the options describe.
+pub fn train_config(o: &TrainOpts) -> Result<TrainConfig, String> {
+    check_values(o)?;
+    let optimizer = optimizer_config(o).map_err(|e| format!("--optimizer: {e}"))?;
+    Ok(TrainConfig {
+        out: o.out.clone(),
+        length: match (o.steps, o.epochs) {
+            (Some(s), _) => Length::Steps(s),
+            (None, e) => Length::Epochs(e.unwrap_or(10)),
+        },
+        eval_every: o.eval_every,
+        checkpoint_every: o.checkpoint_every,
+        resume: o.resume,
+        checkpoints: true,
+        seed: o.seed,
+        optimizer,
+        lr_schedule: o.lr_schedule.clone(),
+        warmup_steps: o.warmup_steps,
+        clip_grad_norm: o.clip_grad_norm,
+        clip_grad_value: o.clip_grad_value,
+        non_finite: if o.skip_nonfinite {
+            NonFinite::Skip { max_in_a_row: 100 }
+        } else {
+            NonFinite::Stop
+        },
+        threads: o.threads,
     })
 }
 
-/// The keys whose values differ between two JSON objects, as `key: a -> b` (nested keys
-/// joined with dots).
-fn differences(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
-    match (a.as_object(), b.as_object()) {
-        (Some(x), Some(y)) => {
-            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
-            keys.sort();
-            keys.dedup();
-            for k in keys {
-                let null = serde_json::Value::Null;
-                let name = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                differences(
-                    &name,
-                    x.get(k).unwrap_or(&null),
-                    y.get(k).unwrap_or(&null),
-                    out,
-                );
+/// What the plots need to know about the run.
+struct RunInfo {
+    task: String,
+    loss_label: String,
+    data_name: String,
+}
+
+/// The terminal side of a run: progress, log lines, Ctrl-C, plots, gradient statistics.
+struct Terminal<'a> {
+    log: &'a mut Log,
+    opts: &'a TrainOpts,
+    info: RunInfo,
+    grad_stats: Option<crate::gradients::GradStatsLog>,
+    /// When this process started the run (the wall clock of the end-of-run line).
+    started: Instant,
+    /// What the task's units are.
+    unit: String,
+}
+
+fn hook_error(message: String) -> recur::Error {
+    recur::Error::Io(message)
+}
+
+impl Hooks for Terminal<'_> {
+    fn start(&mut self, s: &Start<'_>) -> recur::Result<()> {
+        self.info.task = s.task.to_string();
+        self.info.loss_label = s.loss_label.to_string();
+        watch_interrupts();
+        self.log.start_progress(
+            Progress::new(s.total_steps, s.unit)
+                .log_every(std::time::Duration::from_secs_f64(self.opts.log_every))
+                .start_step(s.start_step),
+        );
+        if self.opts.grad_stats {
+            let max = (self.opts.clip_grad_norm > 0.0).then_some(self.opts.clip_grad_norm);
+            self.grad_stats = Some(
+                crate::gradients::GradStatsLog::create(&self.opts.out, s.parts, max, s.resumed)
+                    .map_err(hook_error)?,
+            );
+        }
+        Ok(())
+    }
+
+    fn line(&mut self, line: &str) {
+        self.log.line(line);
+    }
+
+    fn gradients(&mut self, step: u64, grads: &[(&str, &[f32])]) -> recur::Result<()> {
+        if let Some(g) = &mut self.grad_stats {
+            let named: Vec<(String, &[f32])> =
+                grads.iter().map(|(n, v)| (n.to_string(), *v)).collect();
+            for w in g.observe(step, &named).map_err(hook_error)? {
+                self.log.line(&w);
             }
         }
-        _ if a != b => out.push(format!("{prefix}: {a} in the checkpoint, {b} now")),
-        _ => {}
-    }
-}
-
-/// Everything the loop keeps between steps, saved in checkpoints.
-struct RunState {
-    step: u64,
-    curve: Vec<Point>,
-    best: Option<(u64, f64)>,
-    /// Why the best model was kept (see [`better`]).
-    best_reason: String,
-    skipped: u64,
-    clipped: u64,
-    /// Training-loss sum and count since the last evaluation.
-    loss_sum: f64,
-    loss_n: u64,
-    units: u64,
-    train_seconds: f64,
-}
-
-impl RunState {
-    fn json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "step": self.step,
-            "curve": self.curve.iter().map(Point::json).collect::<Vec<_>>(),
-            "best_step": self.best.map(|b| b.0),
-            "best_value": self.best.map(|b| json_f64(b.1)),
-            "best_reason": self.best_reason,
-            "skipped_steps": self.skipped,
-            "clipped_steps": self.clipped,
-            "loss_sum": json_f64(self.loss_sum),
-            "loss_n": self.loss_n,
-            "units": self.units,
-            "train_seconds": self.train_seconds,
-        })
+        Ok(())
     }
 
-    fn from_checkpoint(c: &Checkpoint) -> recur::Result<RunState> {
-        let r = c.field("run")?;
-        let bad = |k: &str| {
-            recur::Error::Input(format!(
-                "{}: the checkpoint field 'run.{k}' is missing or invalid",
-                c.source()
-            ))
+    fn step(&mut self, step: u64, loss: f64, units: u64) {
+        self.log.progress(step, loss, units);
+    }
+
+    fn evaluation(&mut self, e: &Evaluation<'_>) {
+        self.log.line(&format!(
+            "eval at step {}: {}{}",
+            e.point.step,
+            fmt_metrics(&e.point.metrics),
+            if e.improved {
+                "  (best so far: saved)"
+            } else {
+                ""
+            }
+        ));
+        plot_curves(e.out, e.curve, e.kept, &self.info, self.log);
+    }
+
+    fn should_stop(&mut self) -> bool {
+        interrupted()
+    }
+
+    fn finished(&mut self, f: &Finished<'_>) -> recur::Result<()> {
+        self.log.end_progress();
+        if let Some(g) = &mut self.grad_stats {
+            let line = g.finish().map_err(hook_error)?;
+            self.log.line(&line);
+        }
+        let (Some(best), Some(last)) = (f.best, f.last) else {
+            return Ok(());
         };
-        let u = |k: &str| r.get(k).and_then(|x| x.as_u64()).ok_or_else(|| bad(k));
-        let curve = r
-            .get("curve")
-            .and_then(|x| x.as_array())
-            .ok_or_else(|| bad("curve"))?
-            .iter()
-            .map(|p| Point::from_json(p).ok_or_else(|| bad("curve")))
-            .collect::<recur::Result<Vec<_>>>()?;
-        let best = match (
-            r.get("best_step").and_then(|x| x.as_u64()),
-            r.get("best_value"),
-        ) {
-            (Some(s), Some(v)) => Some((s, v.as_f64().unwrap_or(f64::NAN))),
-            _ => None,
-        };
-        Ok(RunState {
-            step: u("step")?,
-            curve,
-            best,
-            best_reason: r
-                .get("best_reason")
-                .and_then(|x| x.as_str())
-                .unwrap_or_default()
-                .to_string(),
-            skipped: u("skipped_steps")?,
-            clipped: u("clipped_steps")?,
-            loss_sum: r.get("loss_sum").and_then(|x| x.as_f64()).unwrap_or(0.0),
-            loss_n: u("loss_n")?,
-            units: u("units")?,
-            train_seconds: r
-                .get("train_seconds")
-                .and_then(|x| x.as_f64())
-                .ok_or_else(|| bad("train_seconds"))?,
-        })
+        self.log.line("");
+        // The rates of this run by the wall clock, evaluations and checkpoints included (the
+        // progress bar's): steps done since the start (or the resume) over the time since then.
+        let wall = self.started.elapsed().as_secs_f64().max(1e-9);
+        let done = f.steps - f.start_step;
+        self.log.line(&format!(
+            "trained {done} steps{} in {} ({:.2} steps/s, {} {}/s){}{}",
+            if f.start_step > 0 {
+                format!(" (resumed at step {})", f.start_step)
+            } else {
+                String::new()
+            },
+            duration(wall),
+            done as f64 / wall,
+            si(f.units as f64 / wall),
+            self.unit,
+            if f.clipped_steps > 0 {
+                format!("; gradient norm clipped in {} steps", f.clipped_steps)
+            } else {
+                String::new()
+            },
+            if f.skipped_steps > 0 {
+                format!("; {} non-finite steps skipped", f.skipped_steps)
+            } else {
+                String::new()
+            },
+        ));
+        self.log.line(&format!(
+            "final (step {}): {}",
+            last.step,
+            fmt_metrics(&last.metrics)
+        ));
+        self.log.line(&format!(
+            "best (step {}, kept in {}): {} ({})",
+            best.step,
+            f.out.display(),
+            fmt_metrics(&best.metrics),
+            f.reason
+        ));
+        Ok(())
     }
 }
 
 /// Trains `task` as `o` says, writing into `o.out`; prints the log, and the JSON line with
 /// `--json`; returns the JSON summary.
+#[cfg_attr(not(test), allow(dead_code))]
 pub fn train(
     task: &mut dyn Task,
     o: &TrainOpts,
     log: &mut Log,
 ) -> Result<serde_json::Value, Failure> {
-    check_values(o)?;
-    if let Some(t) = o.threads {
-        recur::set_num_threads(t);
-    }
-    let start = Instant::now();
-    let per_epoch = task.steps_per_epoch().max(1);
-    let total = match (o.steps, o.epochs) {
-        (Some(s), _) => s,
-        (None, e) => e.unwrap_or(10) * per_epoch,
-    };
-    let eval_every = o.eval_every.unwrap_or_else(|| total.div_ceil(10).max(1));
-    let checkpoint_every = o.checkpoint_every.unwrap_or(eval_every);
-    let n_params: usize = task.parts().iter().map(|p| p.params.len()).sum();
+    train_on(task, o, log, &recur::train::Local)
+}
 
-    let schedule = Schedule::parse(&o.lr_schedule, o.lr, total, o.warmup_steps)
-        .map_err(|e| format!("--lr-schedule: {e}"))?;
-    let opt_config = optimizer_config(o).map_err(|e| format!("--optimizer: {e}"))?;
-    let mut opt: Optimizer<f32> =
-        Optimizer::new(n_params, opt_config.clone()).map_err(|e| format!("--optimizer: {e}"))?;
-    let trajectory = trajectory_json(o, total, task);
-    let ckpt_path = o.out.join(CHECKPOINT_FILE);
-    std::fs::create_dir_all(&o.out).map_err(|e| {
-        format!(
-            "--out {}: cannot create the directory: {e}",
-            o.out.display()
-        )
-    })?;
-
-    let mut r = RunState {
-        step: 0,
-        curve: Vec::new(),
-        best: None,
-        best_reason: String::new(),
-        skipped: 0,
-        clipped: 0,
-        loss_sum: 0.0,
-        loss_n: 0,
-        units: 0,
-        train_seconds: 0.0,
-    };
-    if o.resume {
-        if !ckpt_path.exists() {
-            return Err(format!(
-                "--resume: no checkpoint in {} (expected {CHECKPOINT_FILE}); run without --resume to start",
-                o.out.display()
-            )
-            .into());
-        }
-        let c = Checkpoint::read(&ckpt_path)?;
-        let mut diffs = Vec::new();
-        differences("", c.field("trajectory")?, &trajectory, &mut diffs);
-        if !diffs.is_empty() {
-            return Err(format!(
-                "--resume: {} was written by a run with other data or options ({}); give the same options, or another --out",
-                ckpt_path.display(),
-                diffs.join("; ")
-            )
-            .into());
-        }
-        r = RunState::from_checkpoint(&c)?;
-        for p in task.parts() {
-            let v = c.f32(&format!("param.{}", p.name), p.params.len())?;
-            p.params.copy_from_slice(&v);
-        }
-        task.load_state(&c)?;
-        load_optimizer(&mut opt, &c, n_params)?;
-        if r.step >= total {
-            return Err(format!(
-                "--resume: the checkpoint is at step {} already, and this run has {total} steps; give a larger --steps",
-                r.step
-            )
-            .into());
-        }
-        log.line(&format!(
-            "resuming from {} at step {} of {total}",
-            ckpt_path.display(),
-            r.step
-        ));
-    } else if ckpt_path.exists() {
-        return Err(format!(
-            "--out {}: it holds the checkpoint of another run; add --resume to continue it, or give another directory",
-            o.out.display()
-        )
-        .into());
-    }
-    log.line(&format!(
-        "training: {total} steps ({:.2} epochs of {per_epoch} steps), {}, lr schedule {}{}, clip_grad_norm {}{}, seed {}; evaluation every {eval_every} steps, checkpoint every {checkpoint_every}",
-        total as f64 / per_epoch as f64,
-        opt_config.spec(),
-        o.lr_schedule,
-        if o.warmup_steps > 0 { format!(" after {} warm-up steps", o.warmup_steps) } else { String::new() },
-        if o.clip_grad_norm > 0.0 { o.clip_grad_norm.to_string() } else { "off".into() },
-        o.clip_grad_value.map(|v| format!(", clip_grad_value {v}")).unwrap_or_default(),
-        o.seed
-    ));
-
-    let training_json = serde_json::json!({
-        "trajectory": trajectory,
-        "steps": total,
-        "eval_every": eval_every,
-    });
-    watch_interrupts();
-    let units_before = r.units;
-    let start_step = r.step;
-    log.start_progress(
-        recur_plot::Progress::new(total, task.unit())
-            .log_every(std::time::Duration::from_secs_f64(o.log_every))
-            .start_step(r.step),
-    );
-    let mut grad_stats = if o.grad_stats {
-        let names: Vec<&str> = task.parts().iter().map(|p| p.name).collect();
-        let max = (o.clip_grad_norm > 0.0).then_some(o.clip_grad_norm);
-        Some(crate::gradients::GradStatsLog::create(
-            &o.out, &names, max, o.resume,
-        )?)
-    } else {
-        None
-    };
-    let mut nonfinite_run = 0u64;
-    let mut last_ckpt_step = if o.resume { Some(r.step) } else { None };
-
-    while r.step < total {
-        let lr = schedule.lr(r.step);
-        opt.set_lr(lr);
-        let t0 = Instant::now();
-        let stats = task.train_batch()?;
-        let mut parts = task.parts();
-        if let Some(g) = &mut grad_stats {
-            let named: Vec<(String, &[f32])> = parts
-                .iter()
-                .map(|p| (p.name.to_string(), &*p.grads))
-                .collect();
-            for w in g.observe(r.step + 1, &named)? {
-                log.line(&w);
-            }
-        }
-        let mut bad = (!stats.loss.is_finite()).then(|| format!("loss {}", stats.loss));
-        if bad.is_none() {
-            if let Some(v) = o.clip_grad_value {
-                let mut grads: Vec<&mut [f32]> = parts.iter_mut().map(|p| &mut *p.grads).collect();
-                clip_grad_value(&mut grads, v)?;
-            }
-            let mut grads: Vec<&mut [f32]> = parts.iter_mut().map(|p| &mut *p.grads).collect();
-            let max = if o.clip_grad_norm > 0.0 {
-                o.clip_grad_norm
-            } else {
-                f64::INFINITY
-            };
-            let norm = clip_grad_norm(&mut grads, max) as f64;
-            if !norm.is_finite() {
-                bad = Some(format!("gradient norm {norm}"));
-            } else if norm > max {
-                r.clipped += 1;
-            }
-        }
-        if let Some(what) = bad {
-            drop(parts);
-            task.discard_step();
-            r.step += 1;
-            nonfinite_run += 1;
-            let kept = match last_ckpt_step {
-                Some(s) => format!(
-                    "the last good checkpoint (step {s}) is {}",
-                    ckpt_path.display()
-                ),
-                None => "no checkpoint was written yet".into(),
-            };
-            if !o.skip_nonfinite {
-                return Err(format!(
-                    "non-finite {what} at step {}: stopped; {kept}; the best model so far is in {}. Try a smaller --lr or --clip-grad-norm, or --skip-nonfinite",
-                    r.step, o.out.display()
-                )
-                .into());
-            }
-            r.skipped += 1;
-            log.line(&format!(
-                "step {}: non-finite {what}: step skipped ({} so far)",
-                r.step, r.skipped
-            ));
-            if nonfinite_run >= 100 {
-                return Err(format!(
-                    "{nonfinite_run} non-finite steps in a row up to step {}: stopped; {kept}",
-                    r.step
-                )
-                .into());
-            }
-            continue;
-        }
-        nonfinite_run = 0;
-        let mut pairs: Vec<(&mut [f32], &[f32])> = parts
-            .iter_mut()
-            .map(|p| (&mut *p.params, &*p.grads))
-            .collect();
-        opt.step_parts(&mut pairs);
-        drop(pairs);
-        drop(parts);
-        r.step += 1;
-        r.train_seconds += t0.elapsed().as_secs_f64();
-        r.loss_sum += stats.loss;
-        r.loss_n += 1;
-        r.units += stats.units;
-        log.progress(r.step, stats.loss, r.units - units_before);
-
-        if r.step.is_multiple_of(eval_every) || r.step == total {
-            let metrics = task.evaluate()?;
-            let value = metrics.first().map(|m| m.1).unwrap_or(f64::NAN);
-            let best_so_far = r
-                .best
-                .and_then(|(s, _)| r.curve.iter().find(|p| p.step == s))
-                .map(|p| (p.step, &p.metrics[..]));
-            let improved_why = better(&metrics, best_so_far, task.higher_is_better());
-            let improved = improved_why.clone();
-            r.curve.push(Point {
-                step: r.step,
-                epoch: r.step as f64 / per_epoch as f64,
-                train_loss: r.loss_sum / r.loss_n.max(1) as f64,
-                lr,
-                seconds: start.elapsed().as_secs_f64(),
-                metrics: metrics.clone(),
-            });
-            r.loss_sum = 0.0;
-            r.loss_n = 0;
-            let improved = improved.is_some();
-            if let Some(why) = improved_why {
-                task.save_model(&o.out, &training_json)?;
-                r.best = Some((r.step, value));
-                r.best_reason = why;
-            }
-            log.line(&format!(
-                "eval at step {}: {}{}",
-                r.step,
-                fmt_metrics(&metrics),
-                if improved {
-                    "  (best so far: saved)"
-                } else {
-                    ""
-                }
-            ));
-            write_metrics(o, &r, None, &serde_json::Value::Null)?;
-            plot_curves(&o.out, &r, task, &o.data_name, log);
-        }
-        if r.step.is_multiple_of(checkpoint_every) || r.step == total || interrupted() {
-            write_checkpoint(&ckpt_path, task, &opt, &r, &trajectory)?;
-            last_ckpt_step = Some(r.step);
-        }
-        if interrupted() {
-            log.end_progress();
-            write_metrics(o, &r, None, &serde_json::Value::Null)?;
-            return Err(Failure {
-                message: format!(
-                    "interrupted at step {} of {total}: checkpoint saved to {}; run the same command with --resume to continue",
-                    r.step,
-                    ckpt_path.display()
-                ),
-                status: 130,
-            });
-        }
-    }
-
-    log.end_progress();
-    if let Some(g) = &mut grad_stats {
-        log.line(&g.finish()?);
-    }
-    let (best_step, _) = r.best.ok_or_else(|| {
-        format!(
-            "no evaluation gave a finite {}; nothing was saved",
-            r.curve
-                .last()
-                .and_then(|p| p.metrics.first())
-                .map(|m| m.0.as_str())
-                .unwrap_or("metric")
-        )
-    })?;
-    let best = r
-        .curve
-        .iter()
-        .find(|p| p.step == best_step)
-        .cloned()
-        .expect("best on the curve");
-    let last = r.curve.last().cloned().expect("at least one evaluation");
-    log.line("");
-    // The rates of this run by the wall clock, evaluations and checkpoints included (the
-    // progress bar's): steps done since the start (or the resume) over the time since then.
-    let wall = start.elapsed().as_secs_f64().max(1e-9);
-    log.line(&format!(
-        "trained {} steps{} in {} ({:.2} steps/s, {} {}/s){}{}",
-        r.step - start_step,
-        if start_step > 0 {
-            format!(" (resumed at step {start_step})")
-        } else {
-            String::new()
+/// [`train`] as one rank of `comm` (data parallelism): rank 0 alone prints and writes.
+pub fn train_on(
+    task: &mut dyn Task,
+    o: &TrainOpts,
+    log: &mut Log,
+    comm: &dyn recur::train::Communicator,
+) -> Result<serde_json::Value, Failure> {
+    let config = train_config(o)?;
+    let unit = task.unit().to_string();
+    let mut term = Terminal {
+        log,
+        opts: o,
+        info: RunInfo {
+            task: task.name().to_string(),
+            loss_label: task.loss_label().to_string(),
+            data_name: o.data_name.clone(),
         },
-        duration(wall),
-        (r.step - start_step) as f64 / wall,
-        si((r.units - units_before) as f64 / wall),
-        task.unit(),
-        if r.clipped > 0 {
-            format!("; gradient norm clipped in {} steps", r.clipped)
-        } else {
-            String::new()
-        },
-        if r.skipped > 0 {
-            format!("; {} non-finite steps skipped", r.skipped)
-        } else {
-            String::new()
-        },
-    ));
-    log.line(&format!(
-        "final (step {}): {}",
-        last.step,
-        fmt_metrics(&last.metrics)
-    ));
-    log.line(&format!(
-        "best (step {best_step}, kept in {}): {} ({})",
-        o.out.display(),
-        fmt_metrics(&best.metrics),
-        r.best_reason
-    ));
-    let extra = task.finish(&o.out, log)?;
-    let extra_json: serde_json::Map<String, serde_json::Value> = extra
-        .iter()
-        .map(|(k, v)| (k.clone(), metric_json(k, *v)))
-        .collect();
-    let summary = write_metrics(
-        o,
-        &r,
-        Some((&best, &last)),
-        &serde_json::Value::Object(extra_json),
-    )?;
+        grad_stats: None,
+        started: Instant::now(),
+        unit,
+    };
+    if comm.size() > 1 {
+        // Every rank stops on Ctrl-C the same way (they agree on the step in the all-reduce);
+        // rank 0 installs the handler in `start`, the others here.
+        watch_interrupts();
+    }
+    let result = recur::train::run_on(task, &config, &mut term, comm);
+    let s: Summary = match result {
+        Ok(s) => s,
+        Err(e) => {
+            term.log.abandon_progress();
+            return Err(run_failure(e));
+        }
+    };
+    if !s.finished {
+        term.log.end_progress();
+        return Err(Failure {
+            message: format!(
+                "interrupted at step {} of {}: checkpoint saved to {}; run the same command with --resume to continue",
+                s.steps,
+                s.total_steps,
+                o.out.join(CHECKPOINT_FILE).display()
+            ),
+            status: 130,
+        });
+    }
     let json = serde_json::json!({
         "task": task.name(),
         "model": o.out.display().to_string(),
-        "steps": r.step,
-        "seconds": start.elapsed().as_secs_f64(),
-        "best": summary["best"],
-        "final": summary["final"],
-        "report": summary["report"],
+        "steps": s.steps,
+        "seconds": term.started.elapsed().as_secs_f64(),
+        "best": s.metrics["best"],
+        "final": s.metrics["final"],
+        "report": s.metrics["report"],
     });
-    if o.json {
+    if o.json && comm.rank() == 0 {
         println!("{json}");
     }
     Ok(json)
-}
-
-fn write_checkpoint(
-    path: &Path,
-    task: &mut dyn Task,
-    opt: &Optimizer<f32>,
-    r: &RunState,
-    trajectory: &serde_json::Value,
-) -> Result<(), Failure> {
-    let mut w = CheckpointWriter::new(serde_json::json!({
-        "format": 1,
-        "trajectory": trajectory,
-        "run": r.json(),
-    }));
-    for p in task.parts() {
-        let n = p.params.len();
-        w.f32(format!("param.{}", p.name), &[n], p.params.to_vec());
-    }
-    task.save_state(&mut w);
-    let state = opt.state();
-    for (name, v) in &state.buffers {
-        w.f32(format!("optimizer.{name}"), &[v.len()], v.clone());
-    }
-    w.meta_mut()["optimizer"] = serde_json::json!({
-        "optimizer": state.optimizer,
-        "steps": state.steps,
-        "buffers": state.buffers.iter().map(|b| b.0.clone()).collect::<Vec<_>>(),
-    });
-    w.write(path)?;
-    Ok(())
-}
-
-fn load_optimizer(opt: &mut Optimizer<f32>, c: &Checkpoint, n: usize) -> recur::Result<()> {
-    let meta = c.field("optimizer")?;
-    let bad = |m: &str| recur::Error::Input(format!("{}: optimizer state: {m}", c.source()));
-    let mut buffers = Vec::new();
-    for name in meta["buffers"]
-        .as_array()
-        .ok_or_else(|| bad("no buffer list"))?
-    {
-        let name = name
-            .as_str()
-            .ok_or_else(|| bad("a buffer name is not a string"))?;
-        buffers.push((name.to_string(), c.f32(&format!("optimizer.{name}"), n)?));
-    }
-    let state = OptimizerState {
-        optimizer: meta["optimizer"]
-            .as_str()
-            .ok_or_else(|| bad("no optimizer name"))?
-            .to_string(),
-        steps: meta["steps"].as_u64().ok_or_else(|| bad("no step count"))?,
-        buffers,
-    };
-    opt.load_state(&state)
-        .map_err(|e| recur::Error::Input(format!("{}: {e}", c.source())))
-}
-
-/// The optimizer `--optimizer`, `--lr`, `--weight-decay` and `--momentum` describe.
-fn optimizer_config(o: &TrainOpts) -> recur::Result<OptimizerConfig> {
-    let (name, rest) = o.optimizer.split_once(':').unwrap_or((&o.optimizer, ""));
-    // The flags are spelled as options of the spec, so one parser checks them all.
-    let mut spec = format!("{name}:lr={}", o.lr);
-    if let Some(wd) = o.weight_decay {
-        spec += &format!(",weight_decay={wd}");
-    }
-    if let Some(m) = o.momentum {
-        spec += &format!(",momentum={m}");
-    }
-    if !rest.is_empty() {
-        spec += &format!(",{rest}");
-    }
-    OptimizerConfig::parse(&spec)
-}
-
-/// Writes metrics.json: the curve so far, and at the end the best and final points and the
-/// task's report. Returns the document.
-fn write_metrics(
-    o: &TrainOpts,
-    r: &RunState,
-    end: Option<(&Point, &Point)>,
-    report: &serde_json::Value,
-) -> Result<serde_json::Value, Failure> {
-    let doc = serde_json::json!({
-        "steps": r.step,
-        "finished": end.is_some(),
-        "kept": r.best.map(|(step, _)| serde_json::json!({"step": step, "reason": r.best_reason})),
-        "best": end.map(|e| e.0.json()),
-        "final": end.map(|e| e.1.json()),
-        "report": report,
-        "skipped_steps": r.skipped,
-        "clipped_steps": r.clipped,
-        "train_seconds": r.train_seconds,
-        "units_per_second": r.units as f64 / r.train_seconds.max(1e-9),
-        "curve": r.curve.iter().map(Point::json).collect::<Vec<_>>(),
-    });
-    let text = serde_json::to_string_pretty(&doc).expect("JSON of the metrics");
-    recur::io::state_dict::write_atomic(&o.out.join(METRICS_FILE), text.as_bytes())?;
-    Ok(doc)
 }
 
 /// A metric name as words for the plots: `valid_naive_rmse` → `valid naive RMSE`.
@@ -1077,10 +561,17 @@ fn baseline_of(name: &str) -> Option<String> {
 /// losses (training and validation), one for each other metric with its baseline (if any)
 /// on it, and on every panel a vertical line at the step whose model was kept. The title
 /// names the task and its data. A failure to write the plots is reported, not fatal.
-fn plot_curves(dir: &Path, r: &RunState, task: &dyn Task, data: &str, log: &mut Log) {
+fn plot_curves(
+    dir: &Path,
+    curve_of: &[Point],
+    kept_step: Option<u64>,
+    run: &RunInfo,
+    log: &mut Log,
+) {
+    let (task, loss_label, data) = (&run.task, &run.loss_label, &run.data_name);
     use recur_plot::{Chart, Figure, LineChart, Series};
     let curve = |name: &str| -> Vec<(f64, f64)> {
-        r.curve
+        curve_of
             .iter()
             .filter_map(|p| {
                 let v = p.metrics.iter().find(|m| m.0 == name)?.1;
@@ -1089,7 +580,7 @@ fn plot_curves(dir: &Path, r: &RunState, task: &dyn Task, data: &str, log: &mut 
             .collect()
     };
     let kept = |series: &[Series]| -> Option<Series> {
-        let (step, _) = r.best?;
+        let step = kept_step?;
         let ys = series
             .iter()
             .flat_map(|s| s.points.iter().map(|p| p.1))
@@ -1104,14 +595,12 @@ fn plot_curves(dir: &Path, r: &RunState, task: &dyn Task, data: &str, log: &mut 
     };
     let mut loss = vec![Series {
         name: "train loss".into(),
-        points: r
-            .curve
+        points: curve_of
             .iter()
             .map(|p| (p.step as f64, p.train_loss))
             .collect(),
     }];
-    let names: Vec<String> = r
-        .curve
+    let names: Vec<String> = curve_of
         .last()
         .map(|p| p.metrics.iter().map(|m| m.0.clone()).collect())
         .unwrap_or_default();
@@ -1152,7 +641,7 @@ fn plot_curves(dir: &Path, r: &RunState, task: &dyn Task, data: &str, log: &mut 
             }],
         ));
     }
-    let mut charts = vec![(String::from("loss"), task.loss_label().to_string(), loss)];
+    let mut charts = vec![(String::from("loss"), loss_label.to_string(), loss)];
     charts.extend(panels.into_iter().map(|(n, s)| (words(&n), words(&n), s)));
     let charts: Vec<Chart> = charts
         .into_iter()
@@ -1171,9 +660,9 @@ fn plot_curves(dir: &Path, r: &RunState, task: &dyn Task, data: &str, log: &mut 
         .collect();
     let fig = Figure {
         title: if data.is_empty() {
-            format!("recur train {}", task.name())
+            format!("recur train {}", task)
         } else {
-            format!("recur train {} on {data}", task.name())
+            format!("recur train {} on {data}", task)
         },
         columns: charts.len().min(2),
         charts,
@@ -1187,6 +676,8 @@ fn plot_curves(dir: &Path, r: &RunState, task: &dyn Task, data: &str, log: &mut 
 mod tests {
     use super::*;
     use clap::Parser;
+    use recur::train::checkpoint::{Checkpoint, CheckpointWriter};
+    use recur::train::METRICS_FILE;
 
     /// A least-squares problem, `loss = mean((w - target_k)²)` over a cycle of targets, whose
     /// loss is NaN at the steps listed in `poison`.
@@ -1214,7 +705,8 @@ mod tests {
         fn config_json(&self) -> serde_json::Value {
             serde_json::json!({"n": self.w.len()})
         }
-        fn train_batch(&mut self) -> recur::Result<StepStats> {
+        fn train_batch(&mut self, shard: recur::train::Shard) -> recur::Result<StepStats> {
+            shard.require_whole("toy")?;
             self.step += 1;
             let target = (self.step % 4) as f32;
             let n = self.w.len() as f32;
@@ -1255,9 +747,6 @@ mod tests {
         fn load_state(&mut self, c: &Checkpoint) -> recur::Result<()> {
             self.step = c.u64_field("task")?;
             Ok(())
-        }
-        fn finish(&mut self, _dir: &Path, _log: &mut Log) -> recur::Result<Metrics> {
-            Ok(vec![])
         }
     }
 
@@ -1356,56 +845,33 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    fn m(v: &[(&str, f64)]) -> Metrics {
-        v.iter().map(|(k, x)| (k.to_string(), *x)).collect()
-    }
-
-    /// The seq2seq run that kept step 8 (WER 1.0, PER 1.0, loss 4.00) over step 80 (WER 1.0,
-    /// PER 0.70, loss 2.84): a tie on the first metric goes to the lower validation loss.
     #[test]
-    fn a_tie_on_the_first_metric_goes_to_the_lower_validation_loss() {
-        let s8 = m(&[("valid_wer", 1.0), ("valid_per", 1.0), ("valid_loss", 4.0)]);
-        let s80 = m(&[("valid_wer", 1.0), ("valid_per", 0.7), ("valid_loss", 2.84)]);
-        let why = better(&s80, Some((8, &s8)), false).expect("step 80 is better");
-        assert!(why.contains("valid_wer tied with step 8 at 1"), "{why}");
-        assert!(why.ends_with("lower valid_loss: 2.8400 against 4"), "{why}");
-        // The other way round, and an exact tie of both: the model kept stays.
-        assert_eq!(better(&s8, Some((80, &s80)), false), None);
-        assert_eq!(better(&s8, Some((8, &s8)), false), None);
-        // The first metric still decides when it differs, whatever the loss.
-        let acc = |a: f64, l: f64| m(&[("valid_accuracy", a), ("valid_loss", l)]);
-        let why = better(&acc(0.9, 9.0), Some((3, &acc(0.8, 1.0))), true).unwrap();
-        assert!(why.starts_with("higher valid_accuracy: 0.9000 against 0.8000 at step 3"));
-        assert_eq!(
-            better(&acc(0.7, 0.1), Some((3, &acc(0.8, 1.0))), true),
-            None
+    fn optimizer_options_after_the_name_win_over_the_flags() {
+        let dir = std::env::temp_dir();
+        let o = opts(
+            &dir,
+            &[
+                "--optimizer",
+                "sgd:lr=0.5,nesterov=true",
+                "--momentum",
+                "0.9",
+            ],
         );
-        assert_eq!(better(&acc(f64::NAN, 0.1), None, true), None);
-        assert!(better(&acc(0.1, 0.1), None, true)
-            .unwrap()
-            .starts_with("first evaluation"));
-    }
-
-    #[test]
-    fn counts_are_json_integers() {
-        assert_eq!(metric_json("examples", 197.0).to_string(), "197");
-        assert_eq!(metric_json("valid_chars", 12.0).to_string(), "12");
-        assert_eq!(metric_json("accuracy", 1.0).to_string(), "1.0");
-        assert_eq!(metric_json("valid_loss", f64::NAN), serde_json::Value::Null);
-    }
-
-    #[test]
-    fn differences_name_nested_keys() {
-        let a = serde_json::json!({"lr": 0.1, "config": {"hidden": 8, "cell": "lstm"}});
-        let b = serde_json::json!({"lr": 0.1, "config": {"hidden": 16, "cell": "lstm"}, "x": 1});
-        let mut d = Vec::new();
-        differences("", &a, &b, &mut d);
+        let c = train_config(&o).unwrap();
         assert_eq!(
-            d,
-            [
-                "config.hidden: 8 in the checkpoint, 16 now",
-                "x: null in the checkpoint, 1 now"
-            ]
+            c.optimizer,
+            OptimizerConfig::Sgd(
+                recur::nn::SgdConfig::default()
+                    .lr(0.5)
+                    .momentum(0.9)
+                    .nesterov(true)
+            )
+        );
+        let o = opts(&dir, &["--optimizer", "adam", "--momentum", "0.9"]);
+        let e = train_config(&o).unwrap_err();
+        assert!(
+            e.contains("--optimizer: optimizer adam has no option 'momentum'"),
+            "{e}"
         );
     }
 }

@@ -20,6 +20,7 @@
 //! `labels.json`, `vocab.json` (texts) or `normalization.safetensors` (series),
 //! `metrics.json`, the curves and the checkpoint.
 
+use crate::model_opts::{ModelDefaults, ModelOpts, WithModelDefaults};
 use crate::run::{Log, Metrics, TrainOpts};
 use crate::shared::{fingerprint, neg_log_softmax};
 use crate::task_seq::{
@@ -36,8 +37,20 @@ use recur::data::{LabelSet, LabelledText, ReadReport, TokenVocab, Tokenizer};
 use recur::models::seqmodel::{Head, Normalization, Pooling, SeqModel, SeqModelConfig};
 use std::path::{Path, PathBuf};
 
+/// The model options' defaults of `recur train classify`: a bidirectional layer of 128 over
+/// word embeddings of 100, dropout 0.3.
+const MODEL: ModelDefaults = ModelDefaults {
+    hidden_size: 128,
+    num_layers: 1,
+    embed_size: Some(100),
+    bidirectional: Some(true),
+    dropout: 0.3,
+    help: &[("embed_size", "Texts: size of the word embeddings")],
+};
+
 /// Options of `recur train classify`.
 #[derive(ClapArgs)]
+#[command(model_defaults(MODEL))]
 pub struct ClassifyArgs {
     /// The training data: labelled texts (TSV, JSON Lines) or labelled series (sktime .ts).
     #[arg(long, value_name = "FILE")]
@@ -103,28 +116,12 @@ pub struct ClassifyArgs {
     /// Series: standardise every feature with the training data's mean and deviation.
     #[arg(long, default_value_t = true, action = ArgAction::Set)]
     pub normalize: bool,
-    /// Recurrent cell: lstm, gru, rnn_tanh or rnn_relu.
-    #[arg(long, default_value = "lstm")]
-    pub cell: String,
-    /// Hidden size of every recurrent layer (per direction).
-    #[arg(long, default_value_t = 128)]
-    pub hidden_size: usize,
-    /// Recurrent layers.
-    #[arg(long, default_value_t = 1)]
-    pub num_layers: usize,
-    /// Texts: size of the word embeddings.
-    #[arg(long, default_value_t = 100)]
-    pub embed_size: usize,
-    /// Read every sequence in both directions.
-    #[arg(long, default_value_t = true, action = ArgAction::Set)]
-    pub bidirectional: bool,
+    #[command(flatten)]
+    pub model: ModelOpts,
     /// What the head classifies: `last` (the final hidden state of each direction) or `mean`
     /// (the mean output over the steps).
     #[arg(long, default_value = "last")]
     pub pooling: String,
-    /// Dropout between recurrent layers and before the head (training only).
-    #[arg(long, default_value_t = 0.3)]
-    pub dropout: f64,
     /// Sequences per batch.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
@@ -441,28 +438,21 @@ impl Kind for ClassifyKind {
 /// Reads the data and builds the model and the runner task; prints what it read.
 pub fn task(a: &ClassifyArgs, log: &mut Log) -> Result<SeqTask, String> {
     let mode = check_model_opts(
-        &a.cell,
-        &[
-            ("--hidden-size", a.hidden_size),
-            ("--num-layers", a.num_layers),
-            ("--embed-size", a.embed_size),
-            ("--batch-size", a.batch_size),
-            ("--min-freq", a.min_freq),
-        ],
-        a.dropout,
+        &a.model,
+        &[("--batch-size", a.batch_size), ("--min-freq", a.min_freq)],
     )?;
     let smallest = |c: SeqModelConfig| {
         c.mode(mode)
-            .hidden_size(a.hidden_size)
-            .num_layers(a.num_layers)
-            .bidirectional(a.bidirectional)
+            .hidden_size(a.model.hidden_size)
+            .num_layers(a.model.num_layers)
+            .bidirectional(a.model.bidirectional)
     };
     let series =
         a.format == "ts" || (a.format == "auto" && a.train.extension().is_some_and(|e| e == "ts"));
     check_size(&smallest(if series {
         SeqModelConfig::series_classifier(1, 2)
     } else {
-        SeqModelConfig::text_classifier(1, 2).embed_size(a.embed_size)
+        SeqModelConfig::text_classifier(1, 2).embed_size(a.model.embed())
     }))?;
     check_fraction("--valid-fraction", a.valid_fraction)?;
     check_fraction("--test-fraction", a.test_fraction)?;
@@ -571,7 +561,7 @@ pub fn task(a: &ClassifyArgs, log: &mut Log) -> Result<SeqTask, String> {
     };
     let (config, input, norm) = match (&train, &vocab) {
         (Labelled::Texts(_), Some(v)) => (
-            SeqModelConfig::text_classifier(v.len(), labels.len()).embed_size(a.embed_size),
+            SeqModelConfig::text_classifier(v.len(), labels.len()).embed_size(a.model.embed()),
             "text",
             None,
         ),
@@ -592,10 +582,10 @@ pub fn task(a: &ClassifyArgs, log: &mut Log) -> Result<SeqTask, String> {
     };
     let config = config
         .mode(mode)
-        .hidden_size(a.hidden_size)
-        .num_layers(a.num_layers)
-        .bidirectional(a.bidirectional)
-        .dropout(a.dropout)
+        .hidden_size(a.model.hidden_size)
+        .num_layers(a.model.num_layers)
+        .bidirectional(a.model.bidirectional)
+        .dropout(a.model.dropout)
         .head(Head::PerSequence(pooling));
     check_size(&config)?;
     let mut model: SeqModel<f32> =

@@ -15,6 +15,7 @@
 //! `head.bias`), `config.json`, `normalization.safetensors` (the training part's mean and
 //! deviation), `metrics.json`, the curves and the checkpoint.
 
+use crate::model_opts::{ModelDefaults, ModelOpts, WithModelDefaults};
 use crate::run::{Log, Metrics, TrainOpts};
 use crate::shared::fingerprint;
 use crate::task_seq::{
@@ -29,8 +30,26 @@ use recur::models::seqmodel::{
 };
 use std::path::{Path, PathBuf};
 
+/// The model options' defaults of `recur train forecast`: one layer of 64 reading the values
+/// (no embedding).
+const MODEL: ModelDefaults = ModelDefaults {
+    hidden_size: 64,
+    num_layers: 1,
+    embed_size: None,
+    bidirectional: Some(false),
+    dropout: 0.0,
+    help: &[
+        (
+            "hidden_size",
+            "Hidden size of every recurrent layer (per direction)",
+        ),
+        ("bidirectional", "Read every window in both directions too"),
+    ],
+};
+
 /// Options of `recur train forecast`.
 #[derive(ClapArgs)]
+#[command(model_defaults(MODEL))]
 pub struct ForecastArgs {
     /// The series: a CSV file with a header line (see --header).
     #[arg(long, value_name = "FILE")]
@@ -63,18 +82,8 @@ pub struct ForecastArgs {
     /// Standardise the values with the training part's mean and deviation.
     #[arg(long, default_value_t = true, action = ArgAction::Set)]
     pub normalize: bool,
-    /// Recurrent cell: lstm, gru, rnn_tanh or rnn_relu.
-    #[arg(long, default_value = "lstm")]
-    pub cell: String,
-    /// Hidden size of every recurrent layer.
-    #[arg(long, default_value_t = 64)]
-    pub hidden_size: usize,
-    /// Recurrent layers.
-    #[arg(long, default_value_t = 1)]
-    pub num_layers: usize,
-    /// Dropout between recurrent layers and before the head (training only).
-    #[arg(long, default_value_t = 0.0)]
-    pub dropout: f64,
+    #[command(flatten)]
+    pub model: ModelOpts,
     /// Windows per batch.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
@@ -224,23 +233,22 @@ impl Kind for ForecastKind {
 
 /// Reads the series and builds the model and the runner task; prints what it read.
 pub fn task(a: &ForecastArgs, log: &mut Log) -> Result<SeqTask, String> {
+    a.model.refuse_missing("a forecaster", false, true)?;
     let mode = check_model_opts(
-        &a.cell,
+        &a.model,
         &[
-            ("--hidden-size", a.hidden_size),
-            ("--num-layers", a.num_layers),
             ("--batch-size", a.batch_size),
             ("--window", a.window),
             ("--horizon", a.horizon),
             ("--stride", a.stride),
         ],
-        a.dropout,
     )?;
     let config = SeqModelConfig::forecaster(1, a.horizon)
         .mode(mode)
-        .hidden_size(a.hidden_size)
-        .num_layers(a.num_layers)
-        .dropout(a.dropout)
+        .hidden_size(a.model.hidden_size)
+        .num_layers(a.model.num_layers)
+        .bidirectional(a.model.bidirectional)
+        .dropout(a.model.dropout)
         .head(Head::PerSequence(Pooling::Last));
     check_size(&config)?;
     check_fraction("--valid-fraction", a.valid_fraction)?;

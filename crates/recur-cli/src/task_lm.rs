@@ -14,6 +14,7 @@
 //! the checkpoint.
 
 use crate::limits::{self, block_params, check_params};
+use crate::model_opts::{ModelDefaults, ModelOpts, WithModelDefaults};
 use crate::regular_opts::{self, RegularArgs};
 use crate::run::{embed_rnn_head, Log, Metrics, Part, StepStats, Task, TrainOpts};
 use crate::shared::fingerprint;
@@ -30,8 +31,26 @@ use recur::train::checkpoint::{
 use recur::{Mode, State, Tensor};
 use std::path::{Path, PathBuf};
 
+/// The model options' defaults of `recur train lm`: char-rnn's two layers of 128.
+const MODEL: ModelDefaults = ModelDefaults {
+    hidden_size: 128,
+    num_layers: 2,
+    embed_size: Some(64),
+    bidirectional: None,
+    dropout: 0.0,
+    help: &[
+        ("hidden_size", "Hidden size of every recurrent layer"),
+        ("embed_size", "Size of the character embeddings"),
+        (
+            "dropout",
+            "Dropout probability between recurrent layers and before the head (training only)",
+        ),
+    ],
+};
+
 /// Options of `recur train lm`.
 #[derive(ClapArgs)]
+#[command(model_defaults(MODEL))]
 pub struct LmArgs {
     /// The training text (UTF-8).
     #[arg(long, value_name = "FILE")]
@@ -39,21 +58,8 @@ pub struct LmArgs {
     /// The validation text (UTF-8); by default the last 5% of the training text is held out.
     #[arg(long, value_name = "FILE")]
     pub valid: Option<PathBuf>,
-    /// Recurrent cell: lstm, gru, rnn_tanh or rnn_relu.
-    #[arg(long, default_value = "lstm")]
-    pub cell: String,
-    /// Hidden size of every recurrent layer.
-    #[arg(long, default_value_t = 128)]
-    pub hidden_size: usize,
-    /// Recurrent layers.
-    #[arg(long, default_value_t = 2)]
-    pub num_layers: usize,
-    /// Size of the character embeddings.
-    #[arg(long, default_value_t = 64)]
-    pub embed_size: usize,
-    /// Dropout probability between recurrent layers and before the head (training only).
-    #[arg(long, default_value_t = 0.0)]
-    pub dropout: f64,
+    #[command(flatten)]
+    pub model: ModelOpts,
     /// Steps of backpropagation through time: characters per stream in a chunk.
     #[arg(long, default_value_t = 64)]
     pub seq_len: usize,
@@ -295,6 +301,8 @@ pub struct LmTask {
     state: Option<State<f32>>,
     /// Chunks trained so far; the next is `cursor % chunks`.
     cursor: u64,
+    /// The streams this rank computes (all of them in one process).
+    rows: std::ops::Range<usize>,
     rng: TrainRng,
     config_json: serde_json::Value,
     batch_size: usize,
@@ -311,36 +319,27 @@ pub struct LmTask {
 impl LmTask {
     /// Reads the data and builds the model; prints what it read.
     pub fn new(a: &LmArgs, log: &mut Log) -> Result<LmTask, String> {
-        let mode: Mode = a
-            .cell
-            .parse()
-            .map_err(|e: recur::Error| format!("--cell: {e}"))?;
-        for (name, v) in [
-            ("--hidden-size", a.hidden_size),
-            ("--num-layers", a.num_layers),
-            ("--embed-size", a.embed_size),
-            ("--seq-len", a.seq_len),
-            ("--batch-size", a.batch_size),
-        ] {
-            if v == 0 {
-                return Err(format!("{name} must be at least 1"));
-            }
-        }
-        if !(0.0..1.0).contains(&a.dropout) {
-            return Err(format!("--dropout must be in [0, 1), got {}", a.dropout));
-        }
+        let m = &a.model;
+        m.refuse_missing("a language model", true, false)?;
+        limits::check_model(
+            m,
+            &[("--seq-len", a.seq_len), ("--batch-size", a.batch_size)],
+        )?;
+        let mode: Mode = m.mode();
         let sizes = format!(
             "--embed-size {}, --hidden-size {}, --num-layers {}",
-            a.embed_size, a.hidden_size, a.num_layers
+            a.model.embed(),
+            a.model.hidden_size,
+            a.model.num_layers
         );
         let params = |vocab: usize| {
             block_params(
                 mode,
                 vocab,
-                a.embed_size,
+                a.model.embed(),
                 0,
-                a.hidden_size,
-                a.num_layers,
+                a.model.hidden_size,
+                a.model.num_layers,
                 1,
                 vocab,
             )
@@ -403,10 +402,10 @@ impl LmTask {
             &format!("vocabulary {}, {sizes}", vocab.len()),
         )?;
         let mut config = CharLmConfig::new(mode, vocab.len())
-            .embed_size(a.embed_size)
-            .hidden_size(a.hidden_size)
-            .num_layers(a.num_layers)
-            .dropout(a.dropout);
+            .embed_size(a.model.embed())
+            .hidden_size(a.model.hidden_size)
+            .num_layers(a.model.num_layers)
+            .dropout(a.model.dropout);
         config.regular = a.regular.lm()?;
         config.validate().map_err(|e| e.to_string())?;
         let model: CharLm<f32> =
@@ -432,10 +431,10 @@ impl LmTask {
         log.line(&format!(
             "model: Embedding({}, {}) -> {} -> Dropout({}) -> Linear({}, {}); {} parameters",
             vocab.len(),
-            a.embed_size,
+            a.model.embed(),
             recur::io::state_dict::describe(&config.rnn_config()),
-            a.dropout,
-            a.hidden_size,
+            a.model.dropout,
+            a.model.hidden_size,
             vocab.len(),
             model.num_params()
         ));
@@ -473,6 +472,7 @@ impl LmTask {
             valid_ids,
             state: None,
             cursor: 0,
+            rows: 0..a.batch_size,
             // The dropout generator is apart from the initialization's.
             rng: seeded(a.opts.seed ^ 0xd50b_0d50_b0d5_0b0d),
             config_json,
@@ -505,29 +505,82 @@ impl Task for LmTask {
         self.config_json.clone()
     }
 
-    fn train_batch(&mut self) -> recur::Result<StepStats> {
+    /// Every rank reads the same chunk and computes the streams
+    /// [`Shard::range`](recur::train::Shard::range) gives it, carrying their state; dropout is
+    /// drawn stream by stream from a key of the step, so that it does not depend on the
+    /// number of ranks.
+    fn train_batch(&mut self, shard: recur::train::Shard) -> recur::Result<StepStats> {
         let k = (self.cursor % self.batches.num_chunks() as u64) as usize;
         if k == 0 {
             self.state = None; // a new pass over the text starts from zero states
         }
         let chunk = self.batches.chunk(k);
         self.grads.zero();
-        let cfg = self.model.config();
-        let rng: Option<&mut dyn recur::models::lm::RngCore> =
-            if cfg.dropout > 0.0 || cfg.regular.any() {
-                Some(&mut self.rng)
-            } else {
-                None
-            };
-        let (loss, next) =
-            self.model
-                .loss_and_grad(&chunk, self.state.as_ref(), rng, &mut self.grads)?;
-        self.state = Some(next);
+        if self.model.has_regularizers() {
+            // The regularized step draws its masks from the task's generator over the whole
+            // batch; it has no row-by-row form yet.
+            if !shard.is_whole() {
+                return Err(recur::Error::Config(format!(
+                    "--layer-norm/--input-dropout/--recurrent-dropout/--zoneout/--weight-drop/\
+                     --locked-dropout/--embed-dropout/--ar/--tar do not run on several ranks \
+                     yet (this run has {} ranks): train a regularized model on one process",
+                    shard.ranks
+                )));
+            }
+            self.rows = 0..chunk.batch;
+            let (loss, next) = self.model.loss_and_grad(
+                &chunk,
+                self.state.as_ref(),
+                Some(&mut self.rng),
+                &mut self.grads,
+            )?;
+            self.state = Some(next);
+            self.cursor += 1;
+            return Ok(StepStats {
+                loss,
+                units: (chunk.steps * chunk.batch) as u64,
+            });
+        }
+        let key = recur::models::lm::RngCore::next_u64(&mut self.rng);
+        let rows = shard.range(chunk.batch);
+        self.rows = rows.clone();
+        if rows.is_empty() {
+            self.cursor += 1;
+            return Ok(StepStats {
+                loss: 0.0,
+                units: 0,
+            });
+        }
+        let state = match &self.state {
+            Some(s) => Some(crate::shard::state_rows(s, &rows)?),
+            None => None,
+        };
+        let dropout = (self.model.config().dropout > 0.0).then_some(key);
+        let (loss, next) = self.model.loss_and_grad_rows(
+            &chunk,
+            rows.clone(),
+            state.as_ref(),
+            dropout,
+            &mut self.grads,
+        )?;
+        self.state = Some(crate::shard::with_rows(
+            self.state.take(),
+            next,
+            &rows,
+            chunk.batch,
+        )?);
         self.cursor += 1;
         Ok(StepStats {
             loss,
-            units: (chunk.steps * chunk.batch) as u64,
+            units: (chunk.steps * rows.len()) as u64,
         })
+    }
+
+    fn gather_state(&mut self, comm: &dyn recur::train::Communicator) -> recur::Result<()> {
+        match &mut self.state {
+            Some(s) => crate::shard::gather_rows(s, &self.rows, comm),
+            None => Ok(()),
+        }
     }
 
     fn discard_step(&mut self) {
@@ -602,7 +655,7 @@ impl Task for LmTask {
         Ok(())
     }
 
-    fn finish(&mut self, dir: &Path, log: &mut Log) -> recur::Result<Metrics> {
+    fn finish(&mut self, dir: &Path, log: &mut dyn recur::train::Hooks) -> recur::Result<Metrics> {
         let words = matches!(self.vocab, LmVocab::Words(_));
         log.line(&if words {
             format!(

@@ -3,8 +3,10 @@
 //! that trains a [`SeqModel`] on them in shuffled minibatches, held-out splits, and the
 //! dispatch of `recur eval` / `recur predict` for sequence models.
 
-use crate::run::{embed_rnn_head, fmt_metrics, Log, Metrics, Part, StepStats, Task};
+use crate::model_opts::ModelOpts;
+use crate::run::{embed_rnn_head, fmt_metrics, Metrics, Part, StepStats, Task};
 use recur::models::lm::RngCore;
+use recur::models::rows::RowMasks;
 use recur::models::seqmodel::{load_dir, save_dir, SeqBatch, SeqModel, SeqModelGrads, Targets};
 use recur::train::checkpoint::{
     rng_from_state, rng_state, seeded, Checkpoint, CheckpointWriter, TrainRng,
@@ -65,17 +67,23 @@ impl Examples {
 
     /// The batch of examples `idx`; in training, tokens with a replacement are replaced with
     /// probability `p` drawn from `rng`.
+    ///
+    /// `replace`: (probability, key, first row): the tokens of row `s` of `idx` are replaced
+    /// with the draws of generator `first + s` of the key ([`RowMasks::rng`]), so that a
+    /// share of a batch replaces the tokens the whole batch does.
     pub fn batch(
         &self,
         idx: &[usize],
-        replace: Option<(f64, &mut TrainRng)>,
+        replace: Option<(f64, u64, usize)>,
     ) -> recur::Result<(SeqBatch<f32>, Targets<f32>)> {
         let batch = match &self.inputs {
             Inputs::Tokens { ids, alt } => {
                 let mut seqs: Vec<Vec<usize>> = idx.iter().map(|&i| ids[i].clone()).collect();
-                if let Some((p, rng)) = replace {
+                if let Some((p, key, first)) = replace {
                     if p > 0.0 && !alt.is_empty() {
-                        for (s, &i) in seqs.iter_mut().zip(idx) {
+                        let rows = RowMasks::new(key, p);
+                        for (row, (s, &i)) in seqs.iter_mut().zip(idx).enumerate() {
+                            let rng = &mut rows.rng(first + row);
                             for (t, &a) in s.iter_mut().zip(&alt[i]) {
                                 if a != NO_ALT && uniform(rng) < p {
                                     *t = a;
@@ -149,20 +157,11 @@ pub fn check_fraction(flag: &str, f: f64) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses `--cell` and checks the sizes shared by every sequence task.
-pub fn check_model_opts(cell: &str, sizes: &[(&str, usize)], dropout: f64) -> Result<Mode, String> {
-    let mode: Mode = cell
-        .parse()
-        .map_err(|e: recur::Error| format!("--cell: {e}"))?;
-    for (name, v) in sizes {
-        if *v == 0 {
-            return Err(format!("{name} must be at least 1"));
-        }
-    }
-    if !(0.0..1.0).contains(&dropout) {
-        return Err(format!("--dropout must be in [0, 1), got {dropout}"));
-    }
-    Ok(mode)
+/// Checks the model options ([`crate::limits::check_model`]) and the task's own sizes;
+/// the cell.
+pub fn check_model_opts(m: &ModelOpts, sizes: &[(&str, usize)]) -> Result<Mode, String> {
+    crate::limits::check_model(m, sizes)?;
+    Ok(m.mode())
 }
 
 /// An error if the model of `config` has more parameters than the command line allows
@@ -332,7 +331,11 @@ impl Task for SeqTask {
         self.config_json.clone()
     }
 
-    fn train_batch(&mut self) -> recur::Result<StepStats> {
+    /// Every rank walks the same global batches (the epoch's order follows from the seed)
+    /// and computes the rows [`Shard::range`](recur::train::Shard::range) gives it; token
+    /// replacement and dropout are drawn row by row from two keys of the step, so that they
+    /// do not depend on the number of ranks.
+    fn train_batch(&mut self, shard: recur::train::Shard) -> recur::Result<StepStats> {
         let per_epoch = self.steps_per_epoch();
         let (epoch, k) = (self.cursor / per_epoch, (self.cursor % per_epoch) as usize);
         let bs = self.batch_size;
@@ -340,18 +343,28 @@ impl Task for SeqTask {
             let order = self.epoch_order(epoch);
             order[k * bs..((k + 1) * bs).min(order.len())].to_vec()
         };
-        let (batch, targets) = self
-            .train
-            .batch(&idx, Some((self.replace, &mut self.rng)))?;
+        let (replace_key, dropout_key) = (self.rng.next_u64(), self.rng.next_u64());
+        let rows = shard.range(idx.len());
         self.grads.zero();
-        let rng: Option<&mut dyn RngCore> = if self.model.config().dropout > 0.0 {
-            Some(&mut self.rng)
-        } else {
-            None
-        };
-        let loss = self
-            .model
-            .loss_and_grad(&batch, &targets, rng, &mut self.grads)?;
+        if rows.is_empty() {
+            self.cursor += 1;
+            return Ok(StepStats {
+                loss: 0.0,
+                units: 0,
+            });
+        }
+        let (batch, targets) = self.train.batch(
+            &idx[rows.clone()],
+            Some((self.replace, replace_key, rows.start)),
+        )?;
+        let dropout = (self.model.config().dropout > 0.0).then_some(dropout_key);
+        let loss = self.model.loss_and_grad_rows(
+            &batch,
+            &targets,
+            rows.start,
+            dropout,
+            &mut self.grads,
+        )?;
         self.cursor += 1;
         Ok(StepStats {
             loss: loss.loss,
@@ -400,7 +413,7 @@ impl Task for SeqTask {
         Ok(())
     }
 
-    fn finish(&mut self, dir: &Path, log: &mut Log) -> recur::Result<Metrics> {
+    fn finish(&mut self, dir: &Path, log: &mut dyn recur::train::Hooks) -> recur::Result<Metrics> {
         let best = load_dir::<f32>(dir)?;
         let (mut all, report) =
             self.kind

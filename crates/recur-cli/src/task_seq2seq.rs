@@ -32,6 +32,7 @@
 //! `tgt_vocab.json`, `metrics.json`, the curves and the checkpoint.
 
 use crate::limits::{self, block_params, check_params};
+use crate::model_opts::{ModelDefaults, ModelOpts, WithModelDefaults};
 use crate::run::{Log, Metrics, Part, StepStats, Task, TrainOpts};
 use clap::Args as ClapArgs;
 use recur::data::cmudict::CmudictOptions;
@@ -49,8 +50,45 @@ use recur::Mode;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+/// The model options' defaults of `recur train seq2seq`: an encoder and a decoder of one
+/// layer of 256 over embeddings of 64.
+const MODEL: ModelDefaults = ModelDefaults {
+    hidden_size: 256,
+    num_layers: 1,
+    embed_size: Some(64),
+    bidirectional: Some(false),
+    dropout: 0.0,
+    help: &[
+        (
+            "cell",
+            "Recurrent cell of the encoder and decoder: lstm, gru, rnn_tanh or rnn_relu",
+        ),
+        (
+            "hidden_size",
+            "Hidden size of the decoder and the attention (and of the encoder: of each \
+             direction, half of it, with --bidirectional)",
+        ),
+        (
+            "num_layers",
+            "Recurrent layers of the encoder and of the decoder",
+        ),
+        (
+            "bidirectional",
+            "A bidirectional encoder (hidden-size / 2 per direction; the decoder starts from \
+             both directions' final states side by side)",
+        ),
+        ("embed_size", "Size of the source and target embeddings"),
+        (
+            "dropout",
+            "Dropout probability between recurrent layers and on the decoder's output \
+             (training only)",
+        ),
+    ],
+};
+
 /// Options of `recur train seq2seq`.
 #[derive(ClapArgs)]
+#[command(model_defaults(MODEL))]
 pub struct Seq2SeqArgs {
     /// The training pairs.
     #[arg(long, value_name = "FILE")]
@@ -90,27 +128,8 @@ pub struct Seq2SeqArgs {
     /// Leave out training pairs with more tokens than this on either side.
     #[arg(long, value_name = "N")]
     pub max_train_len: Option<usize>,
-    /// Recurrent cell of the encoder and decoder: lstm, gru, rnn_tanh or rnn_relu.
-    #[arg(long, default_value = "lstm")]
-    pub cell: String,
-    /// Hidden size of the decoder and the attention (and of the encoder: of each direction,
-    /// half of it, with --bidirectional).
-    #[arg(long, default_value_t = 256)]
-    pub hidden_size: usize,
-    /// Recurrent layers of the encoder and of the decoder.
-    #[arg(long, default_value_t = 1)]
-    pub num_layers: usize,
-    /// A bidirectional encoder (hidden-size / 2 per direction; the decoder starts from both
-    /// directions' final states side by side).
-    #[arg(long)]
-    pub bidirectional: bool,
-    /// Size of the source and target embeddings.
-    #[arg(long, default_value_t = 64)]
-    pub embed_size: usize,
-    /// Dropout probability between recurrent layers and on the decoder's output (training
-    /// only).
-    #[arg(long, default_value_t = 0.0)]
-    pub dropout: f64,
+    #[command(flatten)]
+    pub model: ModelOpts,
     /// Attention over the encoder outputs: none, dot or general (Luong).
     #[arg(long, default_value = "general")]
     pub attention: String,
@@ -519,25 +538,15 @@ pub struct Seq2SeqTask {
 impl Seq2SeqTask {
     /// Reads the data and builds the model; prints what it read.
     pub fn new(a: &Seq2SeqArgs, log: &mut Log) -> Result<Seq2SeqTask, String> {
-        let mode: Mode = a
-            .cell
-            .parse()
-            .map_err(|e: recur::Error| format!("--cell: {e}"))?;
+        let mode: Mode = a.model.mode();
         let attention: Attention = a
             .attention
             .parse()
             .map_err(|e: recur::Error| format!("--attention: {e}"))?;
-        for (name, v) in [
-            ("--hidden-size", a.hidden_size),
-            ("--num-layers", a.num_layers),
-            ("--embed-size", a.embed_size),
-            ("--batch-size", a.batch_size),
-            ("--beam", a.beam),
-        ] {
-            if v == 0 {
-                return Err(format!("{name} must be at least 1"));
-            }
-        }
+        limits::check_model(
+            &a.model,
+            &[("--batch-size", a.batch_size), ("--beam", a.beam)],
+        )?;
         if a.max_len == Some(0) || a.max_train_len == Some(0) {
             return Err("--max-len and --max-train-len must be at least 1".into());
         }
@@ -547,37 +556,36 @@ impl Seq2SeqTask {
         limits::in_range("--beam", a.beam, limits::MAX_BEAM)?;
         let params = |src: usize, tgt: usize| {
             // The encoder and decoder blocks (a lower bound: the attention adds more).
-            let dirs = if a.bidirectional { 2 } else { 1 };
-            let enc_hidden = a.hidden_size / dirs;
+            let dirs = if a.model.bidirectional { 2 } else { 1 };
+            let enc_hidden = a.model.hidden_size / dirs;
             block_params(
                 mode,
                 src,
-                a.embed_size,
+                a.model.embed(),
                 0,
                 enc_hidden,
-                a.num_layers,
+                a.model.num_layers,
                 dirs,
                 0,
             )
             .saturating_add(block_params(
                 mode,
                 tgt,
-                a.embed_size,
+                a.model.embed(),
                 0,
-                a.hidden_size,
-                a.num_layers,
+                a.model.hidden_size,
+                a.model.num_layers,
                 1,
                 tgt,
             ))
         };
         let sizes = format!(
             "--embed-size {}, --hidden-size {}, --num-layers {}",
-            a.embed_size, a.hidden_size, a.num_layers
+            a.model.embed(),
+            a.model.hidden_size,
+            a.model.num_layers
         );
         check_params(params(1, 1), &sizes)?;
-        if !(0.0..1.0).contains(&a.dropout) {
-            return Err(format!("--dropout must be in [0, 1), got {}", a.dropout));
-        }
         if !(a.length_penalty.is_finite() && a.length_penalty >= 0.0) {
             return Err(format!(
                 "--length-penalty must be a number >= 0, got {}",
@@ -670,17 +678,17 @@ impl Seq2SeqTask {
             ),
         )?;
         let config = Seq2SeqConfig::new(mode, src_vocab.len(), tgt_vocab.len())
-            .embed_size(a.embed_size)
-            .hidden_size(a.hidden_size)
-            .num_layers(a.num_layers)
-            .bidirectional(a.bidirectional)
-            .dropout(a.dropout)
+            .embed_size(a.model.embed())
+            .hidden_size(a.model.hidden_size)
+            .num_layers(a.model.num_layers)
+            .bidirectional(a.model.bidirectional)
+            .dropout(a.model.dropout)
             .attention(attention);
         let model: Seq2Seq<f32> = Seq2Seq::new(config.clone(), a.opts.seed).map_err(|e| {
-            if a.bidirectional && !a.hidden_size.is_multiple_of(2) {
+            if a.model.bidirectional && !a.model.hidden_size.is_multiple_of(2) {
                 format!(
                     "--bidirectional needs an even --hidden-size, got {}",
-                    a.hidden_size
+                    a.model.hidden_size
                 )
             } else {
                 e.to_string()
@@ -714,11 +722,11 @@ impl Seq2SeqTask {
         log.line(&format!(
             "model: Embedding({}, {}) -> encoder {} -> decoder {} from its final state, {} attention -> Linear({}, {}); {} parameters",
             src_vocab.len(),
-            a.embed_size,
+            a.model.embed(),
             recur::io::state_dict::describe(&config.encoder_config()),
             recur::io::state_dict::describe(&config.decoder_config()),
             attention,
-            a.hidden_size,
+            a.model.hidden_size,
             tgt_vocab.len(),
             model.num_params()
         ));
@@ -800,7 +808,8 @@ impl Task for Seq2SeqTask {
         self.config_json.clone()
     }
 
-    fn train_batch(&mut self) -> recur::Result<StepStats> {
+    fn train_batch(&mut self, shard: recur::train::Shard) -> recur::Result<StepStats> {
+        shard.require_whole(self.name())?;
         let idx = self.next_batch().to_vec();
         let s: Vec<&[usize]> = idx.iter().map(|&k| &self.pairs[k].0[..]).collect();
         let t: Vec<&[usize]> = idx.iter().map(|&k| &self.pairs[k].1[..]).collect();
@@ -886,7 +895,7 @@ impl Task for Seq2SeqTask {
         Ok(())
     }
 
-    fn finish(&mut self, dir: &Path, log: &mut Log) -> recur::Result<Metrics> {
+    fn finish(&mut self, dir: &Path, log: &mut dyn recur::train::Hooks) -> recur::Result<Metrics> {
         let best = load_dir::<f32>(dir)?;
         let t0 = std::time::Instant::now();
         let (s, outputs) = score(&best.model, &self.test, &self.beam, self.batch_size)?;

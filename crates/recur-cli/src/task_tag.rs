@@ -16,6 +16,7 @@
 //! `DIR` gets `model.safetensors` (PyTorch names), `config.json`, `vocab.json`,
 //! `labels.json` (the tag set), `metrics.json`, the curves and the checkpoint.
 
+use crate::model_opts::{ModelDefaults, ModelOpts, WithModelDefaults};
 use crate::run::{Log, Metrics, TrainOpts};
 use crate::shared::fingerprint;
 use crate::task_seq::{
@@ -30,8 +31,23 @@ use recur::models::seqmodel::{SeqModel, SeqModelConfig};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+/// The model options' defaults of `recur train tag`: a bidirectional layer of 128 over word
+/// embeddings of 100, dropout 0.33.
+const MODEL: ModelDefaults = ModelDefaults {
+    hidden_size: 128,
+    num_layers: 1,
+    embed_size: Some(100),
+    bidirectional: Some(true),
+    dropout: 0.33,
+    help: &[
+        ("embed_size", "Size of the word embeddings"),
+        ("bidirectional", "Read every sentence in both directions"),
+    ],
+};
+
 /// Options of `recur train tag`.
 #[derive(ClapArgs)]
+#[command(model_defaults(MODEL))]
 pub struct TagArgs {
     /// The training treebank (CoNLL-U).
     #[arg(long, value_name = "FILE")]
@@ -68,24 +84,8 @@ pub struct TagArgs {
     /// so that those embeddings learn what unknown words look like.
     #[arg(long, default_value_t = 0.25)]
     pub rare_dropout: f64,
-    /// Recurrent cell: lstm, gru, rnn_tanh or rnn_relu.
-    #[arg(long, default_value = "lstm")]
-    pub cell: String,
-    /// Hidden size of every recurrent layer (per direction).
-    #[arg(long, default_value_t = 128)]
-    pub hidden_size: usize,
-    /// Recurrent layers.
-    #[arg(long, default_value_t = 1)]
-    pub num_layers: usize,
-    /// Size of the word embeddings.
-    #[arg(long, default_value_t = 100)]
-    pub embed_size: usize,
-    /// Read every sentence in both directions.
-    #[arg(long, default_value_t = true, action = ArgAction::Set)]
-    pub bidirectional: bool,
-    /// Dropout between recurrent layers and before the head (training only).
-    #[arg(long, default_value_t = 0.33)]
-    pub dropout: f64,
+    #[command(flatten)]
+    pub model: ModelOpts,
     /// Sentences per batch.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
@@ -326,26 +326,19 @@ impl Kind for TagKind {
 /// Reads the treebanks and builds the model and the runner task; prints what it read.
 pub fn task(a: &TagArgs, log: &mut Log) -> Result<SeqTask, String> {
     let mode = check_model_opts(
-        &a.cell,
-        &[
-            ("--hidden-size", a.hidden_size),
-            ("--num-layers", a.num_layers),
-            ("--embed-size", a.embed_size),
-            ("--batch-size", a.batch_size),
-            ("--min-freq", a.min_freq),
-        ],
-        a.dropout,
+        &a.model,
+        &[("--batch-size", a.batch_size), ("--min-freq", a.min_freq)],
     )?;
     if !["upos", "xpos"].contains(&a.column.as_str()) {
         return Err(format!("--column: '{}' (expected upos or xpos)", a.column));
     }
     check_size(
         &SeqModelConfig::tagger(1, 1)
-            .embed_size(a.embed_size)
+            .embed_size(a.model.embed())
             .mode(mode)
-            .hidden_size(a.hidden_size)
-            .num_layers(a.num_layers)
-            .bidirectional(a.bidirectional),
+            .hidden_size(a.model.hidden_size)
+            .num_layers(a.model.num_layers)
+            .bidirectional(a.model.bidirectional),
     )?;
     check_fraction("--valid-fraction", a.valid_fraction)?;
     if !(0.0..1.0).contains(&a.rare_dropout) {
@@ -439,12 +432,12 @@ pub fn task(a: &TagArgs, log: &mut Log) -> Result<SeqTask, String> {
         None => None,
     };
     let config = SeqModelConfig::tagger(lexicon.vocab.len(), tagset.len())
-        .embed_size(a.embed_size)
+        .embed_size(a.model.embed())
         .mode(mode)
-        .hidden_size(a.hidden_size)
-        .num_layers(a.num_layers)
-        .bidirectional(a.bidirectional)
-        .dropout(a.dropout);
+        .hidden_size(a.model.hidden_size)
+        .num_layers(a.model.num_layers)
+        .bidirectional(a.model.bidirectional)
+        .dropout(a.model.dropout);
     check_size(&config)?;
     let model: SeqModel<f32> =
         SeqModel::new(config.clone(), a.opts.seed).map_err(|e| e.to_string())?;

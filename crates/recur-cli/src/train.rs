@@ -1,8 +1,9 @@
 //! `recur train <task>`: each task builds its data and model, and the runner
 //! ([`crate::run`]) trains it.
 
-use crate::run::{check_opts, train, Failure, Log};
+use crate::run::{check_opts, train_on, Failure, Log};
 use clap::{Args as ClapArgs, Subcommand};
+use recur::train::Communicator;
 
 /// Options of `recur train`.
 #[derive(ClapArgs)]
@@ -34,7 +35,8 @@ fn file_name(path: &std::path::Path) -> String {
         .unwrap_or_else(|| path.display().to_string())
 }
 
-pub fn run(a: Args) -> Result<(), Failure> {
+/// Trains as `a` says, as a rank of `comm`.
+pub fn run(a: Args, comm: &dyn Communicator) -> Result<(), Failure> {
     match a.what {
         What::Lm(a) => {
             check_opts(&a.opts)?;
@@ -42,7 +44,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
             a.opts.data_name = file_name(&a.train);
             let mut log = Log::new(a.opts.json);
             let mut task = crate::task_lm::LmTask::new(&a, &mut log)?;
-            train(&mut task, &a.opts, &mut log)?;
+            train_on(&mut task, &a.opts, &mut log, comm)?;
         }
         What::Seq2seq(a) => {
             check_opts(&a.opts)?;
@@ -50,7 +52,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
             a.opts.data_name = file_name(&a.train);
             let mut log = Log::new(a.opts.json);
             let mut task = crate::task_seq2seq::Seq2SeqTask::new(&a, &mut log)?;
-            train(&mut task, &a.opts, &mut log)?;
+            train_on(&mut task, &a.opts, &mut log, comm)?;
         }
         What::Classify(a) => {
             check_opts(&a.opts)?;
@@ -58,7 +60,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
             a.opts.data_name = file_name(&a.train);
             let mut log = Log::new(a.opts.json);
             let mut task = crate::task_classify::task(&a, &mut log)?;
-            train(&mut task, &a.opts, &mut log)?;
+            train_on(&mut task, &a.opts, &mut log, comm)?;
         }
         What::Tag(a) => {
             check_opts(&a.opts)?;
@@ -66,7 +68,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
             a.opts.data_name = file_name(&a.train);
             let mut log = Log::new(a.opts.json);
             let mut task = crate::task_tag::task(&a, &mut log)?;
-            train(&mut task, &a.opts, &mut log)?;
+            train_on(&mut task, &a.opts, &mut log, comm)?;
         }
         What::Forecast(a) => {
             check_opts(&a.opts)?;
@@ -74,7 +76,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
             a.opts.data_name = file_name(&a.train);
             let mut log = Log::new(a.opts.json);
             let mut task = crate::task_forecast::task(&a, &mut log)?;
-            train(&mut task, &a.opts, &mut log)?;
+            train_on(&mut task, &a.opts, &mut log, comm)?;
         }
     }
     Ok(())

@@ -2,8 +2,7 @@
 //!
 //! Small, dependency-light charts for training runs: line charts (linear or log10 y axis) and
 //! heat maps, laid out in a grid of panels and written as SVG (vector, `<text>` labels) and PNG
-//! (rasterized here, anti-aliased, with a built-in bitmap font). Also a terminal progress
-//! display for long runs ([`Progress`]).
+//! (rasterized here, anti-aliased, with a built-in bitmap font).
 //!
 //! ```
 //! use recur_plot::{Chart, Figure, LineChart, Series};
@@ -28,7 +27,6 @@
 mod color;
 mod font;
 mod png;
-pub mod progress;
 mod raster;
 mod scene;
 mod svg;
@@ -38,7 +36,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub use color::{series_color, viridis, Rgb, NAN_GRAY, PALETTE};
-pub use progress::Progress;
 
 /// One named line of a [`LineChart`]. Points are joined in order; a point with a NaN or
 /// infinite coordinate (or y <= 0 on a log axis) breaks the line, and a point with no drawable

@@ -41,6 +41,10 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A training run that cannot start or continue ([`crate::train::run`]): a checkpoint
+    /// missing or of another run, a non-finite step, ...
+    #[error(transparent)]
+    Train(#[from] crate::train::TrainError),
 }
 
 impl Error {

@@ -44,9 +44,14 @@ use crate::core::tensor::Tensor;
 use crate::data::text::{Batches, Chunk, Vocab};
 use crate::error::{Error, Result};
 use crate::io::state_dict::{describe, state_dict};
-use crate::nn::{clip_grad_norm, softmax_cross_entropy, Embedding, Linear, DEFAULT_IGNORE_INDEX};
+use crate::models::grads::EmbedRnnHeadGrads;
+use crate::models::rows::RowMasks;
+use crate::models::ModelKind;
+use crate::nn::{softmax_cross_entropy, Embedding, Linear, DEFAULT_IGNORE_INDEX};
 use rand::{Rng, SeedableRng};
 use recur_kernels::Real;
+use serde::{Deserialize, Serialize};
+use std::ops::Range;
 use std::path::Path;
 
 /// The trait of the generators [`CharLm::loss_and_grad`] draws dropout masks from
@@ -62,10 +67,27 @@ pub use crate::models::{CONFIG_FILE, WEIGHTS_FILE};
 /// The vocabulary file of a model directory.
 pub const VOCAB_FILE: &str = "vocab.json";
 
-/// The shape of a [`CharLm`].
-#[derive(Clone, Debug, PartialEq)]
+/// Where the dropout of a training step comes from.
+enum LmDrop<'a, T> {
+    Off,
+    Sample(&'a mut dyn RngCore),
+    /// The masks between layers, each (steps, batch, width), and the one on the output,
+    /// (steps·batch, hidden).
+    Masks {
+        layers: Vec<Tensor<T>>,
+        output: Vec<T>,
+    },
+}
+
+/// The shape of a [`CharLm`]; in `config.json` (serde) with the cell's name under `"cell"`
+/// and the regularizers that are on beside the other keys (`"layer_norm": true`,
+/// `"zoneout": 0.1`, ...; a model without them has none of these keys). Directories from
+/// before `"dropout"` or the regularizers were written read them as off.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "CharLmConfigJson", into = "CharLmConfigJson")]
 pub struct CharLmConfig {
     /// The recurrent cell.
+    #[serde(rename = "cell", with = "crate::models::by_name")]
     pub mode: Mode,
     /// Ids of the vocabulary (`<unk>` included): rows of the embedding, outputs of the head.
     pub vocab_size: usize,
@@ -80,6 +102,94 @@ pub struct CharLmConfig {
     pub dropout: f64,
     /// The regularizers beyond dropout (all off by default).
     pub regular: LmRegularizers,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
+fn is_false(x: &bool) -> bool {
+    !*x
+}
+
+/// `config.json`'s keys of a [`CharLmConfig`], flat and in the order written: the
+/// regularizers' keys sit beside the others, each written only when it is on (a field of the
+/// struct itself, not a flattened one, so that an error names the key).
+#[derive(Clone, Serialize, Deserialize)]
+struct CharLmConfigJson {
+    #[serde(rename = "cell", with = "crate::models::by_name")]
+    mode: Mode,
+    vocab_size: usize,
+    embed_size: usize,
+    hidden_size: usize,
+    num_layers: usize,
+    #[serde(default)]
+    dropout: f64,
+    #[serde(default, skip_serializing_if = "is_false")]
+    layer_norm: bool,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    input_dropout: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    recurrent_dropout: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    zoneout: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    weight_drop: f64,
+    #[serde(default, skip_serializing_if = "is_false")]
+    locked_dropout: bool,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    embed_dropout: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    ar: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    tar: f64,
+}
+
+impl From<CharLmConfigJson> for CharLmConfig {
+    fn from(j: CharLmConfigJson) -> CharLmConfig {
+        CharLmConfig {
+            mode: j.mode,
+            vocab_size: j.vocab_size,
+            embed_size: j.embed_size,
+            hidden_size: j.hidden_size,
+            num_layers: j.num_layers,
+            dropout: j.dropout,
+            regular: LmRegularizers {
+                layer_norm: j.layer_norm,
+                input_dropout: j.input_dropout,
+                recurrent_dropout: j.recurrent_dropout,
+                zoneout: j.zoneout,
+                weight_drop: j.weight_drop,
+                locked_dropout: j.locked_dropout,
+                embed_dropout: j.embed_dropout,
+                ar: j.ar,
+                tar: j.tar,
+            },
+        }
+    }
+}
+
+impl From<CharLmConfig> for CharLmConfigJson {
+    fn from(c: CharLmConfig) -> CharLmConfigJson {
+        let r = c.regular;
+        CharLmConfigJson {
+            mode: c.mode,
+            vocab_size: c.vocab_size,
+            embed_size: c.embed_size,
+            hidden_size: c.hidden_size,
+            num_layers: c.num_layers,
+            dropout: c.dropout,
+            layer_norm: r.layer_norm,
+            input_dropout: r.input_dropout,
+            recurrent_dropout: r.recurrent_dropout,
+            zoneout: r.zoneout,
+            weight_drop: r.weight_drop,
+            locked_dropout: r.locked_dropout,
+            embed_dropout: r.embed_dropout,
+            ar: r.ar,
+            tar: r.tar,
+        }
+    }
 }
 
 /// The regularizers of a language model beyond `dropout`, all off by default. In the
@@ -204,147 +314,23 @@ impl CharLmConfig {
 
     /// The configuration as a JSON object: `{"model": "char_lm", "cell": "lstm",
     /// "vocab_size": ..., "embed_size": ..., "hidden_size": ..., "num_layers": ...,
-    /// "dropout": ...}`, and the regularizers that are on: `"layer_norm": true`,
-    /// `"input_dropout"`, `"recurrent_dropout"`, `"zoneout"`, `"weight_drop"`,
-    /// `"locked_dropout": true`, `"embed_dropout"`, `"ar"`, `"tar"` (a model without them has
-    /// none of these keys).
+    /// "dropout": ...}` and the regularizers that are on ([`crate::models::config_json`]).
     pub fn to_json(&self) -> serde_json::Value {
-        let mut v = serde_json::json!({
-            "model": "char_lm",
-            "cell": self.mode.name(),
-            "vocab_size": self.vocab_size,
-            "embed_size": self.embed_size,
-            "hidden_size": self.hidden_size,
-            "num_layers": self.num_layers,
-            "dropout": self.dropout,
-        });
-        let r = &self.regular;
-        let o = v.as_object_mut().expect("an object");
-        for (k, on) in [
-            ("layer_norm", r.layer_norm),
-            ("locked_dropout", r.locked_dropout),
-        ] {
-            if on {
-                o.insert(k.into(), true.into());
-            }
-        }
-        for (k, p) in [
-            ("input_dropout", r.input_dropout),
-            ("recurrent_dropout", r.recurrent_dropout),
-            ("zoneout", r.zoneout),
-            ("weight_drop", r.weight_drop),
-            ("embed_dropout", r.embed_dropout),
-            ("ar", r.ar),
-            ("tar", r.tar),
-        ] {
-            if p != 0.0 {
-                o.insert(k.into(), p.into());
-            }
-        }
-        v
+        crate::models::config_json(ModelKind::CharLm, self)
     }
 
-    /// Reads the object of [`CharLmConfig::to_json`] (other keys are ignored); `source`
-    /// names it in error messages.
+    /// Reads the object of [`CharLmConfig::to_json`] (other keys are ignored;
+    /// [`crate::models::parse_config`]) and checks it; `source` names it in error messages.
     pub fn from_json(v: &serde_json::Value, source: &str) -> Result<CharLmConfig> {
-        let bad = |m: String| Error::Input(format!("{source}: {m}"));
-        if v.get("model").and_then(|m| m.as_str()) != Some("char_lm") {
-            return Err(bad(
-                "not a character language model (expected \"model\": \"char_lm\")".into(),
-            ));
-        }
-        let size = |k: &str| -> Result<usize> {
-            v.get(k)
-                .and_then(|x| x.as_u64())
-                .map(|x| x as usize)
-                .ok_or_else(|| bad(format!("\"{k}\" must be a non-negative integer")))
-        };
-        let mode: Mode = v
-            .get("cell")
-            .and_then(|c| c.as_str())
-            .ok_or_else(|| bad("\"cell\" must be a string".into()))?
-            .parse()
-            .map_err(|e: Error| bad(e.to_string()))?;
-        let c = CharLmConfig {
-            mode,
-            vocab_size: size("vocab_size")?,
-            embed_size: size("embed_size")?,
-            hidden_size: size("hidden_size")?,
-            num_layers: size("num_layers")?,
-            dropout: v
-                .get("dropout")
-                .map(|d| {
-                    d.as_f64()
-                        .ok_or_else(|| bad("\"dropout\" must be a number".into()))
-                })
-                .transpose()?
-                .unwrap_or(0.0),
-            regular: LmRegularizers::default(),
-        };
-        let num = |k: &str| -> Result<f64> {
-            v.get(k)
-                .map(|d| {
-                    d.as_f64()
-                        .ok_or_else(|| bad(format!("\"{k}\" must be a number")))
-                })
-                .transpose()
-                .map(|x| x.unwrap_or(0.0))
-        };
-        let flag = |k: &str| -> Result<bool> {
-            v.get(k)
-                .map(|d| {
-                    d.as_bool()
-                        .ok_or_else(|| bad(format!("\"{k}\" must be true or false")))
-                })
-                .transpose()
-                .map(|x| x.unwrap_or(false))
-        };
-        let c = CharLmConfig {
-            regular: LmRegularizers {
-                layer_norm: flag("layer_norm")?,
-                input_dropout: num("input_dropout")?,
-                recurrent_dropout: num("recurrent_dropout")?,
-                zoneout: num("zoneout")?,
-                weight_drop: num("weight_drop")?,
-                locked_dropout: flag("locked_dropout")?,
-                embed_dropout: num("embed_dropout")?,
-                ar: num("ar")?,
-                tar: num("tar")?,
-            },
-            ..c
-        };
-        c.validate().map_err(|e| bad(e.to_string()))?;
+        let c: CharLmConfig = crate::models::parse_config(v, ModelKind::CharLm, source)?;
+        c.validate()
+            .map_err(|e| Error::Input(format!("{source}: {e}")))?;
         Ok(c)
     }
 }
 
-/// The gradients of a [`CharLm`], one flat buffer per module (each in its module's layout).
-#[derive(Clone, Debug)]
-pub struct CharLmGrads<T> {
-    /// `embed.weight`, (vocab, embed)
-    pub embed: Vec<T>,
-    /// The recurrent stack, in its [`ParamLayout`](crate::ParamLayout) order.
-    pub rnn: Vec<T>,
-    /// `head.weight` (vocab, hidden), then `head.bias` (vocab).
-    pub head: Vec<T>,
-}
-
-impl<T: Real> CharLmGrads<T> {
-    /// Sets every gradient to zero (backward passes add into the buffers).
-    pub fn zero(&mut self) {
-        self.embed.fill(T::ZERO);
-        self.rnn.fill(T::ZERO);
-        self.head.fill(T::ZERO);
-    }
-    /// `clip_grad_norm_(model.parameters(), max_norm)`: returns the norm before clipping.
-    pub fn clip_norm(&mut self, max_norm: f64) -> f64 {
-        clip_grad_norm(
-            &mut [&mut self.embed[..], &mut self.rnn[..], &mut self.head[..]],
-            max_norm,
-        )
-        .to_f64()
-    }
-}
+/// The gradients of a [`CharLm`]: embed, rnn, head (the shared [`EmbedRnnHeadGrads`]).
+pub type CharLmGrads<T> = EmbedRnnHeadGrads<T>;
 
 /// The terms of the training objective of one chunk ([`CharLm::loss_terms_and_grad`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -623,6 +609,113 @@ impl<T: Real> CharLm<T> {
         rng: Option<&mut dyn RngCore>,
         grads: &mut CharLmGrads<T>,
     ) -> Result<(LossTerms, State<T>)> {
+        let sampled = self.config.dropout > 0.0 || self.has_regularizers();
+        let drop = match rng {
+            Some(rng) if sampled => LmDrop::Sample(rng),
+            _ => LmDrop::Off,
+        };
+        self.step(chunk, state, drop, grads)
+    }
+
+    /// [`CharLm::loss_and_grad`] over the streams `rows` of `chunk` only (a rank's share of a
+    /// batch): `state` holds the carried state of those streams (`rows.len()` of them), the
+    /// loss is the mean over their targets, and the returned state is theirs.
+    ///
+    /// Dropout, when `dropout_key` is given and the configured probability is positive, is
+    /// drawn row by row ([`RowMasks`]): stream `b` of the chunk gets the masks of generator
+    /// `b` of the key (the masks between layers, then the one on the output), whatever other
+    /// streams are computed with it. So the gradients of the shares of a batch sum, weighted
+    /// by their targets, to those of the whole batch (`rows` = `0..chunk.batch`).
+    pub fn loss_and_grad_rows(
+        &self,
+        chunk: &Chunk,
+        rows: Range<usize>,
+        state: Option<&State<T>>,
+        dropout_key: Option<u64>,
+        grads: &mut CharLmGrads<T>,
+    ) -> Result<(f64, State<T>)> {
+        if self.has_regularizers() {
+            return Err(Error::Config(
+                "the regularizers beyond dropout (layer norm, variational dropout, zoneout, \
+                 weight drop, locked dropout, embedding dropout, AR, TAR) do not run on a \
+                 share of a batch yet"
+                    .into(),
+            ));
+        }
+        let (steps, batch) = (chunk.steps, chunk.batch);
+        self.check_ids("input", &chunk.input, steps, batch)?;
+        self.check_ids("target", &chunk.target, steps, batch)?;
+        if rows.is_empty() || rows.end > batch {
+            return Err(Error::Input(format!(
+                "rows {}..{} of a chunk of {batch} streams",
+                rows.start, rows.end
+            )));
+        }
+        let b = rows.len();
+        let pick = |v: &[usize]| -> Vec<usize> {
+            (0..steps)
+                .flat_map(|t| {
+                    v[t * batch + rows.start..t * batch + rows.end]
+                        .iter()
+                        .copied()
+                })
+                .collect()
+        };
+        let sub = Chunk {
+            input: pick(&chunk.input),
+            target: pick(&chunk.target),
+            steps,
+            batch: b,
+            start: chunk.start,
+        };
+        let drop = match dropout_key {
+            Some(key) if self.config.dropout > 0.0 => {
+                let m = RowMasks::new(key, self.config.dropout);
+                let rc = self.rnn.config();
+                let width = rc.h_out() * rc.num_directions();
+                let h = self.config.hidden_size;
+                let mut layers: Vec<Vec<T>> = (1..rc.num_layers)
+                    .map(|_| vec![T::ZERO; steps * b * width])
+                    .collect();
+                let mut output = vec![T::ZERO; steps * b * h];
+                for s in 0..b {
+                    let mut rng = m.rng(rows.start + s);
+                    for layer in layers.iter_mut() {
+                        for t in 0..steps {
+                            m.fill(&mut rng, &mut layer[(t * b + s) * width..][..width]);
+                        }
+                    }
+                    for t in 0..steps {
+                        m.fill(&mut rng, &mut output[(t * b + s) * h..][..h]);
+                    }
+                }
+                LmDrop::Masks {
+                    layers: layers
+                        .into_iter()
+                        .map(|v| Tensor::new(&[steps, b, width], v))
+                        .collect::<Result<_>>()?,
+                    output,
+                }
+            }
+            _ => LmDrop::Off,
+        };
+        self.step(&sub, state, drop, grads)
+            .map(|(l, next)| (l.cross_entropy, next))
+    }
+
+    /// True when a regularizer beyond `dropout` is on (which [`CharLm::loss_and_grad_rows`]
+    /// does not run).
+    pub fn has_regularizers(&self) -> bool {
+        self.config.regular.any() || self.rnn.config().regular.any()
+    }
+
+    fn step(
+        &self,
+        chunk: &Chunk,
+        state: Option<&State<T>>,
+        drop: LmDrop<'_, T>,
+        grads: &mut CharLmGrads<T>,
+    ) -> Result<(LossTerms, State<T>)> {
         let (steps, batch) = (chunk.steps, chunk.batch);
         self.check_ids("input", &chunk.input, steps, batch)?;
         self.check_ids("target", &chunk.target, steps, batch)?;
@@ -652,9 +745,8 @@ impl<T: Real> CharLm<T> {
                 })
                 .collect()
         };
-        let sampled = p > 0.0 || self.config.rnn_config().regular.any() || r.embed_dropout > 0.0;
-        let (out, tape, mask, embed_mask) = match rng {
-            Some(rng) if sampled => {
+        let (out, tape, mask, embed_mask) = match drop {
+            LmDrop::Sample(rng) => {
                 // Embedding dropout: one mask over the vocabulary rows for the whole chunk.
                 let embed_mask =
                     (r.embed_dropout > 0.0).then(|| draw(&mut *rng, v, r.embed_dropout));
@@ -682,7 +774,13 @@ impl<T: Real> CharLm<T> {
                 });
                 (out, tape, mask, embed_mask)
             }
-            _ => {
+            LmDrop::Masks { layers, output } => {
+                let (out, tape) =
+                    self.rnn
+                        .forward_train(&x, state, None, Dropout::Masks(&layers))?;
+                (out, tape, Some(output), None)
+            }
+            LmDrop::Off => {
                 let (out, tape) = self.rnn.forward_train(&x, state, None, Dropout::Off)?;
                 (out, tape, None, None)
             }

@@ -9,13 +9,23 @@
 //! which does not read it again. Directories written before the `"format"` field existed are
 //! format 0; their keys are those of format 1, so they load unchanged (a test keeps one of
 //! each kind).
+//!
+//! Each kind's own keys are a serde-derived struct ([`crate::models::lm::CharLmConfig`], the
+//! flat file form of [`crate::models::seqmodel::SeqModelConfig`],
+//! [`crate::models::seq2seq::Seq2SeqConfig`]), written by [`config_json`] and read by
+//! [`parse_config`]; a bad field is an error naming the file and the field. Keys a kind does
+//! not know are ignored, not refused: `config.json` holds `"task"` and `"training"` beside
+//! the model's keys, and the same objects are stored inside checkpoints.
 
+pub mod grads;
 pub mod lm;
+pub mod rows;
 pub mod seq2seq;
 pub mod seqmodel;
 pub mod synthetic;
 
 use crate::error::{Error, Result};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -43,6 +53,15 @@ pub enum ModelKind {
 impl ModelKind {
     /// Every kind, in the order of their names in messages.
     pub const ALL: [ModelKind; 3] = [ModelKind::CharLm, ModelKind::SeqModel, ModelKind::Seq2seq];
+
+    /// What the kind is, in messages: "a character language model", ...
+    pub fn describe(self) -> &'static str {
+        match self {
+            ModelKind::CharLm => "a character language model",
+            ModelKind::SeqModel => "a sequence model",
+            ModelKind::Seq2seq => "a sequence-to-sequence model",
+        }
+    }
 
     /// The name in `config.json`: `char_lm`, `seq_model`, `seq2seq`.
     pub fn name(self) -> &'static str {
@@ -136,6 +155,77 @@ impl ModelConfig {
                 kind.name()
             )))
         }
+    }
+}
+
+impl ModelConfig {
+    /// The kind's own keys of this `config.json` ([`parse_config`]).
+    pub fn parse<C: DeserializeOwned>(&self, kind: ModelKind) -> Result<C> {
+        parse_config(&self.json, kind, &self.source)
+    }
+}
+
+/// The JSON object of a kind's configuration: `{"model": kind, ...the fields of c}` (no
+/// `"format"`: [`write_config`] adds it to the file).
+pub fn config_json<C: Serialize>(kind: ModelKind, c: &C) -> serde_json::Value {
+    let mut v = serde_json::to_value(c).expect("a configuration is a JSON object");
+    v["model"] = kind.name().into();
+    v
+}
+
+/// Reads the keys of a model of `kind` from a `config.json` object (keys of other parts are
+/// ignored). `source` names the file in errors, which name the field too: `config.json:
+/// invalid type: string "x", expected usize (field "hidden_size")`.
+pub fn parse_config<C: DeserializeOwned>(
+    json: &serde_json::Value,
+    kind: ModelKind,
+    source: &str,
+) -> Result<C> {
+    if json.get("model").and_then(|m| m.as_str()) != Some(kind.name()) {
+        return Err(Error::Input(format!(
+            "{source}: not {} (expected \"model\": \"{}\")",
+            kind.describe(),
+            kind.name()
+        )));
+    }
+    serde_path_to_error::deserialize(json).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            Error::Input(format!("{source}: {inner}"))
+        } else {
+            Error::Input(format!("{source}: {inner} (field \"{path}\")"))
+        }
+    })
+}
+
+/// A value stored in `config.json` by its name (a cell: `"lstm"`; an attention:
+/// `"general"`), read with the type's own parser, whose message says what is allowed.
+pub trait Named: Sized + std::str::FromStr<Err = Error> {
+    /// The name written.
+    fn as_name(&self) -> &'static str;
+}
+
+impl Named for crate::core::config::Mode {
+    fn as_name(&self) -> &'static str {
+        self.name()
+    }
+}
+
+/// `#[serde(with = "crate::models::by_name")]` for a [`Named`] field.
+pub mod by_name {
+    use super::Named;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes the name.
+    pub fn serialize<T: Named, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v.as_name())
+    }
+
+    /// Reads a name with the type's parser.
+    pub fn deserialize<'de, T: Named, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 

@@ -40,9 +40,13 @@ use crate::core::rnn::{Dropout, Rnn, Tape};
 use crate::core::tensor::Tensor;
 use crate::error::{fmt_shape, Error, Result};
 use crate::io::state_dict::{describe, write_tensors, OutTensor, TensorFile};
-use crate::nn::{clip_grad_norm, softmax_cross_entropy, Embedding, Linear, DEFAULT_IGNORE_INDEX};
+use crate::models::grads::EmbedRnnHeadGrads;
+use crate::models::rows::RowMasks;
+use crate::models::ModelKind;
+use crate::nn::{softmax_cross_entropy, Embedding, Linear, DEFAULT_IGNORE_INDEX};
 use rand::{Rng, RngCore};
 use recur_kernels::Real;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// The target of a position that does not count in the loss (PyTorch's `ignore_index`).
@@ -301,142 +305,167 @@ impl SeqModelConfig {
     /// "features", "vocab_size", "embed_size" | "num_features", "cell", "hidden_size",
     /// "num_layers", "bidirectional", "dropout", "head": "sequence" | "step", "pooling":
     /// "last" | "mean" (per-sequence heads), "loss": "cross_entropy" | "mse",
-    /// "output_size"}`.
+    /// "output_size"}` ([`crate::models::config_json`] of its serde form).
     pub fn to_json(&self) -> serde_json::Value {
-        let mut v = serde_json::json!({
-            "model": "seq_model",
-            "cell": self.mode.name(),
-            "hidden_size": self.hidden_size,
-            "num_layers": self.num_layers,
-            "bidirectional": self.bidirectional,
-            "dropout": self.dropout,
-            "loss": match self.loss {
-                Loss::CrossEntropy => "cross_entropy",
-                Loss::Mse => "mse",
-            },
-            "output_size": self.output_size,
-        });
-        match self.input {
+        crate::models::config_json(ModelKind::SeqModel, &SeqModelFile::from(self))
+    }
+
+    /// Reads the object of [`SeqModelConfig::to_json`] (other keys are ignored;
+    /// [`crate::models::parse_config`]) and checks it; `source` names it in error messages.
+    pub fn from_json(v: &serde_json::Value, source: &str) -> Result<SeqModelConfig> {
+        let f: SeqModelFile = crate::models::parse_config(v, ModelKind::SeqModel, source)?;
+        let c = SeqModelConfig::try_from(f).map_err(|m| Error::Input(format!("{source}: {m}")))?;
+        c.validate()
+            .map_err(|e| Error::Input(format!("{source}: {e}")))?;
+        Ok(c)
+    }
+}
+
+/// The input of a [`SeqModelConfig`] in `config.json`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum InputName {
+    Tokens,
+    Features,
+}
+
+/// The head of a [`SeqModelConfig`] in `config.json`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum HeadName {
+    Sequence,
+    Step,
+}
+
+/// The pooling of a per-sequence head in `config.json`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum PoolingName {
+    Last,
+    Mean,
+}
+
+/// The loss in `config.json`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum LossName {
+    CrossEntropy,
+    Mse,
+}
+
+/// A [`SeqModelConfig`] as `config.json` holds it: one flat object, the sizes of the input
+/// kind beside `"input"`, `"pooling"` beside a per-sequence `"head"`. Directories from before
+/// `"bidirectional"` and `"dropout"` were written read them as false and 0.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct SeqModelFile {
+    input: InputName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    vocab_size: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    embed_size: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    num_features: Option<usize>,
+    #[serde(with = "crate::models::by_name")]
+    cell: Mode,
+    hidden_size: usize,
+    num_layers: usize,
+    #[serde(default)]
+    bidirectional: bool,
+    #[serde(default)]
+    dropout: f64,
+    head: HeadName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pooling: Option<PoolingName>,
+    loss: LossName,
+    output_size: usize,
+}
+
+impl From<&SeqModelConfig> for SeqModelFile {
+    fn from(c: &SeqModelConfig) -> SeqModelFile {
+        let (input, vocab_size, embed_size, num_features) = match c.input {
             InputKind::Tokens {
                 vocab_size,
                 embed_size,
-            } => {
-                v["input"] = "tokens".into();
-                v["vocab_size"] = vocab_size.into();
-                v["embed_size"] = embed_size.into();
-            }
+            } => (InputName::Tokens, Some(vocab_size), Some(embed_size), None),
             InputKind::Features { num_features } => {
-                v["input"] = "features".into();
-                v["num_features"] = num_features.into();
-            }
-        }
-        match self.head {
-            Head::PerSequence(p) => {
-                v["head"] = "sequence".into();
-                v["pooling"] = match p {
-                    Pooling::Last => "last",
-                    Pooling::Mean => "mean",
-                }
-                .into();
-            }
-            Head::PerStep => v["head"] = "step".into(),
-        }
-        v
-    }
-
-    /// Reads the object of [`SeqModelConfig::to_json`] (other keys are ignored); `source`
-    /// names it in error messages.
-    pub fn from_json(v: &serde_json::Value, source: &str) -> Result<SeqModelConfig> {
-        let bad = |m: String| Error::Input(format!("{source}: {m}"));
-        if v.get("model").and_then(|m| m.as_str()) != Some("seq_model") {
-            return Err(bad(
-                "not a sequence model (expected \"model\": \"seq_model\")".into(),
-            ));
-        }
-        let size = |k: &str| -> Result<usize> {
-            v.get(k)
-                .and_then(|x| x.as_u64())
-                .map(|x| x as usize)
-                .ok_or_else(|| bad(format!("\"{k}\" must be a non-negative integer")))
-        };
-        let string = |k: &str| -> Result<&str> {
-            v.get(k)
-                .and_then(|x| x.as_str())
-                .ok_or_else(|| bad(format!("\"{k}\" must be a string")))
-        };
-        let mode: Mode = string("cell")?
-            .parse()
-            .map_err(|e: Error| bad(e.to_string()))?;
-        let input = match string("input")? {
-            "tokens" => InputKind::Tokens {
-                vocab_size: size("vocab_size")?,
-                embed_size: size("embed_size")?,
-            },
-            "features" => InputKind::Features {
-                num_features: size("num_features")?,
-            },
-            other => {
-                return Err(bad(format!(
-                    "\"input\" is \"{other}\", expected \"tokens\" or \"features\""
-                )))
+                (InputName::Features, None, None, Some(num_features))
             }
         };
-        let head = match string("head")? {
-            "step" => Head::PerStep,
-            "sequence" => Head::PerSequence(match string("pooling")? {
-                "last" => Pooling::Last,
-                "mean" => Pooling::Mean,
-                other => {
-                    return Err(bad(format!(
-                        "\"pooling\" is \"{other}\", expected \"last\" or \"mean\""
-                    )))
-                }
-            }),
-            other => {
-                return Err(bad(format!(
-                    "\"head\" is \"{other}\", expected \"sequence\" or \"step\""
-                )))
-            }
+        let (head, pooling) = match c.head {
+            Head::PerSequence(Pooling::Last) => (HeadName::Sequence, Some(PoolingName::Last)),
+            Head::PerSequence(Pooling::Mean) => (HeadName::Sequence, Some(PoolingName::Mean)),
+            Head::PerStep => (HeadName::Step, None),
         };
-        let loss = match string("loss")? {
-            "cross_entropy" => Loss::CrossEntropy,
-            "mse" => Loss::Mse,
-            other => {
-                return Err(bad(format!(
-                    "\"loss\" is \"{other}\", expected \"cross_entropy\" or \"mse\""
-                )))
-            }
-        };
-        let bidirectional = v
-            .get("bidirectional")
-            .map(|b| {
-                b.as_bool()
-                    .ok_or_else(|| bad("\"bidirectional\" must be true or false".into()))
-            })
-            .transpose()?
-            .unwrap_or(false);
-        let dropout = v
-            .get("dropout")
-            .map(|d| {
-                d.as_f64()
-                    .ok_or_else(|| bad("\"dropout\" must be a number".into()))
-            })
-            .transpose()?
-            .unwrap_or(0.0);
-        let c = SeqModelConfig {
+        SeqModelFile {
             input,
-            mode,
-            hidden_size: size("hidden_size")?,
-            num_layers: size("num_layers")?,
-            bidirectional,
-            dropout,
+            vocab_size,
+            embed_size,
+            num_features,
+            cell: c.mode,
+            hidden_size: c.hidden_size,
+            num_layers: c.num_layers,
+            bidirectional: c.bidirectional,
+            dropout: c.dropout,
             head,
-            loss,
-            output_size: size("output_size")?,
-        };
-        c.validate().map_err(|e| bad(e.to_string()))?;
-        Ok(c)
+            pooling,
+            loss: match c.loss {
+                Loss::CrossEntropy => LossName::CrossEntropy,
+                Loss::Mse => LossName::Mse,
+            },
+            output_size: c.output_size,
+        }
     }
+}
+
+impl TryFrom<SeqModelFile> for SeqModelConfig {
+    type Error = String;
+    /// An error names the field the input kind or the head needs and does not have.
+    fn try_from(f: SeqModelFile) -> std::result::Result<SeqModelConfig, String> {
+        let need = |v: Option<usize>, k: &str, of: &str| {
+            v.ok_or_else(|| format!("missing field \"{k}\" (of {of})"))
+        };
+        let input = match f.input {
+            InputName::Tokens => InputKind::Tokens {
+                vocab_size: need(f.vocab_size, "vocab_size", "\"input\": \"tokens\"")?,
+                embed_size: need(f.embed_size, "embed_size", "\"input\": \"tokens\"")?,
+            },
+            InputName::Features => InputKind::Features {
+                num_features: need(f.num_features, "num_features", "\"input\": \"features\"")?,
+            },
+        };
+        let head = match (f.head, f.pooling) {
+            (HeadName::Step, _) => Head::PerStep,
+            (HeadName::Sequence, Some(PoolingName::Last)) => Head::PerSequence(Pooling::Last),
+            (HeadName::Sequence, Some(PoolingName::Mean)) => Head::PerSequence(Pooling::Mean),
+            (HeadName::Sequence, None) => {
+                return Err("missing field \"pooling\" (of \"head\": \"sequence\")".into())
+            }
+        };
+        Ok(SeqModelConfig {
+            input,
+            mode: f.cell,
+            hidden_size: f.hidden_size,
+            num_layers: f.num_layers,
+            bidirectional: f.bidirectional,
+            dropout: f.dropout,
+            head,
+            loss: match f.loss {
+                LossName::CrossEntropy => Loss::CrossEntropy,
+                LossName::Mse => Loss::Mse,
+            },
+            output_size: f.output_size,
+        })
+    }
+}
+
+/// The standardisation flags of a [`SeqModel`]'s `config.json` (written by [`save_dir`];
+/// directories without them have no statistics).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+struct NormalizationFlags {
+    #[serde(default)]
+    input_normalization: bool,
+    #[serde(default)]
+    target_normalization: bool,
 }
 
 /// Per-column standardisation `(x - mean) / std`, with statistics measured on training data.
@@ -747,45 +776,8 @@ pub struct BatchLoss {
     pub count: usize,
 }
 
-/// The gradients of a [`SeqModel`], one flat buffer per module (each in its module's layout).
-#[derive(Clone, Debug)]
-pub struct SeqModelGrads<T> {
-    /// `embed.weight`, (vocab, embed); empty for a feature input.
-    pub embed: Vec<T>,
-    /// The recurrent stack, in its [`ParamLayout`](crate::ParamLayout) order.
-    pub rnn: Vec<T>,
-    /// `head.weight` (out, D·hidden), then `head.bias` (out).
-    pub head: Vec<T>,
-}
-
-impl<T: Real> SeqModelGrads<T> {
-    /// Sets every gradient to zero (backward passes add into the buffers).
-    pub fn zero(&mut self) {
-        self.embed.fill(T::ZERO);
-        self.rnn.fill(T::ZERO);
-        self.head.fill(T::ZERO);
-    }
-    /// `clip_grad_norm_(model.parameters(), max_norm)`: returns the norm before clipping.
-    pub fn clip_norm(&mut self, max_norm: f64) -> f64 {
-        clip_grad_norm(
-            &mut [&mut self.embed[..], &mut self.rnn[..], &mut self.head[..]],
-            max_norm,
-        )
-        .to_f64()
-    }
-    /// Scales every gradient by `s` (e.g. to average over accumulated batches).
-    pub fn scale(&mut self, s: f64) {
-        let s = T::from_f64(s);
-        for g in self
-            .embed
-            .iter_mut()
-            .chain(self.rnn.iter_mut())
-            .chain(self.head.iter_mut())
-        {
-            *g *= s;
-        }
-    }
-}
+/// The gradients of a [`SeqModel`]: embed, rnn, head (the shared [`EmbedRnnHeadGrads`]).
+pub type SeqModelGrads<T> = EmbedRnnHeadGrads<T>;
 
 /// A recurrent model of sequences: input layer → `rnn` → dropout → `head`.
 ///
@@ -821,6 +813,24 @@ pub struct SeqModel<T: Real = f32> {
 }
 
 /// What a forward pass keeps for the backward pass.
+/// Where the dropout of a training pass comes from.
+enum SeqDrop<'a> {
+    Off,
+    Sample(&'a mut dyn RngCore),
+    /// Row by row ([`RowMasks`]): the batch's row `s` is row `first + s` of the whole batch.
+    Rows {
+        key: u64,
+        first: usize,
+    },
+}
+
+/// The dropout mask on the head's input: none, drawn from a generator, or given.
+enum HeadMask<'a, T> {
+    Off,
+    Sample(&'a mut dyn RngCore),
+    Given(Vec<T>),
+}
+
 struct Pass<T: Real> {
     /// (n, D·H): the head's input, after dropout; n = B per sequence, Σ lengths per step.
     feat: Vec<T>,
@@ -1122,12 +1132,7 @@ impl<T: Real> SeqModel<T> {
     }
 
     /// Forward pass: training mode (dropout from `rng`, a tape kept) when `train`.
-    fn run(
-        &self,
-        batch: &SeqBatch<T>,
-        train: bool,
-        rng: Option<&mut dyn RngCore>,
-    ) -> Result<Pass<T>> {
+    fn run(&self, batch: &SeqBatch<T>, train: bool, drop: SeqDrop<'_>) -> Result<Pass<T>> {
         self.check_batch(batch)?;
         let c = &self.config;
         let (b, t) = (batch.batch_size(), batch.steps);
@@ -1135,23 +1140,53 @@ impl<T: Real> SeqModel<T> {
         let x = self.rnn_input(batch)?;
         let lengths = Some(&batch.lengths[..]);
         let p = c.dropout;
-        let (out, tape, rng) = if train {
-            match rng {
-                Some(rng) if p > 0.0 => {
-                    let (o, tape) =
-                        self.rnn
-                            .forward_train(&x, None, lengths, Dropout::Sample(&mut *rng))?;
-                    (o, Some(tape), Some(rng))
-                }
-                _ => {
-                    let (o, tape) = self.rnn.forward_train(&x, None, lengths, Dropout::Off)?;
-                    (o, Some(tape), None)
-                }
-            }
-        } else {
-            (self.rnn.forward(&x, None, lengths)?, None, None)
-        };
         let n = self.head_rows(batch);
+        let (out, tape, head_mask) = match drop {
+            _ if !train => (self.rnn.forward(&x, None, lengths)?, None, HeadMask::Off),
+            SeqDrop::Sample(rng) if p > 0.0 => {
+                let (o, tape) =
+                    self.rnn
+                        .forward_train(&x, None, lengths, Dropout::Sample(&mut *rng))?;
+                (o, Some(tape), HeadMask::Sample(rng))
+            }
+            SeqDrop::Rows { key, first } if p > 0.0 => {
+                let m = RowMasks::new(key, p);
+                let rc = self.rnn.config();
+                let width = rc.h_out() * rc.num_directions();
+                let mut layers: Vec<Vec<T>> = (1..rc.num_layers)
+                    .map(|_| vec![T::ZERO; t * b * width])
+                    .collect();
+                let mut head = vec![T::ZERO; n * w];
+                let mut r = 0;
+                for (s, &len) in batch.lengths.iter().enumerate() {
+                    let mut rng = m.rng(first + s);
+                    for layer in layers.iter_mut() {
+                        for ti in 0..len {
+                            m.fill(&mut rng, &mut layer[(ti * b + s) * width..][..width]);
+                        }
+                    }
+                    match c.head {
+                        Head::PerSequence(_) => m.fill(&mut rng, &mut head[s * w..][..w]),
+                        Head::PerStep => {
+                            m.fill(&mut rng, &mut head[r * w..(r + len) * w]);
+                            r += len;
+                        }
+                    }
+                }
+                let layers = layers
+                    .into_iter()
+                    .map(|v| Tensor::new(&[t, b, width], v))
+                    .collect::<Result<Vec<_>>>()?;
+                let (o, tape) =
+                    self.rnn
+                        .forward_train(&x, None, lengths, Dropout::Masks(&layers))?;
+                (o, Some(tape), HeadMask::Given(head))
+            }
+            _ => {
+                let (o, tape) = self.rnn.forward_train(&x, None, lengths, Dropout::Off)?;
+                (o, Some(tape), HeadMask::Off)
+            }
+        };
         // feat (n, W): the head's input.
         let mut feat = vec![T::ZERO; n * w];
         let y = out.output.data(); // (B, T, W)
@@ -1189,19 +1224,25 @@ impl<T: Real> SeqModel<T> {
             }
         }
         // nn.Dropout(p) on the head's input: keep with probability 1 - p, scaled by 1/(1-p).
-        let mask = rng.map(|rng| {
-            let keep = 1.0 - p;
-            let scale = T::from_f64(1.0 / keep);
-            (0..n * w)
-                .map(|_| {
-                    if rng.gen::<f64>() < keep {
-                        scale
-                    } else {
-                        T::ZERO
-                    }
-                })
-                .collect::<Vec<T>>()
-        });
+        let mask = match head_mask {
+            HeadMask::Off => None,
+            HeadMask::Given(m) => Some(m),
+            HeadMask::Sample(rng) => {
+                let keep = 1.0 - p;
+                let scale = T::from_f64(1.0 / keep);
+                Some(
+                    (0..n * w)
+                        .map(|_| {
+                            if rng.gen::<f64>() < keep {
+                                scale
+                            } else {
+                                T::ZERO
+                            }
+                        })
+                        .collect::<Vec<T>>(),
+                )
+            }
+        };
         if let Some(m) = &mask {
             for (a, &k) in feat.iter_mut().zip(m) {
                 *a *= k;
@@ -1354,6 +1395,42 @@ impl<T: Real> SeqModel<T> {
         rng: Option<&mut dyn RngCore>,
         grads: &mut SeqModelGrads<T>,
     ) -> Result<BatchLoss> {
+        let drop = match rng {
+            Some(rng) => SeqDrop::Sample(rng),
+            None => SeqDrop::Off,
+        };
+        self.step(batch, targets, drop, grads)
+    }
+
+    /// [`SeqModel::loss_and_grad`] of a share of a larger batch (data parallelism): `batch`
+    /// holds rows `first..first + batch.batch_size()` of it. Dropout, when `dropout_key` is
+    /// given and the configured probability is positive, is drawn row by row
+    /// ([`RowMasks`]): row `first + s` gets the masks of generator `first + s` of the key,
+    /// at its own steps only (the masks between layers, then the one on the head's input),
+    /// whatever other rows, and padding, come with it. So the gradients of the shares of a
+    /// batch sum, weighted by their [`BatchLoss::count`], to those of the whole batch.
+    pub fn loss_and_grad_rows(
+        &self,
+        batch: &SeqBatch<T>,
+        targets: &Targets<T>,
+        first: usize,
+        dropout_key: Option<u64>,
+        grads: &mut SeqModelGrads<T>,
+    ) -> Result<BatchLoss> {
+        let drop = match dropout_key {
+            Some(key) => SeqDrop::Rows { key, first },
+            None => SeqDrop::Off,
+        };
+        self.step(batch, targets, drop, grads)
+    }
+
+    fn step(
+        &self,
+        batch: &SeqBatch<T>,
+        targets: &Targets<T>,
+        drop: SeqDrop<'_>,
+        grads: &mut SeqModelGrads<T>,
+    ) -> Result<BatchLoss> {
         if grads.embed.len() != self.embed.as_ref().map_or(0, |e| e.num_params())
             || grads.rnn.len() != self.rnn.params().len()
             || grads.head.len() != self.head.num_params()
@@ -1363,7 +1440,7 @@ impl<T: Real> SeqModel<T> {
             ));
         }
         let c = &self.config;
-        let pass = self.run(batch, true, rng)?;
+        let pass = self.run(batch, true, drop)?;
         let (loss, dout) = self.loss_of(batch, &pass.out, targets)?;
         let (b, t) = (batch.batch_size(), batch.steps);
         let (nd, h, w) = (c.num_directions(), c.hidden_size, c.feature_size());
@@ -1449,7 +1526,7 @@ impl<T: Real> SeqModel<T> {
 
     /// The loss of a batch in evaluation mode (no dropout, no gradient).
     pub fn loss(&self, batch: &SeqBatch<T>, targets: &Targets<T>) -> Result<BatchLoss> {
-        let pass = self.run(batch, false, None)?;
+        let pass = self.run(batch, false, SeqDrop::Off)?;
         Ok(self.loss_of(batch, &pass.out, targets)?.0)
     }
 
@@ -1457,7 +1534,7 @@ impl<T: Real> SeqModel<T> {
     /// (standardisation undone). Per sequence (B, out); per step (B, T, out), zero at padded
     /// positions.
     pub fn forward(&self, batch: &SeqBatch<T>) -> Result<Vec<T>> {
-        let pass = self.run(batch, false, None)?;
+        let pass = self.run(batch, false, SeqDrop::Off)?;
         let o = self.config.output_size;
         let mut out = pass.out;
         if let Some(n) = &self.target_norm {
@@ -1500,14 +1577,14 @@ impl<T: Real> SeqModel<T> {
     /// The most likely class of every sequence (per-sequence classifiers).
     pub fn classify(&self, batch: &SeqBatch<T>) -> Result<Vec<usize>> {
         self.check_classifier(Head::PerSequence(Pooling::Last), "classify")?;
-        let pass = self.run(batch, false, None)?;
+        let pass = self.run(batch, false, SeqDrop::Off)?;
         Ok(argmax_rows(&pass.out, self.config.output_size))
     }
 
     /// The most likely class at every valid step of every sequence (per-step classifiers).
     pub fn tag(&self, batch: &SeqBatch<T>) -> Result<Vec<Vec<usize>>> {
         self.check_classifier(Head::PerStep, "tag")?;
-        let pass = self.run(batch, false, None)?;
+        let pass = self.run(batch, false, SeqDrop::Off)?;
         let best = argmax_rows(&pass.out, self.config.output_size);
         let mut out = Vec::with_capacity(batch.batch_size());
         let mut r = 0;
@@ -1673,8 +1750,17 @@ pub fn save_dir<T: Real>(
     let dir = dir.as_ref();
     std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, "cannot create the directory", e))?;
     let mut cfg = model.config().to_json();
-    cfg["input_normalization"] = model.input_norm.is_some().into();
-    cfg["target_normalization"] = model.target_norm.is_some().into();
+    let flags = NormalizationFlags {
+        input_normalization: model.input_norm.is_some(),
+        target_normalization: model.target_norm.is_some(),
+    };
+    for (k, v) in serde_json::to_value(flags)
+        .expect("two flags")
+        .as_object()
+        .expect("an object")
+    {
+        cfg[k] = v.clone();
+    }
     if let Some(extra) = extra {
         let obj = extra.as_object().ok_or_else(|| {
             Error::Input("the extra keys of config.json must be a JSON object".into())
@@ -1735,9 +1821,9 @@ pub fn load_from<T: Real>(
     let dir = dir.as_ref();
     let (json, source) = (&cfg.json, &cfg.source);
     let config = SeqModelConfig::from_json(json, source)?;
-    let flag = |k: &str| json.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
+    let flags: NormalizationFlags = cfg.parse(ModelKind::SeqModel)?;
     let mut model = SeqModel::load_weights(dir.join(WEIGHTS_FILE), &config)?;
-    let (want_in, want_out) = (flag("input_normalization"), flag("target_normalization"));
+    let (want_in, want_out) = (flags.input_normalization, flags.target_normalization);
     if want_in || want_out {
         let file = TensorFile::read(dir.join(NORMALIZATION_FILE))?;
         let read = |k: &str| -> Result<Normalization> {

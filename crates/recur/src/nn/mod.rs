@@ -12,10 +12,11 @@
 //!   `F.l1_loss`, mean or sum, with an optional mask of the positions that count);
 //! - [`clip_grad_norm`], `nn.utils.clip_grad_norm_` ([`clip_grad_norm_checked`] with
 //!   `error_if_nonfinite=True`), and [`clip_grad_value`], `nn.utils.clip_grad_value_`;
-//! - [`Sgd`], [`Adam`], [`AdamW`], [`RmsProp`] and [`Adagrad`]: the `torch.optim` optimizers
-//!   of the same names, and [`Optimizer`], any of them, built from an [`OptimizerConfig`]
-//!   (parsed from a name and options, e.g. `adamw:lr=1e-3,weight_decay=0.01`), with its state
-//!   exported and imported for exact resume ([`OptimizerState`]);
+//! - [`Optimizer`], one optimizer over an [`UpdateRule`]: [`Sgd`], [`Adam`], [`AdamW`],
+//!   [`RmsProp`] and [`Adagrad`] are it with the `torch.optim` rules of the same names, and
+//!   `Optimizer` with an [`OptimizerConfig`] is any of them (parsed from a name and options,
+//!   e.g. `adamw:lr=1e-3,weight_decay=0.01`), with its state exported and imported for exact
+//!   resume ([`OptimizerState`]);
 //! - [`Schedule`]: learning-rate schedules of `torch.optim.lr_scheduler` (StepLR, MultiStepLR,
 //!   ExponentialLR, CosineAnnealingLR, LinearLR, and a warm-up followed by any of them as
 //!   SequentialLR), parsed from a short string such as `cosine:eta_min=1e-5`.
@@ -50,8 +51,9 @@ pub use loss::{
     l1_loss, mse_loss, softmax, softmax_cross_entropy, Reduction, DEFAULT_IGNORE_INDEX,
 };
 pub use optim::{
-    Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, AdamWConfig, Optimizer, OptimizerArgs,
-    OptimizerConfig, OptimizerState, RmsProp, RmsPropConfig, Sgd, SgdConfig,
+    Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, AdamWConfig, NewOptimizer, Optimizer,
+    OptimizerArgs, OptimizerConfig, OptimizerState, RmsProp, RmsPropConfig, Sgd, SgdConfig,
+    StepInfo, UpdateRule,
 };
 pub use schedule::{LrScheduler, Schedule};
 

@@ -1,6 +1,10 @@
-//! Optimizers over flat parameter buffers, with the update formulas of `torch.optim`: [`Sgd`],
-//! [`Adam`], [`AdamW`], [`RmsProp`] and [`Adagrad`], and [`Optimizer`], any one of them built
-//! from an [`OptimizerConfig`].
+//! Optimizers over flat parameter buffers, with the update formulas of `torch.optim`.
+//!
+//! One [`Optimizer`] holds what every optimizer has (the learning rate, the step count, the
+//! state buffers, the layout of the parts) and applies an [`UpdateRule`]: [`SgdConfig`],
+//! [`AdamConfig`], [`AdamWConfig`], [`RmsPropConfig`] and [`AdagradConfig`] are the rules of
+//! `torch.optim.SGD`, `Adam`, `AdamW`, `RMSprop` and `Adagrad` ([`Sgd`], [`Adam`], ... name the
+//! optimizer with each), and [`OptimizerConfig`] is any of them, chosen at run time.
 //!
 //! Every optimizer keeps its state (moments, momentum buffers, sums) in flat buffers with the
 //! parameters' layout. A model made of several modules can pass its buffers as parts
@@ -24,6 +28,7 @@ use super::{parse_bool, parse_f64, split_spec};
 use crate::error::{Error, Result};
 use crate::io::state_dict::{write_tensors, OutTensor, TensorFile};
 use recur_kernels::Real;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::Path;
 
@@ -35,7 +40,7 @@ fn check_parts<T>(what: &str, parts: &[(&mut [T], &[T])], n: usize) {
         assert_eq!(
             p.len(),
             g.len(),
-            "{what}: part {k} has {} parameters but {} gradients",
+            "{what}.step: part {k} has {} parameters but {} gradients",
             p.len(),
             g.len()
         );
@@ -43,7 +48,7 @@ fn check_parts<T>(what: &str, parts: &[(&mut [T], &[T])], n: usize) {
     }
     assert_eq!(
         total, n,
-        "{what}: the optimizer was made for {n} parameters, got {total}"
+        "{what}.step: the optimizer was made for {n} parameters, got {total}"
     );
 }
 
@@ -222,6 +227,15 @@ fn list_or_none(names: &[&str]) -> String {
     }
 }
 
+/// A Python boolean.
+fn py_bool(b: bool) -> &'static str {
+    if b {
+        "True"
+    } else {
+        "False"
+    }
+}
+
 fn config_err(opt: &str, msg: String) -> Error {
     Error::Config(format!("{opt}: {msg}"))
 }
@@ -253,7 +267,8 @@ fn check_betas(opt: &str, (b1, b2): (f64, f64)) -> Result<()> {
 // SGD
 
 /// The hyper-parameters of [`Sgd`], with PyTorch's names and defaults.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SgdConfig {
     /// Learning rate (default 1e-3).
     pub lr: f64,
@@ -339,108 +354,68 @@ impl SgdConfig {
 /// g   = g + momentum · buf  (nesterov)  or  buf  (otherwise)
 /// p   = p - lr · g
 /// ```
-#[derive(Clone, Debug)]
-pub struct Sgd<T = f32> {
-    config: SgdConfig,
-    n: usize,
-    steps: u64,
-    /// (n): momentum_buffer; None before the first step or without momentum.
-    buf: Option<Vec<T>>,
-}
+pub type Sgd<T = f32> = Optimizer<T, SgdConfig>;
 
-impl<T: Real> Sgd<T> {
-    /// An optimizer for `n` parameters.
-    pub fn new(n: usize, config: SgdConfig) -> Sgd<T> {
-        Sgd {
-            config,
-            n,
-            steps: 0,
-            buf: None,
+impl<T: Real> UpdateRule<T> for SgdConfig {
+    fn name(&self) -> &'static str {
+        "sgd"
+    }
+    fn torch_name(&self) -> &'static str {
+        "SGD"
+    }
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+    fn validate(&self) -> Result<()> {
+        SgdConfig::validate(self)
+    }
+    /// `momentum_buffer` once a step with momentum has run.
+    fn buffers(&self, steps: u64) -> Vec<(&'static str, f64)> {
+        if self.momentum != 0.0 && steps > 0 {
+            vec![("momentum_buffer", 0.0)]
+        } else {
+            Vec::new()
         }
     }
-    /// The hyper-parameters.
-    pub fn config(&self) -> &SgdConfig {
-        &self.config
+    fn options(&self) -> String {
+        format!(
+            "lr={:?},momentum={:?},dampening={:?},weight_decay={:?},nesterov={}",
+            self.lr, self.momentum, self.dampening, self.weight_decay, self.nesterov
+        )
     }
-    /// Changes the learning rate (for schedules).
-    pub fn set_lr(&mut self, lr: f64) {
-        self.config.lr = lr;
+    fn torch_args(&self) -> String {
+        format!(
+            "lr={:?}, momentum={:?}, dampening={:?}, weight_decay={:?}, nesterov={}",
+            self.lr,
+            self.momentum,
+            self.dampening,
+            self.weight_decay,
+            py_bool(self.nesterov)
+        )
     }
-    /// The number of steps taken.
-    pub fn steps(&self) -> u64 {
-        self.steps
-    }
-    /// The momentum buffers, (n), once a step with momentum has run.
-    pub fn momentum_buffer(&self) -> Option<&[T]> {
-        self.buf.as_deref()
-    }
-
-    /// One step over one flat buffer: `params` (n) updated in place from `grads` (n).
-    ///
-    /// Panics if the lengths differ from the optimizer's.
-    pub fn step(&mut self, params: &mut [T], grads: &[T]) {
-        self.step_parts(&mut [(params, grads)]);
-    }
-
-    /// One step over several buffers, `(params, grads)` pairs whose lengths add up to n.
-    ///
-    /// Panics if the lengths do not match.
-    pub fn step_parts(&mut self, parts: &mut [(&mut [T], &[T])]) {
-        check_parts("SGD.step", parts, self.n);
-        self.steps += 1;
-        let c = &self.config;
-        let neg_lr = T::from_f64(-c.lr);
-        let wd = (c.weight_decay != 0.0).then(|| T::from_f64(c.weight_decay));
-        let mom = T::from_f64(c.momentum);
-        let keep = T::from_f64(1.0 - c.dampening);
-        let use_momentum = c.momentum != 0.0;
-        let first = self.buf.is_none();
-        if use_momentum && first {
-            self.buf = Some(vec![T::ZERO; self.n]);
-        }
-        let mut off = 0;
-        for (params, grads) in parts.iter_mut() {
-            let n = params.len();
-            let mut buf = self.buf.as_mut().map(|b| &mut b[off..off + n]);
-            off += n;
-            for (k, (p, &g)) in params.iter_mut().zip(grads.iter()).enumerate() {
-                let mut g = match wd {
-                    Some(wd) => g + wd * *p,
-                    None => g,
-                };
-                if use_momentum {
-                    let b = &mut buf.as_mut().expect("momentum buffer")[k];
-                    *b = if first { g } else { *b * mom + keep * g };
-                    g = if c.nesterov { g + mom * *b } else { *b };
-                }
-                // param.add_(grad, alpha=-lr)
-                *p += neg_lr * g;
+    fn update(&self, h: &StepInfo, params: &mut [T], grads: &[T], state: &mut [&mut [T]]) {
+        let neg_lr = T::from_f64(-h.lr);
+        let wd = (self.weight_decay != 0.0).then(|| T::from_f64(self.weight_decay));
+        let mom = T::from_f64(self.momentum);
+        let keep = T::from_f64(1.0 - self.dampening);
+        let first = h.step == 1;
+        let mut buf = state.first_mut();
+        for (k, (p, &g)) in params.iter_mut().zip(grads.iter()).enumerate() {
+            let mut g = match wd {
+                Some(wd) => g + wd * *p,
+                None => g,
+            };
+            if let Some(buf) = buf.as_mut() {
+                let b = &mut buf[k];
+                *b = if first { g } else { *b * mom + keep * g };
+                g = if self.nesterov { g + mom * *b } else { *b };
             }
+            // param.add_(grad, alpha=-lr)
+            *p += neg_lr * g;
         }
-    }
-
-    /// The state: `momentum_buffer` once a step with momentum has run.
-    pub fn state(&self) -> OptimizerState<T> {
-        OptimizerState {
-            optimizer: "SGD".into(),
-            steps: self.steps,
-            buffers: self
-                .buf
-                .iter()
-                .map(|b| ("momentum_buffer".to_string(), b.clone()))
-                .collect(),
-        }
-    }
-
-    /// Replaces the state by `state` (from [`Sgd::state`] of an optimizer with the same
-    /// configuration and size).
-    pub fn load_state(&mut self, state: &OptimizerState<T>) -> Result<()> {
-        let has_buf = self.config.momentum != 0.0 && state.steps > 0;
-        let expected: &[&str] = if has_buf { &["momentum_buffer"] } else { &[] };
-        state.check("SGD", self.n, expected)?;
-        self.steps = state.steps;
-        self.buf = has_buf.then(|| state.take("momentum_buffer"));
-        Ok(())
     }
 }
 
@@ -448,7 +423,8 @@ impl<T: Real> Sgd<T> {
 // Adam and AdamW
 
 /// The hyper-parameters of [`Adam`], with PyTorch's names and defaults.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AdamConfig {
     /// Learning rate (default 1e-3).
     pub lr: f64,
@@ -478,7 +454,8 @@ impl Default for AdamConfig {
 
 /// The hyper-parameters of [`AdamW`], with PyTorch's names and defaults (those of Adam, but
 /// weight_decay 1e-2, decoupled from the gradient).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AdamWConfig {
     /// Learning rate (default 1e-3).
     pub lr: f64,
@@ -546,73 +523,29 @@ macro_rules! adam_builders {
 adam_builders!(AdamConfig, "Adam");
 adam_builders!(AdamWConfig, "AdamW");
 
-/// The state shared by Adam and AdamW.
-#[derive(Clone, Debug)]
-struct Moments<T> {
-    step: u64,
-    /// (n): exp_avg
-    m: Vec<T>,
-    /// (n): exp_avg_sq
-    v: Vec<T>,
-    /// (n): max_exp_avg_sq, with AMSGrad
-    vmax: Option<Vec<T>>,
-}
-
 /// The hyper-parameters of one Adam(W) step.
 struct AdamStep {
-    lr: f64,
     betas: (f64, f64),
     eps: f64,
     weight_decay: f64,
     decoupled: bool,
+    amsgrad: bool,
 }
 
-impl<T: Real> Moments<T> {
-    fn new(n: usize, amsgrad: bool) -> Moments<T> {
-        Moments {
-            step: 0,
-            m: vec![T::ZERO; n],
-            v: vec![T::ZERO; n],
-            vmax: amsgrad.then(|| vec![T::ZERO; n]),
+impl AdamStep {
+    fn buffers(&self) -> Vec<(&'static str, f64)> {
+        let mut b = vec![("exp_avg", 0.0), ("exp_avg_sq", 0.0)];
+        if self.amsgrad {
+            b.push(("max_exp_avg_sq", 0.0));
         }
+        b
     }
 
-    fn state(&self, optimizer: &str) -> OptimizerState<T> {
-        let mut buffers = vec![
-            ("exp_avg".to_string(), self.m.clone()),
-            ("exp_avg_sq".to_string(), self.v.clone()),
-        ];
-        if let Some(vmax) = &self.vmax {
-            buffers.push(("max_exp_avg_sq".to_string(), vmax.clone()));
-        }
-        OptimizerState {
-            optimizer: optimizer.into(),
-            steps: self.step,
-            buffers,
-        }
-    }
-
-    fn load_state(&mut self, optimizer: &str, state: &OptimizerState<T>) -> Result<()> {
-        let amsgrad = self.vmax.is_some();
-        let expected: &[&str] = if amsgrad {
-            &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
-        } else {
-            &["exp_avg", "exp_avg_sq"]
-        };
-        state.check(optimizer, self.m.len(), expected)?;
-        self.step = state.steps;
-        self.m = state.take("exp_avg");
-        self.v = state.take("exp_avg_sq");
-        self.vmax = amsgrad.then(|| state.take("max_exp_avg_sq"));
-        Ok(())
-    }
-
-    /// PyTorch's `_single_tensor_adam`.
-    fn update(&mut self, what: &str, h: &AdamStep, parts: &mut [(&mut [T], &[T])]) {
-        check_parts(what, parts, self.m.len());
-        self.step += 1;
-        let (b1, b2) = h.betas;
-        let t = self.step as f64;
+    /// PyTorch's `_single_tensor_adam` over one part; `state` holds exp_avg, exp_avg_sq and,
+    /// with AMSGrad, max_exp_avg_sq.
+    fn update<T: Real>(&self, h: &StepInfo, params: &mut [T], grads: &[T], state: &mut [&mut [T]]) {
+        let (b1, b2) = self.betas;
+        let t = h.step as f64;
         let bias_correction1 = 1.0 - b1.powf(t);
         let bias_correction2 = 1.0 - b2.powf(t);
         let step_size = h.lr / bias_correction1;
@@ -622,132 +555,115 @@ impl<T: Real> Moments<T> {
         let w1 = T::from_f64(1.0 - b1);
         let b2t = T::from_f64(b2);
         let w2 = T::from_f64(1.0 - b2);
-        let eps = T::from_f64(h.eps);
-        let (decay, l2) = match (h.weight_decay != 0.0, h.decoupled) {
+        let eps = T::from_f64(self.eps);
+        let (decay, l2) = match (self.weight_decay != 0.0, self.decoupled) {
             (false, _) => (None, None),
-            (true, true) => (Some(T::from_f64(1.0 - h.lr * h.weight_decay)), None),
-            (true, false) => (None, Some(T::from_f64(h.weight_decay))),
+            (true, true) => (Some(T::from_f64(1.0 - h.lr * self.weight_decay)), None),
+            (true, false) => (None, Some(T::from_f64(self.weight_decay))),
         };
-        let mut off = 0;
-        for (params, grads) in parts.iter_mut() {
-            let n = params.len();
-            let m = &mut self.m[off..off + n];
-            let v = &mut self.v[off..off + n];
-            let mut vmax = self.vmax.as_mut().map(|b| &mut b[off..off + n]);
-            off += n;
-            for (k, (((p, &g), m), v)) in params
-                .iter_mut()
-                .zip(grads.iter())
-                .zip(m.iter_mut())
-                .zip(v.iter_mut())
-                .enumerate()
-            {
-                // param.mul_(1 - lr · weight_decay)  (AdamW)
-                if let Some(d) = decay {
-                    *p *= d;
-                }
-                // grad = grad.add(param, alpha=weight_decay)  (Adam)
-                let g = match l2 {
-                    Some(wd) => g + wd * *p,
-                    None => g,
-                };
-                // exp_avg.lerp_(grad, 1 - β1)
-                *m = lerp(*m, g, w1);
-                // exp_avg_sq.mul_(β2).addcmul_(grad, grad, value=1 - β2)
-                *v = *v * b2t + w2 * g * g;
-                // denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps), or with
-                // max_exp_avg_sq = maximum(max_exp_avg_sq, exp_avg_sq) for AMSGrad
-                let second = match vmax.as_mut() {
-                    Some(vm) => {
-                        vm[k] = maximum(vm[k], *v);
-                        vm[k]
-                    }
-                    None => *v,
-                };
-                let denom = second.sqrt() / bc2_sqrt + eps;
-                // param.addcdiv_(exp_avg, denom, value=-step_size)
-                *p += neg_step_size * *m / denom;
+        let [m, v, rest @ ..] = state else {
+            panic!("Adam: the state holds exp_avg and exp_avg_sq");
+        };
+        let mut vmax = rest.first_mut();
+        for (k, (((p, &g), m), v)) in params
+            .iter_mut()
+            .zip(grads.iter())
+            .zip(m.iter_mut())
+            .zip(v.iter_mut())
+            .enumerate()
+        {
+            // param.mul_(1 - lr · weight_decay)  (AdamW)
+            if let Some(d) = decay {
+                *p *= d;
             }
+            // grad = grad.add(param, alpha=weight_decay)  (Adam)
+            let g = match l2 {
+                Some(wd) => g + wd * *p,
+                None => g,
+            };
+            // exp_avg.lerp_(grad, 1 - β1)
+            *m = lerp(*m, g, w1);
+            // exp_avg_sq.mul_(β2).addcmul_(grad, grad, value=1 - β2)
+            *v = *v * b2t + w2 * g * g;
+            // denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps), or with
+            // max_exp_avg_sq = maximum(max_exp_avg_sq, exp_avg_sq) for AMSGrad
+            let second = match vmax.as_mut() {
+                Some(vm) => {
+                    vm[k] = maximum(vm[k], *v);
+                    vm[k]
+                }
+                None => *v,
+            };
+            let denom = second.sqrt() / bc2_sqrt + eps;
+            // param.addcdiv_(exp_avg, denom, value=-step_size)
+            *p += neg_step_size * *m / denom;
         }
     }
 }
 
-/// The two optimizers of the Adam family share their moments ([`Moments`]) and differ only in
-/// how the weight decay is applied (`decoupled`).
-macro_rules! adam_family {
-    ($(#[$doc:meta])* $name:ident, $config:ident, $torch:literal, $decoupled:literal) => {
-        $(#[$doc])*
-        #[derive(Clone, Debug)]
-        pub struct $name<T = f32> {
-            config: $config,
-            state: Moments<T>,
+/// The two rules of the Adam family share their update ([`AdamStep`]) and differ only in how
+/// the weight decay is applied (`decoupled`).
+macro_rules! adam_rule {
+    ($config:ident, $name:literal, $torch:literal, $decoupled:literal) => {
+        impl $config {
+            fn step_rule(&self) -> AdamStep {
+                AdamStep {
+                    betas: self.betas,
+                    eps: self.eps,
+                    weight_decay: self.weight_decay,
+                    decoupled: $decoupled,
+                    amsgrad: self.amsgrad,
+                }
+            }
         }
 
-        impl<T: Real> $name<T> {
-            /// An optimizer for `n` parameters, with zeroed moments.
-            pub fn new(n: usize, config: $config) -> $name<T> {
-                let state = Moments::new(n, config.amsgrad);
-                $name { config, state }
+        impl<T: Real> UpdateRule<T> for $config {
+            fn name(&self) -> &'static str {
+                $name
             }
-            /// The hyper-parameters.
-            pub fn config(&self) -> &$config {
-                &self.config
+            fn torch_name(&self) -> &'static str {
+                $torch
             }
-            /// Changes the learning rate (for schedules).
-            pub fn set_lr(&mut self, lr: f64) {
-                self.config.lr = lr;
+            fn lr(&self) -> f64 {
+                self.lr
             }
-            /// The number of steps taken.
-            pub fn steps(&self) -> u64 {
-                self.state.step
+            fn set_lr(&mut self, lr: f64) {
+                self.lr = lr;
             }
-            /// The first moments `exp_avg`, (n).
-            pub fn exp_avg(&self) -> &[T] {
-                &self.state.m
+            fn validate(&self) -> Result<()> {
+                $config::validate(self)
             }
-            /// The second moments `exp_avg_sq`, (n).
-            pub fn exp_avg_sq(&self) -> &[T] {
-                &self.state.v
+            /// `exp_avg`, `exp_avg_sq` (and `max_exp_avg_sq` with AMSGrad), zeroed at first.
+            fn buffers(&self, _steps: u64) -> Vec<(&'static str, f64)> {
+                self.step_rule().buffers()
             }
-
-            /// One step over one flat buffer: `params` (n) updated in place from `grads` (n).
-            ///
-            /// Panics if the lengths differ from the optimizer's.
-            pub fn step(&mut self, params: &mut [T], grads: &[T]) {
-                self.step_parts(&mut [(params, grads)]);
+            fn options(&self) -> String {
+                format!(
+                    "lr={:?},beta1={:?},beta2={:?},eps={:?},weight_decay={:?},amsgrad={}",
+                    self.lr, self.betas.0, self.betas.1, self.eps, self.weight_decay, self.amsgrad
+                )
             }
-
-            /// One step over several buffers, `(params, grads)` pairs whose lengths add up to
-            /// n.
-            ///
-            /// Panics if the lengths do not match.
-            pub fn step_parts(&mut self, parts: &mut [(&mut [T], &[T])]) {
-                let c = &self.config;
-                let h = AdamStep {
-                    lr: c.lr,
-                    betas: c.betas,
-                    eps: c.eps,
-                    weight_decay: c.weight_decay,
-                    decoupled: $decoupled,
-                };
-                self.state.update(concat!($torch, ".step"), &h, parts);
+            fn torch_args(&self) -> String {
+                format!(
+                    "lr={:?}, betas=({:?}, {:?}), eps={:?}, weight_decay={:?}, amsgrad={}",
+                    self.lr,
+                    self.betas.0,
+                    self.betas.1,
+                    self.eps,
+                    self.weight_decay,
+                    py_bool(self.amsgrad)
+                )
             }
-
-            /// The state: `exp_avg`, `exp_avg_sq` (and `max_exp_avg_sq` with AMSGrad).
-            pub fn state(&self) -> OptimizerState<T> {
-                self.state.state($torch)
-            }
-
-            /// Replaces the state by `state` (from the `state()` of an optimizer with the same
-            /// configuration and size).
-            pub fn load_state(&mut self, state: &OptimizerState<T>) -> Result<()> {
-                self.state.load_state($torch, state)
+            fn update(&self, h: &StepInfo, params: &mut [T], grads: &[T], state: &mut [&mut [T]]) {
+                self.step_rule().update(h, params, grads, state)
             }
         }
     };
 }
 
-adam_family! {
+adam_rule!(AdamConfig, "adam", "Adam", false);
+adam_rule!(AdamWConfig, "adamw", "AdamW", true);
+
 /// `torch.optim.Adam` (maximize=False), with the arithmetic of PyTorch's single-tensor CPU
 /// implementation. At step t (from 1), for every element:
 ///
@@ -762,10 +678,8 @@ adam_family! {
 /// ```
 ///
 /// The bias corrections are computed in f64 (Python floats in PyTorch), the rest in `T`.
-    Adam, AdamConfig, "Adam", false
-}
+pub type Adam<T = f32> = Optimizer<T, AdamConfig>;
 
-adam_family! {
 /// `torch.optim.AdamW` (maximize=False): Adam whose weight decay multiplies the parameters
 /// instead of entering the gradient. At step t, for every element, first
 ///
@@ -774,14 +688,14 @@ adam_family! {
 /// ```
 ///
 /// then the [`Adam`] update with the plain gradient.
-    AdamW, AdamWConfig, "AdamW", true
-}
+pub type AdamW<T = f32> = Optimizer<T, AdamWConfig>;
 
 // ---------------------------------------------------------------------------------------------
 // RMSprop
 
 /// The hyper-parameters of [`RmsProp`], with PyTorch's names and defaults.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RmsPropConfig {
     /// Learning rate (default 1e-2).
     pub lr: f64,
@@ -862,143 +776,99 @@ impl RmsPropConfig {
 /// buf = momentum · buf + g / avg;  p = p - lr · buf     (if momentum > 0)
 /// p   = p - lr · g / avg                                (otherwise)
 /// ```
-#[derive(Clone, Debug)]
-pub struct RmsProp<T = f32> {
-    config: RmsPropConfig,
-    steps: u64,
-    /// (n): square_avg
-    square_avg: Vec<T>,
-    /// (n): grad_avg, when centered
-    grad_avg: Option<Vec<T>>,
-    /// (n): momentum_buffer, when momentum > 0
-    buf: Option<Vec<T>>,
-}
+pub type RmsProp<T = f32> = Optimizer<T, RmsPropConfig>;
 
-impl<T: Real> RmsProp<T> {
-    /// An optimizer for `n` parameters, with zeroed averages.
-    pub fn new(n: usize, config: RmsPropConfig) -> RmsProp<T> {
-        RmsProp {
-            steps: 0,
-            square_avg: vec![T::ZERO; n],
-            grad_avg: config.centered.then(|| vec![T::ZERO; n]),
-            buf: (config.momentum > 0.0).then(|| vec![T::ZERO; n]),
-            config,
+impl<T: Real> UpdateRule<T> for RmsPropConfig {
+    fn name(&self) -> &'static str {
+        "rmsprop"
+    }
+    fn torch_name(&self) -> &'static str {
+        "RMSprop"
+    }
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+    fn validate(&self) -> Result<()> {
+        RmsPropConfig::validate(self)
+    }
+    /// `grad_avg` (centered), `momentum_buffer` (momentum > 0), `square_avg`; zeroed at
+    /// first.
+    fn buffers(&self, _steps: u64) -> Vec<(&'static str, f64)> {
+        let mut b = Vec::new();
+        if self.centered {
+            b.push(("grad_avg", 0.0));
         }
+        if self.momentum > 0.0 {
+            b.push(("momentum_buffer", 0.0));
+        }
+        b.push(("square_avg", 0.0));
+        b
     }
-    /// The hyper-parameters.
-    pub fn config(&self) -> &RmsPropConfig {
-        &self.config
+    fn options(&self) -> String {
+        format!(
+            "lr={:?},alpha={:?},eps={:?},weight_decay={:?},momentum={:?},centered={}",
+            self.lr, self.alpha, self.eps, self.weight_decay, self.momentum, self.centered
+        )
     }
-    /// Changes the learning rate (for schedules).
-    pub fn set_lr(&mut self, lr: f64) {
-        self.config.lr = lr;
+    fn torch_args(&self) -> String {
+        format!(
+            "lr={:?}, alpha={:?}, eps={:?}, weight_decay={:?}, momentum={:?}, centered={}",
+            self.lr,
+            self.alpha,
+            self.eps,
+            self.weight_decay,
+            self.momentum,
+            py_bool(self.centered)
+        )
     }
-    /// The number of steps taken.
-    pub fn steps(&self) -> u64 {
-        self.steps
-    }
-
-    /// One step over one flat buffer: `params` (n) updated in place from `grads` (n).
-    ///
-    /// Panics if the lengths differ from the optimizer's.
-    pub fn step(&mut self, params: &mut [T], grads: &[T]) {
-        self.step_parts(&mut [(params, grads)]);
-    }
-
-    /// One step over several buffers, `(params, grads)` pairs whose lengths add up to n.
-    ///
-    /// Panics if the lengths do not match.
-    pub fn step_parts(&mut self, parts: &mut [(&mut [T], &[T])]) {
-        check_parts("RMSprop.step", parts, self.square_avg.len());
-        self.steps += 1;
-        let c = &self.config;
-        let neg_lr = T::from_f64(-c.lr);
-        let wd = (c.weight_decay != 0.0).then(|| T::from_f64(c.weight_decay));
-        let alpha = T::from_f64(c.alpha);
-        let w = T::from_f64(1.0 - c.alpha);
-        let eps = T::from_f64(c.eps);
-        let mom = T::from_f64(c.momentum);
+    fn update(&self, h: &StepInfo, params: &mut [T], grads: &[T], state: &mut [&mut [T]]) {
+        let neg_lr = T::from_f64(-h.lr);
+        let wd = (self.weight_decay != 0.0).then(|| T::from_f64(self.weight_decay));
+        let alpha = T::from_f64(self.alpha);
+        let w = T::from_f64(1.0 - self.alpha);
+        let eps = T::from_f64(self.eps);
+        let mom = T::from_f64(self.momentum);
         let neg_one = -T::ONE;
-        let mut off = 0;
-        for (params, grads) in parts.iter_mut() {
-            let n = params.len();
-            let sq = &mut self.square_avg[off..off + n];
-            let mut ga = self.grad_avg.as_mut().map(|b| &mut b[off..off + n]);
-            let mut buf = self.buf.as_mut().map(|b| &mut b[off..off + n]);
-            off += n;
-            for (k, ((p, &g), s)) in params
-                .iter_mut()
-                .zip(grads.iter())
-                .zip(sq.iter_mut())
-                .enumerate()
-            {
-                let g = match wd {
-                    Some(wd) => g + wd * *p,
-                    None => g,
-                };
-                // square_avg.mul_(α).addcmul_(grad, grad, value=1 - α)
-                *s = *s * alpha + w * g * g;
-                let avg = match ga.as_mut() {
-                    Some(ga) => {
-                        // grad_avg.lerp_(grad, 1 - α);
-                        // avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_()
-                        ga[k] = lerp(ga[k], g, w);
-                        (*s + neg_one * ga[k] * ga[k]).sqrt()
-                    }
-                    None => s.sqrt(),
-                };
-                // avg.add_(eps)
-                let avg = avg + eps;
-                match buf.as_mut() {
-                    Some(b) => {
-                        // buf.mul_(momentum).addcdiv_(grad, avg); param.add_(buf, alpha=-lr)
-                        b[k] = b[k] * mom + g / avg;
-                        *p += neg_lr * b[k];
-                    }
-                    // param.addcdiv_(grad, avg, value=-lr)
-                    None => *p += neg_lr * g / avg,
+        let mut it = state.iter_mut();
+        let mut ga = if self.centered { it.next() } else { None };
+        let mut buf = if self.momentum > 0.0 { it.next() } else { None };
+        let sq = it.next().expect("RMSprop: the state holds square_avg");
+        for (k, ((p, &g), s)) in params
+            .iter_mut()
+            .zip(grads.iter())
+            .zip(sq.iter_mut())
+            .enumerate()
+        {
+            let g = match wd {
+                Some(wd) => g + wd * *p,
+                None => g,
+            };
+            // square_avg.mul_(α).addcmul_(grad, grad, value=1 - α)
+            *s = *s * alpha + w * g * g;
+            let avg = match ga.as_mut() {
+                Some(ga) => {
+                    // grad_avg.lerp_(grad, 1 - α);
+                    // avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_()
+                    ga[k] = lerp(ga[k], g, w);
+                    (*s + neg_one * ga[k] * ga[k]).sqrt()
                 }
+                None => s.sqrt(),
+            };
+            // avg.add_(eps)
+            let avg = avg + eps;
+            match buf.as_mut() {
+                Some(b) => {
+                    // buf.mul_(momentum).addcdiv_(grad, avg); param.add_(buf, alpha=-lr)
+                    b[k] = b[k] * mom + g / avg;
+                    *p += neg_lr * b[k];
+                }
+                // param.addcdiv_(grad, avg, value=-lr)
+                None => *p += neg_lr * g / avg,
             }
         }
-    }
-
-    /// The state: `grad_avg` (centered), `momentum_buffer` (momentum > 0), `square_avg`.
-    pub fn state(&self) -> OptimizerState<T> {
-        let mut buffers = Vec::new();
-        if let Some(g) = &self.grad_avg {
-            buffers.push(("grad_avg".to_string(), g.clone()));
-        }
-        if let Some(b) = &self.buf {
-            buffers.push(("momentum_buffer".to_string(), b.clone()));
-        }
-        buffers.push(("square_avg".to_string(), self.square_avg.clone()));
-        OptimizerState {
-            optimizer: "RMSprop".into(),
-            steps: self.steps,
-            buffers,
-        }
-    }
-
-    /// Replaces the state by `state` (from [`RmsProp::state`] of an optimizer with the same
-    /// configuration and size).
-    pub fn load_state(&mut self, state: &OptimizerState<T>) -> Result<()> {
-        let mut expected = vec!["square_avg"];
-        if self.buf.is_some() {
-            expected.push("momentum_buffer");
-        }
-        if self.grad_avg.is_some() {
-            expected.push("grad_avg");
-        }
-        state.check("RMSprop", self.square_avg.len(), &expected)?;
-        self.steps = state.steps;
-        self.square_avg = state.take("square_avg");
-        if self.buf.is_some() {
-            self.buf = Some(state.take("momentum_buffer"));
-        }
-        if self.grad_avg.is_some() {
-            self.grad_avg = Some(state.take("grad_avg"));
-        }
-        Ok(())
     }
 }
 
@@ -1006,7 +876,8 @@ impl<T: Real> RmsProp<T> {
 // Adagrad
 
 /// The hyper-parameters of [`Adagrad`], with PyTorch's names and defaults.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AdagradConfig {
     /// Learning rate (default 1e-2).
     pub lr: f64,
@@ -1081,97 +952,138 @@ impl AdagradConfig {
 /// sum = sum + g·g                                (starts at initial_accumulator_value)
 /// p   = p - clr · g / (√sum + eps)
 /// ```
-#[derive(Clone, Debug)]
-pub struct Adagrad<T = f32> {
-    config: AdagradConfig,
-    steps: u64,
-    /// (n): sum
-    sum: Vec<T>,
-}
+pub type Adagrad<T = f32> = Optimizer<T, AdagradConfig>;
 
-impl<T: Real> Adagrad<T> {
-    /// An optimizer for `n` parameters, the sums filled with `initial_accumulator_value`.
-    pub fn new(n: usize, config: AdagradConfig) -> Adagrad<T> {
-        Adagrad {
-            steps: 0,
-            sum: vec![T::from_f64(config.initial_accumulator_value); n],
-            config,
-        }
+impl<T: Real> UpdateRule<T> for AdagradConfig {
+    fn name(&self) -> &'static str {
+        "adagrad"
     }
-    /// The hyper-parameters.
-    pub fn config(&self) -> &AdagradConfig {
-        &self.config
+    fn torch_name(&self) -> &'static str {
+        "Adagrad"
     }
-    /// Changes the learning rate (for schedules).
-    pub fn set_lr(&mut self, lr: f64) {
-        self.config.lr = lr;
+    fn lr(&self) -> f64 {
+        self.lr
     }
-    /// The number of steps taken.
-    pub fn steps(&self) -> u64 {
-        self.steps
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
     }
-
-    /// One step over one flat buffer: `params` (n) updated in place from `grads` (n).
-    ///
-    /// Panics if the lengths differ from the optimizer's.
-    pub fn step(&mut self, params: &mut [T], grads: &[T]) {
-        self.step_parts(&mut [(params, grads)]);
+    fn validate(&self) -> Result<()> {
+        AdagradConfig::validate(self)
     }
-
-    /// One step over several buffers, `(params, grads)` pairs whose lengths add up to n.
-    ///
-    /// Panics if the lengths do not match.
-    pub fn step_parts(&mut self, parts: &mut [(&mut [T], &[T])]) {
-        check_parts("Adagrad.step", parts, self.sum.len());
-        self.steps += 1;
-        let c = &self.config;
-        let clr = c.lr / (1.0 + (self.steps as f64 - 1.0) * c.lr_decay);
+    /// `sum`, filled with `initial_accumulator_value` at first.
+    fn buffers(&self, _steps: u64) -> Vec<(&'static str, f64)> {
+        vec![("sum", self.initial_accumulator_value)]
+    }
+    fn options(&self) -> String {
+        format!(
+            "lr={:?},lr_decay={:?},weight_decay={:?},initial_accumulator_value={:?},eps={:?}",
+            self.lr, self.lr_decay, self.weight_decay, self.initial_accumulator_value, self.eps
+        )
+    }
+    fn torch_args(&self) -> String {
+        format!(
+            "lr={:?}, lr_decay={:?}, weight_decay={:?}, initial_accumulator_value={:?}, eps={:?}",
+            self.lr, self.lr_decay, self.weight_decay, self.initial_accumulator_value, self.eps
+        )
+    }
+    fn update(&self, h: &StepInfo, params: &mut [T], grads: &[T], state: &mut [&mut [T]]) {
+        let clr = h.lr / (1.0 + (h.step as f64 - 1.0) * self.lr_decay);
         let neg_clr = T::from_f64(-clr);
-        let wd = (c.weight_decay != 0.0).then(|| T::from_f64(c.weight_decay));
-        let eps = T::from_f64(c.eps);
-        let mut off = 0;
-        for (params, grads) in parts.iter_mut() {
-            let n = params.len();
-            let sum = &mut self.sum[off..off + n];
-            off += n;
-            for ((p, &g), s) in params.iter_mut().zip(grads.iter()).zip(sum.iter_mut()) {
-                let g = match wd {
-                    Some(wd) => g + wd * *p,
-                    None => g,
-                };
-                // state_sum.addcmul_(grad, grad, value=1)
-                *s += T::ONE * g * g;
-                // std = state_sum.sqrt().add_(eps); param.addcdiv_(grad, std, value=-clr)
-                let std = s.sqrt() + eps;
-                *p += neg_clr * g / std;
-            }
+        let wd = (self.weight_decay != 0.0).then(|| T::from_f64(self.weight_decay));
+        let eps = T::from_f64(self.eps);
+        let sum = state.first_mut().expect("Adagrad: the state holds sum");
+        for ((p, &g), s) in params.iter_mut().zip(grads.iter()).zip(sum.iter_mut()) {
+            let g = match wd {
+                Some(wd) => g + wd * *p,
+                None => g,
+            };
+            // state_sum.addcmul_(grad, grad, value=1)
+            *s += T::ONE * g * g;
+            // std = state_sum.sqrt().add_(eps); param.addcdiv_(grad, std, value=-clr)
+            let std = s.sqrt() + eps;
+            *p += neg_clr * g / std;
         }
-    }
-
-    /// The state: `sum`.
-    pub fn state(&self) -> OptimizerState<T> {
-        OptimizerState {
-            optimizer: "Adagrad".into(),
-            steps: self.steps,
-            buffers: vec![("sum".to_string(), self.sum.clone())],
-        }
-    }
-
-    /// Replaces the state by `state` (from [`Adagrad::state`] of an optimizer with the same
-    /// configuration and size).
-    pub fn load_state(&mut self, state: &OptimizerState<T>) -> Result<()> {
-        state.check("Adagrad", self.sum.len(), &["sum"])?;
-        self.steps = state.steps;
-        self.sum = state.take("sum");
-        Ok(())
     }
 }
 
 // ---------------------------------------------------------------------------------------------
-// One type over all of them
+// The update rules and the one optimizer over them
+
+/// Where an update is: the learning rate of the step and its number `t` (from 1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepInfo {
+    /// The learning rate of this step.
+    pub lr: f64,
+    /// The step's number, from 1 (PyTorch's `state['step']` after its increment).
+    pub step: u64,
+}
+
+/// One `torch.optim` update formula: the hyper-parameters (the implementing type, e.g.
+/// [`AdamConfig`]), the state buffers it keeps, and the element-wise update of one part.
+/// [`Optimizer`] holds the rest (learning rate, step count, the buffers, the parts' layout).
+pub trait UpdateRule<T: Real>: fmt::Debug {
+    /// The name [`OptimizerConfig::parse`] reads: `sgd`, `adam`, ...
+    fn name(&self) -> &'static str;
+    /// The `torch.optim` class name: `SGD`, `Adam`, `AdamW`, `RMSprop`, `Adagrad`.
+    fn torch_name(&self) -> &'static str;
+    /// The learning rate.
+    fn lr(&self) -> f64;
+    /// Sets the learning rate.
+    fn set_lr(&mut self, lr: f64);
+    /// The checks PyTorch's constructor makes.
+    fn validate(&self) -> Result<()>;
+    /// The state buffers after `steps` steps, with PyTorch's names in alphabetical order,
+    /// each with the value it starts from.
+    fn buffers(&self, steps: u64) -> Vec<(&'static str, f64)>;
+    /// Every hyper-parameter as `key=value,...` ([`OptimizerConfig::spec`] without the name).
+    fn options(&self) -> String;
+    /// The arguments of the PyTorch constructor call, e.g. `lr=0.001, betas=(0.9, 0.999)`.
+    fn torch_args(&self) -> String;
+    /// Step `h` over one part: `params` updated in place from `grads`, with the part's slice
+    /// of every buffer of [`UpdateRule::buffers`]`(h.step)`, in that order.
+    fn update(&self, h: &StepInfo, params: &mut [T], grads: &[T], state: &mut [&mut [T]]);
+}
+
+/// What [`Optimizer::new`] returns for a rule: the configuration of one optimizer
+/// ([`AdamConfig`], ...) is used as given and gives the optimizer itself; an
+/// [`OptimizerConfig`] is checked first, as PyTorch's constructors check, and gives a
+/// `Result`.
+pub trait NewOptimizer: Sized {
+    /// `O`, or `Result<O>`.
+    type Output<O>;
+    /// `build(self)`, checked or not.
+    fn new_optimizer<O>(self, build: impl FnOnce(Self) -> O) -> Self::Output<O>;
+}
+
+macro_rules! unchecked {
+    ($($config:ident),*) => {$(
+        impl NewOptimizer for $config {
+            type Output<O> = O;
+            fn new_optimizer<O>(self, build: impl FnOnce(Self) -> O) -> O {
+                build(self)
+            }
+        }
+    )*};
+}
+unchecked!(
+    SgdConfig,
+    AdamConfig,
+    AdamWConfig,
+    RmsPropConfig,
+    AdagradConfig
+);
+
+impl NewOptimizer for OptimizerConfig {
+    type Output<O> = Result<O>;
+    fn new_optimizer<O>(self, build: impl FnOnce(Self) -> O) -> Result<O> {
+        self.validate()?;
+        Ok(build(self))
+    }
+}
 
 /// The configuration of any of the optimizers.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "lowercase")]
 pub enum OptimizerConfig {
     /// `torch.optim.SGD`
     Sgd(SgdConfig),
@@ -1183,6 +1095,81 @@ pub enum OptimizerConfig {
     RmsProp(RmsPropConfig),
     /// `torch.optim.Adagrad`
     Adagrad(AdagradConfig),
+}
+
+impl OptimizerConfig {
+    /// The rule of the configuration: the one place that looks at which optimizer it is.
+    pub fn rule<T: Real>(&self) -> &dyn UpdateRule<T> {
+        match self {
+            OptimizerConfig::Sgd(c) => c,
+            OptimizerConfig::Adam(c) => c,
+            OptimizerConfig::AdamW(c) => c,
+            OptimizerConfig::RmsProp(c) => c,
+            OptimizerConfig::Adagrad(c) => c,
+        }
+    }
+
+    /// The hyper-parameters, whatever the element type (they do not depend on it).
+    fn hyper(&self) -> &dyn UpdateRule<f64> {
+        self.rule::<f64>()
+    }
+
+    /// The name [`OptimizerConfig::parse`] accepts: `sgd`, `adam`, `adamw`, `rmsprop`,
+    /// `adagrad`.
+    pub fn name(&self) -> &'static str {
+        self.hyper().name()
+    }
+
+    /// The `torch.optim` class name: `SGD`, `Adam`, `AdamW`, `RMSprop`, `Adagrad`.
+    pub fn torch_name(&self) -> &'static str {
+        self.hyper().torch_name()
+    }
+
+    /// The learning rate.
+    pub fn lr(&self) -> f64 {
+        self.hyper().lr()
+    }
+
+    /// The checks PyTorch's constructor makes (non-negative rates, betas in [0, 1), ...).
+    pub fn validate(&self) -> Result<()> {
+        self.hyper().validate()
+    }
+}
+
+impl<T: Real> UpdateRule<T> for OptimizerConfig {
+    fn name(&self) -> &'static str {
+        self.rule::<T>().name()
+    }
+    fn torch_name(&self) -> &'static str {
+        self.rule::<T>().torch_name()
+    }
+    fn lr(&self) -> f64 {
+        self.rule::<T>().lr()
+    }
+    fn set_lr(&mut self, lr: f64) {
+        // Every variant's learning rate is its field `lr`.
+        let (OptimizerConfig::Sgd(SgdConfig { lr: l, .. })
+        | OptimizerConfig::Adam(AdamConfig { lr: l, .. })
+        | OptimizerConfig::AdamW(AdamWConfig { lr: l, .. })
+        | OptimizerConfig::RmsProp(RmsPropConfig { lr: l, .. })
+        | OptimizerConfig::Adagrad(AdagradConfig { lr: l, .. })) = self;
+        *l = lr;
+    }
+    fn validate(&self) -> Result<()> {
+        self.rule::<T>().validate()
+    }
+    fn buffers(&self, steps: u64) -> Vec<(&'static str, f64)> {
+        self.rule::<T>().buffers(steps)
+    }
+    fn options(&self) -> String {
+        self.rule::<T>().options()
+    }
+    fn torch_args(&self) -> String {
+        self.rule::<T>().torch_args()
+    }
+    fn update(&self, h: &StepInfo, params: &mut [T], grads: &[T], state: &mut [&mut [T]]) {
+        self.rule::<T>().update(h, params, grads, state)
+    }
 }
 
 /// Optional hyper-parameters for [`OptimizerConfig::from_args`], e.g. from command-line flags;
@@ -1227,6 +1214,27 @@ pub struct OptimizerArgs {
 const NAMES: &str = "sgd, adam, adamw, rmsprop, adagrad";
 
 impl OptimizerArgs {
+    /// Splits `name[:key=value,...]` into the optimizer's name and the options given (the
+    /// keys are the fields' names); an error for an unknown key or a value that is not a
+    /// number (or a boolean). [`OptimizerConfig::from_args`] checks that the options belong
+    /// to the optimizer.
+    pub fn parse(spec: &str) -> Result<(String, OptimizerArgs)> {
+        let what = format!("optimizer '{spec}'");
+        let (name, opts) = split_spec("optimizer", spec)?;
+        let mut args = OptimizerArgs::default();
+        for (k, v) in opts {
+            if !args.set(&what, k, v)? {
+                let known = options_of(&name.to_ascii_lowercase())
+                    .map(|o| format!("options of {name}: {}", o.join(", ")))
+                    .unwrap_or_else(|| format!("optimizers: {NAMES}"));
+                return Err(Error::Config(format!(
+                    "{what}: unknown option '{k}' ({known})"
+                )));
+            }
+        }
+        Ok((name.to_string(), args))
+    }
+
     /// `(key, given)` for every option.
     fn given(&self) -> [(&'static str, bool); 13] {
         [
@@ -1291,51 +1299,6 @@ fn options_of(name: &str) -> Option<&'static [&'static str]> {
 }
 
 impl OptimizerConfig {
-    /// The name [`OptimizerConfig::parse`] accepts: `sgd`, `adam`, `adamw`, `rmsprop`,
-    /// `adagrad`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            OptimizerConfig::Sgd(_) => "sgd",
-            OptimizerConfig::Adam(_) => "adam",
-            OptimizerConfig::AdamW(_) => "adamw",
-            OptimizerConfig::RmsProp(_) => "rmsprop",
-            OptimizerConfig::Adagrad(_) => "adagrad",
-        }
-    }
-
-    /// The `torch.optim` class name: `SGD`, `Adam`, `AdamW`, `RMSprop`, `Adagrad`.
-    pub fn torch_name(&self) -> &'static str {
-        match self {
-            OptimizerConfig::Sgd(_) => "SGD",
-            OptimizerConfig::Adam(_) => "Adam",
-            OptimizerConfig::AdamW(_) => "AdamW",
-            OptimizerConfig::RmsProp(_) => "RMSprop",
-            OptimizerConfig::Adagrad(_) => "Adagrad",
-        }
-    }
-
-    /// The learning rate.
-    pub fn lr(&self) -> f64 {
-        match self {
-            OptimizerConfig::Sgd(c) => c.lr,
-            OptimizerConfig::Adam(c) => c.lr,
-            OptimizerConfig::AdamW(c) => c.lr,
-            OptimizerConfig::RmsProp(c) => c.lr,
-            OptimizerConfig::Adagrad(c) => c.lr,
-        }
-    }
-
-    /// The checks PyTorch's constructor makes (non-negative rates, betas in [0, 1), ...).
-    pub fn validate(&self) -> Result<()> {
-        match self {
-            OptimizerConfig::Sgd(c) => c.validate(),
-            OptimizerConfig::Adam(c) => c.validate(),
-            OptimizerConfig::AdamW(c) => c.validate(),
-            OptimizerConfig::RmsProp(c) => c.validate(),
-            OptimizerConfig::Adagrad(c) => c.validate(),
-        }
-    }
-
     /// The optimizer `name` (`sgd`, `adam`, `adamw`, `rmsprop`, `adagrad`; any case) with
     /// PyTorch's defaults, overridden by the options given in `args`. An error if the name is
     /// unknown, an option does not belong to that optimizer (e.g. momentum for Adam), or a
@@ -1420,57 +1383,14 @@ impl OptimizerConfig {
     /// [`OptimizerArgs`] (PyTorch's argument names, with `beta1` and `beta2` for `betas`).
     /// [`OptimizerConfig::spec`] gives this form back.
     pub fn parse(spec: &str) -> Result<OptimizerConfig> {
-        let what = format!("optimizer '{spec}'");
-        let (name, opts) = split_spec("optimizer", spec)?;
-        let mut args = OptimizerArgs::default();
-        for (k, v) in opts {
-            if !args.set(&what, k, v)? {
-                let known = options_of(&name.to_ascii_lowercase())
-                    .map(|o| format!("options of {name}: {}", o.join(", ")))
-                    .unwrap_or_else(|| format!("optimizers: {NAMES}"));
-                return Err(Error::Config(format!(
-                    "{what}: unknown option '{k}' ({known})"
-                )));
-            }
-        }
-        OptimizerConfig::from_args(name, &args)
+        let (name, args) = OptimizerArgs::parse(spec)?;
+        OptimizerConfig::from_args(&name, &args)
     }
 
     /// Every hyper-parameter in the form [`OptimizerConfig::parse`] reads, e.g.
     /// `adam:lr=0.001,beta1=0.9,beta2=0.999,eps=1e-8,weight_decay=0.0,amsgrad=false`.
     pub fn spec(&self) -> String {
-        let body = match self {
-            OptimizerConfig::Sgd(c) => format!(
-                "lr={:?},momentum={:?},dampening={:?},weight_decay={:?},nesterov={}",
-                c.lr, c.momentum, c.dampening, c.weight_decay, c.nesterov
-            ),
-            OptimizerConfig::Adam(AdamConfig {
-                lr,
-                betas,
-                eps,
-                weight_decay,
-                amsgrad,
-            })
-            | OptimizerConfig::AdamW(AdamWConfig {
-                lr,
-                betas,
-                eps,
-                weight_decay,
-                amsgrad,
-            }) => format!(
-                "lr={lr:?},beta1={:?},beta2={:?},eps={eps:?},weight_decay={weight_decay:?},amsgrad={amsgrad}",
-                betas.0, betas.1
-            ),
-            OptimizerConfig::RmsProp(c) => format!(
-                "lr={:?},alpha={:?},eps={:?},weight_decay={:?},momentum={:?},centered={}",
-                c.lr, c.alpha, c.eps, c.weight_decay, c.momentum, c.centered
-            ),
-            OptimizerConfig::Adagrad(c) => format!(
-                "lr={:?},lr_decay={:?},weight_decay={:?},initial_accumulator_value={:?},eps={:?}",
-                c.lr, c.lr_decay, c.weight_decay, c.initial_accumulator_value, c.eps
-            ),
-        };
-        format!("{}:{body}", self.name())
+        format!("{}:{}", self.name(), self.hyper().options())
     }
 }
 
@@ -1478,62 +1398,17 @@ impl OptimizerConfig {
 /// weight_decay=0.01, amsgrad=False)`.
 impl fmt::Display for OptimizerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let py = |b: bool| if b { "True" } else { "False" };
-        write!(f, "{}(", self.torch_name())?;
-        match self {
-            OptimizerConfig::Sgd(c) => write!(
-                f,
-                "lr={:?}, momentum={:?}, dampening={:?}, weight_decay={:?}, nesterov={}",
-                c.lr,
-                c.momentum,
-                c.dampening,
-                c.weight_decay,
-                py(c.nesterov)
-            )?,
-            OptimizerConfig::Adam(AdamConfig {
-                lr,
-                betas,
-                eps,
-                weight_decay,
-                amsgrad,
-            })
-            | OptimizerConfig::AdamW(AdamWConfig {
-                lr,
-                betas,
-                eps,
-                weight_decay,
-                amsgrad,
-            }) => write!(
-                f,
-                "lr={lr:?}, betas=({:?}, {:?}), eps={eps:?}, weight_decay={weight_decay:?}, amsgrad={}",
-                betas.0,
-                betas.1,
-                py(*amsgrad)
-            )?,
-            OptimizerConfig::RmsProp(c) => write!(
-                f,
-                "lr={:?}, alpha={:?}, eps={:?}, weight_decay={:?}, momentum={:?}, centered={}",
-                c.lr,
-                c.alpha,
-                c.eps,
-                c.weight_decay,
-                c.momentum,
-                py(c.centered)
-            )?,
-            OptimizerConfig::Adagrad(c) => write!(
-                f,
-                "lr={:?}, lr_decay={:?}, weight_decay={:?}, initial_accumulator_value={:?}, eps={:?}",
-                c.lr, c.lr_decay, c.weight_decay, c.initial_accumulator_value, c.eps
-            )?,
-        }
-        write!(f, ")")
+        write!(f, "{}({})", self.torch_name(), self.hyper().torch_args())
     }
 }
 
-/// Any of the optimizers, behind one type: built from an [`OptimizerConfig`], stepped with
-/// `(params, grads)` parts like each of them.
+/// An optimizer over flat parameter buffers: the update rule `R` ([`SgdConfig`],
+/// [`AdamConfig`], ..., or [`OptimizerConfig`], any of them), the learning rate, the step
+/// count, the state buffers (each covering all n parameters) and the layout of the parts it
+/// is stepped with. [`Sgd`], [`Adam`], [`AdamW`], [`RmsProp`] and [`Adagrad`] name it with
+/// their rules.
 ///
-/// Every optimizer follows PyTorch's single-tensor implementation (`foreach=False`, what
+/// Every rule follows PyTorch's single-tensor implementation (`foreach=False`, what
 /// `torch.optim` uses for CPU tensors) operation by operation: the scalars PyTorch computes as
 /// Python floats are computed in f64 and rounded to `T` once, the element-wise operations run
 /// in `T` in PyTorch's order. In f64 the parameters and states agree with PyTorch's to about
@@ -1557,94 +1432,261 @@ impl fmt::Display for OptimizerConfig {
 /// assert_eq!(resumed.state(), opt.state());
 /// ```
 #[derive(Clone, Debug)]
-pub enum Optimizer<T = f32> {
-    /// [`Sgd`]
-    Sgd(Sgd<T>),
-    /// [`Adam`]
-    Adam(Adam<T>),
-    /// [`AdamW`]
-    AdamW(AdamW<T>),
-    /// [`RmsProp`]
-    RmsProp(RmsProp<T>),
-    /// [`Adagrad`]
-    Adagrad(Adagrad<T>),
+pub struct Optimizer<T = f32, R = OptimizerConfig> {
+    rule: R,
+    lr: f64,
+    n: usize,
+    steps: u64,
+    /// `(name, values (n))` in the order of [`UpdateRule::buffers`].
+    state: Vec<(&'static str, Vec<T>)>,
+    /// The lengths of the parts of the steps so far (the parameter groups), once stepped.
+    groups: Option<Vec<usize>>,
 }
 
-macro_rules! each {
-    ($self:expr, $o:ident => $e:expr) => {
-        match $self {
-            Optimizer::Sgd($o) => $e,
-            Optimizer::Adam($o) => $e,
-            Optimizer::AdamW($o) => $e,
-            Optimizer::RmsProp($o) => $e,
-            Optimizer::Adagrad($o) => $e,
-        }
-    };
-}
-
-impl<T: Real> Optimizer<T> {
-    /// An optimizer for `n` parameters with fresh state; an error if the configuration is out
-    /// of range (see [`OptimizerConfig::validate`]).
-    pub fn new(n: usize, config: OptimizerConfig) -> Result<Optimizer<T>> {
-        config.validate()?;
-        Ok(match config {
-            OptimizerConfig::Sgd(c) => Optimizer::Sgd(Sgd::new(n, c)),
-            OptimizerConfig::Adam(c) => Optimizer::Adam(Adam::new(n, c)),
-            OptimizerConfig::AdamW(c) => Optimizer::AdamW(AdamW::new(n, c)),
-            OptimizerConfig::RmsProp(c) => Optimizer::RmsProp(RmsProp::new(n, c)),
-            OptimizerConfig::Adagrad(c) => Optimizer::Adagrad(Adagrad::new(n, c)),
+impl<T: Real, R: UpdateRule<T> + NewOptimizer + Clone> Optimizer<T, R> {
+    /// An optimizer for `n` parameters with fresh state. With an [`OptimizerConfig`], a
+    /// `Result`: an error if the configuration is out of range (see
+    /// [`OptimizerConfig::validate`]); with the configuration of one optimizer, the optimizer.
+    pub fn new(n: usize, rule: R) -> R::Output<Self> {
+        rule.new_optimizer(|rule| {
+            let state = rule
+                .buffers(0)
+                .into_iter()
+                .map(|(name, init)| (name, vec![T::from_f64(init); n]))
+                .collect();
+            Optimizer {
+                lr: rule.lr(),
+                rule,
+                n,
+                steps: 0,
+                state,
+                groups: None,
+            }
         })
     }
+}
 
+impl<T: Real, R: UpdateRule<T> + Clone> Optimizer<T, R> {
     /// The configuration (with the current learning rate).
-    pub fn config(&self) -> OptimizerConfig {
-        match self {
-            Optimizer::Sgd(o) => OptimizerConfig::Sgd(o.config().clone()),
-            Optimizer::Adam(o) => OptimizerConfig::Adam(o.config().clone()),
-            Optimizer::AdamW(o) => OptimizerConfig::AdamW(o.config().clone()),
-            Optimizer::RmsProp(o) => OptimizerConfig::RmsProp(o.config().clone()),
-            Optimizer::Adagrad(o) => OptimizerConfig::Adagrad(o.config().clone()),
-        }
+    pub fn config(&self) -> R {
+        let mut c = self.rule.clone();
+        c.set_lr(self.lr);
+        c
     }
 
     /// The current learning rate.
     pub fn lr(&self) -> f64 {
-        each!(self, o => o.config().lr)
+        self.lr
     }
 
     /// Changes the learning rate (for schedules).
     pub fn set_lr(&mut self, lr: f64) {
-        each!(self, o => o.set_lr(lr))
+        self.lr = lr;
     }
 
     /// The number of steps taken.
     pub fn steps(&self) -> u64 {
-        each!(self, o => o.steps())
+        self.steps
+    }
+
+    /// The number of parameters.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Whether the optimizer is for no parameters.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// The state buffer `name` (e.g. `exp_avg`), (n), if the rule keeps it now.
+    pub fn buffer(&self, name: &str) -> Option<&[T]> {
+        self.state
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| &v[..])
     }
 
     /// One step over one flat buffer: `params` (n) updated in place from `grads` (n).
     ///
     /// Panics if the lengths differ from the optimizer's.
     pub fn step(&mut self, params: &mut [T], grads: &[T]) {
-        each!(self, o => o.step(params, grads))
+        self.step_parts(&mut [(params, grads)]);
     }
 
-    /// One step over several buffers, `(params, grads)` pairs whose lengths add up to n.
+    /// One step over several buffers, `(params, grads)` pairs whose lengths add up to n, in
+    /// the same order at every step (the state covers the parts back to back).
     ///
     /// Panics if the lengths do not match.
     pub fn step_parts(&mut self, parts: &mut [(&mut [T], &[T])]) {
-        each!(self, o => o.step_parts(parts))
+        let what = self.rule.torch_name();
+        check_parts(what, parts, self.n);
+        match &self.groups {
+            Some(g)
+                if g.len() == parts.len()
+                    && g.iter().zip(parts.iter()).all(|(n, p)| *n == p.0.len()) => {}
+            Some(g) => {
+                let layout: Vec<usize> = parts.iter().map(|(p, _)| p.len()).collect();
+                panic!("{what}.step: parts of lengths {layout:?}, but the earlier steps had {g:?}")
+            }
+            None => self.groups = Some(parts.iter().map(|(p, _)| p.len()).collect()),
+        }
+        self.steps += 1;
+        self.ensure_buffers();
+        let h = StepInfo {
+            lr: self.lr,
+            step: self.steps,
+        };
+        let mut off = 0;
+        for (params, grads) in parts.iter_mut() {
+            let len = params.len();
+            let mut slices: Vec<&mut [T]> = self
+                .state
+                .iter_mut()
+                .map(|(_, v)| &mut v[off..off + len])
+                .collect();
+            self.rule.update(&h, params, grads, &mut slices);
+            off += len;
+        }
+    }
+
+    /// Makes the state hold the buffers of the rule at the current step count, new ones
+    /// filled with their starting values.
+    fn ensure_buffers(&mut self) {
+        let want = self.rule.buffers(self.steps);
+        if want.len() == self.state.len() && want.iter().zip(&self.state).all(|(a, b)| a.0 == b.0) {
+            return;
+        }
+        let mut old = std::mem::take(&mut self.state);
+        self.state = want
+            .into_iter()
+            .map(
+                |(name, init)| match old.iter().position(|(k, _)| *k == name) {
+                    Some(i) => old.swap_remove(i),
+                    None => (name, vec![T::from_f64(init); self.n]),
+                },
+            )
+            .collect();
     }
 
     /// The state (step count and named buffers), for [`Optimizer::load_state`].
     pub fn state(&self) -> OptimizerState<T> {
-        each!(self, o => o.state())
+        OptimizerState {
+            optimizer: self.rule.torch_name().into(),
+            steps: self.steps,
+            buffers: self
+                .state
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        }
     }
 
     /// Replaces the state by `state`, exported by an optimizer of the same kind,
     /// configuration and size; an error naming the buffer if a name or length does not match
     /// (the optimizer is left unchanged then).
     pub fn load_state(&mut self, state: &OptimizerState<T>) -> Result<()> {
-        each!(self, o => o.load_state(state))
+        let want = self.rule.buffers(state.steps);
+        let names: Vec<&str> = want.iter().map(|(k, _)| *k).collect();
+        state.check(self.rule.torch_name(), self.n, &names)?;
+        self.steps = state.steps;
+        self.state = want
+            .into_iter()
+            .map(|(name, _)| (name, state.take(name)))
+            .collect();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The buffer names and their order after 0 and 2 steps: what checkpoints hold under
+    /// `optimizer.<name>` (and list in their metadata), the same as before the optimizers
+    /// shared one type, so that older checkpoints still load.
+    #[test]
+    fn the_state_layout_of_every_optimizer_is_the_checkpoints() {
+        let cases: [(&str, &[&str], &[&str]); 8] = [
+            ("sgd", &[], &[]),
+            ("sgd:momentum=0.9", &[], &["momentum_buffer"]),
+            (
+                "adam",
+                &["exp_avg", "exp_avg_sq"],
+                &["exp_avg", "exp_avg_sq"],
+            ),
+            (
+                "adamw:amsgrad=true",
+                &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"],
+                &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"],
+            ),
+            ("rmsprop", &["square_avg"], &["square_avg"]),
+            (
+                "rmsprop:centered=true,momentum=0.5",
+                &["grad_avg", "momentum_buffer", "square_avg"],
+                &["grad_avg", "momentum_buffer", "square_avg"],
+            ),
+            (
+                "rmsprop:momentum=0.5",
+                &["momentum_buffer", "square_avg"],
+                &["momentum_buffer", "square_avg"],
+            ),
+            ("adagrad:initial_accumulator_value=0.5", &["sum"], &["sum"]),
+        ];
+        for (spec, before, after) in cases {
+            let config = OptimizerConfig::parse(spec).unwrap();
+            let mut opt: Optimizer<f32> = Optimizer::new(3, config.clone()).unwrap();
+            let names = |o: &Optimizer<f32>| -> Vec<String> {
+                o.state().buffers.into_iter().map(|b| b.0).collect()
+            };
+            assert_eq!(names(&opt), before, "{spec}");
+            let mut p = [1.0f32, 2.0, 3.0];
+            opt.step(&mut p, &[0.1, 0.2, 0.3]);
+            opt.step(&mut p, &[0.1, 0.2, 0.3]);
+            assert_eq!(names(&opt), after, "{spec}");
+            let s = opt.state();
+            assert_eq!((s.optimizer.as_str(), s.steps), (config.torch_name(), 2));
+            if spec.starts_with("adagrad") {
+                assert_eq!(
+                    Optimizer::<f32>::new(3, config).unwrap().state().buffers[0].1,
+                    [0.5; 3]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_config_round_trips_through_json() {
+        for spec in [
+            "sgd:lr=0.1,momentum=0.9,nesterov=true",
+            "adamw:beta2=0.98",
+            "rmsprop:centered=true",
+            "adagrad:lr_decay=0.1",
+            "adam:amsgrad=true",
+        ] {
+            let c = OptimizerConfig::parse(spec).unwrap();
+            let json = serde_json::to_string(&c).unwrap();
+            assert_eq!(
+                serde_json::from_str::<OptimizerConfig>(&json).unwrap(),
+                c,
+                "{json}"
+            );
+        }
+        let c: OptimizerConfig = serde_json::from_str(r#"{"name": "adamw", "lr": 0.01}"#).unwrap();
+        assert_eq!(c, OptimizerConfig::AdamW(AdamWConfig::default().lr(0.01)));
+        let e = serde_json::from_str::<OptimizerConfig>(r#"{"name": "adam", "momentum": 0.9}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `momentum`"), "{e}");
+    }
+
+    #[test]
+    #[should_panic(expected = "parts of lengths [1, 2], but the earlier steps had [3]")]
+    fn the_parts_keep_their_layout() {
+        let mut opt = Adam::<f32>::new(3, AdamConfig::default());
+        let mut p = [0.0f32; 3];
+        opt.step(&mut p, &[1.0; 3]);
+        let (a, b) = p.split_at_mut(1);
+        opt.step_parts(&mut [(a, &[1.0][..]), (b, &[1.0, 1.0][..])]);
     }
 }

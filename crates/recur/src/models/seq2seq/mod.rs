@@ -46,10 +46,12 @@ use crate::core::tensor::Tensor;
 use crate::data::TokenVocab;
 use crate::error::{fmt_shape, Error, Result};
 use crate::io::state_dict::{describe, load_rnn, state_dict, LoadOptions, TensorFile};
+use crate::models::ModelKind;
 use crate::nn::{clip_grad_norm, softmax_cross_entropy, Embedding, Linear, DEFAULT_IGNORE_INDEX};
 use attention::AttnDims;
 use rand::{Rng, RngCore};
 use recur_kernels::Real;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
@@ -83,6 +85,12 @@ impl Attention {
     }
 }
 
+impl crate::models::Named for Attention {
+    fn as_name(&self) -> &'static str {
+        self.name()
+    }
+}
+
 impl fmt::Display for Attention {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -103,10 +111,13 @@ impl FromStr for Attention {
     }
 }
 
-/// The shape of a [`Seq2Seq`].
-#[derive(Clone, Debug, PartialEq)]
+/// The shape of a [`Seq2Seq`]; in `config.json` (serde) with the cell's name under
+/// `"cell"`. Directories from before `"bidirectional"` and `"dropout"` were written read
+/// them as false and 0.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Seq2SeqConfig {
     /// The recurrent cell of the encoder and the decoder.
+    #[serde(rename = "cell", with = "crate::models::by_name")]
     pub mode: Mode,
     /// Ids of the source vocabulary: rows of `src_embed`.
     pub src_vocab_size: usize,
@@ -123,10 +134,13 @@ pub struct Seq2SeqConfig {
     /// A bidirectional encoder: each layer runs both ways with `hidden_size / 2` features
     /// each, and the decoder's layer starts from the two final states side by side
     /// `[forward; backward]`.
+    #[serde(default)]
     pub bidirectional: bool,
     /// Dropout probability, in training, between recurrent layers and on the decoder's output.
+    #[serde(default)]
     pub dropout: f64,
     /// The attention over the encoder outputs.
+    #[serde(with = "crate::models::by_name")]
     pub attention: Attention,
     /// The target id that starts every decoder input.
     pub bos_id: usize,
@@ -254,76 +268,17 @@ impl Seq2SeqConfig {
     /// The configuration as a JSON object: `{"model": "seq2seq", "cell": "lstm",
     /// "src_vocab_size": ..., "tgt_vocab_size": ..., "embed_size": ..., "hidden_size": ...,
     /// "num_layers": ..., "bidirectional": false, "dropout": ..., "attention": "general",
-    /// "bos_id": 2, "eos_id": 3}`.
+    /// "bos_id": 2, "eos_id": 3}` ([`crate::models::config_json`]).
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "model": "seq2seq",
-            "cell": self.mode.name(),
-            "src_vocab_size": self.src_vocab_size,
-            "tgt_vocab_size": self.tgt_vocab_size,
-            "embed_size": self.embed_size,
-            "hidden_size": self.hidden_size,
-            "num_layers": self.num_layers,
-            "bidirectional": self.bidirectional,
-            "dropout": self.dropout,
-            "attention": self.attention.name(),
-            "bos_id": self.bos_id,
-            "eos_id": self.eos_id,
-        })
+        crate::models::config_json(ModelKind::Seq2seq, self)
     }
 
-    /// Reads the object of [`Seq2SeqConfig::to_json`] (other keys are ignored); `source`
-    /// names it in error messages.
+    /// Reads the object of [`Seq2SeqConfig::to_json`] (other keys are ignored;
+    /// [`crate::models::parse_config`]) and checks it; `source` names it in error messages.
     pub fn from_json(v: &serde_json::Value, source: &str) -> Result<Seq2SeqConfig> {
-        let bad = |m: String| Error::Input(format!("{source}: {m}"));
-        if v.get("model").and_then(|m| m.as_str()) != Some("seq2seq") {
-            return Err(bad(
-                "not a sequence-to-sequence model (expected \"model\": \"seq2seq\")".into(),
-            ));
-        }
-        let size = |k: &str| -> Result<usize> {
-            v.get(k)
-                .and_then(|x| x.as_u64())
-                .map(|x| x as usize)
-                .ok_or_else(|| bad(format!("\"{k}\" must be a non-negative integer")))
-        };
-        let string = |k: &str| -> Result<&str> {
-            v.get(k)
-                .and_then(|c| c.as_str())
-                .ok_or_else(|| bad(format!("\"{k}\" must be a string")))
-        };
-        let mode: Mode = string("cell")?
-            .parse()
-            .map_err(|e: Error| bad(e.to_string()))?;
-        let attention: Attention = string("attention")?
-            .parse()
-            .map_err(|e: Error| bad(e.to_string()))?;
-        let c = Seq2SeqConfig {
-            mode,
-            src_vocab_size: size("src_vocab_size")?,
-            tgt_vocab_size: size("tgt_vocab_size")?,
-            embed_size: size("embed_size")?,
-            hidden_size: size("hidden_size")?,
-            num_layers: size("num_layers")?,
-            bidirectional: match v.get("bidirectional") {
-                None => false,
-                Some(b) => b
-                    .as_bool()
-                    .ok_or_else(|| bad("\"bidirectional\" must be true or false".into()))?,
-            },
-            dropout: v
-                .get("dropout")
-                .map(|d| {
-                    d.as_f64()
-                        .ok_or_else(|| bad("\"dropout\" must be a number".into()))
-                })
-                .transpose()?
-                .unwrap_or(0.0),
-            attention,
-            bos_id: size("bos_id")?,
-            eos_id: size("eos_id")?,
-        };
-        c.validate().map_err(|e| bad(e.to_string()))?;
+        let c: Seq2SeqConfig = crate::models::parse_config(v, ModelKind::Seq2seq, source)?;
+        c.validate()
+            .map_err(|e| Error::Input(format!("{source}: {e}")))?;
         Ok(c)
     }
 }
