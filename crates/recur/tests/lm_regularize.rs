@@ -166,3 +166,63 @@ fn saved_and_loaded_with_the_layer_norm_parameters() {
     assert!(CharLm::<f32>::load_weights(&path, &plain).is_err());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn config_json_keeps_the_plain_keys_and_order_and_names_a_bad_regularizer() {
+    let plain = CharLmConfig::new(Mode::Lstm, 5)
+        .embed_size(2)
+        .hidden_size(3)
+        .num_layers(1);
+    let keys =
+        |v: &serde_json::Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
+    // The keys main writes for a plain model, in the order of the written object.
+    let plain_keys: Vec<String> = {
+        let v = serde_json::json!({"model": "char_lm", "cell": "lstm", "vocab_size": 5,
+            "embed_size": 2, "hidden_size": 3, "num_layers": 1, "dropout": 0.0});
+        keys(&v)
+    };
+    assert_eq!(keys(&plain.to_json()), plain_keys);
+    let mut on = plain.clone();
+    on.regular.zoneout = 0.1;
+    on.regular.layer_norm = true;
+    let v = on.to_json();
+    assert_eq!(v["zoneout"], 0.1);
+    assert_eq!(v["layer_norm"], true);
+    assert!(v.get("tar").is_none() && v.get("locked_dropout").is_none());
+    assert_eq!(CharLmConfig::from_json(&v, "config.json").unwrap(), on);
+    let mut bad = v.clone();
+    bad["zoneout"] = "x".into();
+    let e = CharLmConfig::from_json(&bad, "config.json")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("config.json") && e.contains("\"zoneout\""),
+        "{e}"
+    );
+    let mut bad = v;
+    bad["embed_dropout"] = 1.5.into();
+    let e = CharLmConfig::from_json(&bad, "config.json")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("config.json") && e.contains("embed_dropout"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_row_by_row_step_refuses_the_regularizers() {
+    let mut cfg = CharLmConfig::new(Mode::Gru, 5)
+        .embed_size(2)
+        .hidden_size(3)
+        .num_layers(1);
+    cfg.regular.ar = 0.5;
+    let model: CharLm<f64> = CharLm::new(cfg, 0).unwrap();
+    let c = chunk(&mut ChaCha8Rng::seed_from_u64(2), 5, 3, 2);
+    let mut g = model.zeros_like_grads();
+    let e = model
+        .loss_and_grad_rows(&c, 0..1, None, Some(7), &mut g)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("share of a batch"), "{e}");
+}
