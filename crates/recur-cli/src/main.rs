@@ -24,6 +24,7 @@ mod model_opts;
 mod mpi_comm;
 mod opts;
 mod progress;
+mod regular_opts;
 mod run;
 mod sample;
 mod shard;

@@ -15,6 +15,7 @@
 
 use crate::limits::{self, block_params, check_params};
 use crate::model_opts::{ModelDefaults, ModelOpts, WithModelDefaults};
+use crate::regular_opts::{self, RegularArgs};
 use crate::run::{embed_rnn_head, Log, Metrics, Part, StepStats, Task, TrainOpts};
 use crate::shared::fingerprint;
 use clap::Args as ClapArgs;
@@ -78,6 +79,9 @@ pub struct LmArgs {
     pub sample_length: usize,
     #[command(flatten)]
     pub opts: TrainOpts,
+    // The model's regularizers, a block of their own.
+    #[command(flatten)]
+    pub regular: RegularArgs,
 }
 
 /// Reads a UTF-8 text file for `flag`; one-line errors for a missing, empty or non-UTF-8 file.
@@ -397,11 +401,13 @@ impl LmTask {
             params(vocab.len()),
             &format!("vocabulary {}, {sizes}", vocab.len()),
         )?;
-        let config = CharLmConfig::new(mode, vocab.len())
+        let mut config = CharLmConfig::new(mode, vocab.len())
             .embed_size(a.model.embed())
             .hidden_size(a.model.hidden_size)
             .num_layers(a.model.num_layers)
             .dropout(a.model.dropout);
+        config.regular = a.regular.lm()?;
+        config.validate().map_err(|e| e.to_string())?;
         let model: CharLm<f32> =
             CharLm::new(config.clone(), a.opts.seed).map_err(|e| e.to_string())?;
         let unigram = unigram_bits(&train_ids, &valid_ids, vocab.len());
@@ -432,6 +438,12 @@ impl LmTask {
             vocab.len(),
             model.num_params()
         ));
+        if config.regular.any() {
+            log.line(&format!(
+                "regularizers: {}",
+                regular_opts::describe(&config.regular)
+            ));
+        }
         log.line(&format!(
             "batches: {} streams x {} steps, {} chunks per pass; unigram baseline on the validation text: {}",
             a.batch_size,
@@ -504,6 +516,31 @@ impl Task for LmTask {
         }
         let chunk = self.batches.chunk(k);
         self.grads.zero();
+        if self.model.has_regularizers() {
+            // The regularized step draws its masks from the task's generator over the whole
+            // batch; it has no row-by-row form yet.
+            if !shard.is_whole() {
+                return Err(recur::Error::Config(format!(
+                    "--layer-norm/--input-dropout/--recurrent-dropout/--zoneout/--weight-drop/\
+                     --locked-dropout/--embed-dropout/--ar/--tar do not run on several ranks \
+                     yet (this run has {} ranks): train a regularized model on one process",
+                    shard.ranks
+                )));
+            }
+            self.rows = 0..chunk.batch;
+            let (loss, next) = self.model.loss_and_grad(
+                &chunk,
+                self.state.as_ref(),
+                Some(&mut self.rng),
+                &mut self.grads,
+            )?;
+            self.state = Some(next);
+            self.cursor += 1;
+            return Ok(StepStats {
+                loss,
+                units: (chunk.steps * chunk.batch) as u64,
+            });
+        }
         let key = recur::models::lm::RngCore::next_u64(&mut self.rng);
         let rows = shard.range(chunk.batch);
         self.rows = rows.clone();

@@ -275,6 +275,22 @@ fn lm_on_two_and_three_ranks_trains_the_parameters_of_one_process() {
 }
 
 #[test]
+fn a_regularized_lm_is_refused_on_two_ranks_and_trains_alone() {
+    let dir = TmpDir::new("mpi-lm-regular");
+    let train = dir.path("train.txt");
+    std::fs::write(&train, text()).unwrap();
+    let reg = ["--zoneout", "0.1", "--ar", "0.5"];
+    ok(&alone(&strs(&lm_args(&train, &dir.path("one"), &reg))));
+    let o = mpirun(2, &strs(&lm_args(&train, &dir.path("two"), &reg)));
+    assert!(
+        !o.status.success(),
+        "a regularized model trained on two ranks"
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("do not run on several ranks yet"), "{err}");
+}
+
+#[test]
 fn tagger_on_two_and_three_ranks_trains_the_parameters_of_one_process() {
     let dir = TmpDir::new("mpi-tag");
     let (train, valid) = (dir.path("train.conllu"), dir.path("dev.conllu"));

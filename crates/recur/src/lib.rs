@@ -33,7 +33,7 @@ pub mod nn;
 pub mod train;
 
 pub use crate::core::cell::Cell;
-pub use crate::core::config::{Mode, RnnConfig};
+pub use crate::core::config::{Mode, Regularizers, RnnConfig};
 pub use crate::core::layout::{Naming, ParamEntry, ParamKind, ParamLayout};
 pub use crate::core::rnn::{BackwardObserver, Dropout, InputGrads, Output, Rnn, State, Tape};
 pub use crate::core::stream::{Precision, Stream};

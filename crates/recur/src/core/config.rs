@@ -86,6 +86,54 @@ pub struct RnnConfig {
     pub bidirectional: bool,
     /// LSTM only: project the hidden state to this size (default 0 = no projection).
     pub proj_size: usize,
+    /// The regularizers PyTorch's layers do not have (all off by default, and then the layer is
+    /// exactly PyTorch's, with the same parameters).
+    pub regular: Regularizers,
+}
+
+/// Regularizers inside the recurrent layers (see [`crate::core::regular`] for the exact
+/// equations). All off by default. Every probability is in [0, 1).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Regularizers {
+    /// Layer normalization (Ba, Kiros & Hinton 2016) of the input pre-activations `x W_ihᵀ`
+    /// and of the recurrent pre-activations `h W_hhᵀ`, separately, over all gates; for an LSTM
+    /// also of the new cell state. Each with a gain and a bias (parameters `ln_ih_weight_l0`,
+    /// `ln_ih_bias_l0`, `ln_hh_weight_l0`, `ln_hh_bias_l0`, `ln_c_weight_l0`, `ln_c_bias_l0`).
+    pub layer_norm: bool,
+    /// Variational dropout on each layer's input (Gal & Ghahramani 2016; Keras `dropout`): one
+    /// mask per sequence, reused at every step, in training only.
+    pub input_dropout: f64,
+    /// Variational dropout on `h_{t-1}` in the recurrent product (Keras `recurrent_dropout`):
+    /// one mask per sequence, reused at every step, in training only.
+    pub recurrent_dropout: f64,
+    /// Zoneout on h (Krueger et al. 2016): in training each unit keeps its previous value with
+    /// this probability at each step; in evaluation `h = p h_{t-1} + (1 - p) h̃`.
+    pub zoneout_h: f64,
+    /// Zoneout on the LSTM cell state c, as `zoneout_h`.
+    pub zoneout_c: f64,
+    /// DropConnect on `weight_hh` (Merity et al. 2017, AWD-LSTM's WeightDrop): one mask per
+    /// forward pass (per batch), inverted scaling, in training only.
+    pub weight_drop: f64,
+    /// The dropout between layers (`RnnConfig::dropout`) keeps one mask per sequence for all
+    /// steps (locked dropout) instead of one per step.
+    pub locked_dropout: bool,
+}
+
+impl Regularizers {
+    /// True when something in training differs from PyTorch's layer.
+    pub fn any(&self) -> bool {
+        self.layer_norm
+            || self.input_dropout > 0.0
+            || self.recurrent_dropout > 0.0
+            || self.zoneout_h > 0.0
+            || self.zoneout_c > 0.0
+            || self.weight_drop > 0.0
+            || self.locked_dropout
+    }
+    /// True when evaluation differs from PyTorch's layer (layer norm, zoneout).
+    pub fn any_in_eval(&self) -> bool {
+        self.layer_norm || self.zoneout_h > 0.0 || self.zoneout_c > 0.0
+    }
 }
 
 impl RnnConfig {
@@ -101,6 +149,7 @@ impl RnnConfig {
             dropout: 0.0,
             bidirectional: false,
             proj_size: 0,
+            regular: Regularizers::default(),
         }
     }
     /// `nn.LSTM(input_size, hidden_size)`
@@ -145,6 +194,37 @@ impl RnnConfig {
         self.proj_size = p;
         self
     }
+    /// Sets layer normalization inside the cells ([`Regularizers::layer_norm`]).
+    pub fn layer_norm(mut self, on: bool) -> Self {
+        self.regular.layer_norm = on;
+        self
+    }
+    /// Sets variational dropout on each layer's input ([`Regularizers::input_dropout`]).
+    pub fn input_dropout(mut self, p: f64) -> Self {
+        self.regular.input_dropout = p;
+        self
+    }
+    /// Sets variational dropout on h_{t-1} ([`Regularizers::recurrent_dropout`]).
+    pub fn recurrent_dropout(mut self, p: f64) -> Self {
+        self.regular.recurrent_dropout = p;
+        self
+    }
+    /// Sets zoneout on h and, for an LSTM, on c ([`Regularizers::zoneout_h`]).
+    pub fn zoneout(mut self, p: f64) -> Self {
+        self.regular.zoneout_h = p;
+        self.regular.zoneout_c = if self.mode == Mode::Lstm { p } else { 0.0 };
+        self
+    }
+    /// Sets DropConnect on `weight_hh` ([`Regularizers::weight_drop`]).
+    pub fn weight_drop(mut self, p: f64) -> Self {
+        self.regular.weight_drop = p;
+        self
+    }
+    /// Sets locked (one mask per sequence) dropout between layers.
+    pub fn locked_dropout(mut self, on: bool) -> Self {
+        self.regular.locked_dropout = on;
+        self
+    }
     /// 2 if bidirectional, else 1.
     pub fn num_directions(&self) -> usize {
         if self.bidirectional {
@@ -178,6 +258,12 @@ impl RnnConfig {
             let mut n = gh
                 .checked_mul(input)?
                 .checked_add(gh.checked_mul(self.h_out())?)?;
+            if self.regular.layer_norm {
+                n = n.checked_add(gh.checked_mul(4)?)?;
+                if self.mode == Mode::Lstm {
+                    n = n.checked_add(self.hidden_size.checked_mul(2)?)?;
+                }
+            }
             if self.bias {
                 n = n.checked_add(gh.checked_mul(2)?)?;
             }
@@ -219,6 +305,29 @@ impl RnnConfig {
                 "dropout should be a number in range [0, 1] representing the probability of an element being zeroed, got {}",
                 self.dropout
             ));
+        }
+        let r = &self.regular;
+        for (name, p) in [
+            ("input_dropout", r.input_dropout),
+            ("recurrent_dropout", r.recurrent_dropout),
+            ("zoneout_h", r.zoneout_h),
+            ("zoneout_c", r.zoneout_c),
+            ("weight_drop", r.weight_drop),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return bad(format!("{name} must be a probability in [0, 1), got {p}"));
+            }
+        }
+        if r.zoneout_c > 0.0 && self.mode != Mode::Lstm {
+            return bad(format!(
+                "zoneout on the cell state needs an LSTM, not {}",
+                self.mode
+            ));
+        }
+        if r.any() && (self.bidirectional || self.proj_size > 0) {
+            return bad(
+                "layer norm, variational dropout, zoneout, weight drop and locked dropout are for unidirectional layers without projection".into(),
+            );
         }
         if self.proj_size > 0 {
             if self.mode != Mode::Lstm {

@@ -41,7 +41,7 @@ pub fn irnn<T: Real>(rnn: &mut Rnn<T>, scale: f64) -> Result<()> {
                 }
             }
             ParamKind::BiasIh | ParamKind::BiasHh => p[e.range()].fill(T::ZERO),
-            ParamKind::WeightIh | ParamKind::WeightHr => {}
+            _ => {}
         }
     }
     Ok(())

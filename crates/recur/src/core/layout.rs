@@ -18,6 +18,18 @@ pub enum ParamKind {
     BiasHh,
     /// `weight_hr` (LSTM projection): (P, H)
     WeightHr,
+    /// `ln_ih_weight`: the gain of the layer norm of `x W_ihᵀ`, (G·H), initially 1
+    LnIhWeight,
+    /// `ln_ih_bias`: its bias, (G·H), initially 0
+    LnIhBias,
+    /// `ln_hh_weight`: the gain of the layer norm of `h W_hhᵀ`, (G·H), initially 1
+    LnHhWeight,
+    /// `ln_hh_bias`: its bias, (G·H), initially 0
+    LnHhBias,
+    /// `ln_c_weight` (LSTM): the gain of the layer norm of the new cell state, (H), initially 1
+    LnCWeight,
+    /// `ln_c_bias` (LSTM): its bias, (H), initially 0
+    LnCBias,
 }
 
 impl ParamKind {
@@ -28,6 +40,32 @@ impl ParamKind {
             ParamKind::BiasIh => "bias_ih",
             ParamKind::BiasHh => "bias_hh",
             ParamKind::WeightHr => "weight_hr",
+            ParamKind::LnIhWeight => "ln_ih_weight",
+            ParamKind::LnIhBias => "ln_ih_bias",
+            ParamKind::LnHhWeight => "ln_hh_weight",
+            ParamKind::LnHhBias => "ln_hh_bias",
+            ParamKind::LnCWeight => "ln_c_weight",
+            ParamKind::LnCBias => "ln_c_bias",
+        }
+    }
+    /// True for the layer-norm gains and biases (not in PyTorch's `nn.LSTM`).
+    pub fn is_layer_norm(self) -> bool {
+        matches!(
+            self,
+            ParamKind::LnIhWeight
+                | ParamKind::LnIhBias
+                | ParamKind::LnHhWeight
+                | ParamKind::LnHhBias
+                | ParamKind::LnCWeight
+                | ParamKind::LnCBias
+        )
+    }
+    /// The value nn.LayerNorm starts from: 1 for a gain, 0 for a bias (None for the others).
+    pub fn layer_norm_init(self) -> Option<f64> {
+        match self {
+            ParamKind::LnIhWeight | ParamKind::LnHhWeight | ParamKind::LnCWeight => Some(1.0),
+            ParamKind::LnIhBias | ParamKind::LnHhBias | ParamKind::LnCBias => Some(0.0),
+            _ => None,
         }
     }
 }
@@ -88,9 +126,35 @@ pub struct DirLayout {
     pub w_hr: Option<Range<usize>>,
     /// The input size of this layer.
     pub input_size: usize,
+    /// The layer-norm parameters, when the configuration has them.
+    pub ln: Option<LnLayout>,
+}
+
+/// Where the layer-norm gains and biases of one (layer, direction) live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LnLayout {
+    /// `ln_ih_weight`, (G·H)
+    pub ih_weight: Range<usize>,
+    /// `ln_ih_bias`, (G·H)
+    pub ih_bias: Range<usize>,
+    /// `ln_hh_weight`, (G·H)
+    pub hh_weight: Range<usize>,
+    /// `ln_hh_bias`, (G·H)
+    pub hh_bias: Range<usize>,
+    /// LSTM: `ln_c_weight`, (H)
+    pub c_weight: Option<Range<usize>>,
+    /// LSTM: `ln_c_bias`, (H)
+    pub c_bias: Option<Range<usize>>,
 }
 
 /// Every parameter of a configuration, in PyTorch's registration order.
+///
+/// With layer normalization ([`crate::core::config::Regularizers::layer_norm`]) the gains and
+/// biases follow all of PyTorch's parameters, layer by layer, each layer's in the order
+/// `ln_ih_weight_l{k}`, `ln_ih_bias_l{k}`, `ln_hh_weight_l{k}`, `ln_hh_bias_l{k}` and, for an
+/// LSTM, `ln_c_weight_l{k}`, `ln_c_bias_l{k}` (`ln_ih_weight` etc. for a cell): the buffer
+/// starts with exactly the parameters of `nn.LSTM`, and a configuration without layer norm has
+/// exactly `nn.LSTM`'s layout.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParamLayout {
     entries: Vec<ParamEntry>,
@@ -131,16 +195,10 @@ impl ParamLayout {
                     b_hh: None,
                     w_hr: None,
                     input_size,
+                    ln: None,
                 };
                 for (kind, shape) in specs {
-                    let name = match naming {
-                        Naming::Cell => kind.stem().to_string(),
-                        Naming::Layer => format!(
-                            "{}_l{layer}{}",
-                            kind.stem(),
-                            if direction == 1 { "_reverse" } else { "" }
-                        ),
-                    };
+                    let name = param_name(kind, naming, layer, direction);
                     let e = ParamEntry {
                         name,
                         shape,
@@ -157,10 +215,58 @@ impl ParamLayout {
                         ParamKind::BiasIh => dl.b_ih = Some(r),
                         ParamKind::BiasHh => dl.b_hh = Some(r),
                         ParamKind::WeightHr => dl.w_hr = Some(r),
+                        _ => unreachable!("PyTorch's parameters only"),
                     }
                     entries.push(e);
                 }
                 dirs.push(dl);
+            }
+        }
+        if config.regular.layer_norm {
+            for layer in 0..config.num_layers {
+                for direction in 0..d {
+                    let mut specs = vec![
+                        (ParamKind::LnIhWeight, gh),
+                        (ParamKind::LnIhBias, gh),
+                        (ParamKind::LnHhWeight, gh),
+                        (ParamKind::LnHhBias, gh),
+                    ];
+                    if config.mode == Mode::Lstm {
+                        specs.push((ParamKind::LnCWeight, config.hidden_size));
+                        specs.push((ParamKind::LnCBias, config.hidden_size));
+                    }
+                    let mut ln = LnLayout {
+                        ih_weight: 0..0,
+                        ih_bias: 0..0,
+                        hh_weight: 0..0,
+                        hh_bias: 0..0,
+                        c_weight: None,
+                        c_bias: None,
+                    };
+                    for (kind, n) in specs {
+                        let e = ParamEntry {
+                            name: param_name(kind, naming, layer, direction),
+                            shape: vec![n],
+                            offset,
+                            layer,
+                            direction,
+                            kind,
+                        };
+                        offset += n;
+                        let r = e.range();
+                        match kind {
+                            ParamKind::LnIhWeight => ln.ih_weight = r,
+                            ParamKind::LnIhBias => ln.ih_bias = r,
+                            ParamKind::LnHhWeight => ln.hh_weight = r,
+                            ParamKind::LnHhBias => ln.hh_bias = r,
+                            ParamKind::LnCWeight => ln.c_weight = Some(r),
+                            ParamKind::LnCBias => ln.c_bias = Some(r),
+                            _ => unreachable!("layer-norm parameters only"),
+                        }
+                        entries.push(e);
+                    }
+                    dirs[layer * d + direction].ln = Some(ln);
+                }
             }
         }
         ParamLayout {
@@ -185,6 +291,18 @@ impl ParamLayout {
     /// The parameters of layer `layer`, direction `direction`.
     pub fn dir(&self, layer: usize, direction: usize) -> &DirLayout {
         &self.dirs[layer * self.num_directions + direction]
+    }
+}
+
+/// The name of a parameter: `weight_ih_l0_reverse`, `ln_hh_bias_l1` (layers), `weight_ih` (cells).
+fn param_name(kind: ParamKind, naming: Naming, layer: usize, direction: usize) -> String {
+    match naming {
+        Naming::Cell => kind.stem().to_string(),
+        Naming::Layer => format!(
+            "{}_l{layer}{}",
+            kind.stem(),
+            if direction == 1 { "_reverse" } else { "" }
+        ),
     }
 }
 
@@ -217,6 +335,45 @@ mod tests {
         }
         assert_eq!(got, want);
         assert_eq!(l.total(), 4 * (800 + 400 + 160 + 100));
+    }
+
+    #[test]
+    fn layer_norm_follows_pytorch_parameters() {
+        let plain = RnnConfig::lstm(3, 4).num_layers(2);
+        let ln = plain.clone().layer_norm(true);
+        let (a, b) = (
+            ParamLayout::new(&plain, Naming::Layer),
+            ParamLayout::new(&ln, Naming::Layer),
+        );
+        assert_eq!(&b.entries()[..a.entries().len()], a.entries());
+        let extra: Vec<(&str, usize)> = b.entries()[a.entries().len()..]
+            .iter()
+            .map(|e| (e.name.as_str(), e.len()))
+            .collect();
+        let mut want = Vec::new();
+        let names = [
+            "ln_ih_weight_l0",
+            "ln_ih_bias_l0",
+            "ln_hh_weight_l0",
+            "ln_hh_bias_l0",
+            "ln_c_weight_l0",
+            "ln_c_bias_l0",
+            "ln_ih_weight_l1",
+            "ln_ih_bias_l1",
+            "ln_hh_weight_l1",
+            "ln_hh_bias_l1",
+            "ln_c_weight_l1",
+            "ln_c_bias_l1",
+        ];
+        for (k, n) in names.iter().enumerate() {
+            want.push((*n, if k % 6 < 4 { 16 } else { 4 }));
+        }
+        assert_eq!(extra, want);
+        assert_eq!(Some(b.total()), ln.checked_num_params());
+        let gru = RnnConfig::gru(3, 4).layer_norm(true);
+        let g = ParamLayout::new(&gru, Naming::Layer);
+        assert_eq!(g.entries().len(), 4 + 4);
+        assert_eq!(Some(g.total()), gru.checked_num_params());
     }
 
     #[test]

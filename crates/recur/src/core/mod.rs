@@ -10,6 +10,7 @@ pub mod init;
 pub mod layout;
 #[cfg(any(test, feature = "testing"))]
 pub mod reference;
+pub mod regular;
 pub mod rnn;
 pub mod stream;
 pub mod tensor;

@@ -236,3 +236,155 @@ pub fn forward_perturbed(
     }
     RefOutput { output, h_n, c_n }
 }
+
+/// `nn.LayerNorm` of one vector (biased variance, eps 1e-5), with gain and bias.
+fn layer_norm(v: &[f64], gain: &[f64], bias: &[f64]) -> Vec<f64> {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
+    let s = (var + crate::core::regular::LN_EPS).sqrt();
+    (0..v.len())
+        .map(|k| gain[k] * (v[k] - mean) / s + bias[k])
+        .collect()
+}
+
+/// The regularized stack of [`crate::core::regular`], the plain way: one sequence at a time,
+/// one step at a time, from the equations in that module's documentation, with the given
+/// masks. Layouts as in [`forward`] (unidirectional, no projection).
+#[allow(clippy::too_many_arguments)]
+pub fn regular_forward(
+    model: &Rnn<f64>,
+    x: &[f64],
+    t: usize,
+    b: usize,
+    h0: &[f64],
+    c0: &[f64],
+    lengths: &[usize],
+    masks: &crate::core::regular::Masks<f64>,
+) -> RefOutput {
+    let c = model.config();
+    let (nl, hs) = (c.num_layers, c.hidden_size);
+    let g = c.mode.gates() * hs;
+    let lstm = c.mode == Mode::Lstm;
+    let pr = model.params();
+    let mut output = vec![0.0; t * b * hs];
+    let mut h_n = vec![0.0; nl * b * hs];
+    let mut c_n = vec![0.0; if lstm { nl * b * hs } else { 0 }];
+    for s in 0..b {
+        let len = lengths[s];
+        let isz = c.input_size;
+        let mut seq: Vec<Vec<f64>> = (0..len)
+            .map(|ti| x[(ti * b + s) * isz..][..isz].to_vec())
+            .collect();
+        for l in 0..nl {
+            let m = &masks.layers[l];
+            let lay = model.layout().dir(l, 0);
+            let isz = c.layer_input_size(l);
+            // Weight drop: the recurrent matrix of this pass.
+            let w_hh: Vec<f64> = pr[lay.w_hh.clone()]
+                .iter()
+                .enumerate()
+                .map(|(k, w)| w * m.weight_hh.as_ref().map_or(1.0, |mm| mm[k]))
+                .collect();
+            let b_ih = lay.b_ih.clone().map(|r| &pr[r]);
+            let b_hh = lay.b_hh.clone().map(|r| &pr[r]);
+            let ln = lay.ln.as_ref();
+            let mut h = if h0.is_empty() {
+                vec![0.0; hs]
+            } else {
+                h0[(l * b + s) * hs..][..hs].to_vec()
+            };
+            let mut cc = if c0.is_empty() {
+                vec![0.0; hs]
+            } else {
+                c0[(l * b + s) * hs..][..hs].to_vec()
+            };
+            let mut out = Vec::new();
+            for (ti, xin) in seq.iter().enumerate() {
+                let xd: Vec<f64> = (0..isz)
+                    .map(|k| xin[k] * m.input.as_ref().map_or(1.0, |mm| mm[s * isz + k]))
+                    .collect();
+                let hd: Vec<f64> = (0..hs)
+                    .map(|k| h[k] * m.recurrent.as_ref().map_or(1.0, |mm| mm[s * hs + k]))
+                    .collect();
+                let mut a = affine(&pr[lay.w_ih.clone()], &xd, None);
+                let mut bb = affine(&w_hh, &hd, None);
+                if let Some(ln) = ln {
+                    a = layer_norm(&a, &pr[ln.ih_weight.clone()], &pr[ln.ih_bias.clone()]);
+                    bb = layer_norm(&bb, &pr[ln.hh_weight.clone()], &pr[ln.hh_bias.clone()]);
+                }
+                for k in 0..g {
+                    a[k] += b_ih.map_or(0.0, |v| v[k]);
+                    bb[k] += b_hh.map_or(0.0, |v| v[k]);
+                }
+                let zone = |mm: &Option<Vec<f64>>, j: usize| {
+                    mm.as_ref().map_or(0.0, |mm| mm[(ti * b + s) * hs + j])
+                };
+                let mut hnew = vec![0.0; hs];
+                match c.mode {
+                    Mode::Lstm => {
+                        let pre = |k: usize, j: usize| a[k * hs + j] + bb[k * hs + j];
+                        let mut cn: Vec<f64> = (0..hs)
+                            .map(|j| {
+                                sigmoid(pre(1, j)) * cc[j] + sigmoid(pre(0, j)) * pre(2, j).tanh()
+                            })
+                            .collect();
+                        if let Some(ln) = ln {
+                            let (w, bi) =
+                                (ln.c_weight.clone().unwrap(), ln.c_bias.clone().unwrap());
+                            cn = layer_norm(&cn, &pr[w], &pr[bi]);
+                        }
+                        for j in 0..hs {
+                            hnew[j] = sigmoid(pre(3, j)) * cn[j].tanh();
+                            let d = zone(&m.zoneout_c, j);
+                            cc[j] = d * cc[j] + (1.0 - d) * cn[j];
+                        }
+                    }
+                    Mode::Gru => {
+                        for j in 0..hs {
+                            let r = sigmoid(a[j] + bb[j]);
+                            let z = sigmoid(a[hs + j] + bb[hs + j]);
+                            let n = (a[2 * hs + j] + r * bb[2 * hs + j]).tanh();
+                            hnew[j] = (1.0 - z) * n + z * h[j];
+                        }
+                    }
+                    Mode::RnnTanh => {
+                        for j in 0..hs {
+                            hnew[j] = (a[j] + bb[j]).tanh();
+                        }
+                    }
+                    Mode::RnnRelu => {
+                        for j in 0..hs {
+                            hnew[j] = (a[j] + bb[j]).max(0.0);
+                        }
+                    }
+                }
+                for j in 0..hs {
+                    let d = zone(&m.zoneout_h, j);
+                    h[j] = d * h[j] + (1.0 - d) * hnew[j];
+                }
+                let mut y = h.clone();
+                if let Some(om) = &m.output {
+                    let base = if c.regular.locked_dropout {
+                        s * hs
+                    } else {
+                        (ti * b + s) * hs
+                    };
+                    for (j, v) in y.iter_mut().enumerate() {
+                        *v *= om[base + j];
+                    }
+                }
+                out.push(y);
+            }
+            h_n[(l * b + s) * hs..][..hs].copy_from_slice(&h);
+            if lstm {
+                c_n[(l * b + s) * hs..][..hs].copy_from_slice(&cc);
+            }
+            seq = out;
+        }
+        for (ti, row) in seq.iter().enumerate() {
+            output[(ti * b + s) * hs..][..hs].copy_from_slice(row);
+        }
+    }
+    RefOutput { output, h_n, c_n }
+}

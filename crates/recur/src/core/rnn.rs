@@ -5,6 +5,7 @@ use crate::core::engine::{
     self, BwdWork, Dims, DirGrads, DirParams, DirState, DyView, ForwardWeights, Plan,
 };
 use crate::core::layout::{DirLayout, Naming, ParamLayout};
+use crate::core::regular::{self, MaskSource, Masks, RegTape};
 use crate::core::tensor::Tensor;
 use crate::error::{fmt_shape, Error, Result};
 use rand::{Rng, RngCore, SeedableRng};
@@ -118,8 +119,18 @@ pub enum Dropout<'a, T> {
 /// What a training forward pass keeps for [`Rnn::backward`].
 #[derive(Clone, Debug)]
 pub struct Tape<T: Real> {
-    prep: Prepared,
-    layers: Vec<LayerTape<T>>,
+    kind: TapeKind<T>,
+}
+
+#[derive(Clone, Debug)]
+enum TapeKind<T: Real> {
+    /// The fused engine's.
+    Fast {
+        prep: Prepared,
+        layers: Vec<LayerTape<T>>,
+    },
+    /// The regularized layers' ([`crate::core::regular`]).
+    Regular(Box<RegTape<T>>),
 }
 
 #[derive(Clone, Debug)]
@@ -192,6 +203,12 @@ impl<T: Real> Rnn<T> {
             ))
         })?;
         params.extend((0..layout.total()).map(|_| T::from_f64(rng.gen_range(-k..k))));
+        // Layer-norm gains start at 1 and biases at 0, as nn.LayerNorm's.
+        for e in layout.entries() {
+            if let Some(v) = e.kind.layer_norm_init() {
+                params[e.range()].fill(T::from_f64(v));
+            }
+        }
         Ok(Rnn {
             packed: PackCache::new(&config),
             config,
@@ -238,6 +255,21 @@ impl<T: Real> Rnn<T> {
     /// Sets the dropout probability between layers (it changes no parameter).
     pub fn set_dropout(&mut self, p: f64) -> Result<()> {
         let c = self.config.clone().dropout(p);
+        c.validate()?;
+        self.config = c;
+        Ok(())
+    }
+    /// Sets the regularizers ([`crate::Regularizers`]); layer norm, which has parameters,
+    /// cannot be switched on or off here (an error).
+    pub fn set_regularizers(&mut self, r: crate::core::config::Regularizers) -> Result<()> {
+        if r.layer_norm != self.config.regular.layer_norm {
+            return Err(Error::Config(
+                "layer norm has parameters: it cannot be switched on or off in an existing model"
+                    .into(),
+            ));
+        }
+        let mut c = self.config.clone();
+        c.regular = r;
         c.validate()?;
         self.config = c;
         Ok(())
@@ -350,6 +382,26 @@ impl<T: Real> Rnn<T> {
     ) -> Result<(Output<T>, Tape<T>)> {
         let (o, t) = self.run(input, state, lengths, dropout, true)?;
         Ok((o, t.expect("tape kept")))
+    }
+
+    /// Training forward pass with the given masks of every regularizer (see
+    /// [`crate::core::regular`]): for configurations with [`crate::Regularizers`]; masks drawn
+    /// by [`Masks::sample`] give what [`Rnn::forward_train`] with `Dropout::Sample` gives, and
+    /// [`Masks::eval`] gives evaluation mode.
+    pub fn forward_train_masked(
+        &self,
+        input: &Tensor<T>,
+        state: Option<&State<T>>,
+        lengths: Option<&[usize]>,
+        masks: &Masks<T>,
+    ) -> Result<(Output<T>, Tape<T>)> {
+        let (o, t) = regular::run(self, input, state, lengths, MaskSource::Given(masks), true)?;
+        Ok((
+            o,
+            Tape {
+                kind: TapeKind::Regular(Box::new(t.expect("tape kept"))),
+            },
+        ))
     }
 
     fn prepare(&self, input: &Tensor<T>, lengths: Option<&[usize]>) -> Result<(Prepared, Buf<T>)> {
@@ -567,6 +619,25 @@ impl<T: Real> Rnn<T> {
         keep: bool,
     ) -> Result<(Output<T>, Option<Tape<T>>)> {
         let c = &self.config;
+        // Dropout::Off is evaluation mode: the regularized layers only where they differ there.
+        if regular::applies(c, !matches!(dropout, Dropout::Off)) {
+            let source = match dropout {
+                Dropout::Off => MaskSource::Eval,
+                Dropout::Sample(rng) => MaskSource::Sample(rng),
+                Dropout::Masks(_) => {
+                    return Err(Error::Input(
+                        "dropout masks between layers: this configuration has regularizers inside the layers; give all their masks with Rnn::forward_train_masked".into(),
+                    ))
+                }
+            };
+            let (o, t) = regular::run(self, input, state, lengths, source, keep)?;
+            return Ok((
+                o,
+                t.map(|t| Tape {
+                    kind: TapeKind::Regular(Box::new(t)),
+                }),
+            ));
+        }
         let (prep, x) = self.prepare(input, lengths)?;
         let (t, b) = (prep.plan.t, prep.plan.b);
         let (nl, nd, h, hout) = (c.num_layers, c.num_directions(), c.hidden_size, c.h_out());
@@ -725,8 +796,10 @@ impl<T: Real> Rnn<T> {
         };
         let tape = if keep {
             Some(Tape {
-                prep,
-                layers: tapes,
+                kind: TapeKind::Fast {
+                    prep,
+                    layers: tapes,
+                },
             })
         } else {
             None
@@ -802,7 +875,21 @@ impl<T: Real> Rnn<T> {
         input_grad: bool,
     ) -> Result<InputGrads<T>> {
         let c = &self.config;
-        let prep = &tape.prep;
+        let (prep, layers) = match &tape.kind {
+            TapeKind::Fast { prep, layers } => (prep, layers),
+            TapeKind::Regular(t) => {
+                return regular::backward(
+                    self,
+                    t,
+                    grad_output,
+                    grad_h_n,
+                    grad_c_n,
+                    grads,
+                    record,
+                    input_grad,
+                )
+            }
+        };
         let (t, b) = (prep.plan.t, prep.plan.b);
         let (nl, nd, h, hout) = (c.num_layers, c.num_directions(), c.hidden_size, c.h_out());
         let lstm = c.mode == Mode::Lstm;
@@ -844,7 +931,7 @@ impl<T: Real> Rnn<T> {
         }
         for l in (0..nl).rev() {
             let d = self.dims(l);
-            let lt = &tape.layers[l];
+            let lt = &layers[l];
             // Empty: the first layer's input gradient is not wanted.
             let want_dx = l > 0 || input_grad;
             let mut dx = if want_dx {
@@ -944,7 +1031,7 @@ impl<T: Real> Rnn<T> {
                 }
             }
             if l > 0 {
-                if let Some(m) = &tape.layers[l - 1].mask {
+                if let Some(m) = &layers[l - 1].mask {
                     for (v, &mv) in dx.iter_mut().zip(m.iter()) {
                         *v *= mv;
                     }

@@ -141,6 +141,11 @@ impl<'m, T: Real> Stream<'m, T> {
         if batch == 0 {
             return Err(Error::Input("a stream needs a batch of at least 1".into()));
         }
+        if precision != Precision::F32 && crate::core::regular::applies(c, false) {
+            return Err(Error::Config(format!(
+                "{precision} weights are for layers without layer norm or zoneout"
+            )));
+        }
         let (l, h, hout, g) = (
             c.num_layers,
             c.hidden_size,
@@ -296,6 +301,27 @@ impl<'m, T: Real> Stream<'m, T> {
                 b * cfg.input_size,
                 x.len()
             )));
+        }
+        if crate::core::regular::applies(cfg, false) {
+            // Layer norm or zoneout: one evaluation step of the regularized layers.
+            let xs = Tensor::new(&[1, b, cfg.input_size], x.to_vec())?;
+            let shape = self.model.state_shape(Some(b), false);
+            let state = State {
+                h: Tensor::new(&shape, self.h.clone())?,
+                c: if self.c.is_empty() {
+                    None
+                } else {
+                    Some(Tensor::new(&shape, self.c.clone())?)
+                },
+            };
+            let out = self.model.forward(&xs, Some(&state), None)?;
+            self.h.copy_from_slice(out.h_n.data());
+            if let Some(c) = &out.c_n {
+                self.c.copy_from_slice(c.data());
+            }
+            let l = cfg.num_layers - 1;
+            let hout = cfg.h_out();
+            return Ok(&self.h[l * b * hout..(l + 1) * b * hout]);
         }
         let (h, hout, g) = (
             cfg.hidden_size,

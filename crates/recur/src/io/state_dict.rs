@@ -523,6 +523,11 @@ fn infer_config(
         dropout: 0.0,
         bidirectional: naming == Naming::Layer && file.contains(&sfx("weight_ih", 0, true)),
         proj_size: proj,
+        // Of the regularizers only layer norm has parameters (`ln_ih_weight_l0`, ...).
+        regular: crate::core::config::Regularizers {
+            layer_norm: file.contains(&sfx("ln_ih_weight", 0, false)),
+            ..Default::default()
+        },
     })
 }
 
@@ -736,7 +741,11 @@ impl ModelFile {
             relu,
             batch_first: want.batch_first,
         };
-        let rnn = load_rnn::<T>(&self.file, &opts)?;
+        let mut rnn = load_rnn::<T>(&self.file, &opts)?;
+        // The regularizers without parameters are not in the weights: they come from `want`.
+        if rnn.config().regular.layer_norm == want.regular.layer_norm {
+            rnn.set_regularizers(want.regular.clone())?;
+        }
         let mut want = want.clone();
         want.dropout = 0.0;
         if *rnn.config() != want {

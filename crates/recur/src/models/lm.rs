@@ -79,9 +79,12 @@ enum LmDrop<'a, T> {
     },
 }
 
-/// The shape of a [`CharLm`]; in `config.json` (serde) with the cell's name under `"cell"`.
-/// Directories from before `"dropout"` was written read it as 0.
+/// The shape of a [`CharLm`]; in `config.json` (serde) with the cell's name under `"cell"`
+/// and the regularizers that are on beside the other keys (`"layer_norm": true`,
+/// `"zoneout": 0.1`, ...; a model without them has none of these keys). Directories from
+/// before `"dropout"` or the regularizers were written read them as off.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "CharLmConfigJson", into = "CharLmConfigJson")]
 pub struct CharLmConfig {
     /// The recurrent cell.
     #[serde(rename = "cell", with = "crate::models::by_name")]
@@ -96,8 +99,134 @@ pub struct CharLmConfig {
     pub num_layers: usize,
     /// Dropout probability, in training, between recurrent layers and on the last layer's
     /// output (before the head).
-    #[serde(default)]
     pub dropout: f64,
+    /// The regularizers beyond dropout (all off by default).
+    pub regular: LmRegularizers,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
+fn is_false(x: &bool) -> bool {
+    !*x
+}
+
+/// `config.json`'s keys of a [`CharLmConfig`], flat and in the order written: the
+/// regularizers' keys sit beside the others, each written only when it is on (a field of the
+/// struct itself, not a flattened one, so that an error names the key).
+#[derive(Clone, Serialize, Deserialize)]
+struct CharLmConfigJson {
+    #[serde(rename = "cell", with = "crate::models::by_name")]
+    mode: Mode,
+    vocab_size: usize,
+    embed_size: usize,
+    hidden_size: usize,
+    num_layers: usize,
+    #[serde(default)]
+    dropout: f64,
+    #[serde(default, skip_serializing_if = "is_false")]
+    layer_norm: bool,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    input_dropout: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    recurrent_dropout: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    zoneout: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    weight_drop: f64,
+    #[serde(default, skip_serializing_if = "is_false")]
+    locked_dropout: bool,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    embed_dropout: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    ar: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    tar: f64,
+}
+
+impl From<CharLmConfigJson> for CharLmConfig {
+    fn from(j: CharLmConfigJson) -> CharLmConfig {
+        CharLmConfig {
+            mode: j.mode,
+            vocab_size: j.vocab_size,
+            embed_size: j.embed_size,
+            hidden_size: j.hidden_size,
+            num_layers: j.num_layers,
+            dropout: j.dropout,
+            regular: LmRegularizers {
+                layer_norm: j.layer_norm,
+                input_dropout: j.input_dropout,
+                recurrent_dropout: j.recurrent_dropout,
+                zoneout: j.zoneout,
+                weight_drop: j.weight_drop,
+                locked_dropout: j.locked_dropout,
+                embed_dropout: j.embed_dropout,
+                ar: j.ar,
+                tar: j.tar,
+            },
+        }
+    }
+}
+
+impl From<CharLmConfig> for CharLmConfigJson {
+    fn from(c: CharLmConfig) -> CharLmConfigJson {
+        let r = c.regular;
+        CharLmConfigJson {
+            mode: c.mode,
+            vocab_size: c.vocab_size,
+            embed_size: c.embed_size,
+            hidden_size: c.hidden_size,
+            num_layers: c.num_layers,
+            dropout: c.dropout,
+            layer_norm: r.layer_norm,
+            input_dropout: r.input_dropout,
+            recurrent_dropout: r.recurrent_dropout,
+            zoneout: r.zoneout,
+            weight_drop: r.weight_drop,
+            locked_dropout: r.locked_dropout,
+            embed_dropout: r.embed_dropout,
+            ar: r.ar,
+            tar: r.tar,
+        }
+    }
+}
+
+/// The regularizers of a language model beyond `dropout`, all off by default. In the
+/// recurrent stack they are [`crate::Regularizers`] (see [`crate::core::regular`]); the others
+/// are the embedding dropout and the AR/TAR loss terms of AWD-LSTM (Merity, Keskar & Socher
+/// 2017).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct LmRegularizers {
+    /// Layer normalization inside every recurrent cell.
+    pub layer_norm: bool,
+    /// Variational dropout on each recurrent layer's input (one mask per sequence).
+    pub input_dropout: f64,
+    /// Variational dropout on h_{t-1} (one mask per sequence).
+    pub recurrent_dropout: f64,
+    /// Zoneout on h (and on c for an LSTM).
+    pub zoneout: f64,
+    /// DropConnect on every `weight_hh` (one mask per batch).
+    pub weight_drop: f64,
+    /// `dropout` keeps one mask per sequence for all steps (locked dropout), between layers
+    /// and before the head.
+    pub locked_dropout: bool,
+    /// Embedding dropout: whole rows of the embedding (words, characters) dropped with this
+    /// probability, one mask per batch, the others scaled by 1/(1-p).
+    pub embed_dropout: f64,
+    /// Activation regularization: adds `ar · mean(y²)` to the loss, `y` the last layer's
+    /// output after dropout.
+    pub ar: f64,
+    /// Temporal activation regularization: adds `tar · mean((h_t - h_{t-1})²)` to the loss,
+    /// `h` the last layer's output before dropout, over the steps of a chunk.
+    pub tar: f64,
+}
+
+impl LmRegularizers {
+    /// True when something is on.
+    pub fn any(&self) -> bool {
+        *self != LmRegularizers::default()
+    }
 }
 
 impl CharLmConfig {
@@ -111,6 +240,7 @@ impl CharLmConfig {
             hidden_size: 128,
             num_layers: 2,
             dropout: 0.0,
+            regular: LmRegularizers::default(),
         }
     }
     /// Sets `embed_size`.
@@ -152,20 +282,39 @@ impl CharLmConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
         }
-        Ok(())
+        let r = &self.regular;
+        if !(0.0..1.0).contains(&r.embed_dropout) {
+            return bad(format!(
+                "embed_dropout must be in [0, 1), got {}",
+                r.embed_dropout
+            ));
+        }
+        for (name, v) in [("ar", r.ar), ("tar", r.tar)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(format!("{name} must be a number >= 0, got {v}"));
+            }
+        }
+        self.rnn_config().validate()
     }
 
     /// The recurrent stack: `nn.<cell>(embed_size, hidden_size, num_layers, dropout)`,
     /// time-major.
     pub fn rnn_config(&self) -> RnnConfig {
+        let r = &self.regular;
         RnnConfig::new(self.mode, self.embed_size, self.hidden_size)
             .num_layers(self.num_layers)
             .dropout(self.dropout)
+            .layer_norm(r.layer_norm)
+            .input_dropout(r.input_dropout)
+            .recurrent_dropout(r.recurrent_dropout)
+            .zoneout(r.zoneout)
+            .weight_drop(r.weight_drop)
+            .locked_dropout(r.locked_dropout)
     }
 
     /// The configuration as a JSON object: `{"model": "char_lm", "cell": "lstm",
     /// "vocab_size": ..., "embed_size": ..., "hidden_size": ..., "num_layers": ...,
-    /// "dropout": ...}` ([`crate::models::config_json`]).
+    /// "dropout": ...}` and the regularizers that are on ([`crate::models::config_json`]).
     pub fn to_json(&self) -> serde_json::Value {
         crate::models::config_json(ModelKind::CharLm, self)
     }
@@ -182,6 +331,17 @@ impl CharLmConfig {
 
 /// The gradients of a [`CharLm`]: embed, rnn, head (the shared [`EmbedRnnHeadGrads`]).
 pub type CharLmGrads<T> = EmbedRnnHeadGrads<T>;
+
+/// The terms of the training objective of one chunk ([`CharLm::loss_terms_and_grad`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossTerms {
+    /// Mean cross-entropy of the targets, nats per token.
+    pub cross_entropy: f64,
+    /// The activation-regularization term (0 when off).
+    pub ar: f64,
+    /// The temporal activation-regularization term (0 when off).
+    pub tar: f64,
+}
 
 /// Mean loss over a text, from [`CharLm::evaluate`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -424,8 +584,11 @@ impl<T: Real> CharLm<T> {
     /// chunk (no gradient flows back through it).
     ///
     /// Dropout (training mode) is drawn from `rng` when it is given and the configured
-    /// probability is positive: first the recurrent stack's masks between layers, then the
-    /// mask on its output. Without `rng`, nothing is dropped.
+    /// probability is positive (or a regularizer is on): first the embedding-dropout mask (if
+    /// any), then the recurrent stack's masks ([`crate::core::regular::Masks::sample`], or
+    /// between layers only), then the mask on its output. Without `rng`, nothing is dropped
+    /// (evaluation mode, zoneout by its expectation). The returned loss is the cross-entropy
+    /// alone; the gradients include the AR and TAR terms.
     pub fn loss_and_grad(
         &self,
         chunk: &Chunk,
@@ -433,8 +596,22 @@ impl<T: Real> CharLm<T> {
         rng: Option<&mut dyn RngCore>,
         grads: &mut CharLmGrads<T>,
     ) -> Result<(f64, State<T>)> {
+        self.loss_terms_and_grad(chunk, state, rng, grads)
+            .map(|(l, next)| (l.cross_entropy, next))
+    }
+
+    /// [`CharLm::loss_and_grad`] that returns every term of the objective whose gradient it
+    /// adds: the cross-entropy, the AR term and the TAR term.
+    pub fn loss_terms_and_grad(
+        &self,
+        chunk: &Chunk,
+        state: Option<&State<T>>,
+        rng: Option<&mut dyn RngCore>,
+        grads: &mut CharLmGrads<T>,
+    ) -> Result<(LossTerms, State<T>)> {
+        let sampled = self.config.dropout > 0.0 || self.has_regularizers();
         let drop = match rng {
-            Some(rng) if self.config.dropout > 0.0 => LmDrop::Sample(rng),
+            Some(rng) if sampled => LmDrop::Sample(rng),
             _ => LmDrop::Off,
         };
         self.step(chunk, state, drop, grads)
@@ -457,6 +634,14 @@ impl<T: Real> CharLm<T> {
         dropout_key: Option<u64>,
         grads: &mut CharLmGrads<T>,
     ) -> Result<(f64, State<T>)> {
+        if self.has_regularizers() {
+            return Err(Error::Config(
+                "the regularizers beyond dropout (layer norm, variational dropout, zoneout, \
+                 weight drop, locked dropout, embedding dropout, AR, TAR) do not run on a \
+                 share of a batch yet"
+                    .into(),
+            ));
+        }
         let (steps, batch) = (chunk.steps, chunk.batch);
         self.check_ids("input", &chunk.input, steps, batch)?;
         self.check_ids("target", &chunk.target, steps, batch)?;
@@ -515,6 +700,13 @@ impl<T: Real> CharLm<T> {
             _ => LmDrop::Off,
         };
         self.step(&sub, state, drop, grads)
+            .map(|(l, next)| (l.cross_entropy, next))
+    }
+
+    /// True when a regularizer beyond `dropout` is on (which [`CharLm::loss_and_grad_rows`]
+    /// does not run).
+    pub fn has_regularizers(&self) -> bool {
+        self.config.regular.any() || self.rnn.config().regular.any()
     }
 
     fn step(
@@ -523,7 +715,7 @@ impl<T: Real> CharLm<T> {
         state: Option<&State<T>>,
         drop: LmDrop<'_, T>,
         grads: &mut CharLmGrads<T>,
-    ) -> Result<(f64, State<T>)> {
+    ) -> Result<(LossTerms, State<T>)> {
         let (steps, batch) = (chunk.steps, chunk.batch);
         self.check_ids("input", &chunk.input, steps, batch)?;
         self.check_ids("target", &chunk.target, steps, batch)?;
@@ -537,41 +729,66 @@ impl<T: Real> CharLm<T> {
         }
         let (v, h) = (self.config.vocab_size, self.config.hidden_size);
         let n = steps * batch;
-        let x = self.embed_ids(&chunk.input, steps, batch)?;
+        let mut x = self.embed_ids(&chunk.input, steps, batch)?;
         let p = self.config.dropout;
-        let (out, tape, mask) = match drop {
+        let r = &self.config.regular;
+        let draw = |rng: &mut dyn RngCore, n: usize, p: f64| -> Vec<T> {
+            let keep = 1.0 - p;
+            let scale = T::from_f64(1.0 / keep);
+            (0..n)
+                .map(|_| {
+                    if rng.gen::<f64>() < keep {
+                        scale
+                    } else {
+                        T::ZERO
+                    }
+                })
+                .collect()
+        };
+        let (out, tape, mask, embed_mask) = match drop {
             LmDrop::Sample(rng) => {
+                // Embedding dropout: one mask over the vocabulary rows for the whole chunk.
+                let embed_mask =
+                    (r.embed_dropout > 0.0).then(|| draw(&mut *rng, v, r.embed_dropout));
+                if let Some(m) = &embed_mask {
+                    let e = self.config.embed_size;
+                    let xd = x.data_mut();
+                    for (row, &id) in xd.chunks_exact_mut(e).zip(&chunk.input) {
+                        for a in row {
+                            *a *= m[id];
+                        }
+                    }
+                }
                 let (out, tape) =
                     self.rnn
                         .forward_train(&x, state, None, Dropout::Sample(&mut *rng))?;
-                // nn.Dropout(p) on the output: keep with probability 1 - p, scaled by 1/(1-p).
-                let keep = 1.0 - p;
-                let scale = T::from_f64(1.0 / keep);
-                let mask: Vec<T> = (0..n * h)
-                    .map(|_| {
-                        if rng.gen::<f64>() < keep {
-                            scale
-                        } else {
-                            T::ZERO
-                        }
-                    })
-                    .collect();
-                (out, tape, Some(mask))
+                // nn.Dropout(p) on the output: keep with probability 1 - p, scaled by 1/(1-p);
+                // locked: one mask per stream, the same at every step.
+                let mask = (p > 0.0).then(|| {
+                    if r.locked_dropout {
+                        let m = draw(&mut *rng, batch * h, p);
+                        (0..n * h).map(|k| m[k % (batch * h)]).collect()
+                    } else {
+                        draw(&mut *rng, n * h, p)
+                    }
+                });
+                (out, tape, mask, embed_mask)
             }
             LmDrop::Masks { layers, output } => {
                 let (out, tape) =
                     self.rnn
                         .forward_train(&x, state, None, Dropout::Masks(&layers))?;
-                (out, tape, Some(output))
+                (out, tape, Some(output), None)
             }
             LmDrop::Off => {
                 let (out, tape) = self.rnn.forward_train(&x, state, None, Dropout::Off)?;
-                (out, tape, None)
+                (out, tape, None, None)
             }
         };
         let next = out.state();
         // y (n, H): the last layer's output, after dropout.
-        let mut y = out.output.into_data();
+        let raw = out.output.into_data();
+        let mut y = raw.clone();
         if let Some(m) = &mask {
             for (a, &b) in y.iter_mut().zip(m) {
                 *a *= b;
@@ -586,18 +803,68 @@ impl<T: Real> CharLm<T> {
         let mut dy = vec![T::ZERO; n * h];
         self.head
             .backward(&y, &dlogits, n, &mut grads.head, Some(&mut dy));
+        let mean_sq = |v: &mut dyn Iterator<Item = f64>, n: usize| {
+            v.map(|a| a * a).sum::<f64>() / n.max(1) as f64
+        };
+        let ar = if r.ar > 0.0 {
+            r.ar * mean_sq(&mut y.iter().map(|a| a.to_f64()), n * h)
+        } else {
+            0.0
+        };
+        let tar = if r.tar > 0.0 && steps > 1 {
+            let bh = batch * h;
+            r.tar
+                * mean_sq(
+                    &mut (bh..n * h).map(|j| raw[j].to_f64() - raw[j - bh].to_f64()),
+                    (steps - 1) * bh,
+                )
+        } else {
+            0.0
+        };
+        // AR: ar · mean(y²) over the dropped output.
+        if r.ar > 0.0 {
+            let k = T::from_f64(2.0 * r.ar / (n * h) as f64);
+            for (d, &a) in dy.iter_mut().zip(&y) {
+                *d += k * a;
+            }
+        }
         if let Some(m) = &mask {
             for (a, &b) in dy.iter_mut().zip(m) {
                 *a *= b;
+            }
+        }
+        // TAR: tar · mean((h_t - h_{t-1})²) over the output before dropout, rows t·B + b.
+        if r.tar > 0.0 && steps > 1 {
+            let k = T::from_f64(2.0 * r.tar / ((steps - 1) * batch * h) as f64);
+            let bh = batch * h;
+            for j in bh..n * h {
+                let g = k * (raw[j] - raw[j - bh]);
+                dy[j] += g;
+                dy[j - bh] -= g;
             }
         }
         let dy = Tensor::new(&[steps, batch, h], dy)?;
         let dx = self
             .rnn
             .backward(&tape, Some(&dy), None, None, &mut grads.rnn)?;
-        self.embed
-            .backward(&chunk.input, dx.input.data(), &mut grads.embed)?;
-        Ok((loss.to_f64(), next))
+        let mut dx = dx.input.into_data();
+        if let Some(m) = &embed_mask {
+            let e = self.config.embed_size;
+            for (row, &id) in dx.chunks_exact_mut(e).zip(&chunk.input) {
+                for a in row {
+                    *a *= m[id];
+                }
+            }
+        }
+        self.embed.backward(&chunk.input, &dx, &mut grads.embed)?;
+        Ok((
+            LossTerms {
+                cross_entropy: loss.to_f64(),
+                ar,
+                tar,
+            },
+            next,
+        ))
     }
 
     /// Mean loss over a text in evaluation mode: `ids` is cut into `batch_size` streams (fewer

@@ -1,0 +1,98 @@
+//! The regularizer options of the training tasks: `--layer-norm`, `--input-dropout`,
+//! `--recurrent-dropout`, `--zoneout`, `--weight-drop`, `--locked-dropout`,
+//! `--embed-dropout`, `--ar`, `--tar` (see `recur::core::regular` for the equations).
+
+use clap::Args as ClapArgs;
+use recur::models::lm::LmRegularizers;
+
+/// Regularizers of the recurrent layers and of the language model (all off by default).
+#[derive(ClapArgs, Clone, Debug)]
+pub struct RegularArgs {
+    /// Layer normalization inside every recurrent cell (input and recurrent pre-activations,
+    /// and the LSTM cell state).
+    #[arg(long)]
+    pub layer_norm: bool,
+    /// Variational dropout on each recurrent layer's input: one mask per sequence.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub input_dropout: f64,
+    /// Variational dropout on h_{t-1} in the recurrent product: one mask per sequence.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub recurrent_dropout: f64,
+    /// Zoneout on h (and on c for an LSTM): each unit keeps its previous value with this
+    /// probability in training; the expectation in evaluation.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub zoneout: f64,
+    /// DropConnect on the recurrent weights (AWD-LSTM's weight drop): one mask per batch.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub weight_drop: f64,
+    /// --dropout with one mask per sequence for all steps (locked dropout).
+    #[arg(long)]
+    pub locked_dropout: bool,
+    /// Embedding dropout: whole tokens dropped from the embedding, one mask per batch.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub embed_dropout: f64,
+    /// Activation regularization: adds AR · mean(y²) of the last layer's output to the loss.
+    #[arg(long, default_value_t = 0.0, value_name = "AR")]
+    pub ar: f64,
+    /// Temporal activation regularization: adds TAR · mean((h_t - h_{t-1})²) to the loss.
+    #[arg(long, default_value_t = 0.0, value_name = "TAR")]
+    pub tar: f64,
+}
+
+impl RegularArgs {
+    /// The language model's regularizers; an error names the option that is out of range.
+    pub fn lm(&self) -> Result<LmRegularizers, String> {
+        for (name, p) in [
+            ("--input-dropout", self.input_dropout),
+            ("--recurrent-dropout", self.recurrent_dropout),
+            ("--zoneout", self.zoneout),
+            ("--weight-drop", self.weight_drop),
+            ("--embed-dropout", self.embed_dropout),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(format!("{name} must be in [0, 1), got {p}"));
+            }
+        }
+        for (name, v) in [("--ar", self.ar), ("--tar", self.tar)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("{name} must be a number >= 0, got {v}"));
+            }
+        }
+        Ok(LmRegularizers {
+            layer_norm: self.layer_norm,
+            input_dropout: self.input_dropout,
+            recurrent_dropout: self.recurrent_dropout,
+            zoneout: self.zoneout,
+            weight_drop: self.weight_drop,
+            locked_dropout: self.locked_dropout,
+            embed_dropout: self.embed_dropout,
+            ar: self.ar,
+            tar: self.tar,
+        })
+    }
+}
+
+/// A short description of the regularizers that are on (empty when none).
+pub fn describe(r: &LmRegularizers) -> String {
+    let mut parts = Vec::new();
+    if r.layer_norm {
+        parts.push("layer norm".to_string());
+    }
+    for (name, p) in [
+        ("input dropout", r.input_dropout),
+        ("recurrent dropout", r.recurrent_dropout),
+        ("zoneout", r.zoneout),
+        ("weight drop", r.weight_drop),
+        ("embedding dropout", r.embed_dropout),
+        ("AR", r.ar),
+        ("TAR", r.tar),
+    ] {
+        if p != 0.0 {
+            parts.push(format!("{name} {p}"));
+        }
+    }
+    if r.locked_dropout {
+        parts.push("locked dropout".into());
+    }
+    parts.join(", ")
+}

@@ -1,0 +1,1219 @@
+//! The regularized layers: layer normalization inside the cell, variational (recurrent) dropout,
+//! zoneout, weight drop and locked dropout between layers ([`Regularizers`]), forward and BPTT.
+//!
+//! [`crate::Rnn`] runs these instead of its fused engine when its configuration has any of them
+//! (in evaluation, only when the layers differ from PyTorch's there: layer norm, zoneout); a
+//! configuration without them never reaches this module. The input projections of all steps
+//! are one matrix product, the recurrent product is one per step, both through the
+//! `recur_kernels` GEMM; the rest is plain loops.
+//!
+//! One layer, one step, for a batch row with `x` (its input) and `h, c` (its state):
+//!
+//! ```text
+//! x̃ = x ⊙ m_x                              input dropout (one mask per sequence)
+//! h̃ = h ⊙ m_h                              recurrent dropout (one mask per sequence)
+//! W = W_hh ⊙ M                             weight drop (one mask per forward pass)
+//! a = LN_ih(x̃ W_ihᵀ) + b_ih                LN(v) = γ (v - mean v) / sqrt(var v + 1e-5) + β
+//! b = LN_hh(h̃ Wᵀ) + b_hh                   over all G·H gate pre-activations of the row
+//! LSTM: i, f, g, o = σ, σ, tanh, σ of (a + b);  c' = LN_c(f c + i g);  h' = o tanh(c')
+//! GRU:  r, z = σ(a_r + b_r), σ(a_z + b_z);  n = tanh(a_n + r b_n);  h' = (1 - z) n + z h
+//! RNN:  h' = tanh or relu of (a + b)
+//! zoneout: h ← d_h h + (1 - d_h) h',  c ← d_c c + (1 - d_c) c'
+//! ```
+//!
+//! (without layer norm, `LN(v) = v`). In training the zoneout masks `d` are 1 (keep the
+//! previous value) with probability p, drawn at every step; in evaluation `d = p`, the
+//! expectation. Between layers, the dropout of [`RnnConfig::dropout`] is applied to the
+//! layer's output, with one mask per sequence when `locked_dropout` is set. Dropout masks hold
+//! 0 or 1/(1-p) (inverted scaling, as `nn.Dropout`).
+//!
+//! The masks of one pass, drawn from the caller's generator ([`Masks::sample`]) in a fixed
+//! order: layer by layer, input, recurrent, weight, zoneout h, zoneout c, between-layer output;
+//! each element by `rng.gen::<f64>()`, as [`crate::Dropout::Sample`] draws its masks. The same
+//! generator state gives the same masks.
+
+use crate::core::config::{Mode, Regularizers, RnnConfig};
+use crate::core::layout::LnLayout;
+use crate::core::rnn::{BackwardObserver, InputGrads, Output, Rnn, State};
+use crate::core::tensor::Tensor;
+use crate::error::{fmt_shape, Error, Result};
+use rand::{Rng, RngCore};
+use recur_kernels::cells::{sigmoid_inplace, tanh_inplace};
+use recur_kernels::gemm::{matmul, MatMut, MatRef, Par};
+use recur_kernels::packed::PackedB;
+use recur_kernels::Real;
+
+/// The `eps` of the layer norms (`nn.LayerNorm`'s default).
+pub const LN_EPS: f64 = 1e-5;
+
+/// The masks of one layer for one forward pass; batch rows in the caller's order. `None` is
+/// "no mask" (all ones; for zoneout: always take the new value).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct LayerMasks<T> {
+    /// Input dropout, (B, input size of the layer): 0 or 1/(1-p).
+    pub input: Option<Vec<T>>,
+    /// Recurrent dropout on h_{t-1}, (B, H): 0 or 1/(1-p).
+    pub recurrent: Option<Vec<T>>,
+    /// Weight drop on `weight_hh`, (G·H, H): 0 or 1/(1-p).
+    pub weight_hh: Option<Vec<T>>,
+    /// Zoneout on h, (T, B, H): the weight of the previous value (1 or 0 in training, p in
+    /// evaluation).
+    pub zoneout_h: Option<Vec<T>>,
+    /// Zoneout on c (LSTM), (T, B, H), as `zoneout_h`.
+    pub zoneout_c: Option<Vec<T>>,
+    /// Dropout on this layer's output, towards the next layer (never on the last layer):
+    /// (B, H) when locked, else (T, B, H): 0 or 1/(1-p).
+    pub output: Option<Vec<T>>,
+}
+
+/// The masks of every layer for one forward pass of `T` steps over a batch of `B`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Masks<T> {
+    /// One per layer.
+    pub layers: Vec<LayerMasks<T>>,
+}
+
+fn dropout_mask<T: Real>(rng: &mut dyn RngCore, n: usize, p: f64) -> Vec<T> {
+    let keep = 1.0 - p;
+    let scale = T::from_f64(1.0 / keep);
+    (0..n)
+        .map(|_| {
+            if rng.gen::<f64>() < keep {
+                scale
+            } else {
+                T::ZERO
+            }
+        })
+        .collect()
+}
+
+fn zoneout_mask<T: Real>(rng: &mut dyn RngCore, n: usize, p: f64) -> Vec<T> {
+    (0..n)
+        .map(|_| {
+            if rng.gen::<f64>() < p {
+                T::ONE
+            } else {
+                T::ZERO
+            }
+        })
+        .collect()
+}
+
+impl<T: Real> Masks<T> {
+    /// Training masks for `t` steps of a batch of `b`, drawn from `rng` (see the module
+    /// documentation for the order).
+    pub fn sample(config: &RnnConfig, t: usize, b: usize, rng: &mut dyn RngCore) -> Masks<T> {
+        let r = &config.regular;
+        let (h, nl) = (config.hidden_size, config.num_layers);
+        let gh = config.mode.gates() * h;
+        let layers = (0..nl)
+            .map(|l| {
+                let input = config.layer_input_size(l);
+                let mut m = LayerMasks::default();
+                if r.input_dropout > 0.0 {
+                    m.input = Some(dropout_mask(rng, b * input, r.input_dropout));
+                }
+                if r.recurrent_dropout > 0.0 {
+                    m.recurrent = Some(dropout_mask(rng, b * h, r.recurrent_dropout));
+                }
+                if r.weight_drop > 0.0 {
+                    m.weight_hh = Some(dropout_mask(rng, gh * h, r.weight_drop));
+                }
+                if r.zoneout_h > 0.0 {
+                    m.zoneout_h = Some(zoneout_mask(rng, t * b * h, r.zoneout_h));
+                }
+                if r.zoneout_c > 0.0 {
+                    m.zoneout_c = Some(zoneout_mask(rng, t * b * h, r.zoneout_c));
+                }
+                if l + 1 < nl && config.dropout > 0.0 {
+                    let n = if r.locked_dropout { b * h } else { t * b * h };
+                    m.output = Some(if config.dropout >= 1.0 {
+                        vec![T::ZERO; n]
+                    } else {
+                        dropout_mask(rng, n, config.dropout)
+                    });
+                }
+                m
+            })
+            .collect();
+        Masks { layers }
+    }
+
+    /// Evaluation: no dropout, zoneout by its expectation.
+    pub fn eval(config: &RnnConfig, t: usize, b: usize) -> Masks<T> {
+        let r = &config.regular;
+        let h = config.hidden_size;
+        let constant = |p: f64| (p > 0.0).then(|| vec![T::from_f64(p); t * b * h]);
+        let layers = (0..config.num_layers)
+            .map(|_| LayerMasks {
+                zoneout_h: constant(r.zoneout_h),
+                zoneout_c: constant(r.zoneout_c),
+                ..LayerMasks::default()
+            })
+            .collect();
+        Masks { layers }
+    }
+
+    fn check(&self, config: &RnnConfig, t: usize, b: usize) -> Result<()> {
+        let nl = config.num_layers;
+        if self.layers.len() != nl {
+            return Err(Error::Input(format!(
+                "masks: expected one per layer ({nl}), got {}",
+                self.layers.len()
+            )));
+        }
+        let h = config.hidden_size;
+        let gh = config.mode.gates() * h;
+        for (l, m) in self.layers.iter().enumerate() {
+            let out = if config.regular.locked_dropout {
+                b * h
+            } else {
+                t * b * h
+            };
+            let c_ok = m.zoneout_c.is_none() || config.mode == Mode::Lstm;
+            let out_ok = m.output.is_none() || l + 1 < nl;
+            if !c_ok || !out_ok {
+                return Err(Error::Input(format!(
+                    "masks of layer {l}: {}",
+                    if c_ok {
+                        "the last layer has no output dropout"
+                    } else {
+                        "zoneout on c needs an LSTM"
+                    }
+                )));
+            }
+            for (what, v, n) in [
+                ("input", &m.input, b * config.layer_input_size(l)),
+                ("recurrent", &m.recurrent, b * h),
+                ("weight_hh", &m.weight_hh, gh * h),
+                ("zoneout_h", &m.zoneout_h, t * b * h),
+                ("zoneout_c", &m.zoneout_c, t * b * h),
+                ("output", &m.output, out),
+            ] {
+                if let Some(v) = v {
+                    if v.len() != n {
+                        return Err(Error::Input(format!(
+                            "{what} mask of layer {l}: expected {n} values, got {}",
+                            v.len()
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the regularized training forward pass keeps for its BPTT.
+#[derive(Clone, Debug)]
+pub(crate) struct RegTape<T> {
+    t: usize,
+    b: usize,
+    /// Each sequence's length.
+    lengths: Vec<usize>,
+    unbatched: bool,
+    input_shape: Vec<usize>,
+    layers: Vec<LayerTape<T>>,
+}
+
+#[derive(Clone, Debug)]
+struct LayerTape<T> {
+    masks: LayerMasks<T>,
+    /// (T·B, in): the input after input dropout.
+    xd: Vec<T>,
+    /// LN: the normalized input pre-activations (T·B, G·H) and 1/σ of each row (T·B).
+    ih_hat: Vec<T>,
+    ih_rstd: Vec<T>,
+    /// LN: the normalized recurrent pre-activations and 1/σ.
+    hh_hat: Vec<T>,
+    hh_rstd: Vec<T>,
+    /// (T·B, H): h_{t-1} after recurrent dropout.
+    hd: Vec<T>,
+    /// (T·B, G·H): the gate activations (RNN: h').
+    gates: Vec<T>,
+    /// GRU (T·B, H): the recurrent pre-activation of n (after LN and bias).
+    ghn: Vec<T>,
+    /// LSTM LN: the normalized new cell state f c + i g (T·B, H) and 1/σ (T·B).
+    c_hat: Vec<T>,
+    c_rstd: Vec<T>,
+    /// LSTM (T·B, H): tanh(c').
+    tc: Vec<T>,
+    /// ((T+1)·B, H): h and c after each step (slot 0: the initial state).
+    hs: Vec<T>,
+    cs: Vec<T>,
+    /// The dropped `weight_hh` (weight drop only).
+    w_eff: Option<Vec<T>>,
+}
+
+/// The parameters of one layer.
+struct LayerParams<'a, T> {
+    w_ih: &'a [T],
+    w_hh: &'a [T],
+    b_ih: Option<&'a [T]>,
+    b_hh: Option<&'a [T]>,
+    ln: Option<LnParams<'a, T>>,
+}
+
+struct LnParams<'a, T> {
+    ih_w: &'a [T],
+    ih_b: &'a [T],
+    hh_w: &'a [T],
+    hh_b: &'a [T],
+    c_w: Option<&'a [T]>,
+    c_b: Option<&'a [T]>,
+}
+
+fn layer_params<'a, T: Real>(rnn: &'a Rnn<T>, l: usize) -> LayerParams<'a, T> {
+    let d = rnn.layout().dir(l, 0);
+    let p = rnn.params();
+    LayerParams {
+        w_ih: &p[d.w_ih.clone()],
+        w_hh: &p[d.w_hh.clone()],
+        b_ih: d.b_ih.clone().map(|r| &p[r]),
+        b_hh: d.b_hh.clone().map(|r| &p[r]),
+        ln: d.ln.as_ref().map(|ln| LnParams {
+            ih_w: &p[ln.ih_weight.clone()],
+            ih_b: &p[ln.ih_bias.clone()],
+            hh_w: &p[ln.hh_weight.clone()],
+            hh_b: &p[ln.hh_bias.clone()],
+            c_w: ln.c_weight.clone().map(|r| &p[r]),
+            c_b: ln.c_bias.clone().map(|r| &p[r]),
+        }),
+    }
+}
+
+/// The sum of `v` in eight lanes (so that it vectorizes).
+fn lane_sum<T: Real>(v: &[T], f: impl Fn(T) -> T) -> T {
+    let mut acc = [T::ZERO; 8];
+    let mut it = v.chunks_exact(8);
+    for c in &mut it {
+        for k in 0..8 {
+            acc[k] += f(c[k]);
+        }
+    }
+    let mut s = T::ZERO;
+    for &x in it.remainder() {
+        s += f(x);
+    }
+    for a in acc {
+        s += a;
+    }
+    s
+}
+
+/// Normalizes `v` in place to `γ v̂ + β`, writing v̂ to `hat` and returning 1/σ.
+fn ln_row<T: Real>(v: &mut [T], gain: &[T], bias: &[T], hat: &mut [T]) -> T {
+    let n = T::from_f64(v.len() as f64);
+    let mean = lane_sum(v, |x| x) / n;
+    let var = lane_sum(v, |x| (x - mean) * (x - mean)) / n;
+    let rstd = T::ONE / (var + T::from_f64(LN_EPS)).sqrt();
+    for (((x, xh), &g), &b) in v.iter_mut().zip(hat.iter_mut()).zip(gain).zip(bias) {
+        *xh = (*x - mean) * rstd;
+        *x = g * *xh + b;
+    }
+    rstd
+}
+
+/// The backward pass of one row of `ln_row`: `dy` (d loss / d output) in, d loss / d input
+/// written to `dx`; adds to the gain's and bias's gradients.
+fn ln_row_back<T: Real>(
+    dy: &[T],
+    hat: &[T],
+    rstd: T,
+    gain: &[T],
+    dgain: &mut [T],
+    dbias: &mut [T],
+    dx: &mut [T],
+) {
+    let n = T::from_f64(dy.len() as f64);
+    let (mut m1, mut m2) = (T::ZERO, T::ZERO);
+    for k in 0..dy.len() {
+        dgain[k] += dy[k] * hat[k];
+        dbias[k] += dy[k];
+        let g = dy[k] * gain[k];
+        m1 += g;
+        m2 += g * hat[k];
+    }
+    m1 = m1 / n;
+    m2 = m2 / n;
+    for k in 0..dy.len() {
+        dx[k] = rstd * (dy[k] * gain[k] - m1 - hat[k] * m2);
+    }
+}
+
+/// Whether a pass runs here: with any regularizer in training (masks drawn), with layer norm
+/// or zoneout always.
+pub(crate) fn applies(config: &RnnConfig, training: bool) -> bool {
+    let r: &Regularizers = &config.regular;
+    if training {
+        r.any()
+    } else {
+        r.any_in_eval()
+    }
+}
+
+/// Where the masks come from.
+pub(crate) enum MaskSource<'a, T> {
+    Eval,
+    Sample(&'a mut dyn RngCore),
+    Given(&'a Masks<T>),
+}
+
+/// The checked shapes of one call: `(T, B, unbatched)`.
+fn shapes<T: Real>(
+    config: &RnnConfig,
+    input: &Tensor<T>,
+    lengths: Option<&[usize]>,
+) -> Result<(usize, usize, bool, Vec<usize>)> {
+    let shape = input.shape();
+    let (t, b, unbatched) = match shape.len() {
+        2 => (shape[0], 1, true),
+        3 if config.batch_first => (shape[1], shape[0], false),
+        3 => (shape[0], shape[1], false),
+        _ => {
+            return Err(Error::Input(format!(
+                "input: expected 3 dimensions {} (or 2 for an unbatched sequence), got shape {}",
+                if config.batch_first {
+                    "(batch, seq, input_size)"
+                } else {
+                    "(seq, batch, input_size)"
+                },
+                fmt_shape(shape)
+            )))
+        }
+    };
+    let i = *shape.last().unwrap();
+    if i != config.input_size {
+        return Err(Error::Input(format!(
+            "input: the last dimension must equal input_size: expected {}, got {} (shape {})",
+            config.input_size,
+            i,
+            fmt_shape(shape)
+        )));
+    }
+    if t == 0 || b == 0 {
+        return Err(Error::Input(format!(
+            "input: {} (shape {})",
+            if t == 0 {
+                "the sequence length is 0; give at least one step"
+            } else {
+                "the batch is empty"
+            },
+            fmt_shape(shape)
+        )));
+    }
+    let lens = match lengths {
+        None => vec![t; b],
+        Some(l) => {
+            if l.len() != b {
+                return Err(Error::Input(format!(
+                    "lengths: expected one length per sequence ({b}), got {}",
+                    l.len()
+                )));
+            }
+            if let Some((k, &v)) = l.iter().enumerate().find(|(_, &v)| v == 0 || v > t) {
+                return Err(Error::Input(if v == 0 {
+                    format!("lengths[{k}] is 0: every sequence needs at least one step")
+                } else {
+                    format!("lengths[{k}] is {v}, longer than the input's {t} steps")
+                }));
+            }
+            l.to_vec()
+        }
+    };
+    Ok((t, b, unbatched, lens))
+}
+
+/// Row of (time, batch) in the caller's layout.
+fn user_row(batch_first: bool, ti: usize, bi: usize, t: usize, b: usize) -> usize {
+    if batch_first {
+        bi * t + ti
+    } else {
+        ti * b + bi
+    }
+}
+
+fn state_in<T: Real>(
+    rnn: &Rnn<T>,
+    what: &str,
+    s: Option<&Tensor<T>>,
+    b: usize,
+    unbatched: bool,
+    cell: bool,
+) -> Result<Vec<T>> {
+    let want = rnn.state_shape(if unbatched { None } else { Some(b) }, cell);
+    match s {
+        None => Ok(vec![T::ZERO; want.iter().product()]),
+        Some(s) if s.shape() == want.as_slice() => Ok(s.data().to_vec()),
+        Some(s) => Err(Error::shape(what, &want, s.shape())),
+    }
+}
+
+/// The forward pass over the stack; `keep` keeps the tape.
+pub(crate) fn run<T: Real>(
+    rnn: &Rnn<T>,
+    input: &Tensor<T>,
+    state: Option<&State<T>>,
+    lengths: Option<&[usize]>,
+    masks: MaskSource<'_, T>,
+    keep: bool,
+) -> Result<(Output<T>, Option<RegTape<T>>)> {
+    let c = rnn.config();
+    let (t, b, unbatched, lens) = shapes(c, input, lengths)?;
+    let (nl, h) = (c.num_layers, c.hidden_size);
+    let lstm = c.mode == Mode::Lstm;
+    let h0 = state_in(rnn, "h0", state.map(|s| &s.h), b, unbatched, false)?;
+    let c0 = match (lstm, state.and_then(|s| s.c.as_ref())) {
+        (true, c0) => state_in(rnn, "c0", c0, b, unbatched, true)?,
+        (false, Some(_)) => {
+            return Err(Error::Input(format!(
+                "c0 was given, but a {} has no cell state",
+                c.mode
+            )))
+        }
+        (false, None) => Vec::new(),
+    };
+    let masks = match masks {
+        MaskSource::Eval => Masks::eval(c, t, b),
+        MaskSource::Sample(rng) => Masks::sample(c, t, b, rng),
+        MaskSource::Given(m) => {
+            m.check(c, t, b)?;
+            m.clone()
+        }
+    };
+    // The input, time-major (T·B, I), zero at padding.
+    let i = c.input_size;
+    let mut x = vec![T::ZERO; t * b * i];
+    for bi in 0..b {
+        for ti in 0..lens[bi] {
+            let from = user_row(c.batch_first, ti, bi, t, b) * i;
+            x[(ti * b + bi) * i..][..i].copy_from_slice(&input.data()[from..from + i]);
+        }
+    }
+    let mut hn = vec![T::ZERO; nl * b * h];
+    let mut cn = vec![T::ZERO; if lstm { nl * b * h } else { 0 }];
+    let mut tapes = Vec::new();
+    let mut layer_in = x;
+    for (l, m) in masks.layers.into_iter().enumerate() {
+        let p = layer_params(rnn, l);
+        let c0l = if lstm {
+            &c0[l * b * h..][..b * h]
+        } else {
+            &[][..]
+        };
+        let tape = layer_forward(
+            c.mode,
+            h,
+            c.layer_input_size(l),
+            &p,
+            t,
+            b,
+            &lens,
+            layer_in,
+            &h0[l * b * h..][..b * h],
+            c0l,
+            m,
+        );
+        hn[l * b * h..][..b * h].copy_from_slice(&tape.hs[t * b * h..]);
+        if lstm {
+            cn[l * b * h..][..b * h].copy_from_slice(&tape.cs[t * b * h..]);
+        }
+        // This layer's output: h after each step, zero at padding, then the dropout towards
+        // the next layer.
+        let mut y = vec![T::ZERO; t * b * h];
+        for ti in 0..t {
+            for (bi, &len) in lens.iter().enumerate() {
+                if ti < len {
+                    let r = (ti * b + bi) * h;
+                    y[r..r + h].copy_from_slice(&tape.hs[r + b * h..][..h]);
+                    if let Some(om) = &tape.masks.output {
+                        let mr = if c.regular.locked_dropout { bi * h } else { r };
+                        for (v, &mv) in y[r..r + h].iter_mut().zip(&om[mr..mr + h]) {
+                            *v *= mv;
+                        }
+                    }
+                }
+            }
+        }
+        layer_in = y;
+        tapes.push(tape);
+    }
+    // Output in the caller's layout.
+    let mut out = vec![T::ZERO; t * b * h];
+    for bi in 0..b {
+        for ti in 0..t {
+            out[user_row(c.batch_first, ti, bi, t, b) * h..][..h]
+                .copy_from_slice(&layer_in[(ti * b + bi) * h..][..h]);
+        }
+    }
+    let mut oshape = input.shape().to_vec();
+    *oshape.last_mut().unwrap() = h;
+    let sshape = rnn.state_shape(if unbatched { None } else { Some(b) }, false);
+    let output = Output {
+        output: Tensor::new(&oshape, out).expect("output shape"),
+        h_n: Tensor::new(&sshape, hn).expect("state shape"),
+        c_n: lstm.then(|| Tensor::new(&sshape, cn).expect("state shape")),
+    };
+    let tape = keep.then(|| RegTape {
+        t,
+        b,
+        lengths: lens,
+        unbatched,
+        input_shape: input.shape().to_vec(),
+        layers: tapes,
+    });
+    Ok((output, tape))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn layer_forward<T: Real>(
+    mode: Mode,
+    h: usize,
+    input: usize,
+    p: &LayerParams<'_, T>,
+    t: usize,
+    b: usize,
+    lens: &[usize],
+    mut xd: Vec<T>,
+    h0: &[T],
+    c0: &[T],
+    masks: LayerMasks<T>,
+) -> LayerTape<T> {
+    let g = mode.gates();
+    let gh = g * h;
+    let tb = t * b;
+    let lstm = mode == Mode::Lstm;
+    let gru = mode == Mode::Gru;
+    let ln = p.ln.as_ref();
+    if let Some(m) = &masks.input {
+        for (r, row) in xd.chunks_exact_mut(input).enumerate() {
+            let bi = r % b;
+            for (v, &mv) in row.iter_mut().zip(&m[bi * input..][..input]) {
+                *v *= mv;
+            }
+        }
+    }
+    // a = LN_ih(x̃ W_ihᵀ) + b_ih for every step at once.
+    let mut pih = vec![T::ZERO; tb * gh];
+    matmul(
+        MatMut::new(&mut pih, tb, gh),
+        MatRef::new(&xd, tb, input),
+        MatRef::new(p.w_ih, gh, input).t(),
+        false,
+        Par::Threads,
+    );
+    let (mut ih_hat, mut ih_rstd) = (Vec::new(), Vec::new());
+    if let Some(ln) = ln {
+        ih_hat = vec![T::ZERO; tb * gh];
+        ih_rstd = vec![T::ZERO; tb];
+        for r in 0..tb {
+            ih_rstd[r] = ln_row(
+                &mut pih[r * gh..][..gh],
+                ln.ih_w,
+                ln.ih_b,
+                &mut ih_hat[r * gh..][..gh],
+            );
+        }
+    }
+    if let Some(bias) = p.b_ih {
+        for row in pih.chunks_exact_mut(gh) {
+            for (v, &bv) in row.iter_mut().zip(bias) {
+                *v += bv;
+            }
+        }
+    }
+    let w_eff = masks
+        .weight_hh
+        .as_ref()
+        .map(|m| p.w_hh.iter().zip(m).map(|(&w, &mv)| w * mv).collect());
+    let w: &[T] = w_eff.as_deref().unwrap_or(p.w_hh);
+    // Wᵀ packed once for the per-step products.
+    let mut w_t = PackedB::new();
+    w_t.pack(MatRef::new(w, gh, h).t());
+    let mut hs = vec![T::ZERO; (t + 1) * b * h];
+    hs[..b * h].copy_from_slice(h0);
+    let mut cs = vec![T::ZERO; if lstm { (t + 1) * b * h } else { 0 }];
+    if lstm {
+        cs[..b * h].copy_from_slice(c0);
+    }
+    let mut hd = vec![T::ZERO; tb * h];
+    let (mut hh_hat, mut hh_rstd) = if ln.is_some() {
+        (vec![T::ZERO; tb * gh], vec![T::ZERO; tb])
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let mut gates = vec![T::ZERO; tb * gh];
+    let mut ghn = vec![T::ZERO; if gru { tb * h } else { 0 }];
+    let ln_c = ln.filter(|_| lstm);
+    let (mut c_hat, mut c_rstd) = if ln_c.is_some() {
+        (vec![T::ZERO; tb * h], vec![T::ZERO; tb])
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let mut tc = vec![T::ZERO; if lstm { tb * h } else { 0 }];
+    let mut phh = vec![T::ZERO; b * gh];
+    let mut cnew = vec![T::ZERO; h];
+    for ti in 0..t {
+        let (past, future) = hs.split_at_mut((ti + 1) * b * h);
+        let hp = &past[ti * b * h..];
+        let hnext = &mut future[..b * h];
+        let hdt = &mut hd[ti * b * h..][..b * h];
+        hdt.copy_from_slice(hp);
+        if let Some(m) = &masks.recurrent {
+            for (v, &mv) in hdt.iter_mut().zip(m) {
+                *v *= mv;
+            }
+        }
+        w_t.matmul(b, hdt, h, &mut phh, gh, false);
+        for bi in 0..b {
+            let row = &mut phh[bi * gh..][..gh];
+            let r = ti * b + bi;
+            if let Some(ln) = ln {
+                hh_rstd[r] = ln_row(row, ln.hh_w, ln.hh_b, &mut hh_hat[r * gh..][..gh]);
+            }
+            if let Some(bias) = p.b_hh {
+                for (v, &bv) in row.iter_mut().zip(bias) {
+                    *v += bv;
+                }
+            }
+        }
+        for bi in 0..b {
+            let r = ti * b + bi;
+            let hpr = &hp[bi * h..][..h];
+            if ti >= lens[bi] {
+                hnext[bi * h..][..h].copy_from_slice(hpr);
+                if lstm {
+                    let (cp, cf) = cs.split_at_mut((ti + 1) * b * h);
+                    cf[bi * h..][..h].copy_from_slice(&cp[(ti * b + bi) * h..][..h]);
+                }
+                continue;
+            }
+            let a = &pih[r * gh..][..gh];
+            let bb = &phh[bi * gh..][..gh];
+            let gt = &mut gates[r * gh..][..gh];
+            let zh = masks.zoneout_h.as_ref().map(|m| &m[r * h..][..h]);
+            match mode {
+                Mode::Lstm => {
+                    for k in 0..gh {
+                        gt[k] = a[k] + bb[k];
+                    }
+                    sigmoid_inplace(&mut gt[..2 * h]);
+                    tanh_inplace(&mut gt[2 * h..3 * h]);
+                    sigmoid_inplace(&mut gt[3 * h..]);
+                    let (cp, cf) = cs.split_at_mut((ti + 1) * b * h);
+                    let cpr = &cp[(ti * b + bi) * h..][..h];
+                    for j in 0..h {
+                        cnew[j] = gt[h + j] * cpr[j] + gt[j] * gt[2 * h + j];
+                    }
+                    if let Some(ln) = ln_c {
+                        c_rstd[r] = ln_row(
+                            &mut cnew,
+                            ln.c_w.unwrap(),
+                            ln.c_b.unwrap(),
+                            &mut c_hat[r * h..][..h],
+                        );
+                    }
+                    let zc = masks.zoneout_c.as_ref().map(|m| &m[r * h..][..h]);
+                    let cout = &mut cf[bi * h..][..h];
+                    let tcr = &mut tc[r * h..][..h];
+                    tcr.copy_from_slice(&cnew);
+                    tanh_inplace(tcr);
+                    for j in 0..h {
+                        let hnew = gt[3 * h + j] * tcr[j];
+                        cout[j] = match zc {
+                            Some(d) => d[j] * cpr[j] + (T::ONE - d[j]) * cnew[j],
+                            None => cnew[j],
+                        };
+                        hnext[bi * h + j] = match zh {
+                            Some(d) => d[j] * hpr[j] + (T::ONE - d[j]) * hnew,
+                            None => hnew,
+                        };
+                    }
+                }
+                Mode::Gru => {
+                    for k in 0..2 * h {
+                        gt[k] = a[k] + bb[k];
+                    }
+                    sigmoid_inplace(&mut gt[..2 * h]);
+                    for j in 0..h {
+                        let bn = bb[2 * h + j];
+                        ghn[r * h + j] = bn;
+                        gt[2 * h + j] = a[2 * h + j] + gt[j] * bn;
+                    }
+                    tanh_inplace(&mut gt[2 * h..]);
+                    for j in 0..h {
+                        let n = gt[2 * h + j];
+                        let z = gt[h + j];
+                        let hnew = (T::ONE - z) * n + z * hpr[j];
+                        hnext[bi * h + j] = match zh {
+                            Some(d) => d[j] * hpr[j] + (T::ONE - d[j]) * hnew,
+                            None => hnew,
+                        };
+                    }
+                }
+                Mode::RnnTanh | Mode::RnnRelu => {
+                    for j in 0..h {
+                        gt[j] = a[j] + bb[j];
+                    }
+                    if mode == Mode::RnnTanh {
+                        tanh_inplace(gt);
+                    } else {
+                        for v in gt.iter_mut() {
+                            *v = v.relu();
+                        }
+                    }
+                    for j in 0..h {
+                        let hnew = gt[j];
+                        hnext[bi * h + j] = match zh {
+                            Some(d) => d[j] * hpr[j] + (T::ONE - d[j]) * hnew,
+                            None => hnew,
+                        };
+                    }
+                }
+            }
+        }
+    }
+    LayerTape {
+        masks,
+        xd,
+        ih_hat,
+        ih_rstd,
+        hh_hat,
+        hh_rstd,
+        hd,
+        gates,
+        ghn,
+        c_hat,
+        c_rstd,
+        tc,
+        hs,
+        cs,
+        w_eff,
+    }
+}
+
+/// The gradients of one layer's parameters, summed over the pass.
+struct LayerGrads<T> {
+    w_ih: Vec<T>,
+    w_hh: Vec<T>,
+    b_ih: Vec<T>,
+    b_hh: Vec<T>,
+    ln_ih_w: Vec<T>,
+    ln_ih_b: Vec<T>,
+    ln_hh_w: Vec<T>,
+    ln_hh_b: Vec<T>,
+    ln_c_w: Vec<T>,
+    ln_c_b: Vec<T>,
+}
+
+/// BPTT through the stack: adds every parameter's gradient to `grads` (flat, layout order).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward<T: Real>(
+    rnn: &Rnn<T>,
+    tape: &RegTape<T>,
+    grad_output: Option<&Tensor<T>>,
+    grad_h_n: Option<&Tensor<T>>,
+    grad_c_n: Option<&Tensor<T>>,
+    grads: &mut [T],
+    mut record: Option<&mut dyn BackwardObserver<T>>,
+    input_grad: bool,
+) -> Result<InputGrads<T>> {
+    let c = rnn.config();
+    let (t, b) = (tape.t, tape.b);
+    let (nl, h) = (c.num_layers, c.hidden_size);
+    let lstm = c.mode == Mode::Lstm;
+    let layout = rnn.layout();
+    if grads.len() != layout.total() {
+        return Err(Error::Input(format!(
+            "grads: expected {} values (the parameter count), got {}",
+            layout.total(),
+            grads.len()
+        )));
+    }
+    let mut oshape = tape.input_shape.clone();
+    *oshape.last_mut().unwrap() = h;
+    let sshape = rnn.state_shape(if tape.unbatched { None } else { Some(b) }, false);
+    let mut dy: Vec<T> = vec![T::ZERO; t * b * h];
+    if let Some(g) = grad_output {
+        if g.shape() != oshape.as_slice() {
+            return Err(Error::shape("grad_output", &oshape, g.shape()));
+        }
+        for bi in 0..b {
+            for ti in 0..tape.lengths[bi] {
+                dy[(ti * b + bi) * h..][..h]
+                    .copy_from_slice(&g.data()[user_row(c.batch_first, ti, bi, t, b) * h..][..h]);
+            }
+        }
+    }
+    let state_grad = |what: &str, g: Option<&Tensor<T>>| -> Result<Option<Vec<T>>> {
+        match g {
+            None => Ok(None),
+            Some(g) if g.shape() == sshape.as_slice() => Ok(Some(g.data().to_vec())),
+            Some(g) => Err(Error::shape(what, &sshape, g.shape())),
+        }
+    };
+    let dhn = state_grad("grad_h_n", grad_h_n)?;
+    let dcn = match (lstm, grad_c_n) {
+        (true, g) => state_grad("grad_c_n", g)?,
+        (false, Some(_)) => {
+            return Err(Error::Input(format!(
+                "grad_c_n was given, but a {} has no cell state",
+                c.mode
+            )))
+        }
+        (false, None) => None,
+    };
+    if let Some(r) = record.as_deref_mut() {
+        r.start(nl, 1, t, h, tape.lengths.clone());
+    }
+    let mut dh0 = vec![T::ZERO; nl * b * h];
+    let mut dc0 = vec![T::ZERO; if lstm { nl * b * h } else { 0 }];
+    let mut dx_final = Vec::new();
+    for l in (0..nl).rev() {
+        let p = layer_params(rnn, l);
+        let lt = &tape.layers[l];
+        let want_dx = l > 0 || input_grad;
+        let mut rec = record.as_ref().map(|_| vec![T::ZERO; t * b * h]);
+        let (g, dx, dh0l, dc0l) = layer_backward(
+            c.mode,
+            h,
+            c.layer_input_size(l),
+            &p,
+            t,
+            b,
+            &tape.lengths,
+            lt,
+            &dy,
+            dhn.as_ref().map(|v| &v[l * b * h..][..b * h]),
+            dcn.as_ref().map(|v| &v[l * b * h..][..b * h]),
+            want_dx,
+            rec.as_deref_mut(),
+        );
+        dh0[l * b * h..][..b * h].copy_from_slice(&dh0l);
+        if lstm {
+            dc0[l * b * h..][..b * h].copy_from_slice(&dc0l);
+        }
+        if let (Some(r), Some(rec)) = (record.as_deref_mut(), &rec) {
+            r.hidden_grads(l, 0, rec);
+        }
+        let d = layout.dir(l, 0);
+        let add = |grads: &mut [T], r: &std::ops::Range<usize>, v: &[T]| {
+            for (a, &x) in grads[r.clone()].iter_mut().zip(v) {
+                *a += x;
+            }
+        };
+        add(grads, &d.w_ih, &g.w_ih);
+        add(grads, &d.w_hh, &g.w_hh);
+        if let Some(r) = &d.b_ih {
+            add(grads, r, &g.b_ih);
+        }
+        if let Some(r) = &d.b_hh {
+            add(grads, r, &g.b_hh);
+        }
+        if let Some(LnLayout {
+            ih_weight,
+            ih_bias,
+            hh_weight,
+            hh_bias,
+            c_weight,
+            c_bias,
+        }) = &d.ln
+        {
+            add(grads, ih_weight, &g.ln_ih_w);
+            add(grads, ih_bias, &g.ln_ih_b);
+            add(grads, hh_weight, &g.ln_hh_w);
+            add(grads, hh_bias, &g.ln_hh_b);
+            if let (Some(w), Some(bb)) = (c_weight, c_bias) {
+                add(grads, w, &g.ln_c_w);
+                add(grads, bb, &g.ln_c_b);
+            }
+        }
+        if l > 0 {
+            let mut dx = dx;
+            if let Some(m) = &tape.layers[l - 1].masks.output {
+                for (r, row) in dx.chunks_exact_mut(h).enumerate() {
+                    let mr = if c.regular.locked_dropout {
+                        (r % b) * h
+                    } else {
+                        r * h
+                    };
+                    for (v, &mv) in row.iter_mut().zip(&m[mr..mr + h]) {
+                        *v *= mv;
+                    }
+                }
+            }
+            dy = dx;
+        } else {
+            dx_final = dx;
+        }
+    }
+    let input = if input_grad {
+        let i = c.input_size;
+        let mut out = vec![T::ZERO; t * b * i];
+        for bi in 0..b {
+            for ti in 0..tape.lengths[bi] {
+                out[user_row(c.batch_first, ti, bi, t, b) * i..][..i]
+                    .copy_from_slice(&dx_final[(ti * b + bi) * i..][..i]);
+            }
+        }
+        Tensor::new(&tape.input_shape, out).expect("input shape")
+    } else {
+        Tensor::new(&[0], Vec::new()).expect("empty tensor")
+    };
+    Ok(InputGrads {
+        input,
+        h0: Tensor::new(&sshape, dh0).expect("state shape"),
+        c0: lstm.then(|| Tensor::new(&sshape, dc0).expect("state shape")),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn layer_backward<T: Real>(
+    mode: Mode,
+    h: usize,
+    input: usize,
+    p: &LayerParams<'_, T>,
+    t: usize,
+    b: usize,
+    lens: &[usize],
+    lt: &LayerTape<T>,
+    dy: &[T],
+    dhn: Option<&[T]>,
+    dcn: Option<&[T]>,
+    want_dx: bool,
+    mut rec: Option<&mut [T]>,
+) -> (LayerGrads<T>, Vec<T>, Vec<T>, Vec<T>) {
+    let gh = mode.gates() * h;
+    let tb = t * b;
+    let lstm = mode == Mode::Lstm;
+    let ln = p.ln.as_ref();
+    let ln_c = ln.filter(|_| lstm);
+    let w: &[T] = lt.w_eff.as_deref().unwrap_or(p.w_hh);
+    let zeros = |n: usize| vec![T::ZERO; n];
+    let mut g = LayerGrads {
+        w_ih: zeros(gh * input),
+        w_hh: zeros(gh * h),
+        b_ih: zeros(gh),
+        b_hh: zeros(gh),
+        ln_ih_w: zeros(if ln.is_some() { gh } else { 0 }),
+        ln_ih_b: zeros(if ln.is_some() { gh } else { 0 }),
+        ln_hh_w: zeros(if ln.is_some() { gh } else { 0 }),
+        ln_hh_b: zeros(if ln.is_some() { gh } else { 0 }),
+        ln_c_w: zeros(if ln_c.is_some() { h } else { 0 }),
+        ln_c_b: zeros(if ln_c.is_some() { h } else { 0 }),
+    };
+    let mut dh = dhn.map_or_else(|| zeros(b * h), |v| v.to_vec());
+    let mut dc = if lstm {
+        dcn.map_or_else(|| zeros(b * h), |v| v.to_vec())
+    } else {
+        Vec::new()
+    };
+    let mut dpih = zeros(tb * gh);
+    let mut dbm = zeros(tb * gh);
+    let mut dphh = zeros(b * gh);
+    let mut dh_prev = zeros(b * h);
+    let mut dc_prev = zeros(if lstm { b * h } else { 0 });
+    let mut dhd = zeros(b * h);
+    let mut dcn_row = zeros(h);
+    let mut dct = zeros(h);
+    for ti in (0..t).rev() {
+        dphh.fill(T::ZERO);
+        for bi in 0..b {
+            let r = ti * b + bi;
+            let dhr = &mut dh[bi * h..][..h];
+            let (dhp, dcp) = (&mut dh_prev[bi * h..][..h], &mut dc_prev[..]);
+            if ti >= lens[bi] {
+                dhp.copy_from_slice(dhr);
+                if lstm {
+                    dcp[bi * h..][..h].copy_from_slice(&dc[bi * h..][..h]);
+                }
+                continue;
+            }
+            for (v, &d) in dhr.iter_mut().zip(&dy[r * h..][..h]) {
+                *v += d;
+            }
+            if let Some(rec) = rec.as_deref_mut() {
+                rec[r * h..][..h].copy_from_slice(dhr);
+            }
+            let hp = &lt.hs[r * h..][..h];
+            let gt = &lt.gates[r * gh..][..gh];
+            let zh = lt.masks.zoneout_h.as_ref().map(|m| &m[r * h..][..h]);
+            // dh' and the share of dh that goes straight to h_{t-1}.
+            for j in 0..h {
+                let d = zh.map_or(T::ZERO, |z| z[j]);
+                dhp[j] = d * dhr[j];
+                dhr[j] = (T::ONE - d) * dhr[j];
+            }
+            let dpi = &mut dpih[r * gh..][..gh];
+            let dph = &mut dphh[bi * gh..][..gh];
+            match mode {
+                Mode::Lstm => {
+                    let cp = &lt.cs[r * h..][..h];
+                    let tc = &lt.tc[r * h..][..h];
+                    let zc = lt.masks.zoneout_c.as_ref().map(|m| &m[r * h..][..h]);
+                    let dcr = &dc[bi * h..][..h];
+                    let dcpr = &mut dcp[bi * h..][..h];
+                    for j in 0..h {
+                        let d = zc.map_or(T::ZERO, |z| z[j]);
+                        dcpr[j] = d * dcr[j];
+                        let o = gt[3 * h + j];
+                        dcn_row[j] = (T::ONE - d) * dcr[j] + dhr[j] * o * (T::ONE - tc[j] * tc[j]);
+                        dpi[3 * h + j] = dhr[j] * tc[j] * o * (T::ONE - o);
+                    }
+                    match ln_c {
+                        Some(ln) => ln_row_back(
+                            &dcn_row,
+                            &lt.c_hat[r * h..][..h],
+                            lt.c_rstd[r],
+                            ln.c_w.unwrap(),
+                            &mut g.ln_c_w,
+                            &mut g.ln_c_b,
+                            &mut dct,
+                        ),
+                        None => dct.copy_from_slice(&dcn_row),
+                    }
+                    for j in 0..h {
+                        let (i, f, gg) = (gt[j], gt[h + j], gt[2 * h + j]);
+                        let d = dct[j];
+                        dcpr[j] += d * f;
+                        dpi[j] = d * gg * i * (T::ONE - i);
+                        dpi[h + j] = d * cp[j] * f * (T::ONE - f);
+                        dpi[2 * h + j] = d * i * (T::ONE - gg * gg);
+                    }
+                    dph.copy_from_slice(dpi);
+                }
+                Mode::Gru => {
+                    let bn = &lt.ghn[r * h..][..h];
+                    for j in 0..h {
+                        let (rr, z, n) = (gt[j], gt[h + j], gt[2 * h + j]);
+                        let dhn_ = dhr[j];
+                        dhp[j] += dhn_ * z;
+                        let dn = dhn_ * (T::ONE - z);
+                        let dz = dhn_ * (hp[j] - n);
+                        let dpn = dn * (T::ONE - n * n);
+                        dpi[2 * h + j] = dpn;
+                        dph[2 * h + j] = dpn * rr;
+                        let dr = dpn * bn[j];
+                        dpi[j] = dr * rr * (T::ONE - rr);
+                        dph[j] = dpi[j];
+                        dpi[h + j] = dz * z * (T::ONE - z);
+                        dph[h + j] = dpi[h + j];
+                    }
+                }
+                Mode::RnnTanh | Mode::RnnRelu => {
+                    for j in 0..h {
+                        let hn = gt[j];
+                        let da = if mode == Mode::RnnTanh {
+                            T::ONE - hn * hn
+                        } else if hn > T::ZERO {
+                            T::ONE
+                        } else {
+                            T::ZERO
+                        };
+                        dpi[j] = dhr[j] * da;
+                        dph[j] = dpi[j];
+                    }
+                }
+            }
+            for (a, &v) in g.b_hh.iter_mut().zip(dph.iter()) {
+                *a += v;
+            }
+            let dbmr = &mut dbm[r * gh..][..gh];
+            match ln {
+                Some(ln) => ln_row_back(
+                    dph,
+                    &lt.hh_hat[r * gh..][..gh],
+                    lt.hh_rstd[r],
+                    ln.hh_w,
+                    &mut g.ln_hh_w,
+                    &mut g.ln_hh_b,
+                    dbmr,
+                ),
+                None => dbmr.copy_from_slice(dph),
+            }
+        }
+        // d h̃ = d(h̃ Wᵀ) W, then through the recurrent dropout to h_{t-1}.
+        matmul(
+            MatMut::new(&mut dhd, b, h),
+            MatRef::new(&dbm[ti * b * gh..][..b * gh], b, gh),
+            MatRef::new(w, gh, h),
+            false,
+            Par::Seq,
+        );
+        if let Some(m) = &lt.masks.recurrent {
+            for (v, &mv) in dhd.iter_mut().zip(m) {
+                *v *= mv;
+            }
+        }
+        for (a, &v) in dh_prev.iter_mut().zip(&dhd) {
+            *a += v;
+        }
+        std::mem::swap(&mut dh, &mut dh_prev);
+        if lstm {
+            std::mem::swap(&mut dc, &mut dc_prev);
+        }
+    }
+    // d W = Σ_t d(h̃ Wᵀ)ᵀ h̃, then through the weight drop.
+    matmul(
+        MatMut::new(&mut g.w_hh, gh, h),
+        MatRef::new(&dbm, tb, gh).t(),
+        MatRef::new(&lt.hd, tb, h),
+        false,
+        Par::Threads,
+    );
+    if let Some(m) = &lt.masks.weight_hh {
+        for (v, &mv) in g.w_hh.iter_mut().zip(m) {
+            *v *= mv;
+        }
+    }
+    for row in dpih.chunks_exact(gh) {
+        for (a, &v) in g.b_ih.iter_mut().zip(row) {
+            *a += v;
+        }
+    }
+    let mut da = if let Some(ln) = ln {
+        let mut da = zeros(tb * gh);
+        for r in 0..tb {
+            ln_row_back(
+                &dpih[r * gh..][..gh],
+                &lt.ih_hat[r * gh..][..gh],
+                lt.ih_rstd[r],
+                ln.ih_w,
+                &mut g.ln_ih_w,
+                &mut g.ln_ih_b,
+                &mut da[r * gh..][..gh],
+            );
+        }
+        da
+    } else {
+        std::mem::take(&mut dpih)
+    };
+    matmul(
+        MatMut::new(&mut g.w_ih, gh, input),
+        MatRef::new(&da, tb, gh).t(),
+        MatRef::new(&lt.xd, tb, input),
+        false,
+        Par::Threads,
+    );
+    let mut dx = Vec::new();
+    if want_dx {
+        dx = zeros(tb * input);
+        matmul(
+            MatMut::new(&mut dx, tb, input),
+            MatRef::new(&da, tb, gh),
+            MatRef::new(p.w_ih, gh, input),
+            false,
+            Par::Threads,
+        );
+        if let Some(m) = &lt.masks.input {
+            for (r, row) in dx.chunks_exact_mut(input).enumerate() {
+                let bi = r % b;
+                for (v, &mv) in row.iter_mut().zip(&m[bi * input..][..input]) {
+                    *v *= mv;
+                }
+            }
+        }
+    }
+    da.clear();
+    (g, dx, dh, dc)
+}
