@@ -469,7 +469,9 @@ fn cargo_run_means_the_recur_program() {
         .expect("crates/recur-cli/Cargo.toml");
     let package = manifest.split("\n[").next().unwrap_or_default();
     assert!(
-        package.lines().any(|l| l.trim() == "default-run = \"recur\""),
+        package
+            .lines()
+            .any(|l| l.trim() == "default-run = \"recur\""),
         "crates/recur-cli/Cargo.toml's [package] must say default-run = \"recur\""
     );
 }
