@@ -638,43 +638,24 @@ fn where_op(node: &Node, c: &Value, a: &Value, b: &Value) -> Result<Value> {
     );
     let pick = |k: usize| (cd[ic[k]] != 0, ia[k], ib[k]);
     let n = ic.len();
+    // out[k] = cond[k] ? x[ia[k]] : y[ib[k]], whatever the element type.
+    fn select<T: Copy>(
+        n: usize,
+        pick: impl Fn(usize) -> (bool, usize, usize),
+        x: &[T],
+        y: &[T],
+    ) -> Vec<T> {
+        (0..n)
+            .map(|k| match pick(k) {
+                (true, i, _) => x[i],
+                (false, _, j) => y[j],
+            })
+            .collect()
+    }
     let data = match (&a.data, &b.data) {
-        (Data::F32(x), Data::F32(y)) => Data::F32(
-            (0..n)
-                .map(|k| {
-                    let (t, i, j) = pick(k);
-                    if t {
-                        x[i]
-                    } else {
-                        y[j]
-                    }
-                })
-                .collect(),
-        ),
-        (Data::F64(x), Data::F64(y)) => Data::F64(
-            (0..n)
-                .map(|k| {
-                    let (t, i, j) = pick(k);
-                    if t {
-                        x[i]
-                    } else {
-                        y[j]
-                    }
-                })
-                .collect(),
-        ),
-        (Data::Int(x), Data::Int(y)) => Data::Int(
-            (0..n)
-                .map(|k| {
-                    let (t, i, j) = pick(k);
-                    if t {
-                        x[i]
-                    } else {
-                        y[j]
-                    }
-                })
-                .collect(),
-        ),
+        (Data::F32(x), Data::F32(y)) => Data::F32(select(n, pick, x, y)),
+        (Data::F64(x), Data::F64(y)) => Data::F64(select(n, pick, x, y)),
+        (Data::Int(x), Data::Int(y)) => Data::Int(select(n, pick, x, y)),
         _ => unreachable!("same dtype"),
     };
     Ok(Value {

@@ -34,9 +34,9 @@
 
 use crate::core::config::{Mode, Regularizers, RnnConfig};
 use crate::core::layout::LnLayout;
-use crate::core::rnn::{BackwardObserver, InputGrads, Output, Rnn, State};
+use crate::core::rnn::{check_input, BackwardObserver, InputGrads, Output, Rnn, State};
 use crate::core::tensor::Tensor;
-use crate::error::{fmt_shape, Error, Result};
+use crate::error::{Error, Result};
 use rand::{Rng, RngCore};
 use recur_kernels::cells::{sigmoid_inplace, tanh_inplace};
 use recur_kernels::gemm::{matmul, MatMut, MatRef, Par};
@@ -359,71 +359,6 @@ pub(crate) enum MaskSource<'a, T> {
     Given(&'a Masks<T>),
 }
 
-/// The checked shapes of one call: `(T, B, unbatched)`.
-fn shapes<T: Real>(
-    config: &RnnConfig,
-    input: &Tensor<T>,
-    lengths: Option<&[usize]>,
-) -> Result<(usize, usize, bool, Vec<usize>)> {
-    let shape = input.shape();
-    let (t, b, unbatched) = match shape.len() {
-        2 => (shape[0], 1, true),
-        3 if config.batch_first => (shape[1], shape[0], false),
-        3 => (shape[0], shape[1], false),
-        _ => {
-            return Err(Error::Input(format!(
-                "input: expected 3 dimensions {} (or 2 for an unbatched sequence), got shape {}",
-                if config.batch_first {
-                    "(batch, seq, input_size)"
-                } else {
-                    "(seq, batch, input_size)"
-                },
-                fmt_shape(shape)
-            )))
-        }
-    };
-    let i = *shape.last().unwrap();
-    if i != config.input_size {
-        return Err(Error::Input(format!(
-            "input: the last dimension must equal input_size: expected {}, got {} (shape {})",
-            config.input_size,
-            i,
-            fmt_shape(shape)
-        )));
-    }
-    if t == 0 || b == 0 {
-        return Err(Error::Input(format!(
-            "input: {} (shape {})",
-            if t == 0 {
-                "the sequence length is 0; give at least one step"
-            } else {
-                "the batch is empty"
-            },
-            fmt_shape(shape)
-        )));
-    }
-    let lens = match lengths {
-        None => vec![t; b],
-        Some(l) => {
-            if l.len() != b {
-                return Err(Error::Input(format!(
-                    "lengths: expected one length per sequence ({b}), got {}",
-                    l.len()
-                )));
-            }
-            if let Some((k, &v)) = l.iter().enumerate().find(|(_, &v)| v == 0 || v > t) {
-                return Err(Error::Input(if v == 0 {
-                    format!("lengths[{k}] is 0: every sequence needs at least one step")
-                } else {
-                    format!("lengths[{k}] is {v}, longer than the input's {t} steps")
-                }));
-            }
-            l.to_vec()
-        }
-    };
-    Ok((t, b, unbatched, lens))
-}
-
 /// Row of (time, batch) in the caller's layout.
 fn user_row(batch_first: bool, ti: usize, bi: usize, t: usize, b: usize) -> usize {
     if batch_first {
@@ -459,7 +394,7 @@ pub(crate) fn run<T: Real>(
     keep: bool,
 ) -> Result<(Output<T>, Option<RegTape<T>>)> {
     let c = rnn.config();
-    let (t, b, unbatched, lens) = shapes(c, input, lengths)?;
+    let (t, b, unbatched, lens) = check_input(c, input, lengths)?;
     let (nl, h) = (c.num_layers, c.hidden_size);
     let lstm = c.mode == Mode::Lstm;
     let h0 = state_in(rnn, "h0", state.map(|s| &s.h), b, unbatched, false)?;

@@ -407,67 +407,15 @@ impl<T: Real> Rnn<T> {
     fn prepare(&self, input: &Tensor<T>, lengths: Option<&[usize]>) -> Result<(Prepared, Buf<T>)> {
         let c = &self.config;
         let shape = input.shape();
-        let (t, b, unbatched) = match shape.len() {
-            2 => (shape[0], 1, true),
-            3 if c.batch_first => (shape[1], shape[0], false),
-            3 => (shape[0], shape[1], false),
-            _ => {
-                return Err(Error::Input(format!(
-                "input: expected 3 dimensions {} (or 2 for an unbatched sequence), got shape {}",
-                if c.batch_first {
-                    "(batch, seq, input_size)"
-                } else {
-                    "(seq, batch, input_size)"
-                },
-                fmt_shape(shape)
-            )))
-            }
-        };
-        let i = *shape.last().unwrap();
-        if i != c.input_size {
-            return Err(Error::Input(format!(
-                "input: the last dimension must equal input_size: expected {}, got {} (shape {})",
-                c.input_size,
-                i,
-                fmt_shape(shape)
-            )));
-        }
-        if t == 0 {
-            return Err(Error::Input(format!(
-                "input: the sequence length is 0 (shape {}); give at least one step",
-                fmt_shape(shape)
-            )));
-        }
-        if b == 0 {
-            return Err(Error::Input(format!(
-                "input: the batch is empty (shape {})",
-                fmt_shape(shape)
-            )));
-        }
+        let (t, b, unbatched, lens) = check_input(c, input, lengths)?;
+        let i = c.input_size;
         // Sort by decreasing length (stable), then deal the batch into groups of rows whose
         // time loops run on separate threads (see engine::Plan).
-        let by_len: Vec<usize> = match lengths {
-            None => (0..b).collect(),
-            Some(l) => {
-                if l.len() != b {
-                    return Err(Error::Input(format!(
-                        "lengths: expected one length per sequence ({b}), got {}",
-                        l.len()
-                    )));
-                }
-                if let Some((k, &v)) = l.iter().enumerate().find(|(_, &v)| v == 0 || v > t) {
-                    return Err(Error::Input(if v == 0 {
-                        format!("lengths[{k}] is 0: every sequence needs at least one step")
-                    } else {
-                        format!("lengths[{k}] is {v}, longer than the input's {t} steps")
-                    }));
-                }
-                let mut idx: Vec<usize> = (0..b).collect();
-                idx.sort_by(|&x, &y| l[y].cmp(&l[x]));
-                idx
-            }
-        };
-        let len_of = |ob: usize| lengths.map_or(t, |l| l[ob]);
+        let mut by_len: Vec<usize> = (0..b).collect();
+        if lengths.is_some() {
+            by_len.sort_by(|&x, &y| lens[y].cmp(&lens[x]));
+        }
+        let len_of = |ob: usize| lens[ob];
         let sorted: Vec<usize> = by_len.iter().map(|&ob| len_of(ob)).collect();
         let plan = Plan::new(t, &sorted, n_groups(b, self.config.num_directions()));
         let order: Vec<usize> = (0..b).map(|p| by_len[plan.sorted_pos(p)]).collect();
@@ -1111,4 +1059,71 @@ fn split_grads<'a, T>(grads: &'a mut [T], l: &DirLayout, base: usize) -> DirGrad
         b_hh,
         w_hr,
     }
+}
+
+/// Checks the input and lengths of one call (PyTorch's shapes, lengths as for a
+/// `PackedSequence`): returns `(T, B, unbatched, the length of every sequence)`.
+pub(crate) fn check_input<T: Real>(
+    config: &RnnConfig,
+    input: &Tensor<T>,
+    lengths: Option<&[usize]>,
+) -> Result<(usize, usize, bool, Vec<usize>)> {
+    let shape = input.shape();
+    let (t, b, unbatched) = match shape.len() {
+        2 => (shape[0], 1, true),
+        3 if config.batch_first => (shape[1], shape[0], false),
+        3 => (shape[0], shape[1], false),
+        _ => {
+            return Err(Error::Input(format!(
+                "input: expected 3 dimensions {} (or 2 for an unbatched sequence), got shape {}",
+                if config.batch_first {
+                    "(batch, seq, input_size)"
+                } else {
+                    "(seq, batch, input_size)"
+                },
+                fmt_shape(shape)
+            )))
+        }
+    };
+    let i = *shape.last().unwrap();
+    if i != config.input_size {
+        return Err(Error::Input(format!(
+            "input: the last dimension must equal input_size: expected {}, got {} (shape {})",
+            config.input_size,
+            i,
+            fmt_shape(shape)
+        )));
+    }
+    if t == 0 {
+        return Err(Error::Input(format!(
+            "input: the sequence length is 0 (shape {}); give at least one step",
+            fmt_shape(shape)
+        )));
+    }
+    if b == 0 {
+        return Err(Error::Input(format!(
+            "input: the batch is empty (shape {})",
+            fmt_shape(shape)
+        )));
+    }
+    let lens = match lengths {
+        None => vec![t; b],
+        Some(l) => {
+            if l.len() != b {
+                return Err(Error::Input(format!(
+                    "lengths: expected one length per sequence ({b}), got {}",
+                    l.len()
+                )));
+            }
+            if let Some((k, &v)) = l.iter().enumerate().find(|(_, &v)| v == 0 || v > t) {
+                return Err(Error::Input(if v == 0 {
+                    format!("lengths[{k}] is 0: every sequence needs at least one step")
+                } else {
+                    format!("lengths[{k}] is {v}, longer than the input's {t} steps")
+                }));
+            }
+            l.to_vec()
+        }
+    };
+    Ok((t, b, unbatched, lens))
 }
