@@ -10,10 +10,13 @@
 //! recur experiment digits --data digits.csv.gz --views rows,pixels ...
 //! ```
 //!
-//! Each run trains a fresh one-layer model (`recur::models::synthetic::train_model`: Adam,
-//! gradient-norm clipping, a linear head on the last hidden state, at every step for the copy
-//! task) for every seed, evaluates it on a fixed held-out set and stops once solved (loss under
-//! 1% of the baseline's). Runs go in parallel, one thread each. `DIR` gets `results.md` (the
+//! Each run trains a fresh one-layer model (a linear head on the last hidden state, at every
+//! step for the copy task) for every seed through the library's training loop
+//! (`recur::models::synthetic::train_model` → `recur::train::run`: Adam, gradient-norm
+//! clipping, a stop at the first non-finite step), evaluates it on a fixed held-out set and
+//! stops once solved (loss under 1% of the baseline's: `recur::train::Task::solved`). Runs go
+//! in parallel, one thread each; each writes its best model and `metrics.json` into
+//! `DIR/runs/T<length>-<cell>-seed<seed>` (digits: `<view>-<cell>-seed<seed>`). `DIR` gets `results.md` (the
 //! table over the seeds, every run, the settings), `results.json` (the same, the verdict of
 //! every cell and length, every evaluation, ‖dL/dh_t‖ before and after training),
 //! `curves.csv` and the plots `loss.svg/png` (evaluation loss against steps, one panel per
@@ -23,9 +26,10 @@
 use clap::{Args as ClapArgs, ValueEnum};
 use recur::analysis::diagnostics::HiddenGrads;
 use recur::models::synthetic::{
-    self, task_rng, CellKind, Digits, DigitsView, GateBias, Model, ModelInit, Optimizer, RunResult,
-    Task, TrainConfig, SOLVE_FRACTION,
+    self, task_rng, CellKind, Digits, DigitsView, GateBias, Model, ModelInit, RunResult, Task,
+    TrainConfig, SOLVE_FRACTION,
 };
+use recur::nn::{AdamConfig, OptimizerConfig};
 use recur_plot::{Chart, Figure, LineChart, Series};
 use serde_json::json;
 use std::fmt::Write as _;
@@ -434,7 +438,7 @@ pub fn run(a: Args) -> Result<(), String> {
                     hidden_size: hidden,
                     batch_size,
                     steps,
-                    optimizer: Optimizer::Adam(lr_of(cell)),
+                    optimizer: OptimizerConfig::Adam(AdamConfig::default().lr(lr_of(cell))),
                     clip,
                     eval_every,
                     eval_size,
@@ -448,6 +452,10 @@ pub fn run(a: Args) -> Result<(), String> {
                     stop_when_solved: stop,
                     record_every: None,
                     seed,
+                    out: out.join("runs").join(match view {
+                        Some(v) => format!("{v}-{cell}-seed{seed}"),
+                        None => format!("T{length}-{cell}-seed{seed}"),
+                    }),
                 };
                 let r = train_one(&task, cell, &cfg, &label, base.loss, verbose, &say).map(
                     |(result, grads_init, grads_end)| {

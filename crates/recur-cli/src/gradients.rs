@@ -26,10 +26,11 @@ use recur::analysis::diagnostics::{
     recurrent_spectra, step_jacobian_norms, GradStats, GradStatsConfig, HiddenGrads, JacobianTrace,
 };
 use recur::models::synthetic::{
-    self, task_rng, CellKind, GateBias, HiddenGradRecord, Model, Optimizer, RunResult, Task,
-    TrainConfig, SOLVE_FRACTION,
+    self, task_rng, CellKind, GateBias, HiddenGradRecord, Model, RunResult, Task, TrainConfig,
+    SOLVE_FRACTION,
 };
 use recur::nn::softmax_cross_entropy;
+use recur::nn::{AdamConfig, OptimizerConfig, SgdConfig};
 use recur::{Dropout, Rnn, Tensor};
 use recur_plot::{Chart, Figure, HeatMap, LineChart, Series};
 use serde_json::{json, Value};
@@ -305,7 +306,7 @@ pub fn run(a: Args) -> Result<(), String> {
         hidden_size: a.hidden_size,
         batch_size: a.batch_size,
         steps: a.steps,
-        optimizer: Optimizer::Adam(a.lr),
+        optimizer: OptimizerConfig::Adam(AdamConfig::default().lr(a.lr)),
         clip: (a.clip > 0.0).then_some(a.clip),
         eval_every: a.steps,
         eval_size: 500,
@@ -315,6 +316,7 @@ pub fn run(a: Args) -> Result<(), String> {
         stop_when_solved: false,
         record_every: Some(a.record_every),
         seed: a.seed,
+        out: out.join("runs"),
     };
     println!(
         "gradients on the {} task, T = {t}: hidden size {}, {} steps of Adam(lr={}), batches of \
@@ -378,7 +380,7 @@ pub fn run(a: Args) -> Result<(), String> {
         });
     }
     let explode = if a.explode {
-        Some(explode(&a, &task)?)
+        Some(explode(&a, &task, &out)?)
     } else {
         None
     };
@@ -426,7 +428,7 @@ fn write_json(out: &Path, doc: &Value) -> Result<(), String> {
 
 /// The exploding-gradient demonstration: the same ReLU RNN with W_hh = scale·I trained with
 /// SGD, without and with clipping.
-fn explode(a: &Args, task: &Task) -> Result<Vec<(String, RunResult)>, String> {
+fn explode(a: &Args, task: &Task, out_dir: &Path) -> Result<Vec<(String, RunResult)>, String> {
     let mut out = Vec::new();
     println!(
         "exploding gradients: ReLU RNN, W_hh = {} I at the start, zero biases, SGD(lr={}), {} \
@@ -446,7 +448,7 @@ fn explode(a: &Args, task: &Task) -> Result<Vec<(String, RunResult)>, String> {
             hidden_size: a.hidden_size,
             batch_size: a.batch_size,
             steps: a.steps,
-            optimizer: Optimizer::Sgd(a.explode_lr),
+            optimizer: OptimizerConfig::Sgd(SgdConfig::default().lr(a.explode_lr)),
             clip,
             eval_every: (a.steps / 10).max(1),
             eval_size: 500,
@@ -456,6 +458,10 @@ fn explode(a: &Args, task: &Task) -> Result<Vec<(String, RunResult)>, String> {
             stop_when_solved: false,
             record_every: None,
             seed: a.seed,
+            out: out_dir.join("runs").join(match clip {
+                None => "explode-clip-off".to_string(),
+                Some(_) => "explode-clip-on".to_string(),
+            }),
         };
         let r = synthetic::train_model(task, &mut model, CellKind::RnnRelu, &cfg, &mut |_| {})
             .map_err(|e| e.to_string())?;

@@ -842,8 +842,7 @@ fn irnn_and_forget_gate_bias_set_the_right_parameters() {
 mod synthetic_tasks {
     use recur::models::synthetic::{
         adding_batch, copy_baseline, copy_batch, task_rng, train, CellKind, Digits, DigitsView,
-        GateBias, Model, Optimizer, Target, Task, TrainConfig, ADDING_BASELINE_MSE, COPY_CLASSES,
-        COPY_VOCAB,
+        GateBias, Model, Target, Task, TrainConfig, ADDING_BASELINE_MSE, COPY_CLASSES, COPY_VOCAB,
     };
     use recur::nn::softmax_cross_entropy;
     use std::io::Write;
@@ -1099,7 +1098,7 @@ mod synthetic_tasks {
             hidden_size: 16,
             batch_size: 32,
             steps: 600,
-            optimizer: Optimizer::Adam(1e-2),
+            optimizer: recur::nn::OptimizerConfig::Adam(recur::nn::AdamConfig::default().lr(1e-2)),
             clip: Some(1.0),
             eval_every: 100,
             eval_size: 500,
@@ -1109,6 +1108,7 @@ mod synthetic_tasks {
             stop_when_solved: false,
             record_every: Some(200),
             seed: 0,
+            out: std::env::temp_dir().join(format!("recur-diag-train-{}", std::process::id())),
         };
         let mut seen = 0;
         let r = train(&task, CellKind::Lstm, &cfg, &mut |_| seen += 1).unwrap();

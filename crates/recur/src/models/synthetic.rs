@@ -13,8 +13,12 @@
 //!
 //! [`Task`] wraps them behind one interface and [`train`] trains a one-layer model on one of
 //! them: one-hot or real-valued input → [`Rnn`] → [`Linear`] head (on the last hidden state, or
-//! at every step for the copy task), Adam, gradient-norm clipping, evaluation on a fixed held-out
-//! set, and optionally a record of ‖dL/dh_t‖ and the gradient norm along training.
+//! at every step for the copy task), evaluation on a fixed held-out set, and optionally a record
+//! of ‖dL/dh_t‖ and the gradient norm along training. The steps are the library's training loop
+//! ([`crate::train::run`]; the optimizer, clipping, the non-finite policy, the early stop once
+//! solved, metrics.json and the best model are its): a run is a [`crate::train::Task`] whose
+//! fused layer and head are f32 parts and whose expRNN parameters are f64 parts
+//! ([`crate::train::Part64`]).
 
 use crate::analysis::diagnostics::HiddenGrads;
 use crate::core::config::{Mode, RnnConfig};
@@ -23,13 +27,19 @@ use crate::core::layout::ParamKind;
 use crate::core::rnn::{Dropout, Output, Rnn, State};
 use crate::core::tensor::Tensor;
 use crate::error::{Error, Result};
+use crate::io::state_dict::{state_dict, write_atomic, write_tensors, OutTensor};
 use crate::models::exprnn::{Activation, ExpInit, ExpRnn};
-use crate::nn::{clip_grad_norm, softmax_cross_entropy, Adam, AdamConfig, Linear, Sgd, SgdConfig};
+use crate::nn::{softmax_cross_entropy, Linear, OptimizerConfig};
+use crate::train::checkpoint::{rng_from_state, rng_state, Checkpoint, CheckpointWriter};
+use crate::train::{
+    Hooks, Metrics, NonFinite, Part, Part64, Shard, StepStats, Task as TrainTask,
+    TrainConfig as LoopConfig, TrainError,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::fmt;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Instant;
 
@@ -673,22 +683,6 @@ impl ModelGrads {
         let f = |v: &[f32]| v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
         (f(&self.rnn) + f(&self.head) + self.exp.iter().map(|x| x * x).sum::<f64>()).sqrt()
     }
-    /// `clip_grad_norm_` over all of them: scales by min(1, max_norm / (norm + 1e-6)) and
-    /// returns the norm before clipping.
-    fn clip(&mut self, max_norm: f64) -> f64 {
-        if self.exp.is_empty() {
-            return clip_grad_norm(&mut [&mut self.rnn[..], &mut self.head[..]], max_norm) as f64;
-        }
-        let total = self.norm();
-        let coef = (max_norm / (total + 1e-6)).min(1.0);
-        for v in self.rnn.iter_mut().chain(self.head.iter_mut()) {
-            *v *= coef as f32;
-        }
-        for v in &mut self.exp {
-            *v *= coef;
-        }
-        total
-    }
 }
 
 /// How a [`Model`] starts.
@@ -930,15 +924,6 @@ impl Model {
     }
 }
 
-/// The optimizer of a run.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Optimizer {
-    /// `torch.optim.Adam` with this learning rate.
-    Adam(f64),
-    /// `torch.optim.SGD` with this learning rate (no momentum).
-    Sgd(f64),
-}
-
 /// Settings of [`train`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainConfig {
@@ -948,8 +933,9 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Optimizer steps.
     pub steps: usize,
-    /// The optimizer and its learning rate.
-    pub optimizer: Optimizer,
+    /// The optimizer and its learning rate (an expRNN's skew-symmetric parameters learn at
+    /// [`ORTHOGONAL_LR_SCALE`] of it).
+    pub optimizer: OptimizerConfig,
     /// Clip the global gradient norm to this value (None: no clipping).
     pub clip: Option<f64>,
     /// Evaluate every this many steps (and at the end).
@@ -969,6 +955,10 @@ pub struct TrainConfig {
     pub record_every: Option<usize>,
     /// Seed of the initialization, the training batches and the evaluation set.
     pub seed: u64,
+    /// The directory the library's training loop ([`crate::train::run`]) writes for this
+    /// run: the best model on the evaluation set (`model.safetensors`, `config.json`) and
+    /// `metrics.json`.
+    pub out: PathBuf,
 }
 
 /// One evaluation.
@@ -998,11 +988,11 @@ pub struct HiddenGradRecord {
 pub struct RunResult {
     /// The cell.
     pub cell: CellKind,
-    /// Every evaluation, the last one at the end of training.
+    /// Every evaluation (the first before training), the last one at the end of training.
     pub evals: Vec<EvalPoint>,
-    /// (steps): the training loss of every step.
+    /// (steps): the training loss of every step (also of a step whose loss was not finite).
     pub train_loss: Vec<f64>,
-    /// (steps): the global gradient norm of every step, before clipping.
+    /// The global gradient norm of every step with a finite loss, before clipping.
     pub grad_norm: Vec<f64>,
     /// Steps at which clipping scaled the gradients down.
     pub clipped: usize,
@@ -1010,8 +1000,8 @@ pub struct RunResult {
     pub hidden_grads: Vec<HiddenGradRecord>,
     /// The first evaluated step whose loss is under `cfg.solve_fraction` × the baseline loss.
     pub steps_to_solve: Option<usize>,
-    /// The step at which the training loss became NaN or infinite, if it did (training stops
-    /// there).
+    /// The step at which the training loss or the gradient norm became NaN or infinite, if
+    /// it did (the library's loop stops there: [`crate::train::NonFinite::Stop`]).
     pub diverged_at: Option<usize>,
     /// Wall-clock seconds.
     pub seconds: f64,
@@ -1077,9 +1067,231 @@ pub fn train(
     train_model(task, &mut model, cell, cfg, on_eval)
 }
 
+/// One run of a benchmark as a [`crate::train::Task`]: the library's loop owns the steps,
+/// the optimizer, clipping, the non-finite policy, evaluation, the best model and
+/// metrics.json; this owns the batches, the evaluation set and the records of the run.
+///
+/// A fused layer's parameters and the head are f32 [`Part`]s (`rnn`, `head`); an expRNN's are
+/// f64 [`Part64`]s (`exp_a`, the skew-symmetric parameters at [`ORTHOGONAL_LR_SCALE`] of the
+/// learning rate, and `exp_ub`, the input weights and the modReLU biases), since its matrix
+/// exponential and recurrence run in f64: rounding them to f32 between steps would be another
+/// model, and the global clipping norm takes both kinds together, as one buffer list.
+struct BenchRun<'a> {
+    task: &'a Task,
+    cell: CellKind,
+    model: &'a mut Model,
+    grads: ModelGrads,
+    batch_size: usize,
+    rng: TaskRng,
+    probe: Batch,
+    record_every: Option<usize>,
+    record: HiddenGrads<f32>,
+    eval: Vec<Batch>,
+    baseline: f64,
+    solve_fraction: f64,
+    stop_when_solved: bool,
+    /// Training batches drawn.
+    step: usize,
+    start: Instant,
+    evals: Vec<EvalPoint>,
+    train_loss: Vec<f64>,
+    hidden_grads: Vec<HiddenGradRecord>,
+    steps_to_solve: Option<usize>,
+    on_eval: &'a mut dyn FnMut(&EvalPoint),
+}
+
+impl TrainTask for BenchRun<'_> {
+    fn name(&self) -> &'static str {
+        self.task.name()
+    }
+    fn unit(&self) -> &'static str {
+        "sequence"
+    }
+    fn loss_label(&self) -> &'static str {
+        match self.task {
+            Task::Adding { .. } => "MSE",
+            _ => "cross-entropy (nats)",
+        }
+    }
+    fn steps_per_epoch(&self) -> u64 {
+        1
+    }
+    fn higher_is_better(&self) -> bool {
+        false
+    }
+    fn config_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "task": format!("{:?}", self.task),
+            "cell": self.cell.name(),
+            "hidden_size": self.model.head.in_features(),
+            "batch_size": self.batch_size,
+        })
+    }
+    fn train_batch(&mut self, shard: Shard) -> Result<StepStats> {
+        shard.require_whole("synthetic benchmark")?;
+        if let Some(every) = self.record_every {
+            if every > 0 && self.step.is_multiple_of(every) {
+                let mut scratch = self.model.zeros_like_grads();
+                self.model
+                    .loss_and_grad(&self.probe, &mut scratch, Some(&mut self.record))?;
+                self.hidden_grads.push(HiddenGradRecord {
+                    step: self.step,
+                    norms: self.record.norms(0, 0),
+                });
+            }
+        }
+        let batch = self.task.train_batch(self.batch_size, &mut self.rng);
+        self.grads.fill_zero();
+        let r = self.model.loss_and_grad(&batch, &mut self.grads, None)?;
+        self.step += 1;
+        self.train_loss.push(r.loss);
+        Ok(StepStats {
+            loss: r.loss,
+            units: batch.x.shape()[1] as u64,
+        })
+    }
+    fn parts(&mut self) -> Vec<Part<'_>> {
+        let head = Part {
+            name: "head",
+            params: self.model.head.params_mut(),
+            grads: &mut self.grads.head,
+        };
+        match &mut self.model.rnn {
+            Recurrent::Fused(r) => vec![
+                Part {
+                    name: "rnn",
+                    params: r.params_mut(),
+                    grads: &mut self.grads.rnn,
+                },
+                head,
+            ],
+            Recurrent::Exp(_) => vec![head],
+        }
+    }
+    fn parts_f64(&mut self) -> Vec<Part64<'_>> {
+        let Recurrent::Exp(e) = &mut self.model.rnn else {
+            return Vec::new();
+        };
+        let na = e.num_a();
+        let (pa, pu) = e.params_mut().split_at_mut(na);
+        let (ga, gu) = self.grads.exp.split_at_mut(na);
+        vec![
+            Part64 {
+                name: "exp_a",
+                params: pa,
+                grads: ga,
+                lr_scale: ORTHOGONAL_LR_SCALE,
+            },
+            Part64 {
+                name: "exp_ub",
+                params: pu,
+                grads: gu,
+                lr_scale: 1.0,
+            },
+        ]
+    }
+    fn evaluate(&mut self) -> Result<Metrics> {
+        let (loss, accuracy) = self.model.evaluate(&self.eval)?;
+        let p = EvalPoint {
+            step: self.step,
+            loss,
+            accuracy,
+            seconds: self.start.elapsed().as_secs_f64(),
+        };
+        if self.steps_to_solve.is_none() && loss < self.solve_fraction * self.baseline {
+            self.steps_to_solve = Some(self.step);
+        }
+        (self.on_eval)(&p);
+        self.evals.push(p);
+        let mut m = vec![("valid_loss".to_string(), loss)];
+        if let Some(a) = accuracy {
+            m.push(("valid_accuracy".to_string(), a));
+        }
+        Ok(m)
+    }
+    fn solved(&self) -> bool {
+        self.stop_when_solved && self.steps_to_solve.is_some()
+    }
+    fn save_model(&self, dir: &Path, training: &serde_json::Value) -> Result<()> {
+        let mut t: Vec<(String, Vec<usize>, OutTensor<'_>)> = Vec::new();
+        match &self.model.rnn {
+            Recurrent::Fused(r) => {
+                for (name, shape, v) in state_dict(r.layout(), r.params(), "rnn.") {
+                    t.push((name, shape, OutTensor::F32(v)));
+                }
+            }
+            Recurrent::Exp(e) => {
+                let (h, i, na) = (e.hidden_size(), e.input_size(), e.num_a());
+                let p = e.params();
+                t.push(("rnn.a".into(), vec![na], OutTensor::F64(&p[..na])));
+                t.push((
+                    "rnn.U".into(),
+                    vec![h, i],
+                    OutTensor::F64(&p[na..na + h * i]),
+                ));
+                t.push(("rnn.b".into(), vec![h], OutTensor::F64(&p[na + h * i..])));
+            }
+        }
+        let (o, h) = (
+            self.model.head.out_features(),
+            self.model.head.in_features(),
+        );
+        let hp = self.model.head.params();
+        t.push((
+            "head.weight".into(),
+            vec![o, h],
+            OutTensor::F32(&hp[..o * h]),
+        ));
+        t.push(("head.bias".into(), vec![o], OutTensor::F32(&hp[o * h..])));
+        write_tensors(dir.join("model.safetensors"), &t, &[])?;
+        let config = serde_json::json!({
+            "model": self.config_json(),
+            "training": training,
+        });
+        let text = serde_json::to_string_pretty(&config).expect("JSON of the config");
+        write_atomic(&dir.join("config.json"), text.as_bytes())
+    }
+    fn save_state(&self, w: &mut CheckpointWriter) {
+        w.meta_mut()["benchmark"] = serde_json::json!({
+            "step": self.step,
+            "rng": rng_state(&self.rng),
+        });
+    }
+    fn load_state(&mut self, c: &Checkpoint) -> Result<()> {
+        let b = c.field("benchmark")?;
+        self.step = b["step"]
+            .as_u64()
+            .ok_or_else(|| Error::Input(format!("{}: benchmark.step is missing", c.source())))?
+            as usize;
+        self.rng = rng_from_state(&b["rng"], &format!("{}: benchmark.rng", c.source()))?;
+        Ok(())
+    }
+}
+
+/// The hooks of a benchmark run: the gradient norm of every step and the clip count.
+struct NormLog {
+    clip: f64,
+    grad_norm: Vec<f64>,
+    clipped: usize,
+}
+
+impl Hooks for NormLog {
+    fn grad_norm(&mut self, _step: u64, norm: f64) {
+        self.grad_norm.push(norm);
+        if norm > self.clip {
+            self.clipped += 1;
+        }
+    }
+}
+
 /// [`train`] on a given model (e.g. one with a custom initialization), which is left trained;
 /// `cell` only labels the result, and `cfg.hidden_size`, `cfg.orthogonal` and `cfg.lstm_bias`
-/// are not used.
+/// are not used. The steps go through [`crate::train::run`] (one evaluation before the first
+/// step is added here): Adam or SGD as `cfg.optimizer` says, `clip_grad_norm`, a run that
+/// stops with [`RunResult::diverged_at`] at the first non-finite loss or gradient norm, and
+/// one that ends at the first evaluation under the mark when `cfg.stop_when_solved`
+/// ([`crate::train::Task::solved`]). No checkpoints are written: a benchmark run is short and
+/// reruns from its seed.
 pub fn train_model(
     task: &Task,
     model: &mut Model,
@@ -1105,124 +1317,79 @@ pub fn train_model(
             model.head.out_features()
         )));
     }
-    let start = Instant::now();
-    let mut grads = model.zeros_like_grads();
-    let n = grads.rnn.len() + grads.head.len();
-    enum Opt<T: crate::Real> {
-        Adam(Adam<T>),
-        Sgd(Sgd<T>),
-    }
-    impl<T: crate::Real> Opt<T> {
-        fn new(o: Optimizer, n: usize, scale: f64) -> Opt<T> {
-            match o {
-                Optimizer::Adam(lr) => {
-                    Opt::Adam(Adam::new(n, AdamConfig::default().lr(lr * scale)))
-                }
-                Optimizer::Sgd(lr) => Opt::Sgd(Sgd::new(n, SgdConfig::default().lr(lr * scale))),
-            }
-        }
-        fn step(&mut self, parts: &mut [(&mut [T], &[T])]) {
-            match self {
-                Opt::Adam(a) => a.step_parts(parts),
-                Opt::Sgd(s) => s.step_parts(parts),
-            }
-        }
-    }
-    let mut opt = Opt::<f32>::new(cfg.optimizer, n, 1.0);
-    // An expRNN: its skew-symmetric part and the rest (U, b), in f64.
-    let na = match &model.rnn {
-        Recurrent::Exp(e) => e.num_a(),
-        Recurrent::Fused(_) => 0,
-    };
-    let mut opt_a = Opt::<f64>::new(cfg.optimizer, na, ORTHOGONAL_LR_SCALE);
-    let mut opt_u = Opt::<f64>::new(cfg.optimizer, grads.exp.len() - na, 1.0);
     let eval = task.eval_set(cfg.eval_size, 250, cfg.seed ^ 0x0e7a_15e7);
-    let mut rng = task_rng(cfg.seed.wrapping_add(0x7a5c));
-    let probe = task.train_batch(cfg.batch_size, &mut task_rng(cfg.seed ^ 0x960b));
-    let baseline = task.baseline();
-    let mut res = RunResult {
+    let eval_baseline = adding_constant_mse(&eval);
+    let grads = model.zeros_like_grads();
+    let mut run = BenchRun {
+        task,
         cell,
+        model,
+        grads,
+        batch_size: cfg.batch_size,
+        rng: task_rng(cfg.seed.wrapping_add(0x7a5c)),
+        probe: task.train_batch(cfg.batch_size, &mut task_rng(cfg.seed ^ 0x960b)),
+        record_every: cfg.record_every,
+        record: HiddenGrads::new(),
+        eval,
+        baseline: task.baseline().loss,
+        solve_fraction: cfg.solve_fraction,
+        stop_when_solved: cfg.stop_when_solved,
+        step: 0,
+        start: Instant::now(),
         evals: Vec::new(),
         train_loss: Vec::with_capacity(cfg.steps),
-        grad_norm: Vec::with_capacity(cfg.steps),
-        clipped: 0,
         hidden_grads: Vec::new(),
         steps_to_solve: None,
-        diverged_at: None,
-        seconds: 0.0,
-        solve_fraction: cfg.solve_fraction,
-        eval_baseline: adding_constant_mse(&eval),
+        on_eval,
     };
-    let mut record = HiddenGrads::new();
-    let mut do_eval = |model: &Model, step: usize, res: &mut RunResult| -> Result<()> {
-        let (loss, accuracy) = model.evaluate(&eval)?;
-        let p = EvalPoint {
-            step,
-            loss,
-            accuracy,
-            seconds: start.elapsed().as_secs_f64(),
-        };
-        if res.steps_to_solve.is_none() && loss < cfg.solve_fraction * baseline.loss {
-            res.steps_to_solve = Some(step);
-        }
-        on_eval(&p);
-        res.evals.push(p);
-        Ok(())
+    run.evaluate()?;
+    let mut log = NormLog {
+        clip: cfg.clip.unwrap_or(f64::INFINITY),
+        grad_norm: Vec::with_capacity(cfg.steps),
+        clipped: 0,
     };
-    do_eval(model, 0, &mut res)?;
-    for step in 1..=cfg.steps {
-        if let Some(every) = cfg.record_every {
-            if every > 0 && (step - 1) % every == 0 {
-                let mut scratch = model.zeros_like_grads();
-                model.loss_and_grad(&probe, &mut scratch, Some(&mut record))?;
-                res.hidden_grads.push(HiddenGradRecord {
-                    step: step - 1,
-                    norms: record.norms(0, 0),
-                });
+    let mut diverged_at = None;
+    if cfg.steps > 0 && !(cfg.stop_when_solved && run.solved()) {
+        let mut tc = LoopConfig::new(&cfg.out).steps(cfg.steps as u64);
+        tc.eval_every = Some(cfg.eval_every as u64);
+        tc.checkpoints = false;
+        tc.seed = cfg.seed;
+        tc.optimizer = cfg.optimizer.clone();
+        tc.clip_grad_norm = cfg.clip.unwrap_or(0.0);
+        tc.non_finite = NonFinite::Stop;
+        match crate::train::run(&mut run, &tc, &mut log) {
+            Ok(_) => {}
+            Err(Error::Train(TrainError::NonFinite { step, .. })) => {
+                diverged_at = Some(step as usize)
             }
-        }
-        let batch = task.train_batch(cfg.batch_size, &mut rng);
-        grads.fill_zero();
-        let r = model.loss_and_grad(&batch, &mut grads, None)?;
-        let norm = match cfg.clip {
-            Some(c) => grads.clip(c),
-            None => grads.norm(),
-        };
-        res.train_loss.push(r.loss);
-        res.grad_norm.push(norm);
-        if cfg.clip.is_some_and(|c| norm > c) {
-            res.clipped += 1;
-        }
-        if !r.loss.is_finite() || !norm.is_finite() {
-            res.diverged_at = Some(step);
-            break;
-        }
-        match &mut model.rnn {
-            Recurrent::Fused(rnn) => opt.step(&mut [
-                (rnn.params_mut(), &grads.rnn[..]),
-                (model.head.params_mut(), &grads.head[..]),
-            ]),
-            Recurrent::Exp(e) => {
-                let (pa, pu) = e.params_mut().split_at_mut(na);
-                opt_a.step(&mut [(pa, &grads.exp[..na])]);
-                opt_u.step(&mut [(pu, &grads.exp[na..])]);
-                opt.step(&mut [(model.head.params_mut(), &grads.head[..])]);
-            }
-        }
-        if step % cfg.eval_every == 0 || step == cfg.steps {
-            do_eval(model, step, &mut res)?;
-            if cfg.stop_when_solved && res.steps_to_solve.is_some() {
-                break;
-            }
+            Err(e) => return Err(e),
         }
     }
-    res.seconds = start.elapsed().as_secs_f64();
-    Ok(res)
+    Ok(RunResult {
+        cell,
+        seconds: run.start.elapsed().as_secs_f64(),
+        evals: run.evals,
+        train_loss: run.train_loss,
+        grad_norm: log.grad_norm,
+        clipped: log.clipped,
+        hidden_grads: run.hidden_grads,
+        steps_to_solve: run.steps_to_solve,
+        diverged_at,
+        solve_fraction: cfg.solve_fraction,
+        eval_baseline,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fresh directory for a run's files.
+    fn test_dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("recur-synthetic-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
 
     #[test]
     fn chrono_gate_biases_span_the_time_scales() {
@@ -1261,7 +1428,7 @@ mod tests {
             hidden_size: 16,
             batch_size: 32,
             steps: 2000,
-            optimizer: Optimizer::Adam(1e-2),
+            optimizer: OptimizerConfig::Adam(crate::nn::AdamConfig::default().lr(1e-2)),
             clip: Some(1.0),
             eval_every: 50,
             eval_size: 200,
@@ -1271,6 +1438,7 @@ mod tests {
             stop_when_solved: true,
             record_every: None,
             seed: 1,
+            out: test_dir("stops"),
         };
         let r = train(&task, CellKind::Lstm, &cfg, &mut |_| {}).unwrap();
         let s = r.steps_to_solve.expect("solved");
@@ -1292,7 +1460,7 @@ mod tests {
             hidden_size: 12,
             batch_size: 16,
             steps: 60,
-            optimizer: Optimizer::Adam(1e-2),
+            optimizer: OptimizerConfig::Adam(crate::nn::AdamConfig::default().lr(1e-2)),
             clip: Some(0.5),
             eval_every: 30,
             eval_size: 64,
@@ -1302,6 +1470,7 @@ mod tests {
             stop_when_solved: false,
             record_every: Some(30),
             seed: 2,
+            out: test_dir("exprnn"),
         };
         let mut model =
             Model::with_init(&task, CellKind::ExpRnn, 12, &ModelInit::default(), 2).unwrap();

@@ -80,6 +80,7 @@ pub fn rng_from_state(v: &serde_json::Value, what: &str) -> Result<TrainRng> {
 pub struct CheckpointWriter {
     meta: serde_json::Value,
     f32s: Vec<(String, Vec<usize>, Vec<f32>)>,
+    f64s: Vec<(String, Vec<usize>, Vec<f64>)>,
 }
 
 impl CheckpointWriter {
@@ -88,6 +89,7 @@ impl CheckpointWriter {
         CheckpointWriter {
             meta,
             f32s: Vec::new(),
+            f64s: Vec::new(),
         }
     }
 
@@ -102,9 +104,18 @@ impl CheckpointWriter {
         self.f32s.push((name.into(), shape.to_vec(), values));
     }
 
-    /// The names of the tensors added so far.
+    /// Adds an f64 tensor (stored bit for bit).
+    pub fn f64(&mut self, name: impl Into<String>, shape: &[usize], values: Vec<f64>) {
+        debug_assert_eq!(shape.iter().product::<usize>(), values.len());
+        self.f64s.push((name.into(), shape.to_vec(), values));
+    }
+
+    /// The names of the tensors added so far (the f32 ones, then the f64 ones).
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.f32s.iter().map(|(n, _, _)| n.as_str())
+        self.f32s
+            .iter()
+            .map(|(n, _, _)| n.as_str())
+            .chain(self.f64s.iter().map(|(n, _, _)| n.as_str()))
     }
 
     /// The bytes of the checkpoint file.
@@ -113,6 +124,11 @@ impl CheckpointWriter {
             .f32s
             .iter()
             .map(|(n, s, v)| (n.clone(), s.clone(), OutTensor::F32(v)))
+            .chain(
+                self.f64s
+                    .iter()
+                    .map(|(n, s, v)| (n.clone(), s.clone(), OutTensor::F64(v))),
+            )
             .collect();
         let meta = serde_json::to_string(&self.meta).expect("JSON of checkpoint metadata");
         serialize_tensors(&tensors, &[(META_KEY, &meta)])
@@ -183,6 +199,20 @@ impl Checkpoint {
     /// The f32 tensor `name`, which must hold `len` values.
     pub fn f32(&self, name: &str, len: usize) -> Result<Vec<f32>> {
         let t = self.file.float::<f32>(name)?;
+        if t.data().len() != len {
+            return Err(Error::Input(format!(
+                "{}: tensor '{name}' holds {} values, expected {len} (was the checkpoint written \
+                 for another model?)",
+                self.source(),
+                t.data().len()
+            )));
+        }
+        Ok(t.into_data())
+    }
+
+    /// The f64 tensor `name`, which must hold `len` values.
+    pub fn f64(&self, name: &str, len: usize) -> Result<Vec<f64>> {
+        let t = self.file.float::<f64>(name)?;
         if t.data().len() != len {
             return Err(Error::Input(format!(
                 "{}: tensor '{name}' holds {} values, expected {len} (was the checkpoint written \

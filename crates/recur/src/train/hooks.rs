@@ -86,6 +86,12 @@ pub trait Hooks {
         let _ = (step, grads);
         Ok(())
     }
+    /// The global gradient norm of step `step` (from 1), f32 and f64 parts together, before
+    /// clipping (after the reduction over ranks); called for every step whose loss is
+    /// finite, also when the norm is not.
+    fn grad_norm(&mut self, step: u64, norm: f64) {
+        let _ = (step, norm);
+    }
     /// After every step taken: the step (from 1), its loss, and the units trained since this
     /// process started the run.
     fn step(&mut self, step: u64, loss: f64, units: u64) {

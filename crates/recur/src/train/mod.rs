@@ -118,6 +118,25 @@ pub struct Part<'a> {
     pub grads: &'a mut [f32],
 }
 
+/// A parameter buffer kept in f64 (for example the expRNN's recurrent parameters, whose
+/// matrix exponential is computed in f64), and the fraction of the learning rate it learns at.
+///
+/// Why a second kind of part instead of a generic [`Part`]: the loop keeps one optimizer for
+/// all the f32 parts (the state its checkpoints hold, unchanged for the tasks that have only
+/// those) and one per f64 part, each at `lr_scale` times the scheduled rate; clipping by the
+/// global norm takes all of them together, so an f64 part is clipped exactly as if it were
+/// one more buffer of the model. Converting such a buffer to f32 would change the model.
+pub struct Part64<'a> {
+    /// The name of the buffer in checkpoints (`param.<name>`).
+    pub name: &'static str,
+    /// The parameters.
+    pub params: &'a mut [f64],
+    /// Their gradients, as long as `params`.
+    pub grads: &'a mut [f64],
+    /// This buffer's learning rate is the schedule's times this.
+    pub lr_scale: f64,
+}
+
 /// The parts of a model made of an embedding, a recurrent stack and a linear head (the
 /// language model and the sequence models), in that order.
 pub fn embed_rnn_head<'a>(params: [&'a mut [f32]; 3], grads: [&'a mut [f32]; 3]) -> Vec<Part<'a>> {
@@ -213,6 +232,21 @@ pub trait Task {
     fn discard_step(&mut self) {}
     /// The parameters and gradients, in a fixed order.
     fn parts(&mut self) -> Vec<Part<'_>>;
+    /// The parameters kept in f64, in a fixed order (none by default). They are clipped with
+    /// the f32 parts by one global norm, each has its own optimizer (the run's, at the part's
+    /// [`Part64::lr_scale`]), and checkpoints hold them; [`Hooks::gradients`] sees only the
+    /// f32 parts.
+    fn parts_f64(&mut self) -> Vec<Part64<'_>> {
+        Vec::new()
+    }
+    /// Polled after every evaluation: `true` ends the run there, as finished (the best model
+    /// saved, metrics.json written, [`Summary::solved_at`] set), before its last step. A task
+    /// with a goal (a loss under a mark) stops once it reaches it. With several ranks every
+    /// rank must give the same answer (it follows from evaluations that are the same on
+    /// every rank).
+    fn solved(&self) -> bool {
+        false
+    }
     /// Metrics on the validation data.
     fn evaluate(&mut self) -> Result<Metrics>;
     /// Writes the model (weights, config.json with `training` in it, vocabulary) into `dir`.

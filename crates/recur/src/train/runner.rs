@@ -97,6 +97,9 @@ pub struct Summary {
     pub clipped_steps: u64,
     /// Wall-clock seconds of this process's part of the run.
     pub seconds: f64,
+    /// The step at which [`Task::solved`] ended the run before its last step (None: it ran
+    /// to the end, or was stopped).
+    pub solved_at: Option<u64>,
     /// The document written to metrics.json (null on ranks other than 0, which write none).
     pub metrics: serde_json::Value,
 }
@@ -220,6 +223,8 @@ struct RunState {
     loss_n: u64,
     units: u64,
     train_seconds: f64,
+    /// The step at which [`Task::solved`] ended the run.
+    solved_at: Option<u64>,
 }
 
 impl RunState {
@@ -235,6 +240,7 @@ impl RunState {
             loss_n: 0,
             units: 0,
             train_seconds: 0.0,
+            solved_at: None,
         }
     }
 
@@ -251,6 +257,7 @@ impl RunState {
             "loss_n": self.loss_n,
             "units": self.units,
             "train_seconds": self.train_seconds,
+            "solved_at": self.solved_at,
         })
     }
 
@@ -295,6 +302,7 @@ impl RunState {
                 .get("train_seconds")
                 .and_then(|x| x.as_f64())
                 .ok_or_else(|| bad("train_seconds"))?,
+            solved_at: r.get("solved_at").and_then(|x| x.as_u64()),
         })
     }
 
@@ -321,6 +329,7 @@ fn write_metrics(
         "skipped_steps": r.skipped,
         "clipped_steps": r.clipped,
         "train_seconds": r.train_seconds,
+        "solved_at": r.solved_at,
         "units_per_second": r.units as f64 / r.train_seconds.max(1e-9),
         "curve": r.curve.iter().map(Point::json).collect::<Vec<_>>(),
     });
@@ -333,6 +342,7 @@ fn write_checkpoint(
     path: &Path,
     task: &mut dyn Task,
     opt: &Optimizer<f32>,
+    opts64: &[Optimizer<f64>],
     r: &RunState,
     trajectory: &serde_json::Value,
 ) -> Result<()> {
@@ -345,6 +355,21 @@ fn write_checkpoint(
         let n = p.params.len();
         w.f32(format!("param.{}", p.name), &[n], p.params.to_vec());
     }
+    let mut wide = Vec::new();
+    for (p, o) in task.parts_f64().iter().zip(opts64) {
+        let n = p.params.len();
+        w.f64(format!("param.{}", p.name), &[n], p.params.to_vec());
+        let state = o.state();
+        for (name, v) in &state.buffers {
+            w.f64(format!("optimizer.{}.{name}", p.name), &[n], v.clone());
+        }
+        wide.push(serde_json::json!({
+            "part": p.name,
+            "optimizer": state.optimizer,
+            "steps": state.steps,
+            "buffers": state.buffers.iter().map(|b| b.0.clone()).collect::<Vec<_>>(),
+        }));
+    }
     task.save_state(&mut w);
     let state = opt.state();
     for (name, v) in &state.buffers {
@@ -355,6 +380,9 @@ fn write_checkpoint(
         "steps": state.steps,
         "buffers": state.buffers.iter().map(|b| b.0.clone()).collect::<Vec<_>>(),
     });
+    if !wide.is_empty() {
+        w.meta_mut()["optimizer_f64"] = serde_json::Value::Array(wide);
+    }
     w.write(path)
 }
 
@@ -383,6 +411,79 @@ fn load_optimizer(opt: &mut Optimizer<f32>, c: &Checkpoint, n: usize) -> Result<
         .map_err(|e| Error::Input(format!("{}: {e}", c.source())))
 }
 
+/// Restores the f64 parts and their optimizers from a checkpoint.
+fn load_f64(task: &mut dyn Task, opts64: &mut [Optimizer<f64>], c: &Checkpoint) -> Result<()> {
+    let bad = |m: String| Error::Input(format!("{}: optimizer state: {m}", c.source()));
+    let metas = c.meta().get("optimizer_f64").and_then(|v| v.as_array());
+    for (k, (p, o)) in task.parts_f64().into_iter().zip(opts64).enumerate() {
+        let n = p.params.len();
+        let v = c.f64(&format!("param.{}", p.name), n)?;
+        p.params.copy_from_slice(&v);
+        let meta = metas
+            .and_then(|m| m.get(k))
+            .filter(|m| m["part"] == p.name)
+            .ok_or_else(|| bad(format!("no optimizer state for the f64 part '{}'", p.name)))?;
+        let mut buffers = Vec::new();
+        for name in meta["buffers"].as_array().into_iter().flatten() {
+            let name = name
+                .as_str()
+                .ok_or_else(|| bad("a buffer name is not a string".into()))?;
+            buffers.push((
+                name.to_string(),
+                c.f64(&format!("optimizer.{}.{name}", p.name), n)?,
+            ));
+        }
+        let state = OptimizerState {
+            optimizer: meta["optimizer"]
+                .as_str()
+                .ok_or_else(|| bad("no optimizer name".into()))?
+                .to_string(),
+            steps: meta["steps"]
+                .as_u64()
+                .ok_or_else(|| bad("no step count".into()))?,
+            buffers,
+        };
+        o.load_state(&state)
+            .map_err(|e| Error::Input(format!("{}: {e}", c.source())))?;
+    }
+    Ok(())
+}
+
+/// `clip_grad_norm` over the f32 and the f64 parts together: the norm of all of them (squares
+/// summed in f64, the f32 parts first), every gradient scaled by `min(1, max_norm / (norm +
+/// 1e-6))`; returns the norm before clipping.
+fn clip_mixed(task: &mut dyn Task, max_norm: f64) -> f64 {
+    let s32: f64 = task
+        .parts()
+        .iter()
+        .flat_map(|p| p.grads.iter())
+        .map(|&g| (g as f64) * (g as f64))
+        .sum();
+    let s64: f64 = task
+        .parts_f64()
+        .iter()
+        .flat_map(|p| p.grads.iter())
+        .map(|&g| g * g)
+        .sum();
+    let total = (s32 + s64).sqrt();
+    let coef = if total.is_nan() {
+        f64::NAN
+    } else {
+        (max_norm / (total + 1e-6)).min(1.0)
+    };
+    for p in task.parts() {
+        for g in p.grads.iter_mut() {
+            *g *= coef as f32;
+        }
+    }
+    for p in task.parts_f64() {
+        for g in p.grads.iter_mut() {
+            *g *= coef;
+        }
+    }
+    total
+}
+
 /// Trains `task` as `config` says in this process ([`run_on`] with [`Local`]).
 pub fn run(task: &mut dyn Task, config: &TrainConfig, hooks: &mut dyn Hooks) -> Result<Summary> {
     run_on(task, config, hooks, &Local)
@@ -401,10 +502,23 @@ fn reduce(
     units: u64,
     stop: bool,
 ) -> Result<(f64, u64, bool)> {
-    let mut parts = task.parts();
-    let n: usize = parts.iter().map(|p| p.grads.len()).sum();
     let u = units as f64;
+    // The f64 parts first, then the f32 parts (whose buffer the code below reads as before).
+    let wide: Vec<f64> = task
+        .parts_f64()
+        .iter()
+        .flat_map(|p| {
+            p.grads
+                .iter()
+                .map(|&g| if units == 0 { 0.0 } else { g * u })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let m = wide.len();
+    let mut parts = task.parts();
+    let n: usize = parts.iter().map(|p| p.grads.len()).sum::<usize>() + m;
     let mut buf = Vec::with_capacity(n + 3);
+    buf.extend_from_slice(&wide);
     for p in &parts {
         if units == 0 {
             buf.extend(std::iter::repeat_n(0.0, p.grads.len()));
@@ -422,10 +536,18 @@ fn reduce(
             "a training batch with no targets on any rank".into(),
         ));
     }
-    let mut k = 0;
+    let mut k = m;
     for p in parts.iter_mut() {
         for g in p.grads.iter_mut() {
             *g = (buf[k] / total) as f32;
+            k += 1;
+        }
+    }
+    drop(parts);
+    let mut k = 0;
+    for p in task.parts_f64() {
+        for g in p.grads.iter_mut() {
+            *g = buf[k] / total;
             k += 1;
         }
     }
@@ -467,6 +589,16 @@ pub fn run_on(
 
     let schedule = c.schedule(total)?;
     let mut opt: Optimizer<f32> = Optimizer::new(n_params, c.optimizer.clone())?;
+    // The f64 parts: one optimizer each, at its fraction of the learning rate.
+    let wide: Vec<(usize, f64)> = task
+        .parts_f64()
+        .iter()
+        .map(|p| (p.params.len(), p.lr_scale))
+        .collect();
+    let mut opts64 = wide
+        .iter()
+        .map(|&(n, _)| Optimizer::<f64>::new(n, c.optimizer.clone()))
+        .collect::<Result<Vec<_>>>()?;
     let trajectory = trajectory_json(c, total, task);
     if ranks > 1 {
         // Everything that must be the same on every rank: what shapes the steps, and when
@@ -475,6 +607,7 @@ pub fn run_on(
             "trajectory": trajectory,
             "steps": total,
             "parameters": n_params,
+            "parameters_f64": wide.iter().map(|w| w.0).sum::<usize>(),
             "eval_every": eval_every,
             "checkpoint_every": checkpoint_every,
             "resume": c.resume,
@@ -530,6 +663,7 @@ pub fn run_on(
         }
         task.load_state(&ck)?;
         load_optimizer(&mut opt, &ck, n_params)?;
+        load_f64(task, &mut opts64, &ck)?;
         if r.step >= total {
             return Err(TrainError::Done {
                 step: r.step,
@@ -595,6 +729,9 @@ pub fn run_on(
     while r.step < total {
         let lr = schedule.lr(r.step);
         opt.set_lr(lr);
+        for (o, &(_, scale)) in opts64.iter_mut().zip(&wide) {
+            o.set_lr(lr * scale);
+        }
         let t0 = Instant::now();
         let mut stats = task.train_batch(shard)?;
         let mut stop = false;
@@ -605,19 +742,32 @@ pub fn run_on(
             stats.units = units;
             stop = any;
         }
-        let mut parts = task.parts();
         if lead {
+            let parts = task.parts();
             let named: Vec<(&str, &[f32])> = parts.iter().map(|p| (p.name, &*p.grads)).collect();
             hooks.gradients(r.step + 1, &named)?;
         }
         let mut bad = (!stats.loss.is_finite()).then(|| format!("loss {}", stats.loss));
         if bad.is_none() {
             if let Some(v) = c.clip_grad_value {
+                let mut parts = task.parts();
                 let mut grads: Vec<&mut [f32]> = parts.iter_mut().map(|p| &mut *p.grads).collect();
                 clip_grad_value(&mut grads, v)?;
+                drop(parts);
+                let mut parts = task.parts_f64();
+                let mut grads: Vec<&mut [f64]> = parts.iter_mut().map(|p| &mut *p.grads).collect();
+                clip_grad_value(&mut grads, v)?;
             }
-            let mut grads: Vec<&mut [f32]> = parts.iter_mut().map(|p| &mut *p.grads).collect();
-            let norm = clip_grad_norm(&mut grads, max_norm) as f64;
+            let norm = if wide.is_empty() {
+                let mut parts = task.parts();
+                let mut grads: Vec<&mut [f32]> = parts.iter_mut().map(|p| &mut *p.grads).collect();
+                clip_grad_norm(&mut grads, max_norm) as f64
+            } else {
+                clip_mixed(task, max_norm)
+            };
+            if lead {
+                hooks.grad_norm(r.step + 1, norm);
+            }
             if !norm.is_finite() {
                 bad = Some(format!("gradient norm {norm}"));
             } else if norm > max_norm {
@@ -625,7 +775,6 @@ pub fn run_on(
             }
         }
         if let Some(what) = bad {
-            drop(parts);
             task.discard_step();
             r.step += 1;
             nonfinite_run += 1;
@@ -656,6 +805,7 @@ pub fn run_on(
             continue;
         }
         nonfinite_run = 0;
+        let mut parts = task.parts();
         let mut pairs: Vec<(&mut [f32], &[f32])> = parts
             .iter_mut()
             .map(|p| (&mut *p.params, &*p.grads))
@@ -663,6 +813,9 @@ pub fn run_on(
         opt.step_parts(&mut pairs);
         drop(pairs);
         drop(parts);
+        for (p, o) in task.parts_f64().into_iter().zip(opts64.iter_mut()) {
+            o.step(p.params, p.grads);
+        }
         r.step += 1;
         r.train_seconds += t0.elapsed().as_secs_f64();
         r.loss_sum += stats.loss;
@@ -691,6 +844,9 @@ pub fn run_on(
             r.loss_sum = 0.0;
             r.loss_n = 0;
             let improved = why.is_some();
+            if task.solved() && r.step < total {
+                r.solved_at = Some(r.step);
+            }
             if let Some(why) = why {
                 if lead {
                     task.save_model(out, &training_json)?;
@@ -712,13 +868,16 @@ pub fn run_on(
         if ranks == 1 {
             stop = stop || hooks.should_stop();
         }
-        let due = r.step.is_multiple_of(checkpoint_every) || r.step == total || stop;
+        let due = r.step.is_multiple_of(checkpoint_every)
+            || r.step == total
+            || stop
+            || r.solved_at.is_some();
         if c.checkpoints && due {
             if ranks > 1 {
                 task.gather_state(comm)?;
             }
             if lead {
-                write_checkpoint(&ckpt_path, task, &opt, &r, &trajectory)?;
+                write_checkpoint(&ckpt_path, task, &opt, &opts64, &r, &trajectory)?;
                 hooks.checkpoint(r.step, &ckpt_path);
             }
             last_ckpt = Some((r.step, ckpt_path.clone()));
@@ -743,7 +902,11 @@ pub fn run_on(
                 clipped_steps: r.clipped,
                 seconds: start.elapsed().as_secs_f64(),
                 metrics,
+                solved_at: None,
             });
+        }
+        if r.solved_at.is_some() {
+            break;
         }
     }
 
@@ -809,6 +972,7 @@ pub fn run_on(
         clipped_steps: r.clipped,
         seconds: start.elapsed().as_secs_f64(),
         metrics,
+        solved_at: r.solved_at,
     })
 }
 
