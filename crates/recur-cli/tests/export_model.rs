@@ -872,3 +872,80 @@ fn export_options_that_do_not_fit_a_model_directory_are_refused() {
     ]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// The committed fixtures (what scripts/check_onnx_export.py --models runs in ONNX Runtime)
+/// run in recur-onnx too and give the expected outputs stored beside them.
+#[test]
+fn committed_fixtures_run_in_recur_onnx() {
+    let root =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/onnx/export_models");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 11, "{} cases", cases.len());
+    for case in cases {
+        let name = case.file_name().unwrap().to_string_lossy().to_string();
+        let inputs: HashMap<String, Value> = read_safetensors(&case.join("inputs.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+        let expected: HashMap<String, Value> = read_safetensors(&case.join("expected.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+        let f32s = |v: &Value| -> Vec<f32> { v.to_f64().iter().map(|&x| x as f32).collect() };
+        if case.join("model.onnx").exists() {
+            let m = Model::read(case.join("model.onnx")).unwrap();
+            let feeds: Vec<(String, Value)> = inputs.into_iter().collect();
+            let out = run_lib(&m, &feeds);
+            for (k, want) in &expected {
+                close(&format!("{name} {k}"), &out[k], &want.shape, &f32s(want));
+            }
+            continue;
+        }
+        let enc = Model::read(case.join("encoder.onnx")).unwrap();
+        let dec = Model::read(case.join("decoder.onnx")).unwrap();
+        let wanted: Vec<String> = dec.inputs().iter().map(|i| i.name.clone()).collect();
+        let enc_out = run_lib(
+            &enc,
+            &[
+                ("src".to_string(), inputs["src"].clone()),
+                ("src_lengths".to_string(), inputs["src_lengths"].clone()),
+            ],
+        );
+        let dec_in = inputs["dec_input"].to_i64();
+        let tgt_len = inputs["tgt_lengths"].to_i64();
+        let (b, t) = (inputs["dec_input"].shape[0], inputs["dec_input"].shape[1]);
+        let want = f32s(&expected["logits"]);
+        let vt = expected["logits"].shape[2];
+        let mut state = enc_out.clone();
+        for ti in 0..t {
+            let prev: Vec<usize> = (0..b).map(|bi| dec_in[bi * t + ti] as usize).collect();
+            let feeds: Vec<(String, Value)> =
+                step_feeds(&prev, &state, &enc_out, &inputs["src_lengths"], true)
+                    .into_iter()
+                    .filter(|(k, _)| wanted.contains(k))
+                    .collect();
+            let o = run_lib(&dec, &feeds);
+            let got = o["logits"].to_f64();
+            for bi in 0..b {
+                if (ti as i64) < tgt_len[bi] {
+                    let g: Vec<f32> = got[bi * vt..(bi + 1) * vt]
+                        .iter()
+                        .map(|&x| x as f32)
+                        .collect();
+                    close(
+                        &format!("{name} step {ti} row {bi}"),
+                        &Value::f32(vec![vt], g),
+                        &[vt],
+                        &want[(bi * t + ti) * vt..][..vt],
+                    );
+                }
+            }
+            state = o;
+        }
+    }
+}
