@@ -454,7 +454,35 @@ fn classifiers_export_with_their_pooling_and_directions() {
             _ => unreachable!(),
         };
         let seqs = ragged_tokens(&mut g, v, &[5, 1, 7, 3]);
-        seq_case(&dir, case, &m, Inputs::Tokens(seqs), "logits");
+        seq_case(&dir, case, &m, Inputs::Tokens(seqs.clone()), "logits");
+        // The same graph in f64 (recur-onnx runs double recurrent nodes on its general path).
+        let f64_onnx = dir.path(&format!("{case}_f64.onnx"));
+        export(&m, &f64_onnx, &["--precision", "f64"]);
+        let batch = SeqBatch::<f32>::from_tokens(&seqs).unwrap();
+        let t = batch.steps();
+        let mut pad = vec![0usize; seqs.len() * t];
+        for (k, sq) in seqs.iter().enumerate() {
+            pad[k * t..k * t + sq.len()].copy_from_slice(sq);
+        }
+        let want = recur::models::seqmodel::load_dir::<f32>(&m)
+            .unwrap()
+            .forward(&batch)
+            .unwrap();
+        let out = forward_cli(
+            &dir,
+            &f64_onnx,
+            &[
+                ("tokens".to_string(), ids(vec![seqs.len(), t], &pad)),
+                ("lengths".to_string(), lens(batch.lengths())),
+            ],
+        );
+        assert_eq!(out["logits"].dtype, DType::F64);
+        close(
+            &format!("{case} f64"),
+            &out["logits"],
+            &[seqs.len(), 2],
+            &want,
+        );
     }
 }
 
