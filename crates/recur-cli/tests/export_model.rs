@@ -890,6 +890,32 @@ fn export_options_that_do_not_fit_a_model_directory_are_refused() {
         s(&dir.path("missing")),
     ]);
     fails_with(&o, "no such model directory");
+    let data = dir.path("train.tsv");
+    std::fs::write(&data, sentiment_tsv(20, 2)).unwrap();
+    let m = train(
+        &dir,
+        "m",
+        &[
+            "classify",
+            "--train",
+            s(&data),
+            "--hidden-size",
+            "4",
+            "--embed-size",
+            "4",
+            "--steps",
+            "1",
+        ],
+    );
+    let o = recur(&[
+        "export",
+        "--onnx",
+        s(&dir.path("x.onnx")),
+        "--model",
+        s(&m),
+        "--initial-state",
+    ]);
+    fails_with(&o, "always starts from zero states");
     let o = recur(&[
         "export",
         "--onnx",

@@ -813,6 +813,13 @@ pub fn export_seq_model<T: Real>(
     check_opset(o.opset)?;
     let c = m.config();
     check_exportable(m.rnn(), "this model")?;
+    if o.initial_state {
+        return Err(Error::Unsupported(
+            "initial states: a classifier, tagger or forecaster always starts from zero states \
+             (only a language model's graph takes h0/c0)"
+                .into(),
+        ));
+    }
     let mut b = Builder::new(o.double);
     let elem = b.elem();
     let out_name = match c.loss {
@@ -935,6 +942,13 @@ pub fn export_seq2seq<T: Real>(
     let parts = m.modules();
     check_exportable(&parts.encoder, "this encoder")?;
     check_exportable(&parts.decoder, "this decoder")?;
+    if o.initial_state {
+        return Err(Error::Unsupported(
+            "initial states: the encoder starts from zero states, and the decoder step always \
+             takes h0/c0 (the encoder's h_n/c_n)"
+                .into(),
+        ));
+    }
     let lstm = c.mode == Mode::Lstm;
     let (l, h) = (c.num_layers.to_string(), c.hidden_size.to_string());
     let hsz = c.hidden_size;
