@@ -52,7 +52,7 @@ enum Command {
     /// Run a PyTorch state_dict (safetensors) on inputs from a safetensors file; with
     /// gradients in the inputs, run backpropagation through time as well.
     Forward(forward::Args),
-    /// Write a PyTorch RNN/LSTM/GRU state_dict (safetensors) as an ONNX model.
+    /// Write a model directory of `recur train`, or a PyTorch RNN/LSTM/GRU state_dict, as ONNX.
     Export(export::Args),
     /// Time recur on the benchmark grid (bench/grid.json): ms per iteration, GFLOP/s, peak memory.
     Bench(bench::Args),

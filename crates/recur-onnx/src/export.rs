@@ -255,99 +255,165 @@ pub fn export_rnn<T: Real>(rnn: &Rnn<T>, o: &ExportOptions) -> Result<Vec<u8>> {
     Ok(export_model(rnn, o)?.encode_to_vec())
 }
 
-/// The ONNX model of `rnn`.
-pub fn export_model<T: Real>(rnn: &Rnn<T>, o: &ExportOptions) -> Result<ModelProto> {
-    if !(14..=22).contains(&o.opset) {
+fn check_opset(opset: i64) -> Result<()> {
+    if !(14..=22).contains(&opset) {
         return Err(Error::Unsupported(format!(
-            "opset {} : recur exports opsets 14 to 22",
-            o.opset
+            "opset {opset} : recur exports opsets 14 to 22"
         )));
     }
-    let c = rnn.config();
-    let nl = c.num_layers;
-    let nd = c.num_directions();
-    let h = c.hidden_size;
-    let lstm = c.mode == Mode::Lstm;
-    let elem = if o.double {
-        data_type::DOUBLE
-    } else {
-        data_type::FLOAT
-    };
-    let mut nodes = Vec::new();
-    let mut inits = Vec::new();
-    let isz = c.input_size.to_string();
-    let in_dims: [&str; 3] = if o.batch_first {
-        ["batch", "seq", &isz]
-    } else {
-        ["seq", "batch", &isz]
-    };
-    let mut inputs = vec![value_info("input", elem, &in_dims)];
-    let ld = (nl * nd).to_string();
-    let hs = h.to_string();
-    if o.initial_state {
-        inputs.push(value_info("h0", elem, &[&ld, "batch", &hs]));
-        if lstm {
-            inputs.push(value_info("c0", elem, &[&ld, "batch", &hs]));
+    Ok(())
+}
+
+/// A graph under construction: nodes, initializers, inputs and outputs.
+struct Builder {
+    nodes: Vec<NodeProto>,
+    inits: Vec<TensorProto>,
+    inputs: Vec<ValueInfoProto>,
+    outputs: Vec<ValueInfoProto>,
+    double: bool,
+}
+
+impl Builder {
+    fn new(double: bool) -> Builder {
+        Builder {
+            nodes: Vec::new(),
+            inits: Vec::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            double,
         }
     }
-    if o.lengths {
-        inputs.push(value_info("lengths", data_type::INT32, &["batch"]));
+    /// The graph's float element type.
+    fn elem(&self) -> i32 {
+        if self.double {
+            data_type::DOUBLE
+        } else {
+            data_type::FLOAT
+        }
     }
-    let mut x = "input".to_string();
-    if o.batch_first {
-        nodes.push(node(
-            "Transpose",
-            "input_to_time_major",
-            &["input"],
-            &["x_tm"],
-            vec![attr_is("perm", &[1, 0, 2])],
-        ));
-        x = "x_tm".into();
+    /// A float initializer; returns its name.
+    fn floats<R: Real>(&mut self, name: &str, dims: &[usize], v: &[R]) -> String {
+        let v: Vec<f64> = v.iter().map(|x| x.to_f64()).collect();
+        self.inits.push(tensor(name, dims, &v, self.double));
+        name.to_string()
     }
-    inits.push(ints("flatten_dirs", &[0, 0, -1]));
-    let mut yh = Vec::new();
-    let mut yc = Vec::new();
-    for l in 0..nl {
+    /// The transpose of a row-major (rows, cols) matrix as a (cols, rows) initializer.
+    fn transposed<R: Real>(&mut self, name: &str, rows: usize, cols: usize, v: &[R]) -> String {
+        let mut t = vec![0.0f64; rows * cols];
+        for r in 0..rows {
+            for c in 0..cols {
+                t[c * rows + r] = v[r * cols + c].to_f64();
+            }
+        }
+        self.floats(name, &[cols, rows], &t)
+    }
+    /// A 1-D int64 initializer.
+    fn ints(&mut self, name: &str, v: &[i64]) -> String {
+        self.inits.push(ints(name, v));
+        name.to_string()
+    }
+    /// A scalar int64 initializer.
+    fn int_scalar(&mut self, name: &str, v: i64) -> String {
+        let mut t = ints(name, &[v]);
+        t.dims.clear();
+        self.inits.push(t);
+        name.to_string()
+    }
+    /// A scalar float initializer.
+    fn float_scalar(&mut self, name: &str, v: f64) -> String {
+        self.inits.push(tensor(name, &[], &[v], self.double));
+        name.to_string()
+    }
+    /// A node with one output, named `out`; returns `out`.
+    fn op(&mut self, op: &str, out: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
+        self.nodes.push(node(op, out, inputs, &[out], attrs));
+        out.to_string()
+    }
+    fn input(&mut self, name: &str, elem: i32, dims: &[&str]) {
+        self.inputs.push(value_info(name, elem, dims));
+    }
+    fn output(&mut self, name: &str, elem: i32, dims: &[&str]) {
+        self.outputs.push(value_info(name, elem, dims));
+    }
+    fn finish(self, name: &str, doc: String, opset: i64) -> ModelProto {
+        let graph = GraphProto {
+            node: self.nodes,
+            name: name.into(),
+            initializer: self.inits,
+            doc_string: doc,
+            input: self.inputs,
+            output: self.outputs,
+            value_info: vec![],
+        };
+        ModelProto {
+            // IR version 8 goes with opsets up to 18, 10 with up to 22 (onnx.checker's table).
+            ir_version: if opset <= 18 { 8 } else { 10 },
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: opset,
+            }],
+            producer_name: "recur".into(),
+            producer_version: env!("CARGO_PKG_VERSION").into(),
+            graph: Some(graph),
+            ..Default::default()
+        }
+    }
+}
+
+/// The outputs of a recurrent stack in a graph.
+struct Stack {
+    /// (seq, batch, D·H): the last layer's outputs, time-major.
+    y: String,
+    /// Per layer, (D, batch, H): the final hidden states.
+    h: Vec<String>,
+    /// Per layer, (D, batch, H): the final cell states (LSTM).
+    c: Vec<String>,
+}
+
+/// Adds `rnn`'s layers to `b`, one ONNX recurrent node each, over the time-major input `x`
+/// (seq, batch, I): with `lengths` as every node's `sequence_lens`, and the initial states
+/// sliced from `init` = (h0, c0), (L·D, batch, H), when given. Names start with `p`.
+fn rnn_stack<T: Real>(
+    b: &mut Builder,
+    rnn: &Rnn<T>,
+    p: &str,
+    x: &str,
+    lengths: Option<&str>,
+    init: Option<(&str, Option<&str>)>,
+) -> Result<Stack> {
+    let c = rnn.config();
+    let nd = c.num_directions();
+    let h = c.hidden_size;
+    let g = c.mode.gates();
+    let lstm = c.mode == Mode::Lstm;
+    let flatten = b.ints(&format!("{p}flatten_dirs"), &[0, 0, -1]);
+    let mut x = x.to_string();
+    let (mut yh, mut yc) = (Vec::new(), Vec::new());
+    for l in 0..c.num_layers {
         let lw = layer_weights(rnn, l)?;
-        let g = c.mode.gates();
-        let (wn, rn, bn) = (format!("W_l{l}"), format!("R_l{l}"), format!("B_l{l}"));
-        inits.push(tensor(&wn, &[nd, g * h, lw.input_size], &lw.w, o.double));
-        inits.push(tensor(&rn, &[nd, g * h, h], &lw.r, o.double));
-        if let Some(b) = &lw.b {
-            inits.push(tensor(&bn, &[nd, 2 * g * h], b, o.double));
+        let (wn, rn, bn) = (
+            format!("{p}W_l{l}"),
+            format!("{p}R_l{l}"),
+            format!("{p}B_l{l}"),
+        );
+        b.floats(&wn, &[nd, g * h, lw.input_size], &lw.w);
+        b.floats(&rn, &[nd, g * h, h], &lw.r);
+        if let Some(bias) = &lw.b {
+            b.floats(&bn, &[nd, 2 * g * h], bias);
         }
         let mut ins: Vec<String> = vec![
             x.clone(),
             wn,
             rn,
             if lw.b.is_some() { bn } else { String::new() },
+            lengths.unwrap_or("").to_string(),
         ];
-        ins.push(if o.lengths {
-            "lengths".to_string()
-        } else {
-            String::new()
-        });
-        if o.initial_state {
-            let (s, e) = (format!("state_start_l{l}"), format!("state_end_l{l}"));
-            inits.push(ints(&s, &[(l * nd) as i64]));
-            inits.push(ints(&e, &[((l + 1) * nd) as i64]));
-            nodes.push(node(
-                "Slice",
-                &format!("h0_l{l}"),
-                &["h0", &s, &e],
-                &[&format!("h0_l{l}")],
-                vec![],
-            ));
-            ins.push(format!("h0_l{l}"));
-            if lstm {
-                nodes.push(node(
-                    "Slice",
-                    &format!("c0_l{l}"),
-                    &["c0", &s, &e],
-                    &[&format!("c0_l{l}")],
-                    vec![],
-                ));
-                ins.push(format!("c0_l{l}"));
+        if let Some((h0, c0)) = init {
+            let s = b.ints(&format!("{p}state_start_l{l}"), &[(l * nd) as i64]);
+            let e = b.ints(&format!("{p}state_end_l{l}"), &[((l + 1) * nd) as i64]);
+            ins.push(b.op("Slice", &format!("{p}h0_l{l}"), &[h0, &s, &e], vec![]));
+            if let Some(c0) = c0 {
+                ins.push(b.op("Slice", &format!("{p}c0_l{l}"), &[c0, &s, &e], vec![]));
             }
         }
         while ins.last().is_some_and(|s| s.is_empty()) {
@@ -363,109 +429,692 @@ pub fn export_model<T: Real>(rnn: &Rnn<T>, o: &ExportOptions) -> Result<ModelPro
         if lw.relu {
             attrs.push(attr_ss("activations", &vec!["Relu"; nd]));
         }
-        let (y, h_l, c_l) = (format!("Y_l{l}"), format!("Y_h_l{l}"), format!("Y_c_l{l}"));
+        let (y, h_l, c_l) = (
+            format!("{p}Y_l{l}"),
+            format!("{p}Y_h_l{l}"),
+            format!("{p}Y_c_l{l}"),
+        );
         let mut outs = vec![y.as_str(), h_l.as_str()];
         if lstm {
             outs.push(c_l.as_str());
         }
         let ins_ref: Vec<&str> = ins.iter().map(|s| s.as_str()).collect();
-        nodes.push(node(
+        b.nodes.push(node(
             lw.op,
-            &format!("{}_l{l}", lw.op.to_lowercase()),
+            &format!("{p}{}_l{l}", lw.op.to_lowercase()),
             &ins_ref,
             &outs,
             attrs,
         ));
         // (seq, D, batch, H) -> (seq, batch, D, H) -> (seq, batch, D·H)
-        let (t, f) = (format!("Y_l{l}_sbdh"), format!("Y_l{l}_flat"));
-        nodes.push(node(
+        let t = b.op(
             "Transpose",
-            &t,
+            &format!("{p}Y_l{l}_sbdh"),
             &[&y],
-            &[&t],
             vec![attr_is("perm", &[0, 2, 1, 3])],
-        ));
-        nodes.push(node("Reshape", &f, &[&t, "flatten_dirs"], &[&f], vec![]));
-        x = f;
+        );
+        x = b.op(
+            "Reshape",
+            &format!("{p}Y_l{l}_flat"),
+            &[&t, &flatten],
+            vec![],
+        );
         yh.push(h_l);
-        yc.push(c_l);
+        if lstm {
+            yc.push(c_l);
+        }
     }
+    Ok(Stack { y: x, h: yh, c: yc })
+}
+
+/// The ONNX model of `rnn`.
+pub fn export_model<T: Real>(rnn: &Rnn<T>, o: &ExportOptions) -> Result<ModelProto> {
+    check_opset(o.opset)?;
+    let c = rnn.config();
+    let nl = c.num_layers;
+    let nd = c.num_directions();
+    let h = c.hidden_size;
+    let lstm = c.mode == Mode::Lstm;
+    let mut b = Builder::new(o.double);
+    let elem = b.elem();
+    let isz = c.input_size.to_string();
+    let in_dims: [&str; 3] = if o.batch_first {
+        ["batch", "seq", &isz]
+    } else {
+        ["seq", "batch", &isz]
+    };
+    b.input("input", elem, &in_dims);
+    let ld = (nl * nd).to_string();
+    let hs = h.to_string();
+    if o.initial_state {
+        b.input("h0", elem, &[&ld, "batch", &hs]);
+        if lstm {
+            b.input("c0", elem, &[&ld, "batch", &hs]);
+        }
+    }
+    if o.lengths {
+        b.input("lengths", data_type::INT32, &["batch"]);
+    }
+    let x = if o.batch_first {
+        b.op(
+            "Transpose",
+            "x_tm",
+            &["input"],
+            vec![attr_is("perm", &[1, 0, 2])],
+        )
+    } else {
+        "input".to_string()
+    };
+    let init = o
+        .initial_state
+        .then_some(("h0", if lstm { Some("c0") } else { None }));
+    let st = rnn_stack(&mut b, rnn, "", &x, o.lengths.then_some("lengths"), init)?;
     let w = (nd * h).to_string();
     if o.batch_first {
-        nodes.push(node(
+        b.nodes.push(node(
             "Transpose",
             "output_to_batch_major",
-            &[&x],
+            &[&st.y],
             &["output"],
             vec![attr_is("perm", &[1, 0, 2])],
         ));
     } else {
-        nodes.push(node("Identity", "output", &[&x], &["output"], vec![]));
+        b.nodes
+            .push(node("Identity", "output", &[&st.y], &["output"], vec![]));
     }
-    let yh_ref: Vec<&str> = yh.iter().map(|s| s.as_str()).collect();
-    nodes.push(node(
-        "Concat",
-        "h_n",
-        &yh_ref,
-        &["h_n"],
-        vec![attr_i("axis", 0)],
-    ));
-    let mut outputs = vec![
-        value_info(
-            "output",
-            elem,
-            &if o.batch_first {
-                ["batch", "seq", w.as_str()]
-            } else {
-                ["seq", "batch", w.as_str()]
-            },
-        ),
-        value_info("h_n", elem, &[&ld, "batch", &hs]),
-    ];
+    let yh_ref: Vec<&str> = st.h.iter().map(|s| s.as_str()).collect();
+    b.op("Concat", "h_n", &yh_ref, vec![attr_i("axis", 0)]);
+    b.output(
+        "output",
+        elem,
+        &if o.batch_first {
+            ["batch", "seq", w.as_str()]
+        } else {
+            ["seq", "batch", w.as_str()]
+        },
+    );
+    b.output("h_n", elem, &[&ld, "batch", &hs]);
     if lstm {
-        let yc_ref: Vec<&str> = yc.iter().map(|s| s.as_str()).collect();
-        nodes.push(node(
-            "Concat",
-            "c_n",
-            &yc_ref,
-            &["c_n"],
-            vec![attr_i("axis", 0)],
-        ));
-        outputs.push(value_info("c_n", elem, &[&ld, "batch", &hs]));
+        let yc_ref: Vec<&str> = st.c.iter().map(|s| s.as_str()).collect();
+        b.op("Concat", "c_n", &yc_ref, vec![attr_i("axis", 0)]);
+        b.output("c_n", elem, &[&ld, "batch", &hs]);
     }
-    let graph = GraphProto {
-        node: nodes,
-        name: format!("recur_{}", c.mode),
-        initializer: inits,
-        doc_string: format!(
-            "{} exported by recur: nn.{}({}, {}, num_layers={}, bias={}, batch_first={}, bidirectional={})",
-            c.mode,
-            match c.mode {
-                Mode::Lstm => "LSTM",
-                Mode::Gru => "GRU",
-                _ => "RNN",
-            },
-            c.input_size,
-            h,
-            nl,
-            if c.bias { "True" } else { "False" },
-            if c.batch_first || o.batch_first { "True" } else { "False" },
-            if c.bidirectional { "True" } else { "False" }
-        ),
-        input: inputs,
-        output: outputs,
-        value_info: vec![],
+    let doc = format!(
+        "{} exported by recur: nn.{}({}, {}, num_layers={}, bias={}, batch_first={}, bidirectional={})",
+        c.mode,
+        match c.mode {
+            Mode::Lstm => "LSTM",
+            Mode::Gru => "GRU",
+            _ => "RNN",
+        },
+        c.input_size,
+        h,
+        nl,
+        if c.bias { "True" } else { "False" },
+        if c.batch_first || o.batch_first { "True" } else { "False" },
+        if c.bidirectional { "True" } else { "False" }
+    );
+    Ok(b.finish(&format!("recur_{}", c.mode), doc, o.opset))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model directories
+
+/// What a model directory is exported as.
+#[derive(Clone, Debug, Default)]
+pub struct ModelExportOptions {
+    /// The opset to declare (14 to 22; [`ExportOptions`]'s default 17 when built by
+    /// [`ModelExportOptions::new`]).
+    pub opset: i64,
+    /// Language models: the graph also takes the initial states `h0` (and `c0`), (L, batch,
+    /// H), so that a client can stream by feeding `h_n` (and `c_n`) back. Without it the
+    /// graph starts from zeros.
+    pub initial_state: bool,
+    /// The element type of the graph: f32 (false) or f64.
+    pub double: bool,
+}
+
+impl ModelExportOptions {
+    /// Opset 17, no initial states, f32.
+    pub fn new() -> ModelExportOptions {
+        ModelExportOptions {
+            opset: 17,
+            initial_state: false,
+            double: false,
+        }
+    }
+}
+
+/// One ONNX graph of an exported model directory.
+#[derive(Clone, Debug)]
+pub struct ExportedGraph {
+    /// The part of the model: `None` for a model exported as one graph; `Some("encoder")` and
+    /// `Some("decoder")` for a sequence-to-sequence model.
+    pub part: Option<&'static str>,
+    /// The ONNX model.
+    pub model: ModelProto,
+}
+
+impl ExportedGraph {
+    /// The ONNX file's bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.model.encode_to_vec()
+    }
+}
+
+/// An exported model directory.
+#[derive(Clone, Debug)]
+pub struct ExportedModel {
+    /// What was exported, in one line (`classify: Embedding(30, 8) → nn.LSTM(...) ...`).
+    pub description: String,
+    /// The graphs: one, or the encoder and the decoder step of a sequence-to-sequence model.
+    pub graphs: Vec<ExportedGraph>,
+}
+
+/// Refuses the recurrent layers ONNX's operators cannot express: layer normalization inside
+/// the cell, zoneout (in evaluation `h = p·h_prev + (1-p)·h_new`). Dropout-like regularizers
+/// (input, recurrent, weight and locked dropout) do nothing in evaluation and are fine.
+fn check_exportable<T: Real>(rnn: &Rnn<T>, what: &str) -> Result<()> {
+    let r = &rnn.config().regular;
+    if r.layer_norm {
+        return Err(Error::Unsupported(format!(
+            "{what} uses layer normalization inside its recurrent cells, which the ONNX \
+             RNN/GRU/LSTM operators cannot express; it cannot be exported"
+        )));
+    }
+    if r.zoneout_h > 0.0 || r.zoneout_c > 0.0 {
+        return Err(Error::Unsupported(format!(
+            "{what} uses zoneout (in evaluation each step mixes the old and new states), \
+             which the ONNX RNN/GRU/LSTM operators cannot express; it cannot be exported"
+        )));
+    }
+    Ok(())
+}
+
+/// `x` (…, in) · Wᵀ + bias for a Linear layer; returns the output's name.
+fn linear<R: Real>(
+    b: &mut Builder,
+    name: &str,
+    x: &str,
+    l: &recur::nn::Linear<R>,
+) -> Result<String> {
+    let (i, o) = (l.in_features(), l.out_features());
+    let w = b.transposed(&format!("{name}.weight_t"), o, i, l.weight());
+    let y = b.op("MatMul", &format!("{name}_matmul"), &[x, &w], vec![]);
+    Ok(match l.bias() {
+        Some(bias) => {
+            let bn = b.floats(&format!("{name}.bias"), &[o], bias);
+            b.op("Add", &format!("{name}_out"), &[&y, &bn], vec![])
+        }
+        None => y,
+    })
+}
+
+/// `Gather(weight, ids)`: the embeddings of `ids` (any shape) → (…, E).
+fn embedding<R: Real>(
+    b: &mut Builder,
+    name: &str,
+    ids: &str,
+    e: &recur::nn::Embedding<R>,
+) -> String {
+    let w = b.floats(
+        &format!("{name}.weight"),
+        &[e.num_embeddings(), e.embedding_dim()],
+        e.weight(),
+    );
+    b.op(
+        "Gather",
+        &format!("{name}_out"),
+        &[&w, ids],
+        vec![attr_i("axis", 0)],
+    )
+}
+
+fn transpose(b: &mut Builder, out: &str, x: &str, perm: &[i64]) -> String {
+    b.op("Transpose", out, &[x], vec![attr_is("perm", perm)])
+}
+
+/// (batch, steps) of booleans: step < length, for `lengths` (batch) int32 and the
+/// sequences' axis `axis` of `like`.
+fn step_mask(b: &mut Builder, p: &str, like: &str, axis: i64, lengths: &str) -> String {
+    let shape = b.op("Shape", &format!("{p}shape"), &[like], vec![]);
+    let ax = b.int_scalar(&format!("{p}steps_axis"), axis);
+    let steps = b.op(
+        "Gather",
+        &format!("{p}steps"),
+        &[&shape, &ax],
+        vec![attr_i("axis", 0)],
+    );
+    let zero = b.int_scalar(&format!("{p}zero"), 0);
+    let one = b.int_scalar(&format!("{p}one"), 1);
+    let range = b.op(
+        "Range",
+        &format!("{p}positions"),
+        &[&zero, &steps, &one],
+        vec![],
+    );
+    let len64 = b.op(
+        "Cast",
+        &format!("{p}lengths_i64"),
+        &[lengths],
+        vec![attr_i("to", data_type::INT64 as i64)],
+    );
+    let ax1 = b.ints(&format!("{p}axis1"), &[1]);
+    let lcol = b.op(
+        "Unsqueeze",
+        &format!("{p}lengths_col"),
+        &[&len64, &ax1],
+        vec![],
+    );
+    b.op("Less", &format!("{p}valid"), &[&range, &lcol], vec![])
+}
+
+/// Exports the model directory `dir` (any kind `recur train` writes).
+pub fn export_model_dir(
+    dir: impl AsRef<std::path::Path>,
+    o: &ModelExportOptions,
+) -> Result<ExportedModel> {
+    check_opset(o.opset)?;
+    let dir = dir.as_ref();
+    let cfg = recur::models::read_config(dir)?;
+    match cfg.kind {
+        recur::models::ModelKind::CharLm => {
+            // The weights and the configuration (the vocabulary, of characters or words, is
+            // the client's tokenizer and not part of the graph).
+            use recur::models::lm::{CharLm, CharLmConfig};
+            let config = CharLmConfig::from_json(&cfg.json, &cfg.source)?;
+            let m = CharLm::<f32>::load_weights(dir.join(recur::models::WEIGHTS_FILE), &config)?;
+            export_lm(&m, o)
+        }
+        recur::models::ModelKind::SeqModel => {
+            let m = recur::models::seqmodel::load_from::<f32>(dir, &cfg)?;
+            export_seq_model(&m, o)
+        }
+        recur::models::ModelKind::Seq2seq => {
+            let l = recur::models::seq2seq::load_from::<f32>(dir, &cfg)?;
+            export_seq2seq(&l.model, o)
+        }
+    }
+}
+
+fn one_graph(description: String, model: ModelProto) -> ExportedModel {
+    ExportedModel {
+        description,
+        graphs: vec![ExportedGraph { part: None, model }],
+    }
+}
+
+/// A language model ([`recur::models::lm::CharLm`]): `tokens` (batch, seq) int64 [, `h0`,
+/// `c0` (L, batch, H)] → `logits` (batch, seq, vocab), `h_n` [, `c_n`] (L, batch, H).
+pub fn export_lm<T: Real>(
+    m: &recur::models::lm::CharLm<T>,
+    o: &ModelExportOptions,
+) -> Result<ExportedModel> {
+    check_opset(o.opset)?;
+    let c = m.config();
+    check_exportable(m.rnn(), "this language model")?;
+    let lstm = c.mode == Mode::Lstm;
+    let mut b = Builder::new(o.double);
+    let elem = b.elem();
+    let (l, h, v) = (
+        c.num_layers.to_string(),
+        c.hidden_size.to_string(),
+        c.vocab_size.to_string(),
+    );
+    b.input("tokens", data_type::INT64, &["batch", "seq"]);
+    if o.initial_state {
+        b.input("h0", elem, &[&l, "batch", &h]);
+        if lstm {
+            b.input("c0", elem, &[&l, "batch", &h]);
+        }
+    }
+    let x = embedding(&mut b, "embed", "tokens", m.embed());
+    let x = transpose(&mut b, "embed_tm", &x, &[1, 0, 2]);
+    let init = o
+        .initial_state
+        .then_some(("h0", if lstm { Some("c0") } else { None }));
+    let st = rnn_stack(&mut b, m.rnn(), "rnn.", &x, None, init)?;
+    let y = transpose(&mut b, "rnn_out_bm", &st.y, &[1, 0, 2]);
+    let logits = linear(&mut b, "head", &y, m.head())?;
+    b.op("Identity", "logits", &[&logits], vec![]);
+    b.output("logits", elem, &["batch", "seq", &v]);
+    let hr: Vec<&str> = st.h.iter().map(|s| s.as_str()).collect();
+    b.op("Concat", "h_n", &hr, vec![attr_i("axis", 0)]);
+    b.output("h_n", elem, &[&l, "batch", &h]);
+    if lstm {
+        let cr: Vec<&str> = st.c.iter().map(|s| s.as_str()).collect();
+        b.op("Concat", "c_n", &cr, vec![attr_i("axis", 0)]);
+        b.output("c_n", elem, &[&l, "batch", &h]);
+    }
+    let mut rc = m.rnn().config().clone();
+    rc.batch_first = false;
+    let description = format!(
+        "language model: Embedding({}, {}) → {} → Linear({}, {})",
+        c.vocab_size,
+        c.embed_size,
+        recur::io::state_dict::describe(&rc),
+        c.hidden_size,
+        c.vocab_size
+    );
+    let model = b.finish("recur_language_model", description.clone(), o.opset);
+    Ok(one_graph(description, model))
+}
+
+/// A classifier, tagger or forecaster ([`recur::models::seqmodel::SeqModel`]): `tokens`
+/// (batch, seq) int64 or `features` (batch, seq, F), and `lengths` (batch) int32 →
+/// `logits` (cross-entropy models) or `predictions` (regression), (batch, out) per sequence
+/// or (batch, seq, out) per step (zero past each sequence's length), as
+/// [`recur::models::seqmodel::SeqModel::forward`].
+pub fn export_seq_model<T: Real>(
+    m: &recur::models::seqmodel::SeqModel<T>,
+    o: &ModelExportOptions,
+) -> Result<ExportedModel> {
+    use recur::models::seqmodel::{Head, InputKind, Loss, Pooling};
+    check_opset(o.opset)?;
+    let c = m.config();
+    check_exportable(m.rnn(), "this model")?;
+    if o.initial_state {
+        return Err(Error::Unsupported(
+            "initial states: a classifier, tagger or forecaster always starts from zero states \
+             (only a language model's graph takes h0/c0)"
+                .into(),
+        ));
+    }
+    let mut b = Builder::new(o.double);
+    let elem = b.elem();
+    let out_name = match c.loss {
+        Loss::CrossEntropy => "logits",
+        Loss::Mse => "predictions",
     };
-    Ok(ModelProto {
-        // IR version 8 goes with opsets up to 18, 10 with up to 22 (onnx.checker's table).
-        ir_version: if o.opset <= 18 { 8 } else { 10 },
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: o.opset,
-        }],
-        producer_name: "recur".into(),
-        producer_version: env!("CARGO_PKG_VERSION").into(),
-        graph: Some(graph),
-        ..Default::default()
+    let x = match (c.input, m.embed()) {
+        (InputKind::Tokens { .. }, Some(e)) => {
+            b.input("tokens", data_type::INT64, &["batch", "seq"]);
+            embedding(&mut b, "embed", "tokens", e)
+        }
+        (InputKind::Features { num_features }, _) => {
+            b.input(
+                "features",
+                elem,
+                &["batch", "seq", &num_features.to_string()],
+            );
+            match m.input_norm() {
+                Some(n) => {
+                    let mean = b.floats("input.mean", &[n.len()], &n.mean);
+                    let std = b.floats("input.std", &[n.len()], &n.std);
+                    let d = b.op("Sub", "features_centred", &["features", &mean], vec![]);
+                    b.op("Div", "features_standardised", &[&d, &std], vec![])
+                }
+                None => "features".to_string(),
+            }
+        }
+        (InputKind::Tokens { .. }, None) => {
+            return Err(Error::Invalid(
+                "a model of token ids without an embedding".into(),
+            ))
+        }
+    };
+    b.input("lengths", data_type::INT32, &["batch"]);
+    let x = transpose(&mut b, "rnn_in_tm", &x, &[1, 0, 2]);
+    let st = rnn_stack(&mut b, m.rnn(), "rnn.", &x, Some("lengths"), None)?;
+    let os = c.output_size.to_string();
+    let out = match c.head {
+        Head::PerSequence(Pooling::Last) => {
+            // The last layer's final states (D, batch, H) → (batch, D·H), forward then backward.
+            let last = st.h.last().expect("at least one layer").clone();
+            let t = transpose(&mut b, "last_state_bdh", &last, &[1, 0, 2]);
+            let shape = b.ints("flatten_features", &[0, -1]);
+            let feat = b.op("Reshape", "features_pooled", &[&t, &shape], vec![]);
+            linear(&mut b, "head", &feat, m.head())?
+        }
+        Head::PerSequence(Pooling::Mean) => {
+            // Σ over the valid steps (the recurrent outputs are zero past each length) / length.
+            let axes = b.ints("time_axis", &[0]);
+            let sum = b.op(
+                "ReduceSum",
+                "outputs_summed",
+                &[&st.y, &axes],
+                vec![attr_i("keepdims", 0)],
+            );
+            let lf = b.op(
+                "Cast",
+                "lengths_float",
+                &["lengths"],
+                vec![attr_i("to", elem as i64)],
+            );
+            let ax1 = b.ints("lengths_axis", &[1]);
+            let lc = b.op("Unsqueeze", "lengths_col", &[&lf, &ax1], vec![]);
+            let feat = b.op("Div", "features_pooled", &[&sum, &lc], vec![]);
+            linear(&mut b, "head", &feat, m.head())?
+        }
+        Head::PerStep => {
+            let y = transpose(&mut b, "rnn_out_bm", &st.y, &[1, 0, 2]);
+            linear(&mut b, "head", &y, m.head())?
+        }
+    };
+    let out = match m.target_norm() {
+        Some(n) => {
+            let std = b.floats("target.std", &[n.len()], &n.std);
+            let mean = b.floats("target.mean", &[n.len()], &n.mean);
+            let s = b.op("Mul", "predictions_scaled", &[&out, &std], vec![]);
+            b.op("Add", "predictions_unstandardised", &[&s, &mean], vec![])
+        }
+        None => out,
+    };
+    if c.head == Head::PerStep {
+        // Zero past each sequence's length, as recur's predictions.
+        let valid = step_mask(&mut b, "mask_", "rnn_in_tm", 0, "lengths");
+        let vf = b.op(
+            "Cast",
+            "mask_float",
+            &[&valid],
+            vec![attr_i("to", elem as i64)],
+        );
+        let ax2 = b.ints("mask_axis", &[2]);
+        let v3 = b.op("Unsqueeze", "mask_3d", &[&vf, &ax2], vec![]);
+        b.op("Mul", out_name, &[&out, &v3], vec![]);
+        b.output(out_name, elem, &["batch", "seq", &os]);
+    } else {
+        b.op("Identity", out_name, &[&out], vec![]);
+        b.output(out_name, elem, &["batch", &os]);
+    }
+    let description = m.describe();
+    let model = b.finish("recur_seq_model", description.clone(), o.opset);
+    Ok(one_graph(description, model))
+}
+
+/// A sequence-to-sequence model ([`recur::models::seq2seq::Seq2Seq`]) as two graphs: the
+/// encoder and one decoder step (beam search and greedy decoding loop outside ONNX).
+///
+/// Encoder: `src` (batch, src_seq) int64, `src_lengths` (batch) int32 → `memory` (batch,
+/// src_seq, H), `keys` (general attention only: `memory · W_aᵀ`), `h_n` [, `c_n`] (L, batch, H),
+/// the decoder's initial state.
+///
+/// Decoder step: `tokens` (batch) int64 (the previous ids, `<bos>` first), `h0` [, `c0`]
+/// (L, batch, H), and with attention `memory`, `keys` (general), `src_lengths` → `logits`
+/// (batch, tgt_vocab) of the next id, `h_n` [, `c_n`].
+pub fn export_seq2seq<T: Real>(
+    m: &recur::models::seq2seq::Seq2Seq<T>,
+    o: &ModelExportOptions,
+) -> Result<ExportedModel> {
+    use recur::models::seq2seq::Attention;
+    check_opset(o.opset)?;
+    let c = m.config();
+    let parts = m.modules();
+    check_exportable(&parts.encoder, "this encoder")?;
+    check_exportable(&parts.decoder, "this decoder")?;
+    if o.initial_state {
+        return Err(Error::Unsupported(
+            "initial states: the encoder starts from zero states, and the decoder step always \
+             takes h0/c0 (the encoder's h_n/c_n)"
+                .into(),
+        ));
+    }
+    let lstm = c.mode == Mode::Lstm;
+    let (l, h) = (c.num_layers.to_string(), c.hidden_size.to_string());
+    let hsz = c.hidden_size;
+
+    // The encoder.
+    let mut b = Builder::new(o.double);
+    let elem = b.elem();
+    b.input("src", data_type::INT64, &["batch", "src_seq"]);
+    b.input("src_lengths", data_type::INT32, &["batch"]);
+    let x = embedding(&mut b, "src_embed", "src", &parts.src_embed);
+    let x = transpose(&mut b, "src_embed_tm", &x, &[1, 0, 2]);
+    let st = rnn_stack(
+        &mut b,
+        &parts.encoder,
+        "encoder.",
+        &x,
+        Some("src_lengths"),
+        None,
+    )?;
+    let memory = transpose(&mut b, "memory", &st.y, &[1, 0, 2]);
+    b.output("memory", elem, &["batch", "src_seq", &h]);
+    if let Some(attn) = &parts.attn {
+        let k = linear(&mut b, "attn", &memory, attn)?;
+        b.op("Identity", "keys", &[&k], vec![]);
+        b.output("keys", elem, &["batch", "src_seq", &h]);
+    }
+    // The decoder's initial state: per layer, the two directions side by side.
+    let bridge = |b: &mut Builder, states: &[String], what: &str| -> String {
+        let layers: Vec<String> = if c.bidirectional {
+            let flat = b.ints(&format!("bridge_{what}_shape"), &[0, -1]);
+            let ax0 = b.ints(&format!("bridge_{what}_axis"), &[0]);
+            states
+                .iter()
+                .enumerate()
+                .map(|(k, s)| {
+                    let t = transpose(b, &format!("bridge_{what}_l{k}_bdh"), s, &[1, 0, 2]);
+                    let r = b.op(
+                        "Reshape",
+                        &format!("bridge_{what}_l{k}_bh"),
+                        &[&t, &flat],
+                        vec![],
+                    );
+                    b.op(
+                        "Unsqueeze",
+                        &format!("bridge_{what}_l{k}"),
+                        &[&r, &ax0],
+                        vec![],
+                    )
+                })
+                .collect()
+        } else {
+            states.to_vec()
+        };
+        let r: Vec<&str> = layers.iter().map(|s| s.as_str()).collect();
+        b.op("Concat", &format!("{what}_n"), &r, vec![attr_i("axis", 0)])
+    };
+    bridge(&mut b, &st.h, "h");
+    b.output("h_n", elem, &[&l, "batch", &h]);
+    if lstm {
+        bridge(&mut b, &st.c, "c");
+        b.output("c_n", elem, &[&l, "batch", &h]);
+    }
+    let mut rc = parts.encoder.config().clone();
+    rc.batch_first = false;
+    let enc_doc = format!(
+        "seq2seq encoder exported by recur: Embedding({}, {}) → {}{}",
+        c.src_vocab_size,
+        c.embed_size,
+        recur::io::state_dict::describe(&rc),
+        if c.bidirectional {
+            " (final states of each layer's two directions side by side)"
+        } else {
+            ""
+        }
+    );
+    let encoder = b.finish("recur_seq2seq_encoder", enc_doc, o.opset);
+
+    // One decoder step.
+    let mut b = Builder::new(o.double);
+    b.input("tokens", data_type::INT64, &["batch"]);
+    b.input("h0", elem, &[&l, "batch", &h]);
+    if lstm {
+        b.input("c0", elem, &[&l, "batch", &h]);
+    }
+    if c.attention != Attention::None {
+        b.input("memory", elem, &["batch", "src_seq", &h]);
+        if c.attention == Attention::General {
+            b.input("keys", elem, &["batch", "src_seq", &h]);
+        }
+        b.input("src_lengths", data_type::INT32, &["batch"]);
+    }
+    let x = embedding(&mut b, "tgt_embed", "tokens", &parts.tgt_embed);
+    let ax0 = b.ints("step_axis", &[0]);
+    let x = b.op("Unsqueeze", "tgt_embed_step", &[&x, &ax0], vec![]);
+    let init = Some(("h0", if lstm { Some("c0") } else { None }));
+    let st = rnn_stack(&mut b, &parts.decoder, "decoder.", &x, None, init)?;
+    let hs = b.op("Squeeze", "decoder_out", &[&st.y, &ax0], vec![]);
+    let head_in = match &parts.attn_combine {
+        None => hs,
+        Some(combine) => {
+            // score (batch, 1, src_seq) = h · keysᵀ, -inf past each source's length
+            let keys = if c.attention == Attention::General {
+                "keys"
+            } else {
+                "memory"
+            };
+            let ax1 = b.ints("query_axis", &[1]);
+            let q = b.op("Unsqueeze", "query", &[&hs, &ax1], vec![]);
+            let kt = transpose(&mut b, "keys_t", keys, &[0, 2, 1]);
+            let score = b.op("MatMul", "score", &[&q, &kt], vec![]);
+            let valid = step_mask(&mut b, "src_mask_", "memory", 1, "src_lengths");
+            let v3 = b.op("Unsqueeze", "src_mask_3d", &[&valid, &ax1], vec![]);
+            let ninf = b.float_scalar("minus_infinity", f64::NEG_INFINITY);
+            let masked = b.op("Where", "score_masked", &[&v3, &score, &ninf], vec![]);
+            let a = b.op("Softmax", "attention", &[&masked], vec![attr_i("axis", -1)]);
+            let ctx = b.op("MatMul", "context_q", &[&a, "memory"], vec![]);
+            let ctx = b.op("Squeeze", "context", &[&ctx, &ax1], vec![]);
+            let cat = b.op(
+                "Concat",
+                "context_and_h",
+                &[&ctx, &hs],
+                vec![attr_i("axis", 1)],
+            );
+            let z = linear(&mut b, "attn_combine", &cat, combine)?;
+            b.op("Tanh", "attentional", &[&z], vec![])
+        }
+    };
+    let logits = linear(&mut b, "head", &head_in, &parts.head)?;
+    b.op("Identity", "logits", &[&logits], vec![]);
+    b.output("logits", elem, &["batch", &c.tgt_vocab_size.to_string()]);
+    let hr: Vec<&str> = st.h.iter().map(|s| s.as_str()).collect();
+    b.op("Concat", "h_n", &hr, vec![attr_i("axis", 0)]);
+    b.output("h_n", elem, &[&l, "batch", &h]);
+    if lstm {
+        let cr: Vec<&str> = st.c.iter().map(|s| s.as_str()).collect();
+        b.op("Concat", "c_n", &cr, vec![attr_i("axis", 0)]);
+        b.output("c_n", elem, &[&l, "batch", &h]);
+    }
+    let mut rc = parts.decoder.config().clone();
+    rc.batch_first = false;
+    let dec_doc = format!(
+        "seq2seq decoder step exported by recur: Embedding({}, {}) → {} → {} attention → \
+         Linear({hsz}, {}); bos_id {}, eos_id {}",
+        c.tgt_vocab_size,
+        c.embed_size,
+        recur::io::state_dict::describe(&rc),
+        c.attention,
+        c.tgt_vocab_size,
+        c.bos_id,
+        c.eos_id
+    );
+    let decoder = b.finish("recur_seq2seq_decoder_step", dec_doc, o.opset);
+    Ok(ExportedModel {
+        description: format!(
+            "sequence-to-sequence model ({} encoder of {} layers, {} attention)",
+            c.mode, c.num_layers, c.attention
+        ),
+        graphs: vec![
+            ExportedGraph {
+                part: Some("encoder"),
+                model: encoder,
+            },
+            ExportedGraph {
+                part: Some("decoder"),
+                model: decoder,
+            },
+        ],
     })
 }
