@@ -75,7 +75,12 @@ impl RegularArgs {
     /// checks too): `embeds` is false for a model of numeric features (no embedding to drop
     /// from), `bidirectional` for a stack that reads both ways (the regularizers inside the
     /// layers are for one direction). An error names the option and what to do.
-    pub fn seq(&self, task: &str, embeds: bool, bidirectional: bool) -> Result<LmRegularizers, String> {
+    pub fn seq(
+        &self,
+        task: &str,
+        embeds: bool,
+        bidirectional: bool,
+    ) -> Result<LmRegularizers, String> {
         let r = self.lm()?;
         if r.embed_dropout > 0.0 && !embeds {
             return Err(format!(

@@ -21,8 +21,8 @@
 //! `metrics.json`, the curves and the checkpoint.
 
 use crate::model_opts::{ModelDefaults, ModelOpts, WithModelDefaults};
-use crate::run::{Log, Metrics, TrainOpts};
 use crate::regular_opts::{self, RegularArgs};
+use crate::run::{Log, Metrics, TrainOpts};
 use crate::shared::{fingerprint, neg_log_softmax};
 use crate::task_seq::{
     check_fraction, check_model_opts, check_size, chunks, column, load_model, split, task_str,
@@ -458,9 +458,7 @@ pub fn task(a: &ClassifyArgs, log: &mut Log) -> Result<SeqTask, String> {
     } else {
         SeqModelConfig::text_classifier(1, 2).embed_size(a.model.embed())
     }))?;
-    let regular = a
-        .regular
-        .seq("classify", !series, a.model.bidirectional)?;
+    let regular = a.regular.seq("classify", !series, a.model.bidirectional)?;
     check_fraction("--valid-fraction", a.valid_fraction)?;
     check_fraction("--test-fraction", a.test_fraction)?;
     if !(0.0..1.0).contains(&a.word_dropout) {

@@ -16,8 +16,8 @@
 //! deviation), `metrics.json`, the curves and the checkpoint.
 
 use crate::model_opts::{ModelDefaults, ModelOpts, WithModelDefaults};
-use crate::run::{Log, Metrics, TrainOpts};
 use crate::regular_opts::{self, RegularArgs};
+use crate::run::{Log, Metrics, TrainOpts};
 use crate::shared::fingerprint;
 use crate::task_seq::{
     check_fraction, check_model_opts, check_size, chunks, column, load_model, task_str, Examples,
@@ -254,9 +254,7 @@ pub fn task(a: &ForecastArgs, log: &mut Log) -> Result<SeqTask, String> {
         .bidirectional(a.model.bidirectional)
         .dropout(a.model.dropout)
         .head(Head::PerSequence(Pooling::Last));
-    config.regular = a
-        .regular
-        .seq("forecast", false, a.model.bidirectional)?;
+    config.regular = a.regular.seq("forecast", false, a.model.bidirectional)?;
     check_size(&config)?;
     check_fraction("--valid-fraction", a.valid_fraction)?;
     check_fraction("--test-fraction", a.test_fraction)?;

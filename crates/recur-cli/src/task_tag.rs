@@ -17,8 +17,8 @@
 //! `labels.json` (the tag set), `metrics.json`, the curves and the checkpoint.
 
 use crate::model_opts::{ModelDefaults, ModelOpts, WithModelDefaults};
-use crate::run::{Log, Metrics, TrainOpts};
 use crate::regular_opts::{self, RegularArgs};
+use crate::run::{Log, Metrics, TrainOpts};
 use crate::shared::fingerprint;
 use crate::task_seq::{
     check_fraction, check_model_opts, check_size, chunks, load_model, split, task_str, Examples,

@@ -10,8 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use recur::core::tolerance::{FD_STEP, FINITE_DIFF};
 use recur::models::seqmodel::{
-    load_dir, save_dir, Head, LmRegularizers, Pooling, SeqBatch, SeqModel, SeqModelConfig,
-    Targets,
+    load_dir, save_dir, Head, LmRegularizers, Pooling, SeqBatch, SeqModel, SeqModelConfig, Targets,
 };
 use recur::{Mode, Tensor};
 
@@ -49,7 +48,11 @@ fn objective(
 ) -> (f64, [Vec<f64>; 3], (f64, f64)) {
     let mut g = m.zeros_like_grads();
     let l = m.loss_and_grad_rows(b, t, 0, Some(key), &mut g).unwrap();
-    (l.loss + l.ar + l.tar, [g.embed, g.rnn, g.head], (l.ar, l.tar))
+    (
+        l.loss + l.ar + l.tar,
+        [g.embed, g.rnn, g.head],
+        (l.ar, l.tar),
+    )
 }
 
 fn check_gradient(mut model: SeqModel<f64>, b: &SeqBatch<f64>, t: &Targets<f64>, what: &str) {
@@ -71,8 +74,7 @@ fn check_gradient(mut model: SeqModel<f64>, b: &SeqBatch<f64>, t: &Targets<f64>,
             up.params_mut()[part][k] += FD_STEP;
             let mut down = model.clone();
             down.params_mut()[part][k] -= FD_STEP;
-            let num = (objective(&up, b, t, 77).0 - objective(&down, b, t, 77).0)
-                / (2.0 * FD_STEP);
+            let num = (objective(&up, b, t, 77).0 - objective(&down, b, t, 77).0) / (2.0 * FD_STEP);
             assert!(
                 FINITE_DIFF.ok(a, num),
                 "{what}: part {part} [{k}]: backward {a:e}, finite differences {num:e}"
@@ -289,7 +291,9 @@ fn masks_are_drawn_row_by_row_and_reproducible() {
 #[test]
 fn config_json_round_trip_and_old_directories() {
     let dir = TmpDir::new("seq-reg-json");
-    let plain = SeqModelConfig::text_classifier(7, 2).hidden_size(4).embed_size(3);
+    let plain = SeqModelConfig::text_classifier(7, 2)
+        .hidden_size(4)
+        .embed_size(3);
     let j = plain.to_json();
     for k in [
         "layer_norm",
@@ -336,7 +340,10 @@ fn config_json_round_trip_and_old_directories() {
     let plain_model = SeqModel::<f32>::new(plain.clone(), 4).unwrap();
     save_dir(&dir.0, &plain_model, None).unwrap();
     let text = std::fs::read_to_string(dir.path("config.json")).unwrap();
-    assert!(!text.contains("layer_norm") && !text.contains("\"ar\""), "{text}");
+    assert!(
+        !text.contains("layer_norm") && !text.contains("\"ar\""),
+        "{text}"
+    );
     let back = load_dir::<f32>(&dir.0).unwrap();
     assert_eq!(back.config().regular, LmRegularizers::default());
 }
@@ -346,7 +353,10 @@ fn options_that_do_not_fit_the_model_are_refused() {
     let mut f = SeqModelConfig::forecaster(2, 1);
     f.regular.embed_dropout = 0.1;
     let e = f.validate().unwrap_err().to_string();
-    assert!(e.contains("embed_dropout") && e.contains("numeric features"), "{e}");
+    assert!(
+        e.contains("embed_dropout") && e.contains("numeric features"),
+        "{e}"
+    );
     let mut t = SeqModelConfig::tagger(5, 2);
     t.regular.layer_norm = true;
     let e = SeqModel::<f32>::new(t.clone(), 0).unwrap_err().to_string();

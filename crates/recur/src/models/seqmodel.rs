@@ -36,11 +36,11 @@
 //! ```
 
 use crate::core::config::{Mode, RnnConfig};
+use crate::core::regular::{LayerMasks, Masks};
 use crate::core::rnn::{Dropout, Rnn, Tape};
 use crate::core::tensor::Tensor;
 use crate::error::{fmt_shape, Error, Result};
 use crate::io::state_dict::{describe, write_tensors, OutTensor, TensorFile};
-use crate::core::regular::{LayerMasks, Masks};
 use crate::models::grads::EmbedRnnHeadGrads;
 pub use crate::models::lm::LmRegularizers;
 use crate::models::rows::RowMasks;
@@ -1518,18 +1518,29 @@ impl<T: Real> SeqModel<T> {
             let input = rc.layer_input_size(l);
             if rg.input_dropout > 0.0 {
                 let v = m.input.get_or_insert_with(|| vec![T::ZERO; b * input]);
-                v[s * input..][..input].copy_from_slice(&dropout_mask(rng, input, rg.input_dropout));
+                v[s * input..][..input].copy_from_slice(&dropout_mask(
+                    rng,
+                    input,
+                    rg.input_dropout,
+                ));
             }
             if rg.recurrent_dropout > 0.0 {
                 let v = m.recurrent.get_or_insert_with(|| vec![T::ZERO; b * h]);
                 v[s * h..][..h].copy_from_slice(&dropout_mask(rng, h, rg.recurrent_dropout));
             }
-            for (z, p) in [(&mut m.zoneout_h, rg.zoneout_h), (&mut m.zoneout_c, rg.zoneout_c)] {
+            for (z, p) in [
+                (&mut m.zoneout_h, rg.zoneout_h),
+                (&mut m.zoneout_c, rg.zoneout_c),
+            ] {
                 if p > 0.0 {
                     let v = z.get_or_insert_with(|| vec![T::ZERO; t * b * h]);
                     for ti in 0..len {
                         for a in &mut v[(ti * b + s) * h..][..h] {
-                            *a = if rng.gen::<f64>() < p { T::ONE } else { T::ZERO };
+                            *a = if rng.gen::<f64>() < p {
+                                T::ONE
+                            } else {
+                                T::ZERO
+                            };
                         }
                     }
                 }
