@@ -323,3 +323,96 @@ fn tagger_and_forecaster_take_the_options_that_fit_them() {
     let e: serde_json::Value = serde_json::from_str(e.trim()).unwrap();
     assert!(e["rmse"].as_f64().unwrap().is_finite(), "{e}");
 }
+
+/// `n` lines `word<TAB>reversed word`, words of 3 to 5 letters of a..f.
+fn reversal_tsv(n: usize) -> String {
+    let mut g = Gen(0x9e37_79b9_7f4a_7c15);
+    let mut out = String::new();
+    for _ in 0..n {
+        let len = 3 + g.below(3);
+        let w: String = (0..len)
+            .map(|_| (b'a' + g.below(6) as u8) as char)
+            .collect();
+        let r: String = w.chars().rev().collect();
+        out += &format!("{w}\t{r}\n");
+    }
+    out
+}
+
+#[test]
+fn regularized_seq2seq_resumes_bit_exact_and_reloads() {
+    let dir = TmpDir::new("reg-s2s");
+    let train = dir.path("train.tsv");
+    std::fs::write(&train, reversal_tsv(120)).unwrap();
+    let args = |out: &Path, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "train",
+            "seq2seq",
+            "--train",
+            s(&train),
+            "--out",
+            s(out),
+            "--hidden-size",
+            "12",
+            "--embed-size",
+            "6",
+            "--batch-size",
+            "8",
+            "--num-layers",
+            "2",
+            "--eval-every",
+            "6",
+            "--log-every",
+            "1000",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        a.extend(ALL.iter().map(|x| x.to_string()));
+        a.extend(extra.iter().map(|x| x.to_string()));
+        a
+    };
+    let (a, b) = (dir.path("a"), dir.path("b"));
+    let o = recur(&args(&a, &["--steps", "14"]));
+    let log = ok(&o) + &String::from_utf8_lossy(&o.stderr);
+    assert!(log.contains("regularizers: layer norm"), "{log}");
+    ok(&recur(&args(&b, &["--steps", "6"])));
+    ok(&recur(&args(&b, &["--steps", "14", "--resume"])));
+    let w = checkpoint_bits(&a);
+    assert!(w.iter().any(|(n, _)| n == "param.decoder"));
+    assert!(w == checkpoint_bits(&b), "the resumed run's weights differ");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["layer_norm"], true);
+    assert_eq!(config["embed_dropout"].as_f64(), Some(0.1));
+    let f = TensorFile::read(a.join("model.safetensors")).unwrap();
+    assert_eq!(f.raw("decoder.ln_c_weight_l1").unwrap().shape, [12]);
+    let e = ok(&recur(&[
+        "eval",
+        "--model",
+        s(&a),
+        "--data",
+        s(&train),
+        "--json",
+    ]));
+    let e: serde_json::Value = serde_json::from_str(e.trim()).unwrap();
+    assert!(e.is_object(), "{e}");
+    // A bidirectional encoder refuses the options inside the layers.
+    let c = dir.path("c");
+    fails_with(
+        &recur(&[
+            "train",
+            "seq2seq",
+            "--train",
+            s(&train),
+            "--out",
+            s(&c),
+            "--bidirectional",
+            "--zoneout",
+            "0.1",
+            "--steps",
+            "1",
+        ]),
+        "--zoneout run inside unidirectional layers only: add --bidirectional=false to recur train seq2seq",
+    );
+}
