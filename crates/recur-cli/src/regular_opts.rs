@@ -5,7 +5,8 @@
 use clap::Args as ClapArgs;
 use recur::models::lm::LmRegularizers;
 
-/// Regularizers of the recurrent layers and of the language model (all off by default).
+/// Regularizers of the recurrent layers and of the models (all off by default), shared by
+/// every `recur train` task.
 #[derive(ClapArgs, Clone, Debug)]
 pub struct RegularArgs {
     /// Layer normalization inside every recurrent cell (input and recurrent pre-activations,
