@@ -5,7 +5,8 @@
 use clap::Args as ClapArgs;
 use recur::models::lm::LmRegularizers;
 
-/// Regularizers of the recurrent layers and of the language model (all off by default).
+/// Regularizers of the recurrent layers and of the models (all off by default), shared by
+/// every `recur train` task.
 #[derive(ClapArgs, Clone, Debug)]
 pub struct RegularArgs {
     /// Layer normalization inside every recurrent cell (input and recurrent pre-activations,
@@ -69,6 +70,44 @@ impl RegularArgs {
             ar: self.ar,
             tar: self.tar,
         })
+    }
+
+    /// The regularizers of a sequence model of `recur train TASK` ([`RegularArgs::lm`]'s
+    /// checks too): `embeds` is false for a model of numeric features (no embedding to drop
+    /// from), `bidirectional` for a stack that reads both ways (the regularizers inside the
+    /// layers are for one direction). An error names the option and what to do.
+    pub fn seq(
+        &self,
+        task: &str,
+        embeds: bool,
+        bidirectional: bool,
+    ) -> Result<LmRegularizers, String> {
+        let r = self.lm()?;
+        if r.embed_dropout > 0.0 && !embeds {
+            return Err(format!(
+                "--embed-dropout: this model of recur train {task} reads numeric features, it has no embedding to drop from"
+            ));
+        }
+        if bidirectional {
+            let inside: Vec<&str> = [
+                ("--layer-norm", r.layer_norm),
+                ("--input-dropout", r.input_dropout > 0.0),
+                ("--recurrent-dropout", r.recurrent_dropout > 0.0),
+                ("--zoneout", r.zoneout > 0.0),
+                ("--weight-drop", r.weight_drop > 0.0),
+                ("--locked-dropout", r.locked_dropout),
+            ]
+            .into_iter()
+            .filter_map(|(n, on)| on.then_some(n))
+            .collect();
+            if !inside.is_empty() {
+                return Err(format!(
+                    "{} run inside unidirectional layers only: add --bidirectional=false to recur train {task} (--embed-dropout, --ar and --tar work both ways)",
+                    inside.join(", ")
+                ));
+            }
+        }
+        Ok(r)
     }
 }
 

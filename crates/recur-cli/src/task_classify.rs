@@ -21,6 +21,7 @@
 //! `metrics.json`, the curves and the checkpoint.
 
 use crate::model_opts::{ModelDefaults, ModelOpts, WithModelDefaults};
+use crate::regular_opts::{self, RegularArgs};
 use crate::run::{Log, Metrics, TrainOpts};
 use crate::shared::{fingerprint, neg_log_softmax};
 use crate::task_seq::{
@@ -127,6 +128,9 @@ pub struct ClassifyArgs {
     pub batch_size: usize,
     #[command(flatten)]
     pub opts: TrainOpts,
+    // The model's regularizers, a block of their own.
+    #[command(flatten)]
+    pub regular: RegularArgs,
 }
 
 /// How labelled data is read: saved in config.json so that `recur eval` reads alike.
@@ -454,6 +458,7 @@ pub fn task(a: &ClassifyArgs, log: &mut Log) -> Result<SeqTask, String> {
     } else {
         SeqModelConfig::text_classifier(1, 2).embed_size(a.model.embed())
     }))?;
+    let regular = a.regular.seq("classify", !series, a.model.bidirectional)?;
     check_fraction("--valid-fraction", a.valid_fraction)?;
     check_fraction("--test-fraction", a.test_fraction)?;
     if !(0.0..1.0).contains(&a.word_dropout) {
@@ -580,13 +585,14 @@ pub fn task(a: &ClassifyArgs, log: &mut Log) -> Result<SeqTask, String> {
         }
         _ => unreachable!("texts have a vocabulary"),
     };
-    let config = config
+    let mut config = config
         .mode(mode)
         .hidden_size(a.model.hidden_size)
         .num_layers(a.model.num_layers)
         .bidirectional(a.model.bidirectional)
         .dropout(a.model.dropout)
         .head(Head::PerSequence(pooling));
+    config.regular = regular;
     check_size(&config)?;
     let mut model: SeqModel<f32> =
         SeqModel::new(config.clone(), a.opts.seed).map_err(|e| e.to_string())?;
@@ -639,6 +645,12 @@ pub fn task(a: &ClassifyArgs, log: &mut Log) -> Result<SeqTask, String> {
         model.describe(),
         model.num_params()
     ));
+    if config.regular.any() {
+        log.line(&format!(
+            "regularizers: {}",
+            regular_opts::describe(&config.regular)
+        ));
+    }
     let mut task_json = fmt.json();
     task_json["kind"] = "classify".into();
     task_json["input"] = input.into();

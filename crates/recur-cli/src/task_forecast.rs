@@ -16,6 +16,7 @@
 //! deviation), `metrics.json`, the curves and the checkpoint.
 
 use crate::model_opts::{ModelDefaults, ModelOpts, WithModelDefaults};
+use crate::regular_opts::{self, RegularArgs};
 use crate::run::{Log, Metrics, TrainOpts};
 use crate::shared::fingerprint;
 use crate::task_seq::{
@@ -89,6 +90,9 @@ pub struct ForecastArgs {
     pub batch_size: usize,
     #[command(flatten)]
     pub opts: TrainOpts,
+    // The model's regularizers, a block of their own.
+    #[command(flatten)]
+    pub regular: RegularArgs,
 }
 
 /// Reads the series: one column of a CSV file.
@@ -243,13 +247,14 @@ pub fn task(a: &ForecastArgs, log: &mut Log) -> Result<SeqTask, String> {
             ("--stride", a.stride),
         ],
     )?;
-    let config = SeqModelConfig::forecaster(1, a.horizon)
+    let mut config = SeqModelConfig::forecaster(1, a.horizon)
         .mode(mode)
         .hidden_size(a.model.hidden_size)
         .num_layers(a.model.num_layers)
         .bidirectional(a.model.bidirectional)
         .dropout(a.model.dropout)
         .head(Head::PerSequence(Pooling::Last));
+    config.regular = a.regular.seq("forecast", false, a.model.bidirectional)?;
     check_size(&config)?;
     check_fraction("--valid-fraction", a.valid_fraction)?;
     check_fraction("--test-fraction", a.test_fraction)?;
@@ -330,6 +335,12 @@ pub fn task(a: &ForecastArgs, log: &mut Log) -> Result<SeqTask, String> {
         model.describe(),
         model.num_params()
     ));
+    if config.regular.any() {
+        log.line(&format!(
+            "regularizers: {}",
+            regular_opts::describe(&config.regular)
+        ));
+    }
     let task_json = serde_json::json!({
         "kind": "forecast",
         "column": a.column,

@@ -345,6 +345,14 @@ impl Task for SeqTask {
         };
         let (replace_key, dropout_key) = (self.rng.next_u64(), self.rng.next_u64());
         let rows = shard.range(idx.len());
+        let r = &self.model.config().regular;
+        if (r.ar > 0.0 || r.tar > 0.0) && !shard.is_whole() {
+            // Their means are over the rows a rank computes, not over the whole batch.
+            return Err(recur::Error::Config(format!(
+                "--ar/--tar do not run on several ranks yet (this run has {} ranks): train with them on one process",
+                shard.ranks
+            )));
+        }
         self.grads.zero();
         if rows.is_empty() {
             self.cursor += 1;
@@ -357,7 +365,8 @@ impl Task for SeqTask {
             &idx[rows.clone()],
             Some((self.replace, replace_key, rows.start)),
         )?;
-        let dropout = (self.model.config().dropout > 0.0).then_some(dropout_key);
+        // Dropout and the random regularizers, row by row from the step's key.
+        let dropout = self.model.config().is_random().then_some(dropout_key);
         let loss = self.model.loss_and_grad_rows(
             &batch,
             &targets,

@@ -33,6 +33,7 @@
 
 use crate::limits::{self, block_params, check_params};
 use crate::model_opts::{ModelDefaults, ModelOpts, WithModelDefaults};
+use crate::regular_opts::{self, RegularArgs};
 use crate::run::{Log, Metrics, Part, StepStats, Task, TrainOpts};
 use clap::Args as ClapArgs;
 use recur::data::cmudict::CmudictOptions;
@@ -147,6 +148,9 @@ pub struct Seq2SeqArgs {
     pub max_len: Option<usize>,
     #[command(flatten)]
     pub opts: TrainOpts,
+    // The model's regularizers, a block of their own.
+    #[command(flatten)]
+    pub regular: RegularArgs,
 }
 
 /// How a side of the data is cut into tokens, and joined back.
@@ -677,13 +681,14 @@ impl Seq2SeqTask {
                 tgt_vocab.len()
             ),
         )?;
-        let config = Seq2SeqConfig::new(mode, src_vocab.len(), tgt_vocab.len())
+        let mut config = Seq2SeqConfig::new(mode, src_vocab.len(), tgt_vocab.len())
             .embed_size(a.model.embed())
             .hidden_size(a.model.hidden_size)
             .num_layers(a.model.num_layers)
             .bidirectional(a.model.bidirectional)
             .dropout(a.model.dropout)
             .attention(attention);
+        config.regular = a.regular.seq("seq2seq", true, a.model.bidirectional)?;
         let model: Seq2Seq<f32> = Seq2Seq::new(config.clone(), a.opts.seed).map_err(|e| {
             if a.model.bidirectional && !a.model.hidden_size.is_multiple_of(2) {
                 format!(
@@ -730,6 +735,12 @@ impl Seq2SeqTask {
             tgt_vocab.len(),
             model.num_params()
         ));
+        if config.regular.any() {
+            log.line(&format!(
+                "regularizers: {}",
+                regular_opts::describe(&config.regular)
+            ));
+        }
         log.line(&format!(
             "batches: {} of up to {} pairs; decoding: {}, at most {max_len} tokens",
             batches.len(),
@@ -815,7 +826,8 @@ impl Task for Seq2SeqTask {
         let t: Vec<&[usize]> = idx.iter().map(|&k| &self.pairs[k].1[..]).collect();
         let batch: Batch = self.model.batch(&s, &t)?;
         self.grads.zero();
-        let rng: Option<&mut dyn recur::models::lm::RngCore> = if self.model.config().dropout > 0.0
+        let c = self.model.config();
+        let rng: Option<&mut dyn recur::models::lm::RngCore> = if c.dropout > 0.0 || c.regular.any()
         {
             Some(&mut self.rng)
         } else {

@@ -17,6 +17,7 @@
 //! `labels.json` (the tag set), `metrics.json`, the curves and the checkpoint.
 
 use crate::model_opts::{ModelDefaults, ModelOpts, WithModelDefaults};
+use crate::regular_opts::{self, RegularArgs};
 use crate::run::{Log, Metrics, TrainOpts};
 use crate::shared::fingerprint;
 use crate::task_seq::{
@@ -91,6 +92,9 @@ pub struct TagArgs {
     pub batch_size: usize,
     #[command(flatten)]
     pub opts: TrainOpts,
+    // The model's regularizers, a block of their own.
+    #[command(flatten)]
+    pub regular: RegularArgs,
 }
 
 /// English suffixes that hint at a word's part of speech, longest first where they overlap.
@@ -332,6 +336,7 @@ pub fn task(a: &TagArgs, log: &mut Log) -> Result<SeqTask, String> {
     if !["upos", "xpos"].contains(&a.column.as_str()) {
         return Err(format!("--column: '{}' (expected upos or xpos)", a.column));
     }
+    let regular = a.regular.seq("tag", true, a.model.bidirectional)?;
     check_size(
         &SeqModelConfig::tagger(1, 1)
             .embed_size(a.model.embed())
@@ -431,13 +436,14 @@ pub fn task(a: &TagArgs, log: &mut Log) -> Result<SeqTask, String> {
         )),
         None => None,
     };
-    let config = SeqModelConfig::tagger(lexicon.vocab.len(), tagset.len())
+    let mut config = SeqModelConfig::tagger(lexicon.vocab.len(), tagset.len())
         .embed_size(a.model.embed())
         .mode(mode)
         .hidden_size(a.model.hidden_size)
         .num_layers(a.model.num_layers)
         .bidirectional(a.model.bidirectional)
         .dropout(a.model.dropout);
+    config.regular = regular;
     check_size(&config)?;
     let model: SeqModel<f32> =
         SeqModel::new(config.clone(), a.opts.seed).map_err(|e| e.to_string())?;
@@ -470,6 +476,12 @@ pub fn task(a: &TagArgs, log: &mut Log) -> Result<SeqTask, String> {
         model.describe(),
         model.num_params()
     ));
+    if config.regular.any() {
+        log.line(&format!(
+            "regularizers: {}",
+            regular_opts::describe(&config.regular)
+        ));
+    }
     let task_json = serde_json::json!({
         "kind": "tag",
         "column": a.column,

@@ -36,11 +36,13 @@
 //! ```
 
 use crate::core::config::{Mode, RnnConfig};
+use crate::core::regular::{LayerMasks, Masks};
 use crate::core::rnn::{Dropout, Rnn, Tape};
 use crate::core::tensor::Tensor;
 use crate::error::{fmt_shape, Error, Result};
 use crate::io::state_dict::{describe, write_tensors, OutTensor, TensorFile};
 use crate::models::grads::EmbedRnnHeadGrads;
+pub use crate::models::lm::LmRegularizers;
 use crate::models::rows::RowMasks;
 use crate::models::ModelKind;
 use crate::nn::{softmax_cross_entropy, Embedding, Linear, DEFAULT_IGNORE_INDEX};
@@ -135,6 +137,12 @@ pub struct SeqModelConfig {
     pub loss: Loss,
     /// Classes (cross-entropy) or values (regression) predicted each time.
     pub output_size: usize,
+    /// The regularizers beyond dropout (all off by default), the language model's set
+    /// ([`LmRegularizers`]): those inside the recurrent layers ([`crate::core::regular`]:
+    /// unidirectional stacks only), embedding dropout (token inputs only), and the AR/TAR
+    /// loss terms on the last layer's output sequence (before the head's dropout, at the
+    /// valid steps; TAR between consecutive valid steps of each sequence).
+    pub regular: LmRegularizers,
 }
 
 impl SeqModelConfig {
@@ -150,6 +158,7 @@ impl SeqModelConfig {
             head,
             loss,
             output_size,
+            regular: LmRegularizers::default(),
         }
     }
     /// Text classification: token ids (embeddings of 64) → final hidden state → classes.
@@ -288,24 +297,62 @@ impl SeqModelConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
         }
-        Ok(())
+        let r = &self.regular;
+        if !(0.0..1.0).contains(&r.embed_dropout) {
+            return bad(format!(
+                "embed_dropout must be in [0, 1), got {}",
+                r.embed_dropout
+            ));
+        }
+        if r.embed_dropout > 0.0 && matches!(self.input, InputKind::Features { .. }) {
+            return bad(
+                "embed_dropout applies to a model of token ids; this one reads numeric features (no embedding)"
+                    .into(),
+            );
+        }
+        for (name, v) in [("ar", r.ar), ("tar", r.tar)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(format!("{name} must be a number >= 0, got {v}"));
+            }
+        }
+        self.rnn_config().validate()
+    }
+
+    /// True when a training pass draws random masks: dropout or a random regularizer.
+    pub fn is_random(&self) -> bool {
+        let r = &self.regular;
+        self.dropout > 0.0
+            || r.input_dropout > 0.0
+            || r.recurrent_dropout > 0.0
+            || r.zoneout > 0.0
+            || r.weight_drop > 0.0
+            || r.embed_dropout > 0.0
     }
 
     /// The recurrent stack: `nn.<cell>(input, hidden_size, num_layers, dropout,
     /// bidirectional, batch_first=True)`.
     pub fn rnn_config(&self) -> RnnConfig {
+        let r = &self.regular;
         RnnConfig::new(self.mode, self.input.rnn_input_size(), self.hidden_size)
             .num_layers(self.num_layers)
             .bidirectional(self.bidirectional)
             .dropout(self.dropout)
             .batch_first(true)
+            .layer_norm(r.layer_norm)
+            .input_dropout(r.input_dropout)
+            .recurrent_dropout(r.recurrent_dropout)
+            .zoneout(r.zoneout)
+            .weight_drop(r.weight_drop)
+            .locked_dropout(r.locked_dropout)
     }
 
     /// The configuration as a JSON object: `{"model": "seq_model", "input": "tokens" |
     /// "features", "vocab_size", "embed_size" | "num_features", "cell", "hidden_size",
     /// "num_layers", "bidirectional", "dropout", "head": "sequence" | "step", "pooling":
     /// "last" | "mean" (per-sequence heads), "loss": "cross_entropy" | "mse",
-    /// "output_size"}` ([`crate::models::config_json`] of its serde form).
+    /// "output_size"}` and the regularizers that are on (`"layer_norm": true`,
+    /// `"zoneout": 0.1`, ..., the keys of the language model's) ([`crate::models::config_json`]
+    /// of its serde form).
     pub fn to_json(&self) -> serde_json::Value {
         crate::models::config_json(ModelKind::SeqModel, &SeqModelFile::from(self))
     }
@@ -355,7 +402,8 @@ enum LossName {
 
 /// A [`SeqModelConfig`] as `config.json` holds it: one flat object, the sizes of the input
 /// kind beside `"input"`, `"pooling"` beside a per-sequence `"head"`. Directories from before
-/// `"bidirectional"` and `"dropout"` were written read them as false and 0.
+/// `"bidirectional"` and `"dropout"` were written read them as false and 0, and those from
+/// before the regularizers had none (each key is written only when it is on).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct SeqModelFile {
     input: InputName,
@@ -378,6 +426,32 @@ struct SeqModelFile {
     pooling: Option<PoolingName>,
     loss: LossName,
     output_size: usize,
+    #[serde(default, skip_serializing_if = "is_false")]
+    layer_norm: bool,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    input_dropout: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    recurrent_dropout: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    zoneout: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    weight_drop: f64,
+    #[serde(default, skip_serializing_if = "is_false")]
+    locked_dropout: bool,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    embed_dropout: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    ar: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    tar: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
+fn is_false(x: &bool) -> bool {
+    !*x
 }
 
 impl From<&SeqModelConfig> for SeqModelFile {
@@ -413,6 +487,15 @@ impl From<&SeqModelConfig> for SeqModelFile {
                 Loss::Mse => LossName::Mse,
             },
             output_size: c.output_size,
+            layer_norm: c.regular.layer_norm,
+            input_dropout: c.regular.input_dropout,
+            recurrent_dropout: c.regular.recurrent_dropout,
+            zoneout: c.regular.zoneout,
+            weight_drop: c.regular.weight_drop,
+            locked_dropout: c.regular.locked_dropout,
+            embed_dropout: c.regular.embed_dropout,
+            ar: c.regular.ar,
+            tar: c.regular.tar,
         }
     }
 }
@@ -454,6 +537,17 @@ impl TryFrom<SeqModelFile> for SeqModelConfig {
                 LossName::Mse => Loss::Mse,
             },
             output_size: f.output_size,
+            regular: LmRegularizers {
+                layer_norm: f.layer_norm,
+                input_dropout: f.input_dropout,
+                recurrent_dropout: f.recurrent_dropout,
+                zoneout: f.zoneout,
+                weight_drop: f.weight_drop,
+                locked_dropout: f.locked_dropout,
+                embed_dropout: f.embed_dropout,
+                ar: f.ar,
+                tar: f.tar,
+            },
         })
     }
 }
@@ -774,6 +868,11 @@ pub struct BatchLoss {
     pub loss: f64,
     /// Counted targets: classes that are not ignored, or predicted values.
     pub count: usize,
+    /// The activation-regularization term added to the objective in training (0 when off
+    /// and in evaluation); `loss` does not include it.
+    pub ar: f64,
+    /// The temporal activation-regularization term, as `ar`.
+    pub tar: f64,
 }
 
 /// The gradients of a [`SeqModel`]: embed, rnn, head (the shared [`EmbedRnnHeadGrads`]).
@@ -839,6 +938,70 @@ struct Pass<T: Real> {
     /// (n, D·H): the dropout mask on the head's input (0 or 1/(1-p)), if any.
     mask: Option<Vec<T>>,
     tape: Option<Tape<T>>,
+    /// (B, T, W): the last layer's output sequence, kept in training when AR or TAR is on.
+    seq: Option<Vec<T>>,
+    /// (V): the embedding-dropout mask over the vocabulary, if any.
+    embed_mask: Option<Vec<T>>,
+}
+
+/// The AR and TAR terms of the output sequence `y`, (B, T, W) batch-first, and their
+/// gradient with respect to `y` (zero at padding): AR = `ar · mean(y²)` over the valid steps,
+/// TAR = `tar · mean((y_t - y_{t-1})²)` over the pairs of consecutive valid steps of each
+/// sequence (0 when there are none).
+fn ar_tar<T: Real>(
+    r: &LmRegularizers,
+    y: &[T],
+    lengths: &[usize],
+    t: usize,
+    w: usize,
+) -> ((f64, f64), Vec<T>) {
+    let mut g = vec![T::ZERO; y.len()];
+    let valid: usize = lengths.iter().sum();
+    let pairs: usize = lengths.iter().map(|&l| l.saturating_sub(1)).sum();
+    let (mut ar, mut tar) = (0.0, 0.0);
+    if r.ar > 0.0 && valid > 0 {
+        let n = (valid * w) as f64;
+        let k = T::from_f64(2.0 * r.ar / n);
+        for (s, &len) in lengths.iter().enumerate() {
+            for j in s * t * w..(s * t + len) * w {
+                let a = y[j].to_f64();
+                ar += a * a;
+                g[j] += k * y[j];
+            }
+        }
+        ar *= r.ar / n;
+    }
+    if r.tar > 0.0 && pairs > 0 {
+        let n = (pairs * w) as f64;
+        let k = T::from_f64(2.0 * r.tar / n);
+        for (s, &len) in lengths.iter().enumerate() {
+            for j in (s * t + 1) * w..(s * t + len) * w {
+                let d = y[j].to_f64() - y[j - w].to_f64();
+                tar += d * d;
+                let gj = k * (y[j] - y[j - w]);
+                g[j] += gj;
+                g[j - w] -= gj;
+            }
+        }
+        tar *= r.tar / n;
+    }
+    ((ar, tar), g)
+}
+
+/// An inverted-dropout mask of `n` values drawn from `rng`: 0 with probability `p`, else
+/// `1 / (1 - p)` (as `nn.Dropout`).
+fn dropout_mask<T: Real>(rng: &mut dyn RngCore, n: usize, p: f64) -> Vec<T> {
+    let keep = 1.0 - p;
+    let scale = T::from_f64(1.0 / keep);
+    (0..n)
+        .map(|_| {
+            if rng.gen::<f64>() < keep {
+                scale
+            } else {
+                T::ZERO
+            }
+        })
+        .collect()
 }
 
 impl<T: Real> SeqModel<T> {
@@ -1135,56 +1298,109 @@ impl<T: Real> SeqModel<T> {
     fn run(&self, batch: &SeqBatch<T>, train: bool, drop: SeqDrop<'_>) -> Result<Pass<T>> {
         self.check_batch(batch)?;
         let c = &self.config;
+        let r = &c.regular;
         let (b, t) = (batch.batch_size(), batch.steps);
         let (nd, h, w) = (c.num_directions(), c.hidden_size, c.feature_size());
-        let x = self.rnn_input(batch)?;
+        let mut x = self.rnn_input(batch)?;
         let lengths = Some(&batch.lengths[..]);
         let p = c.dropout;
         let n = self.head_rows(batch);
-        let (out, tape, head_mask) = match drop {
-            _ if !train => (self.rnn.forward(&x, None, lengths)?, None, HeadMask::Off),
-            SeqDrop::Sample(rng) if p > 0.0 => {
+        let random = train && c.is_random();
+        let in_layers = self.rnn.config().regular.any();
+        let (out, tape, head_mask, embed_mask) = match drop {
+            _ if !train => (
+                self.rnn.forward(&x, None, lengths)?,
+                None,
+                HeadMask::Off,
+                None,
+            ),
+            SeqDrop::Sample(rng) if random => {
+                // Embedding dropout: one mask over the vocabulary rows for the whole batch.
+                let embed_mask = match c.input {
+                    InputKind::Tokens { vocab_size, .. } if r.embed_dropout > 0.0 => {
+                        Some(dropout_mask(&mut *rng, vocab_size, r.embed_dropout))
+                    }
+                    _ => None,
+                };
+                if let Some(m) = &embed_mask {
+                    self.apply_embed_mask(batch, m, x.data_mut());
+                }
                 let (o, tape) =
                     self.rnn
                         .forward_train(&x, None, lengths, Dropout::Sample(&mut *rng))?;
-                (o, Some(tape), HeadMask::Sample(rng))
+                let head = if p > 0.0 {
+                    HeadMask::Sample(rng)
+                } else {
+                    HeadMask::Off
+                };
+                (o, Some(tape), head, embed_mask)
             }
-            SeqDrop::Rows { key, first } if p > 0.0 => {
-                let m = RowMasks::new(key, p);
+            SeqDrop::Rows { key, first } if random => {
+                // The masks of the whole batch (weight drop, embedding dropout) come from
+                // the stream after every row's.
+                let mut shared = RowMasks::new(key, 0.0).rng(usize::MAX);
                 let rc = self.rnn.config();
                 let width = rc.h_out() * rc.num_directions();
-                let mut layers: Vec<Vec<T>> = (1..rc.num_layers)
-                    .map(|_| vec![T::ZERO; t * b * width])
-                    .collect();
-                let mut head = vec![T::ZERO; n * w];
-                let mut r = 0;
+                let mut masks = in_layers.then(|| self.layer_masks_shared(&mut shared));
+                let embed_mask = match c.input {
+                    InputKind::Tokens { vocab_size, .. } if r.embed_dropout > 0.0 => {
+                        Some(dropout_mask(&mut shared, vocab_size, r.embed_dropout))
+                    }
+                    _ => None,
+                };
+                let mut layers: Vec<Vec<T>> = if in_layers {
+                    Vec::new()
+                } else {
+                    (1..rc.num_layers)
+                        .map(|_| vec![T::ZERO; t * b * width])
+                        .collect()
+                };
+                let mut head = (p > 0.0).then(|| vec![T::ZERO; n * w]);
+                let m = RowMasks::new(key, p);
+                let mut row = 0;
                 for (s, &len) in batch.lengths.iter().enumerate() {
                     let mut rng = m.rng(first + s);
+                    if let Some(masks) = &mut masks {
+                        self.layer_masks_row(masks, &mut rng, s, b, t, len);
+                    }
                     for layer in layers.iter_mut() {
                         for ti in 0..len {
                             m.fill(&mut rng, &mut layer[(ti * b + s) * width..][..width]);
                         }
                     }
-                    match c.head {
-                        Head::PerSequence(_) => m.fill(&mut rng, &mut head[s * w..][..w]),
-                        Head::PerStep => {
-                            m.fill(&mut rng, &mut head[r * w..(r + len) * w]);
-                            r += len;
+                    if let Some(head) = &mut head {
+                        match c.head {
+                            Head::PerSequence(_) => m.fill(&mut rng, &mut head[s * w..][..w]),
+                            Head::PerStep => {
+                                m.fill(&mut rng, &mut head[row * w..(row + len) * w]);
+                            }
                         }
                     }
+                    row += len;
                 }
-                let layers = layers
-                    .into_iter()
-                    .map(|v| Tensor::new(&[t, b, width], v))
-                    .collect::<Result<Vec<_>>>()?;
-                let (o, tape) =
-                    self.rnn
-                        .forward_train(&x, None, lengths, Dropout::Masks(&layers))?;
-                (o, Some(tape), HeadMask::Given(head))
+                if let Some(e) = &embed_mask {
+                    self.apply_embed_mask(batch, e, x.data_mut());
+                }
+                let (o, tape) = match &masks {
+                    Some(masks) => self.rnn.forward_train_masked(&x, None, lengths, masks)?,
+                    None => {
+                        let layers = layers
+                            .into_iter()
+                            .map(|v| Tensor::new(&[t, b, width], v))
+                            .collect::<Result<Vec<_>>>()?;
+                        self.rnn
+                            .forward_train(&x, None, lengths, Dropout::Masks(&layers))?
+                    }
+                };
+                let head = match head {
+                    Some(m) => HeadMask::Given(m),
+                    None => HeadMask::Off,
+                };
+                (o, Some(tape), head, embed_mask)
             }
             _ => {
                 let (o, tape) = self.rnn.forward_train(&x, None, lengths, Dropout::Off)?;
-                (o, Some(tape), HeadMask::Off)
+                (o, Some(tape), HeadMask::Off, None)
             }
         };
         // feat (n, W): the head's input.
@@ -1227,21 +1443,7 @@ impl<T: Real> SeqModel<T> {
         let mask = match head_mask {
             HeadMask::Off => None,
             HeadMask::Given(m) => Some(m),
-            HeadMask::Sample(rng) => {
-                let keep = 1.0 - p;
-                let scale = T::from_f64(1.0 / keep);
-                Some(
-                    (0..n * w)
-                        .map(|_| {
-                            if rng.gen::<f64>() < keep {
-                                scale
-                            } else {
-                                T::ZERO
-                            }
-                        })
-                        .collect::<Vec<T>>(),
-                )
-            }
+            HeadMask::Sample(rng) => Some(dropout_mask(rng, n * w, p)),
         };
         if let Some(m) = &mask {
             for (a, &k) in feat.iter_mut().zip(m) {
@@ -1250,12 +1452,112 @@ impl<T: Real> SeqModel<T> {
         }
         let mut o = vec![T::ZERO; n * c.output_size];
         self.head.forward(&feat, n, &mut o);
+        let seq = (train && (r.ar > 0.0 || r.tar > 0.0)).then(|| out.output.into_data());
         Ok(Pass {
             feat,
             out: o,
             mask,
             tape,
+            seq,
+            embed_mask,
         })
+    }
+
+    /// Multiplies the embedding rows of `x` (B, T, E) at the valid steps by the mask of
+    /// their token ids.
+    fn apply_embed_mask(&self, batch: &SeqBatch<T>, mask: &[T], x: &mut [T]) {
+        let (SeqInput::Tokens(ids), InputKind::Tokens { embed_size: e, .. }) =
+            (&batch.input, self.config.input)
+        else {
+            return;
+        };
+        let t = batch.steps;
+        for (s, &len) in batch.lengths.iter().enumerate() {
+            for ti in 0..len {
+                let k = mask[ids[s * t + ti]];
+                for a in &mut x[(s * t + ti) * e..][..e] {
+                    *a *= k;
+                }
+            }
+        }
+    }
+
+    /// The masks of the recurrent layers that are one per batch (weight drop, layer by
+    /// layer), drawn from `rng`; the others are allocated and filled row by row
+    /// ([`SeqModel::layer_masks_row`]).
+    fn layer_masks_shared(&self, rng: &mut dyn RngCore) -> Masks<T> {
+        let rc = self.rnn.config();
+        let gh = rc.mode.gates() * rc.hidden_size;
+        let layers = (0..rc.num_layers)
+            .map(|_| LayerMasks {
+                weight_hh: (rc.regular.weight_drop > 0.0)
+                    .then(|| dropout_mask(&mut *rng, gh * rc.hidden_size, rc.regular.weight_drop)),
+                ..LayerMasks::default()
+            })
+            .collect();
+        Masks { layers }
+    }
+
+    /// Draws the masks of batch row `s` (of `b`, `len` valid steps of `t`) from its own
+    /// generator, layer by layer: input dropout, recurrent dropout, zoneout on h at its
+    /// steps, zoneout on c, the dropout towards the next layer (one mask when locked, else
+    /// one per step). Masks of padded steps stay 0.
+    fn layer_masks_row(
+        &self,
+        masks: &mut Masks<T>,
+        rng: &mut dyn RngCore,
+        s: usize,
+        b: usize,
+        t: usize,
+        len: usize,
+    ) {
+        let rc = self.rnn.config();
+        let rg = &rc.regular;
+        let (h, nl) = (rc.hidden_size, rc.num_layers);
+        for (l, m) in masks.layers.iter_mut().enumerate() {
+            let input = rc.layer_input_size(l);
+            if rg.input_dropout > 0.0 {
+                let v = m.input.get_or_insert_with(|| vec![T::ZERO; b * input]);
+                v[s * input..][..input].copy_from_slice(&dropout_mask(
+                    rng,
+                    input,
+                    rg.input_dropout,
+                ));
+            }
+            if rg.recurrent_dropout > 0.0 {
+                let v = m.recurrent.get_or_insert_with(|| vec![T::ZERO; b * h]);
+                v[s * h..][..h].copy_from_slice(&dropout_mask(rng, h, rg.recurrent_dropout));
+            }
+            for (z, p) in [
+                (&mut m.zoneout_h, rg.zoneout_h),
+                (&mut m.zoneout_c, rg.zoneout_c),
+            ] {
+                if p > 0.0 {
+                    let v = z.get_or_insert_with(|| vec![T::ZERO; t * b * h]);
+                    for ti in 0..len {
+                        for a in &mut v[(ti * b + s) * h..][..h] {
+                            *a = if rng.gen::<f64>() < p {
+                                T::ONE
+                            } else {
+                                T::ZERO
+                            };
+                        }
+                    }
+                }
+            }
+            if l + 1 < nl && rc.dropout > 0.0 {
+                if rg.locked_dropout {
+                    let v = m.output.get_or_insert_with(|| vec![T::ZERO; b * h]);
+                    v[s * h..][..h].copy_from_slice(&dropout_mask(rng, h, rc.dropout));
+                } else {
+                    let v = m.output.get_or_insert_with(|| vec![T::ZERO; t * b * h]);
+                    for ti in 0..len {
+                        v[(ti * b + s) * h..][..h]
+                            .copy_from_slice(&dropout_mask(rng, h, rc.dropout));
+                    }
+                }
+            }
+        }
     }
 
     /// The loss of the head's output `out`, (n, out), against `targets`, and its gradient.
@@ -1320,6 +1622,8 @@ impl<T: Real> SeqModel<T> {
                     BatchLoss {
                         loss: loss.to_f64(),
                         count,
+                        ar: 0.0,
+                        tar: 0.0,
                     },
                     d,
                 ))
@@ -1369,6 +1673,8 @@ impl<T: Real> SeqModel<T> {
                     BatchLoss {
                         loss: total / count as f64,
                         count,
+                        ar: 0.0,
+                        tar: 0.0,
                     },
                     d,
                 ))
@@ -1441,7 +1747,7 @@ impl<T: Real> SeqModel<T> {
         }
         let c = &self.config;
         let pass = self.run(batch, true, drop)?;
-        let (loss, dout) = self.loss_of(batch, &pass.out, targets)?;
+        let (mut loss, dout) = self.loss_of(batch, &pass.out, targets)?;
         let (b, t) = (batch.batch_size(), batch.steps);
         let (nd, h, w) = (c.num_directions(), c.hidden_size, c.feature_size());
         let n = self.head_rows(batch);
@@ -1454,6 +1760,15 @@ impl<T: Real> SeqModel<T> {
                 *a *= k;
             }
         }
+        // AR and TAR on the output sequence y (B, T, W): their terms and gradient.
+        let dseq = match &pass.seq {
+            Some(y) => {
+                let (terms, g) = ar_tar(&c.regular, y, &batch.lengths, t, w);
+                (loss.ar, loss.tar) = terms;
+                Some(g)
+            }
+            None => None,
+        };
         let tape = pass.tape.as_ref().expect("a training pass keeps its tape");
         // The input gradient only feeds the embedding; numeric series need none.
         let embedded = match (&self.embed, &batch.input) {
@@ -1469,6 +1784,8 @@ impl<T: Real> SeqModel<T> {
                     .map(|_| None)
             }
         };
+        // grad_output (B, T, W): the head's (per step, or mean) plus AR/TAR's.
+        let mut gseq = dseq;
         let dx = match c.head {
             Head::PerSequence(Pooling::Last) => {
                 // grad_h_n (L·D, B, H): only the last layer's rows.
@@ -1481,37 +1798,46 @@ impl<T: Real> SeqModel<T> {
                     }
                 }
                 let g = Tensor::new(&shape, g)?;
-                rnn_backward(None, Some(&g), &mut grads.rnn)?
+                let gy = gseq.map(|v| Tensor::new(&[b, t, w], v)).transpose()?;
+                rnn_backward(gy.as_ref(), Some(&g), &mut grads.rnn)?
             }
             Head::PerSequence(Pooling::Mean) => {
-                // grad_output (B, T, W): dfeat / length at every valid step.
-                let mut g = vec![T::ZERO; b * t * w];
+                // dfeat / length at every valid step.
+                let g = gseq.get_or_insert_with(|| vec![T::ZERO; b * t * w]);
                 for (s, &len) in batch.lengths.iter().enumerate() {
                     let inv = T::from_f64(1.0 / len as f64);
                     let src = &dfeat[s * w..(s + 1) * w];
                     for ti in 0..len {
                         for (a, &v) in g[(s * t + ti) * w..][..w].iter_mut().zip(src) {
-                            *a = v * inv;
+                            *a += v * inv;
                         }
                     }
                 }
-                let g = Tensor::new(&[b, t, w], g)?;
+                let g = Tensor::new(&[b, t, w], gseq.take().expect("just made"))?;
                 rnn_backward(Some(&g), None, &mut grads.rnn)?
             }
             Head::PerStep => {
-                let mut g = vec![T::ZERO; b * t * w];
+                let g = gseq.get_or_insert_with(|| vec![T::ZERO; b * t * w]);
                 let mut r = 0;
                 for (s, &len) in batch.lengths.iter().enumerate() {
-                    g[s * t * w..(s * t + len) * w].copy_from_slice(&dfeat[r * w..(r + len) * w]);
+                    for (a, &v) in g[s * t * w..(s * t + len) * w]
+                        .iter_mut()
+                        .zip(&dfeat[r * w..(r + len) * w])
+                    {
+                        *a += v;
+                    }
                     r += len;
                 }
-                let g = Tensor::new(&[b, t, w], g)?;
+                let g = Tensor::new(&[b, t, w], gseq.take().expect("just made"))?;
                 rnn_backward(Some(&g), None, &mut grads.rnn)?
             }
         };
         if let (Some((e, ids)), Some(dx)) = (embedded, dx) {
             let i = e.embedding_dim();
-            let dxd = dx.input.data(); // (B, T, E)
+            let mut dxd = dx.input.into_data(); // (B, T, E)
+            if let Some(m) = &pass.embed_mask {
+                self.apply_embed_mask(batch, m, &mut dxd);
+            }
             for (s, &len) in batch.lengths.iter().enumerate() {
                 let rows = s * t..s * t + len;
                 e.backward(

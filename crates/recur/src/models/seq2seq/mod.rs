@@ -46,6 +46,7 @@ use crate::core::tensor::Tensor;
 use crate::data::TokenVocab;
 use crate::error::{fmt_shape, Error, Result};
 use crate::io::state_dict::{describe, load_rnn, state_dict, LoadOptions, TensorFile};
+pub use crate::models::lm::LmRegularizers;
 use crate::models::ModelKind;
 use crate::nn::{clip_grad_norm, softmax_cross_entropy, Embedding, Linear, DEFAULT_IGNORE_INDEX};
 use attention::AttnDims;
@@ -146,6 +147,79 @@ pub struct Seq2SeqConfig {
     pub bos_id: usize,
     /// The target id that ends every target.
     pub eos_id: usize,
+    /// The regularizers beyond dropout (all off by default), the language model's set: those
+    /// inside the recurrent layers ([`crate::core::regular`]; a unidirectional encoder only)
+    /// in the encoder and the decoder, embedding dropout on both embeddings (one mask per
+    /// batch each), AR on the decoder's output after dropout and TAR on it before dropout,
+    /// over the valid steps. In `config.json` each key beside the others, written only when
+    /// it is on.
+    #[serde(flatten, with = "regular_keys")]
+    pub regular: LmRegularizers,
+}
+
+/// The keys of a [`Seq2SeqConfig`]'s regularizers in `config.json`.
+mod regular_keys {
+    use crate::models::lm::LmRegularizers;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    fn is_zero(x: &f64) -> bool {
+        *x == 0.0
+    }
+    fn is_false(x: &bool) -> bool {
+        !*x
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Keys {
+        #[serde(default, skip_serializing_if = "is_false")]
+        layer_norm: bool,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        input_dropout: f64,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        recurrent_dropout: f64,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        zoneout: f64,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        weight_drop: f64,
+        #[serde(default, skip_serializing_if = "is_false")]
+        locked_dropout: bool,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        embed_dropout: f64,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        ar: f64,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        tar: f64,
+    }
+
+    pub fn serialize<S: Serializer>(r: &LmRegularizers, s: S) -> Result<S::Ok, S::Error> {
+        Keys {
+            layer_norm: r.layer_norm,
+            input_dropout: r.input_dropout,
+            recurrent_dropout: r.recurrent_dropout,
+            zoneout: r.zoneout,
+            weight_drop: r.weight_drop,
+            locked_dropout: r.locked_dropout,
+            embed_dropout: r.embed_dropout,
+            ar: r.ar,
+            tar: r.tar,
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LmRegularizers, D::Error> {
+        let k = Keys::deserialize(d)?;
+        Ok(LmRegularizers {
+            layer_norm: k.layer_norm,
+            input_dropout: k.input_dropout,
+            recurrent_dropout: k.recurrent_dropout,
+            zoneout: k.zoneout,
+            weight_drop: k.weight_drop,
+            locked_dropout: k.locked_dropout,
+            embed_dropout: k.embed_dropout,
+            ar: k.ar,
+            tar: k.tar,
+        })
+    }
 }
 
 impl Seq2SeqConfig {
@@ -164,6 +238,7 @@ impl Seq2SeqConfig {
             attention: Attention::General,
             bos_id: TokenVocab::BOS,
             eos_id: TokenVocab::EOS,
+            regular: LmRegularizers::default(),
         }
     }
     /// Sets `embed_size`.
@@ -240,7 +315,20 @@ impl Seq2SeqConfig {
                 self.bos_id
             ));
         }
-        Ok(())
+        let r = &self.regular;
+        if !(0.0..1.0).contains(&r.embed_dropout) {
+            return bad(format!(
+                "embed_dropout must be in [0, 1), got {}",
+                r.embed_dropout
+            ));
+        }
+        for (name, x) in [("ar", r.ar), ("tar", r.tar)] {
+            if !(x.is_finite() && x >= 0.0) {
+                return bad(format!("{name} must be a number >= 0, got {x}"));
+            }
+        }
+        self.encoder_config().validate()?;
+        self.decoder_config().validate()
     }
 
     /// The encoder: `nn.<cell>(embed_size, hidden_size, num_layers, dropout)`, or with
@@ -252,17 +340,23 @@ impl Seq2SeqConfig {
         } else {
             self.hidden_size
         };
-        RnnConfig::new(self.mode, self.embed_size, h)
-            .num_layers(self.num_layers)
-            .dropout(self.dropout)
-            .bidirectional(self.bidirectional)
+        with_regular(
+            RnnConfig::new(self.mode, self.embed_size, h)
+                .num_layers(self.num_layers)
+                .dropout(self.dropout)
+                .bidirectional(self.bidirectional),
+            &self.regular,
+        )
     }
 
     /// The decoder: `nn.<cell>(embed_size, hidden_size, num_layers, dropout)`, time-major.
     pub fn decoder_config(&self) -> RnnConfig {
-        RnnConfig::new(self.mode, self.embed_size, self.hidden_size)
-            .num_layers(self.num_layers)
-            .dropout(self.dropout)
+        with_regular(
+            RnnConfig::new(self.mode, self.embed_size, self.hidden_size)
+                .num_layers(self.num_layers)
+                .dropout(self.dropout),
+            &self.regular,
+        )
     }
 
     /// The configuration as a JSON object: `{"model": "seq2seq", "cell": "lstm",
@@ -281,6 +375,16 @@ impl Seq2SeqConfig {
             .map_err(|e| Error::Input(format!("{source}: {e}")))?;
         Ok(c)
     }
+}
+
+/// `c` with the regularizers inside the layers of `r`.
+fn with_regular(c: RnnConfig, r: &LmRegularizers) -> RnnConfig {
+    c.layer_norm(r.layer_norm)
+        .input_dropout(r.input_dropout)
+        .recurrent_dropout(r.recurrent_dropout)
+        .zoneout(r.zoneout)
+        .weight_drop(r.weight_drop)
+        .locked_dropout(r.locked_dropout)
 }
 
 /// A batch of (source, target) pairs for teacher forcing, padded and time-major.
@@ -547,6 +651,11 @@ struct Forward<T: Real> {
     dec: Vec<T>,
     /// (T, B, H): the dropout mask on the decoder outputs.
     dec_mask: Option<Vec<T>>,
+    /// (T, B, H): the decoder outputs before dropout, kept for TAR.
+    dec_raw: Option<Vec<T>>,
+    /// The embedding-dropout masks over the source and the target vocabularies.
+    src_mask: Option<Vec<T>>,
+    tgt_mask: Option<Vec<T>>,
     /// (S, B, H): `attn(enc)`, general attention only.
     keys: Option<Vec<T>>,
     /// (B, T, S): the attention weights.
@@ -813,9 +922,35 @@ impl<T: Real> Seq2Seq<T> {
         );
         let d = AttnDims { s, t, b, h };
         let p = self.config.dropout;
-        let sample = train && p > 0.0 && rng.is_some();
+        let r = &self.config.regular;
+        let random = p > 0.0
+            || r.input_dropout > 0.0
+            || r.recurrent_dropout > 0.0
+            || r.zoneout > 0.0
+            || r.weight_drop > 0.0
+            || r.embed_dropout > 0.0;
+        let sample = train && random && rng.is_some();
+        // Embedding dropout: one mask over each vocabulary's rows for the whole batch.
+        let (src_mask, tgt_mask) = match rng {
+            Some(ref mut g) if sample && r.embed_dropout > 0.0 => (
+                Some(dropout_mask(
+                    &mut **g,
+                    self.config.src_vocab_size,
+                    r.embed_dropout,
+                )),
+                Some(dropout_mask(
+                    &mut **g,
+                    self.config.tgt_vocab_size,
+                    r.embed_dropout,
+                )),
+            ),
+            _ => (None, None),
+        };
         // Encoder over the sources.
-        let xs = Self::embed(&self.src_embed, &batch.src, s, b, e)?;
+        let mut xs = Self::embed(&self.src_embed, &batch.src, s, b, e)?;
+        if let Some(m) = &src_mask {
+            mask_rows(xs.data_mut(), &batch.src, m, e);
+        }
         let (enc_out, enc_tape) = run_rnn(
             &self.encoder,
             &xs,
@@ -830,7 +965,10 @@ impl<T: Real> Seq2Seq<T> {
         let state = bridge(enc_out.state(), self.config.bidirectional);
         let enc = enc_out.output.into_data();
         // Decoder over the shifted targets, from the encoder's final state.
-        let xt = Self::embed(&self.tgt_embed, &batch.dec_input, t, b, e)?;
+        let mut xt = Self::embed(&self.tgt_embed, &batch.dec_input, t, b, e)?;
+        if let Some(m) = &tgt_mask {
+            mask_rows(xt.data_mut(), &batch.dec_input, m, e);
+        }
         let (dec_out, dec_tape) = run_rnn(
             &self.decoder,
             &xt,
@@ -843,8 +981,9 @@ impl<T: Real> Seq2Seq<T> {
             },
         )?;
         let mut dec = dec_out.output.into_data();
+        let dec_raw = (train && r.tar > 0.0).then(|| dec.clone());
         let dec_mask = match rng {
-            Some(r) if sample => {
+            Some(r) if sample && p > 0.0 => {
                 // nn.Dropout(p): keep with probability 1 - p, scaled by 1/(1-p).
                 let keep = 1.0 - p;
                 let scale = T::from_f64(1.0 / keep);
@@ -906,6 +1045,9 @@ impl<T: Real> Seq2Seq<T> {
             dec_tape,
             dec,
             dec_mask,
+            dec_raw,
+            src_mask,
+            tgt_mask,
             keys,
             probs,
             cat,
@@ -919,14 +1061,29 @@ impl<T: Real> Seq2Seq<T> {
     /// `grads`. Returns the loss (nats per predicted id).
     ///
     /// Dropout (training mode) is drawn from `rng` when it is given and the configured
-    /// probability is positive: first the encoder's masks between layers, then the decoder's,
-    /// then the mask on the decoder's output. Without `rng`, nothing is dropped.
+    /// probability is positive (or a random regularizer is on): first the embedding-dropout
+    /// masks (source, then target), then the encoder's masks (between layers, or those of
+    /// [`crate::core::regular::Masks::sample`]), then the decoder's, then the mask on the
+    /// decoder's output. Without `rng`, nothing is dropped (zoneout by its expectation). The
+    /// returned loss is the cross-entropy alone; the gradients include the AR and TAR terms.
     pub fn loss_and_grad(
         &self,
         batch: &Batch,
         rng: Option<&mut dyn RngCore>,
         grads: &mut Seq2SeqGrads<T>,
     ) -> Result<f64> {
+        self.loss_terms_and_grad(batch, rng, grads)
+            .map(|l| l.cross_entropy)
+    }
+
+    /// [`Seq2Seq::loss_and_grad`] that returns every term of the objective whose gradient it
+    /// adds: the cross-entropy, the AR term and the TAR term (see [`Seq2SeqConfig::regular`]).
+    pub fn loss_terms_and_grad(
+        &self,
+        batch: &Batch,
+        rng: Option<&mut dyn RngCore>,
+        grads: &mut Seq2SeqGrads<T>,
+    ) -> Result<crate::models::lm::LossTerms> {
         if grads.params_lens() != self.params().map(|p| p.len()) {
             return Err(Error::Input(
                 "grads: the buffers do not fit this model (use zeros_like_grads)".into(),
@@ -936,8 +1093,12 @@ impl<T: Real> Seq2Seq<T> {
         let v = self.config.tgt_vocab_size;
         let (loss, dlogits) =
             softmax_cross_entropy(&f.logits, v, &batch.target, DEFAULT_IGNORE_INDEX)?;
-        self.backward(batch, &f, &dlogits, grads)?;
-        Ok(loss.to_f64())
+        let (ar, tar) = self.backward(batch, &f, &dlogits, grads)?;
+        Ok(crate::models::lm::LossTerms {
+            cross_entropy: loss.to_f64(),
+            ar,
+            tar,
+        })
     }
 
     fn backward(
@@ -946,7 +1107,7 @@ impl<T: Real> Seq2Seq<T> {
         f: &Forward<T>,
         dlogits: &[T],
         grads: &mut Seq2SeqGrads<T>,
-    ) -> Result<()> {
+    ) -> Result<(f64, f64)> {
         let AttnDims { s, t, b, h } = f.d;
         let n = t * b;
         // dout (T·B, H)
@@ -995,9 +1156,44 @@ impl<T: Real> Seq2Seq<T> {
                 ddec
             }
         };
+        // AR: ar · mean(dec²) of the (dropped) decoder outputs at the valid steps (the others
+        // are 0).
+        let r = &self.config.regular;
+        let valid: usize = batch.tgt_lengths.iter().sum();
+        let mut ar = 0.0;
+        if r.ar > 0.0 {
+            let k = 2.0 * r.ar / (valid * h) as f64;
+            ar = r.ar * f.dec.iter().map(|x| x.to_f64().powi(2)).sum::<f64>() / (valid * h) as f64;
+            let k = T::from_f64(k);
+            for (g, &y) in ddec.iter_mut().zip(&f.dec) {
+                *g += k * y;
+            }
+        }
         if let Some(m) = &f.dec_mask {
             for (x, &y) in ddec.iter_mut().zip(m) {
                 *x *= y;
+            }
+        }
+        // TAR: tar · mean((h_t - h_{t-1})²) of the decoder outputs before dropout, over the
+        // consecutive valid steps of each target.
+        let mut tar = 0.0;
+        if let Some(raw) = &f.dec_raw {
+            let pairs: usize = batch.tgt_lengths.iter().map(|&l| l - 1).sum();
+            if pairs > 0 {
+                let n = (pairs * h) as f64;
+                let k = T::from_f64(2.0 * r.tar / n);
+                for (bi, &len) in batch.tgt_lengths.iter().enumerate() {
+                    for ti in 1..len {
+                        for u in 0..h {
+                            let (j, i) = ((ti * b + bi) * h + u, ((ti - 1) * b + bi) * h + u);
+                            let dlt = raw[j] - raw[i];
+                            tar += dlt.to_f64().powi(2);
+                            ddec[j] += k * dlt;
+                            ddec[i] -= k * dlt;
+                        }
+                    }
+                }
+                tar *= r.tar / n;
             }
         }
         let ddec = Tensor::new(&[t, b, h], ddec)?;
@@ -1008,8 +1204,12 @@ impl<T: Real> Seq2Seq<T> {
         let gd = self
             .decoder
             .backward(dec_tape, Some(&ddec), None, None, &mut grads.decoder)?;
+        let mut dxt = gd.input.data().to_vec();
+        if let Some(m) = &f.tgt_mask {
+            mask_rows(&mut dxt, &batch.dec_input, m, self.config.embed_size);
+        }
         self.tgt_embed
-            .backward(&batch.dec_input, gd.input.data(), &mut grads.tgt_embed)?;
+            .backward(&batch.dec_input, &dxt, &mut grads.tgt_embed)?;
         // The bridge: the decoder's initial state is the encoder's final state.
         let enc_tape = f
             .enc_tape
@@ -1023,9 +1223,13 @@ impl<T: Real> Seq2Seq<T> {
             gd.c0.as_ref().map(|c| unbridge(c, bi)).as_ref(),
             &mut grads.encoder,
         )?;
+        let mut dxs = ge.input.into_data();
+        if let Some(m) = &f.src_mask {
+            mask_rows(&mut dxs, &batch.src, m, self.config.embed_size);
+        }
         self.src_embed
-            .backward(&batch.src, ge.input.data(), &mut grads.src_embed)?;
-        Ok(())
+            .backward(&batch.src, &dxs, &mut grads.src_embed)?;
+        Ok((ar, tar))
     }
 
     /// Evaluation-mode logits of a batch with teacher forcing: (T·B, Vt), time-major rows
@@ -1141,7 +1345,12 @@ impl<T: Real> Seq2Seq<T> {
                 relu,
                 batch_first: false,
             };
-            let r = load_rnn::<T>(file, &opts)?;
+            let mut r = load_rnn::<T>(file, &opts)?;
+            // The regularizers without parameters are not in the weights: they come from
+            // the configuration.
+            if r.config().regular.layer_norm == want.regular.layer_norm {
+                r.set_regularizers(want.regular.clone())?;
+            }
             if *r.config() != want {
                 return Err(misfit(format!(
                     "the {name} is {}, expected {}",
@@ -1302,6 +1511,31 @@ fn run_rnn<T: Real>(
     };
     let (o, tape) = rnn.forward_train(x, state, Some(lengths), dropout)?;
     Ok((o, Some(tape)))
+}
+
+/// An inverted-dropout mask of `n` values drawn from `rng`: 0 with probability `p`, else
+/// `1 / (1 - p)` (as `nn.Dropout`).
+fn dropout_mask<T: Real>(rng: &mut dyn RngCore, n: usize, p: f64) -> Vec<T> {
+    let keep = 1.0 - p;
+    let scale = T::from_f64(1.0 / keep);
+    (0..n)
+        .map(|_| {
+            if rng.gen::<f64>() < keep {
+                scale
+            } else {
+                T::ZERO
+            }
+        })
+        .collect()
+}
+
+/// Multiplies row `k` of `x` (rows of `e`) by the mask of its id `ids[k]`.
+fn mask_rows<T: Real>(x: &mut [T], ids: &[usize], mask: &[T], e: usize) {
+    for (row, &id) in x.chunks_exact_mut(e).zip(ids) {
+        for a in row {
+            *a *= mask[id];
+        }
+    }
 }
 
 /// An error if an id of `ids` is not below `v`.
