@@ -528,6 +528,11 @@ fn infer_config(
             layer_norm: file.contains(&sfx("ln_ih_weight", 0, false)),
             ..Default::default()
         },
+        // Of the cell variants only peepholes have parameters (`weight_peephole_l0`).
+        cell: crate::core::config::CellOptions {
+            peepholes: mode == Mode::Lstm && file.contains(&sfx("weight_peephole", 0, false)),
+            ..Default::default()
+        },
     })
 }
 
