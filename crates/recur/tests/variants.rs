@@ -296,6 +296,59 @@ fn the_general_layer_equals_the_fused_engine() {
 }
 
 #[test]
+fn variants_stream_as_the_whole_sequence_runs() {
+    for cfg in [
+        RnnConfig::gru(3, 4)
+            .linear_before_reset(false)
+            .num_layers(2),
+        RnnConfig::lstm(3, 4)
+            .peepholes(true)
+            .input_forget(true)
+            .clip(Some(0.7))
+            .batch_first(true),
+        RnnConfig::rnn(3, 4).activations(vec![Activation::Softsign]),
+    ] {
+        let m: Rnn<f64> = Rnn::new(cfg.clone(), 9).unwrap();
+        let (t, b) = (5, 2);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let x = randn(&mut rng, t * b * 3);
+        // time-major steps; the whole sequence in the model's layout
+        let whole: Vec<f64> = if cfg.batch_first {
+            (0..b)
+                .flat_map(|bi| (0..t).flat_map(move |ti| (0..3).map(move |k| (ti, bi, k))))
+                .map(|(ti, bi, k)| x[(ti * b + bi) * 3 + k])
+                .collect()
+        } else {
+            x.clone()
+        };
+        let shape = if cfg.batch_first {
+            [b, t, 3]
+        } else {
+            [t, b, 3]
+        };
+        let o = m
+            .forward(&Tensor::new(&shape, whole).unwrap(), None, None)
+            .unwrap();
+        let mut s = recur::Stream::new(&m, b).unwrap();
+        for ti in 0..t {
+            let hs = s.step(&x[ti * b * 3..][..b * 3]).unwrap().to_vec();
+            for bi in 0..b {
+                for j in 0..4 {
+                    let row = if cfg.batch_first {
+                        bi * t + ti
+                    } else {
+                        ti * b + bi
+                    };
+                    let want = o.output.data()[row * 4 + j];
+                    assert!((hs[bi * 4 + j] - want).abs() < 1e-12, "{cfg:?} step {ti}");
+                }
+            }
+        }
+        assert_eq!(s.state().h.data(), o.h_n.data());
+    }
+}
+
+#[test]
 fn variants_that_do_not_apply_are_errors() {
     let bad = [
         (
