@@ -586,6 +586,7 @@ pub fn task(a: &ClassifyArgs, log: &mut Log) -> Result<SeqTask, String> {
         .num_layers(a.model.num_layers)
         .bidirectional(a.model.bidirectional)
         .dropout(a.model.dropout)
+        .cell_options(a.model.cell_options()?)
         .head(Head::PerSequence(pooling));
     check_size(&config)?;
     let mut model: SeqModel<f32> =

@@ -249,6 +249,7 @@ pub fn task(a: &ForecastArgs, log: &mut Log) -> Result<SeqTask, String> {
         .num_layers(a.model.num_layers)
         .bidirectional(a.model.bidirectional)
         .dropout(a.model.dropout)
+        .cell_options(a.model.cell_options()?)
         .head(Head::PerSequence(Pooling::Last));
     check_size(&config)?;
     check_fraction("--valid-fraction", a.valid_fraction)?;

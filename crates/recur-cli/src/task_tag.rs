@@ -437,7 +437,8 @@ pub fn task(a: &TagArgs, log: &mut Log) -> Result<SeqTask, String> {
         .hidden_size(a.model.hidden_size)
         .num_layers(a.model.num_layers)
         .bidirectional(a.model.bidirectional)
-        .dropout(a.model.dropout);
+        .dropout(a.model.dropout)
+        .cell_options(a.model.cell_options()?);
     check_size(&config)?;
     let model: SeqModel<f32> =
         SeqModel::new(config.clone(), a.opts.seed).map_err(|e| e.to_string())?;

@@ -625,6 +625,9 @@ pub fn describe(c: &RnnConfig) -> String {
     if c.proj_size > 0 {
         s += &format!(", proj_size={}", c.proj_size);
     }
+    if c.cell.peepholes {
+        s += ", peepholes=True";
+    }
     s + ")"
 }
 
@@ -750,6 +753,11 @@ impl ModelFile {
         // The regularizers without parameters are not in the weights: they come from `want`.
         if rnn.config().regular.layer_norm == want.regular.layer_norm {
             rnn.set_regularizers(want.regular.clone())?;
+        }
+        // So are the cell variants other than peepholes.
+        if rnn.config().cell.peepholes == want.cell.peepholes && rnn.config().cell != want.cell {
+            let cfg = rnn.config().clone().cell_options(want.cell.clone());
+            rnn = Rnn::from_params(cfg, rnn.params().to_vec())?;
         }
         let mut want = want.clone();
         want.dropout = 0.0;

@@ -35,7 +35,7 @@
 //! assert_eq!(model.classify(&batch).unwrap(), labels);
 //! ```
 
-use crate::core::config::{Mode, RnnConfig};
+use crate::core::config::{CellOptions, Mode, RnnConfig};
 use crate::core::rnn::{Dropout, Rnn, Tape};
 use crate::core::tensor::Tensor;
 use crate::error::{fmt_shape, Error, Result};
@@ -135,6 +135,8 @@ pub struct SeqModelConfig {
     pub loss: Loss,
     /// Classes (cross-entropy) or values (regression) predicted each time.
     pub output_size: usize,
+    /// The cell variants of the recurrent stack (PyTorch's cells by default).
+    pub cell_options: CellOptions,
 }
 
 impl SeqModelConfig {
@@ -150,6 +152,7 @@ impl SeqModelConfig {
             head,
             loss,
             output_size,
+            cell_options: CellOptions::default(),
         }
     }
     /// Text classification: token ids (embeddings of 64) → final hidden state → classes.
@@ -214,6 +217,11 @@ impl SeqModelConfig {
     /// Sets `bidirectional`.
     pub fn bidirectional(mut self, b: bool) -> Self {
         self.bidirectional = b;
+        self
+    }
+    /// Sets the cell variants of the recurrent stack ([`CellOptions`]).
+    pub fn cell_options(mut self, o: CellOptions) -> Self {
+        self.cell_options = o;
         self
     }
     /// Sets `dropout`.
@@ -288,6 +296,9 @@ impl SeqModelConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
         }
+        if !self.cell_options.is_default() {
+            self.rnn_config().validate()?;
+        }
         Ok(())
     }
 
@@ -299,6 +310,7 @@ impl SeqModelConfig {
             .bidirectional(self.bidirectional)
             .dropout(self.dropout)
             .batch_first(true)
+            .cell_options(self.cell_options.clone())
     }
 
     /// The configuration as a JSON object: `{"model": "seq_model", "input": "tokens" |
@@ -378,6 +390,8 @@ struct SeqModelFile {
     pooling: Option<PoolingName>,
     loss: LossName,
     output_size: usize,
+    #[serde(default, skip_serializing_if = "CellOptions::is_default")]
+    cell_options: CellOptions,
 }
 
 impl From<&SeqModelConfig> for SeqModelFile {
@@ -413,6 +427,7 @@ impl From<&SeqModelConfig> for SeqModelFile {
                 Loss::Mse => LossName::Mse,
             },
             output_size: c.output_size,
+            cell_options: c.cell_options.clone(),
         }
     }
 }
@@ -454,6 +469,7 @@ impl TryFrom<SeqModelFile> for SeqModelConfig {
                 LossName::Mse => Loss::Mse,
             },
             output_size: f.output_size,
+            cell_options: f.cell_options,
         })
     }
 }
