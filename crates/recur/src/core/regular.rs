@@ -2,8 +2,18 @@
 //! zoneout, weight drop and locked dropout between layers ([`Regularizers`]), forward and BPTT.
 //!
 //! [`crate::Rnn`] runs these instead of its fused engine when its configuration has any of them
-//! (in evaluation, only when the layers differ from PyTorch's there: layer norm, zoneout); a
-//! configuration without them never reaches this module. The input projections of all steps
+//! (in evaluation, only when the layers differ from PyTorch's there: layer norm, zoneout), and
+//! always for the cell variants of ONNX and Keras ([`crate::core::config::CellOptions`]:
+//! GRU `linear_before_reset = false`, LSTM peepholes and `input_forget`, `clip`, the ONNX
+//! activations per direction); a configuration without them never reaches this module. The
+//! layers may be bidirectional when no regularizer is on (the reverse direction runs each
+//! sequence reversed within its length).
+//!
+//! With cell variants, in the equations below σ, tanh (candidate) and tanh (LSTM output) are the
+//! activations f, g, h; every activation's input is first bounded to [-clip, clip]; LSTM
+//! peepholes add `p_i ⊙ c` and `p_f ⊙ c` to the inputs of i and f and `p_o ⊙ c'` (the new cell
+//! state) to the input of o; `input_forget` sets f = 1 - i; a GRU with
+//! `linear_before_reset = false` has `n = g(a_n + (r ⊙ h̃) W_hnᵀ + b_hn)`. The input projections of all steps
 //! are one matrix product, the recurrent product is one per step, both through the
 //! `recur_kernels` GEMM; the rest is plain loops.
 //!
