@@ -102,6 +102,26 @@ pub struct ModelOpts {
     /// Dropout between recurrent layers and before the head (training only).
     #[arg(long, default_value_t = 0.0)]
     pub dropout: f64,
+    /// GRU: apply the reset gate after the recurrent product (PyTorch's GRU, ONNX
+    /// linear_before_reset=1: the default); false: before it, h̃ = tanh(W x + W_h (r ⊙ h) + b)
+    /// (ONNX's default, Keras reset_after=False).
+    #[arg(long, value_name = "BOOL", action = ArgAction::Set)]
+    pub gru_linear_before_reset: Option<bool>,
+    /// LSTM: peephole connections from the cell state to the gates (parameters
+    /// weight_peephole_l{k}).
+    #[arg(long, default_value_t = false, action = ArgAction::SetTrue)]
+    pub peepholes: bool,
+    /// LSTM: coupled input and forget gates, f = 1 - i.
+    #[arg(long, default_value_t = false, action = ArgAction::SetTrue)]
+    pub input_forget: bool,
+    /// Bound every activation's input in the recurrent cells to [-X, X] (ONNX's clip).
+    #[arg(long, value_name = "X")]
+    pub cell_clip: Option<f64>,
+    /// The cell's activation functions, comma-free list separated by '/': RNN f; GRU f/g;
+    /// LSTM f/g/h (ONNX's order), each one of relu, tanh, sigmoid, affine:A,B, leaky_relu:A,
+    /// thresholded_relu:A, scaled_tanh:A,B, hard_sigmoid:A,B, elu:A, softsign, softplus.
+    #[arg(long, value_name = "F/G/H")]
+    pub activations: Option<String>,
 }
 
 /// The defaults of [`ModelOpts`] a task states for its own model, applied to its command with
@@ -160,6 +180,57 @@ impl ModelDefaults {
 }
 
 impl ModelOpts {
+    /// The cell variants the flags ask for (`--gru-linear-before-reset`, `--peepholes`,
+    /// `--input-forget`, `--cell-clip`, `--activations`), checked against the cell.
+    pub fn cell_options(&self) -> Result<recur::core::config::CellOptions, String> {
+        let mut o = recur::core::config::CellOptions::default();
+        let mode = self.mode();
+        if let Some(lbr) = self.gru_linear_before_reset {
+            if mode != recur::Mode::Gru {
+                return Err(format!(
+                    "--gru-linear-before-reset is for --cell gru, not {mode}"
+                ));
+            }
+            o.linear_before_reset = lbr;
+        }
+        for (on, flag) in [
+            (self.peepholes, "--peepholes"),
+            (self.input_forget, "--input-forget"),
+        ] {
+            if on && mode != recur::Mode::Lstm {
+                return Err(format!("{flag} is for --cell lstm, not {mode}"));
+            }
+        }
+        o.peepholes = self.peepholes;
+        o.input_forget = self.input_forget;
+        o.clip = self.cell_clip;
+        if let Some(a) = &self.activations {
+            o.activations = a
+                .split('/')
+                .map(|f| {
+                    f.parse()
+                        .map_err(|e: recur::Error| format!("--activations: {e}"))
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        let probe = recur::RnnConfig::new(mode, 1, 1)
+            .bidirectional(self.bidirectional)
+            .cell_options(o.clone());
+        probe.validate().map_err(|e| format!("cell options: {e}"))?;
+        Ok(o)
+    }
+
+    /// An error if a cell variant flag was given to a task whose model does not take them
+    /// (`what` names the model).
+    pub fn refuse_cell_options(&self, what: &str) -> Result<(), String> {
+        if self.cell_options()? != recur::core::config::CellOptions::default() {
+            return Err(format!(
+                "--gru-linear-before-reset, --peepholes, --input-forget, --cell-clip, --activations: {what} uses PyTorch's cells only"
+            ));
+        }
+        Ok(())
+    }
+
     /// The cell as the library names it.
     pub fn mode(&self) -> recur::Mode {
         self.cell.into()

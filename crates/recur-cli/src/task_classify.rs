@@ -591,6 +591,7 @@ pub fn task(a: &ClassifyArgs, log: &mut Log) -> Result<SeqTask, String> {
         .num_layers(a.model.num_layers)
         .bidirectional(a.model.bidirectional)
         .dropout(a.model.dropout)
+        .cell_options(a.model.cell_options()?)
         .head(Head::PerSequence(pooling));
     config.regular = regular;
     check_size(&config)?;

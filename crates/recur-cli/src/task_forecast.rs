@@ -253,6 +253,7 @@ pub fn task(a: &ForecastArgs, log: &mut Log) -> Result<SeqTask, String> {
         .num_layers(a.model.num_layers)
         .bidirectional(a.model.bidirectional)
         .dropout(a.model.dropout)
+        .cell_options(a.model.cell_options()?)
         .head(Head::PerSequence(Pooling::Last));
     config.regular = a.regular.seq("forecast", false, a.model.bidirectional)?;
     check_size(&config)?;

@@ -321,6 +321,7 @@ impl LmTask {
     pub fn new(a: &LmArgs, log: &mut Log) -> Result<LmTask, String> {
         let m = &a.model;
         m.refuse_missing("a language model", true, false)?;
+        m.refuse_cell_options("a language model")?;
         limits::check_model(
             m,
             &[("--seq-len", a.seq_len), ("--batch-size", a.batch_size)],

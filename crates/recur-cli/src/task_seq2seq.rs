@@ -543,6 +543,8 @@ impl Seq2SeqTask {
     /// Reads the data and builds the model; prints what it read.
     pub fn new(a: &Seq2SeqArgs, log: &mut Log) -> Result<Seq2SeqTask, String> {
         let mode: Mode = a.model.mode();
+        a.model
+            .refuse_cell_options("a sequence-to-sequence model")?;
         let attention: Attention = a
             .attention
             .parse()

@@ -442,7 +442,8 @@ pub fn task(a: &TagArgs, log: &mut Log) -> Result<SeqTask, String> {
         .hidden_size(a.model.hidden_size)
         .num_layers(a.model.num_layers)
         .bidirectional(a.model.bidirectional)
-        .dropout(a.model.dropout);
+        .dropout(a.model.dropout)
+        .cell_options(a.model.cell_options()?);
     config.regular = regular;
     check_size(&config)?;
     let model: SeqModel<f32> =

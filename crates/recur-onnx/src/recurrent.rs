@@ -3,13 +3,18 @@
 //! Where the attributes reduce to PyTorch's semantics (default activations, or Relu for an
 //! RNN; no `clip`; no peepholes; no `input_forget`; GRU `linear_before_reset = 1`; forward or
 //! bidirectional; every sequence length at least 1) the node runs on recur's fast layers
-//! ([`recur::Rnn`], gates reordered). Everything else runs on [`general`], a direct
-//! implementation of the ONNX equations in the graph's precision: the input projection of
-//! all steps as one matrix product, then the time loop with one product per step.
+//! ([`recur::Rnn`], gates reordered). The other attributes (GRU `linear_before_reset = 0`,
+//! peepholes, `input_forget`, `clip`, any activations, per direction) run on recur's general
+//! layer with the same cell variants ([`recur::core::config::CellOptions`], the layer recur
+//! also trains), forward or bidirectional, when every sequence length is at least 1. What is
+//! left, a `reverse`-only direction or a sequence of length 0, runs on [`general`], a direct
+//! implementation of the ONNX equations in the graph's precision: the input projection of all
+//! steps as one matrix product, then the time loop with one product per step.
 
 use crate::error::{Error, Result};
 use crate::reader::Node;
 use crate::value::{fmt_shape, numel, DType, Data, Value};
+use recur::core::config::{Activation, CellOptions};
 use recur::{Mode, Real, Rnn, RnnConfig, State, Tensor};
 use recur_kernels::gemm::{matmul, MatMut, MatRef, Par};
 
@@ -557,6 +562,11 @@ pub fn fast_eligible(a: &Attrs, inp: &Inputs<'_>) -> bool {
     if a.fast_mode().is_none() || (a.cell == Cell::Lstm && !no_peepholes(inp.p)) {
         return false;
     }
+    lengths_fit(a, inp)
+}
+
+/// Whether X has steps and every sequence length is at least 1 (recur's layers' domain).
+fn lengths_fit(a: &Attrs, inp: &Inputs<'_>) -> bool {
     let s = if a.layout == 0 {
         inp.x.shape.first()
     } else {
@@ -571,6 +581,63 @@ pub fn fast_eligible(a: &Attrs, inp: &Inputs<'_>) -> bool {
     }
 }
 
+impl Act {
+    /// The same function in recur's core.
+    fn to_core(self) -> Activation {
+        let (alpha, beta) = (self.alpha, self.beta);
+        match self.kind {
+            ActKind::Relu => Activation::Relu,
+            ActKind::Tanh => Activation::Tanh,
+            ActKind::Sigmoid => Activation::Sigmoid,
+            ActKind::Affine => Activation::Affine { alpha, beta },
+            ActKind::LeakyRelu => Activation::LeakyRelu { alpha },
+            ActKind::ThresholdedRelu => Activation::ThresholdedRelu { alpha },
+            ActKind::ScaledTanh => Activation::ScaledTanh { alpha, beta },
+            ActKind::HardSigmoid => Activation::HardSigmoid { alpha, beta },
+            ActKind::Elu => Activation::Elu { alpha },
+            ActKind::Softsign => Activation::Softsign,
+            ActKind::Softplus => Activation::Softplus,
+        }
+    }
+}
+
+/// recur's general layer with the node's cell variants ([`CellOptions`]), for a node the fast
+/// layers do not cover, where that layer has the node's semantics: forward or bidirectional
+/// (not reverse only), every sequence length at least 1. `None` otherwise (then [`general`]
+/// runs it).
+#[allow(clippy::too_many_arguments)]
+fn core_general<T: Real>(
+    a: &Attrs,
+    inp: &Inputs<'_>,
+    w: &[T],
+    r: &[T],
+    b: Option<&[T]>,
+    p: Option<&[T]>,
+    dm: Dims,
+) -> Option<Rnn<T>> {
+    if a.direction == Direction::Reverse || !lengths_fit(a, inp) {
+        return None;
+    }
+    let mode = match a.cell {
+        Cell::Rnn => Mode::RnnTanh,
+        Cell::Lstm => Mode::Lstm,
+        Cell::Gru => Mode::Gru,
+    };
+    let cell = CellOptions {
+        linear_before_reset: a.cell != Cell::Gru || a.linear_before_reset,
+        peepholes: a.cell == Cell::Lstm && p.is_some(),
+        input_forget: a.input_forget,
+        clip: a.clip,
+        activations: a.acts.iter().map(|x| x.to_core()).collect(),
+    };
+    let cfg = RnnConfig::new(mode, dm.i, dm.h)
+        .bidirectional(dm.d == 2)
+        .bias(b.is_some())
+        .batch_first(a.layout == 1)
+        .cell_options(cell);
+    onnx_layer(cfg, a, w, r, b, p, dm.h, dm.i).ok()
+}
+
 /// PyTorch row block `k` holds ONNX block `perm[k]`.
 fn gate_perm(cell: Cell) -> &'static [usize] {
     match cell {
@@ -580,6 +647,55 @@ fn gate_perm(cell: Cell) -> &'static [usize] {
         // ONNX z, r, h -> PyTorch r, z, n
         Cell::Gru => &[1, 0, 2],
     }
+}
+
+/// A recur layer of configuration `cfg` with the ONNX weights W, R, B and P of a node (gate
+/// rows reordered to PyTorch's; P's rows i, o, f to the layout's i, f, o).
+#[allow(clippy::too_many_arguments)]
+fn onnx_layer<T: Real>(
+    cfg: RnnConfig,
+    a: &Attrs,
+    w: &[T],
+    r: &[T],
+    b: Option<&[T]>,
+    p: Option<&[T]>,
+    h: usize,
+    i: usize,
+) -> Result<Rnn<T>> {
+    let g = a.cell.gates();
+    let perm = gate_perm(a.cell);
+    let reorder = |src: &[T], cols: usize| -> Vec<T> {
+        let mut out = Vec::with_capacity(src.len());
+        for &k in perm {
+            out.extend_from_slice(&src[k * h * cols..(k + 1) * h * cols]);
+        }
+        out
+    };
+    let layout = recur::ParamLayout::new(&cfg, recur::Naming::Layer);
+    let mut params = vec![T::ZERO; layout.total()];
+    for e in layout.entries() {
+        let d = usize::from(e.name.ends_with("_reverse"));
+        let part: Vec<T> = if e.name.starts_with("weight_peephole") {
+            // ONNX i, o, f -> i, f, o
+            let pd = &p.expect("peepholes configured")[d * 3 * h..(d + 1) * 3 * h];
+            [0, 2, 1]
+                .iter()
+                .flat_map(|&k| pd[k * h..(k + 1) * h].iter().copied())
+                .collect()
+        } else if e.name.starts_with("weight_ih") {
+            reorder(&w[d * g * h * i..(d + 1) * g * h * i], i)
+        } else if e.name.starts_with("weight_hh") {
+            reorder(&r[d * g * h * h..(d + 1) * g * h * h], h)
+        } else if e.name.starts_with("bias_ih") {
+            let bb = b.expect("bias configured");
+            reorder(&bb[d * 2 * g * h..d * 2 * g * h + g * h], 1)
+        } else {
+            let bb = b.expect("bias configured");
+            reorder(&bb[d * 2 * g * h + g * h..(d + 1) * 2 * g * h], 1)
+        };
+        params[e.range()].copy_from_slice(&part);
+    }
+    Ok(Rnn::from_params(cfg, params)?)
 }
 
 /// Builds the fast layer for these weights (the attributes must be [`fast_eligible`]).
@@ -598,36 +714,7 @@ pub fn build_fast(a: &Attrs, w: &Value, r: &Value, b: Option<&Value>) -> Result<
             .bidirectional(nd == 2)
             .bias(b.is_some())
             .batch_first(a.layout == 1);
-        let g = a.cell.gates();
-        let perm = gate_perm(a.cell);
-        let reorder = |src: &[T], cols: usize| -> Vec<T> {
-            let mut out = Vec::with_capacity(src.len());
-            for &k in perm {
-                out.extend_from_slice(&src[k * h * cols..(k + 1) * h * cols]);
-            }
-            out
-        };
-        let proto: Rnn<T> = Rnn::from_params(
-            cfg.clone(),
-            vec![T::ZERO; recur::ParamLayout::new(&cfg, recur::Naming::Layer).total()],
-        )?;
-        let mut params = vec![T::ZERO; proto.params().len()];
-        for e in proto.layout().entries() {
-            let d = usize::from(e.name.ends_with("_reverse"));
-            let part: Vec<T> = if e.name.starts_with("weight_ih") {
-                reorder(&w[d * g * h * i..(d + 1) * g * h * i], i)
-            } else if e.name.starts_with("weight_hh") {
-                reorder(&r[d * g * h * h..(d + 1) * g * h * h], h)
-            } else if e.name.starts_with("bias_ih") {
-                let bb = b.expect("bias configured");
-                reorder(&bb[d * 2 * g * h..d * 2 * g * h + g * h], 1)
-            } else {
-                let bb = b.expect("bias configured");
-                reorder(&bb[d * 2 * g * h + g * h..(d + 1) * 2 * g * h], 1)
-            };
-            params[e.range()].copy_from_slice(&part);
-        }
-        Ok(Rnn::from_params(cfg, params)?)
+        onnx_layer(cfg, a, w, r, b, None, h, i)
     }
     let l = "recurrent node";
     let g = a.cell.gates();
@@ -743,9 +830,16 @@ fn run_t<T: Real>(
         .transpose()?
         .map(|v| state_to_dbh(v, dm, a.layout));
     let lstm = a.cell == Cell::Lstm;
-    let (y, yh, yc) = if fast_eligible(a, inp) {
+    let core = if fast_eligible(a, inp) {
+        None
+    } else {
+        core_general(a, inp, w, r, b, p, dm)
+    };
+    let (y, yh, yc) = if core.is_some() || fast_eligible(a, inp) {
         let built;
-        let layer: &Rnn<T> = {
+        let layer: &Rnn<T> = if let Some(l) = &core {
+            l
+        } else {
             let f = match fast {
                 Some(f) => f,
                 None => {

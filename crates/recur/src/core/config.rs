@@ -1,6 +1,7 @@
 //! Layer configuration, with PyTorch's argument names and defaults.
 
 use crate::error::{Error, Result};
+use recur_kernels::Real;
 use std::fmt;
 use std::str::FromStr;
 
@@ -89,6 +90,8 @@ pub struct RnnConfig {
     /// The regularizers PyTorch's layers do not have (all off by default, and then the layer is
     /// exactly PyTorch's, with the same parameters).
     pub regular: Regularizers,
+    /// The cell variants of ONNX and Keras (all off by default: PyTorch's cells).
+    pub cell: CellOptions,
 }
 
 /// Regularizers inside the recurrent layers (see [`crate::core::regular`] for the exact
@@ -150,6 +153,7 @@ impl RnnConfig {
             bidirectional: false,
             proj_size: 0,
             regular: Regularizers::default(),
+            cell: CellOptions::default(),
         }
     }
     /// `nn.LSTM(input_size, hidden_size)`
@@ -225,6 +229,40 @@ impl RnnConfig {
         self.regular.locked_dropout = on;
         self
     }
+    /// Sets the cell variants ([`CellOptions`]).
+    pub fn cell_options(mut self, o: CellOptions) -> Self {
+        self.cell = o;
+        self
+    }
+    /// GRU: sets `linear_before_reset` ([`CellOptions::linear_before_reset`]).
+    pub fn linear_before_reset(mut self, on: bool) -> Self {
+        self.cell.linear_before_reset = on;
+        self
+    }
+    /// LSTM: sets peephole connections ([`CellOptions::peepholes`]).
+    pub fn peepholes(mut self, on: bool) -> Self {
+        self.cell.peepholes = on;
+        self
+    }
+    /// LSTM: sets the coupled input and forget gate ([`CellOptions::input_forget`]).
+    pub fn input_forget(mut self, on: bool) -> Self {
+        self.cell.input_forget = on;
+        self
+    }
+    /// Sets the bound of the activations' inputs ([`CellOptions::clip`]).
+    pub fn clip(mut self, c: Option<f64>) -> Self {
+        self.cell.clip = c;
+        self
+    }
+    /// Sets the activation functions ([`CellOptions::activations`]).
+    pub fn activations(mut self, a: Vec<Activation>) -> Self {
+        self.cell.activations = a;
+        self
+    }
+    /// True when the cells are not PyTorch's ([`CellOptions`] other than the defaults).
+    pub fn has_cell_variants(&self) -> bool {
+        !self.cell.is_default()
+    }
     /// 2 if bidirectional, else 1.
     pub fn num_directions(&self) -> usize {
         if self.bidirectional {
@@ -269,6 +307,9 @@ impl RnnConfig {
             }
             if self.mode == Mode::Lstm && self.proj_size > 0 {
                 n = n.checked_add(self.proj_size.checked_mul(self.hidden_size)?)?;
+            }
+            if self.mode == Mode::Lstm && self.cell.peepholes {
+                n = n.checked_add(self.hidden_size.checked_mul(3)?)?;
             }
             Some(n)
         };
@@ -329,6 +370,7 @@ impl RnnConfig {
                 "layer norm, variational dropout, zoneout, weight drop and locked dropout are for unidirectional layers without projection".into(),
             );
         }
+        self.validate_cell()?;
         if self.proj_size > 0 {
             if self.mode != Mode::Lstm {
                 return bad(format!(
@@ -344,5 +386,434 @@ impl RnnConfig {
             }
         }
         Ok(())
+    }
+}
+
+impl RnnConfig {
+    /// Checks the cell variants against the mode and the other options.
+    fn validate_cell(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        let o = &self.cell;
+        let lstm = self.mode == Mode::Lstm;
+        if o.peepholes && !lstm {
+            return bad(format!("peepholes are for an LSTM, not {}", self.mode));
+        }
+        if o.input_forget && !lstm {
+            return bad(format!(
+                "input_forget (f = 1 - i) is for an LSTM, not {}",
+                self.mode
+            ));
+        }
+        if !o.linear_before_reset && self.mode != Mode::Gru {
+            return bad(format!(
+                "linear_before_reset = false is for a GRU, not {}",
+                self.mode
+            ));
+        }
+        if let Some(c) = o.clip {
+            if !(c > 0.0 && c.is_finite()) {
+                return bad(format!("clip must be a positive finite number, got {c}"));
+            }
+        }
+        let n = activation_count(self.mode);
+        let k = o.activations.len();
+        if k != 0 && k != n && !(k == 2 * n && self.bidirectional) {
+            return bad(format!(
+                "activations: a {} takes {n} function(s) ({}){}, got {k}",
+                self.mode,
+                match self.mode {
+                    Mode::Lstm => "f for i, f, o; g for the candidate; h for the output",
+                    Mode::Gru => "f for z and r; g for the candidate",
+                    _ => "f",
+                },
+                if self.bidirectional {
+                    format!(", or {} with the reverse direction's", 2 * n)
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        for a in &o.activations {
+            let (alpha, beta) = match *a {
+                Activation::Affine { alpha, beta }
+                | Activation::ScaledTanh { alpha, beta }
+                | Activation::HardSigmoid { alpha, beta } => (alpha, beta),
+                Activation::LeakyRelu { alpha }
+                | Activation::ThresholdedRelu { alpha }
+                | Activation::Elu { alpha } => (alpha, 0.0),
+                _ => (0.0, 0.0),
+            };
+            if !alpha.is_finite() || !beta.is_finite() {
+                return bad(format!("activation {a}: alpha and beta must be finite"));
+            }
+        }
+        if !o.is_default() {
+            if self.proj_size > 0 {
+                return bad("the cell variants (peepholes, input_forget, clip, activations, linear_before_reset = false) are for layers without projection (proj_size 0)".into());
+            }
+            if !o.linear_before_reset && self.regular.layer_norm {
+                return bad("layer norm is not supported with linear_before_reset = false (the reset gate sits inside the normalized recurrent product)".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An activation function of the ONNX recurrent operators, with its parameters (ONNX's
+/// `activations`, `activation_alpha`, `activation_beta`). In files it is written as
+/// `{"name": "leaky_relu", "alpha": 0.1}`, on the command line as `leaky_relu:0.1`.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Activation {
+    /// max(0, x)
+    Relu,
+    /// tanh(x)
+    Tanh,
+    /// 1 / (1 + e^-x)
+    Sigmoid,
+    /// α x + β
+    Affine {
+        /// α
+        alpha: f64,
+        /// β
+        beta: f64,
+    },
+    /// x for x ≥ 0, else α x
+    LeakyRelu {
+        /// α
+        alpha: f64,
+    },
+    /// x for x > α, else 0
+    ThresholdedRelu {
+        /// α
+        alpha: f64,
+    },
+    /// α tanh(β x)
+    ScaledTanh {
+        /// α
+        alpha: f64,
+        /// β
+        beta: f64,
+    },
+    /// min(1, max(0, α x + β))
+    HardSigmoid {
+        /// α
+        alpha: f64,
+        /// β
+        beta: f64,
+    },
+    /// x for x ≥ 0, else α (eˣ - 1)
+    Elu {
+        /// α
+        alpha: f64,
+    },
+    /// x / (1 + |x|)
+    Softsign,
+    /// log(1 + eˣ)
+    Softplus,
+}
+
+impl Activation {
+    /// The snake-case name (`hard_sigmoid`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Relu => "relu",
+            Activation::Tanh => "tanh",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Affine { .. } => "affine",
+            Activation::LeakyRelu { .. } => "leaky_relu",
+            Activation::ThresholdedRelu { .. } => "thresholded_relu",
+            Activation::ScaledTanh { .. } => "scaled_tanh",
+            Activation::HardSigmoid { .. } => "hard_sigmoid",
+            Activation::Elu { .. } => "elu",
+            Activation::Softsign => "softsign",
+            Activation::Softplus => "softplus",
+        }
+    }
+
+    /// The function at `x`.
+    #[inline]
+    pub fn apply<T: Real>(self, x: T) -> T {
+        let c = T::from_f64;
+        match self {
+            Activation::Relu => x.relu(),
+            Activation::Tanh => x.tanh(),
+            Activation::Sigmoid => x.sigmoid(),
+            Activation::Affine { alpha, beta } => c(alpha) * x + c(beta),
+            Activation::LeakyRelu { alpha } => {
+                if x >= T::ZERO {
+                    x
+                } else {
+                    c(alpha) * x
+                }
+            }
+            Activation::ThresholdedRelu { alpha } => {
+                if x > c(alpha) {
+                    x
+                } else {
+                    T::ZERO
+                }
+            }
+            Activation::ScaledTanh { alpha, beta } => c(alpha) * (c(beta) * x).tanh(),
+            Activation::HardSigmoid { alpha, beta } => {
+                let v = c(alpha) * x + c(beta);
+                if v < T::ZERO {
+                    T::ZERO
+                } else if v > T::ONE {
+                    T::ONE
+                } else {
+                    v
+                }
+            }
+            Activation::Elu { alpha } => {
+                if x >= T::ZERO {
+                    x
+                } else {
+                    c(alpha) * (x.exp() - T::ONE)
+                }
+            }
+            Activation::Softsign => x / (T::ONE + x.abs()),
+            Activation::Softplus => {
+                // log(1 + eˣ) without overflow: x + log(1 + e⁻ˣ) for x > 0.
+                let v = x.to_f64();
+                c(if v > 0.0 {
+                    v + (-v).exp().ln_1p()
+                } else {
+                    v.exp().ln_1p()
+                })
+            }
+        }
+    }
+
+    /// The function on every element of `v` (tanh and sigmoid by the vectorized kernels).
+    pub fn apply_slice<T: Real>(self, v: &mut [T]) {
+        match self {
+            Activation::Tanh => recur_kernels::cells::tanh_inplace(v),
+            Activation::Sigmoid => recur_kernels::cells::sigmoid_inplace(v),
+            a => v.iter_mut().for_each(|x| *x = a.apply(*x)),
+        }
+    }
+
+    /// The derivative at the input `x`, given the output `y = f(x)` (tanh and sigmoid use `y`
+    /// only, as PyTorch's backward does).
+    #[inline]
+    pub fn grad<T: Real>(self, x: T, y: T) -> T {
+        let c = T::from_f64;
+        match self {
+            Activation::Relu => {
+                if y > T::ZERO {
+                    T::ONE
+                } else {
+                    T::ZERO
+                }
+            }
+            Activation::Tanh => T::ONE - y * y,
+            Activation::Sigmoid => y * (T::ONE - y),
+            Activation::Affine { alpha, .. } => c(alpha),
+            Activation::LeakyRelu { alpha } => {
+                if x >= T::ZERO {
+                    T::ONE
+                } else {
+                    c(alpha)
+                }
+            }
+            Activation::ThresholdedRelu { alpha } => {
+                if x > c(alpha) {
+                    T::ONE
+                } else {
+                    T::ZERO
+                }
+            }
+            Activation::ScaledTanh { alpha, beta } => {
+                let t = (c(beta) * x).tanh();
+                c(alpha) * c(beta) * (T::ONE - t * t)
+            }
+            Activation::HardSigmoid { alpha, beta } => {
+                let v = c(alpha) * x + c(beta);
+                if v > T::ZERO && v < T::ONE {
+                    c(alpha)
+                } else {
+                    T::ZERO
+                }
+            }
+            Activation::Elu { alpha } => {
+                if x >= T::ZERO {
+                    T::ONE
+                } else {
+                    y + c(alpha)
+                }
+            }
+            Activation::Softsign => {
+                let d = T::ONE + x.abs();
+                T::ONE / (d * d)
+            }
+            Activation::Softplus => x.sigmoid(),
+        }
+    }
+
+    /// Whether the derivative needs the input `x` (not only the output).
+    pub fn needs_input(self) -> bool {
+        !matches!(
+            self,
+            Activation::Tanh | Activation::Sigmoid | Activation::Relu
+        )
+    }
+}
+
+impl fmt::Display for Activation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())?;
+        match *self {
+            Activation::Affine { alpha, beta }
+            | Activation::ScaledTanh { alpha, beta }
+            | Activation::HardSigmoid { alpha, beta } => write!(f, ":{alpha},{beta}"),
+            Activation::LeakyRelu { alpha }
+            | Activation::ThresholdedRelu { alpha }
+            | Activation::Elu { alpha } => write!(f, ":{alpha}"),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl FromStr for Activation {
+    type Err = Error;
+    /// `tanh`, `leaky_relu:0.1`, `hard_sigmoid:0.2,0.5`, ... (names case-insensitive, `-` or
+    /// `_` or none between words, as ONNX's `LeakyRelu`). Parameters left out take the ONNX
+    /// operator's defaults: Affine 1, 0; LeakyRelu 0.01; ThresholdedRelu 1; ScaledTanh 1, 1;
+    /// HardSigmoid 0.2, 0.5; Elu 1.
+    fn from_str(s: &str) -> Result<Activation> {
+        let (name, params) = match s.split_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (s, None),
+        };
+        let bad = |m: String| Error::Config(format!("activation '{s}': {m}"));
+        let vals: Vec<f64> = match params {
+            None => Vec::new(),
+            Some(p) => p
+                .split(',')
+                .map(|v| {
+                    v.trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|v| v.is_finite())
+                        .ok_or_else(|| bad(format!("'{v}' is not a finite number")))
+                })
+                .collect::<Result<_>>()?,
+        };
+        let key = name.trim().to_ascii_lowercase().replace(['_', '-'], "");
+        let (n, make): (usize, fn(f64, f64) -> Activation) = match key.as_str() {
+            "relu" => (0, |_, _| Activation::Relu),
+            "tanh" => (0, |_, _| Activation::Tanh),
+            "sigmoid" => (0, |_, _| Activation::Sigmoid),
+            "softsign" => (0, |_, _| Activation::Softsign),
+            "softplus" => (0, |_, _| Activation::Softplus),
+            "affine" => (2, |alpha, beta| Activation::Affine { alpha, beta }),
+            "leakyrelu" => (1, |alpha, _| Activation::LeakyRelu { alpha }),
+            "thresholdedrelu" => (1, |alpha, _| Activation::ThresholdedRelu { alpha }),
+            "scaledtanh" => (2, |alpha, beta| Activation::ScaledTanh { alpha, beta }),
+            "hardsigmoid" => (2, |alpha, beta| Activation::HardSigmoid { alpha, beta }),
+            "elu" => (1, |alpha, _| Activation::Elu { alpha }),
+            _ => return Err(bad("unknown function: expected one of relu, tanh, sigmoid, affine, leaky_relu, thresholded_relu, scaled_tanh, hard_sigmoid, elu, softsign, softplus".into())),
+        };
+        if vals.len() > n {
+            return Err(bad(format!("takes {n} parameter(s), got {}", vals.len())));
+        }
+        let defaults = make(f64::NAN, f64::NAN).defaults();
+        let alpha = vals.first().copied().unwrap_or(defaults.0);
+        let beta = vals.get(1).copied().unwrap_or(defaults.1);
+        Ok(make(alpha, beta))
+    }
+}
+
+impl Activation {
+    /// The ONNX operator's default (α, β) for this function's kind.
+    fn defaults(self) -> (f64, f64) {
+        match self {
+            Activation::Affine { .. } => (1.0, 0.0),
+            Activation::LeakyRelu { .. } => (0.01, 0.0),
+            Activation::ThresholdedRelu { .. } => (1.0, 0.0),
+            Activation::ScaledTanh { .. } => (1.0, 1.0),
+            Activation::HardSigmoid { .. } => (0.2, 0.5),
+            Activation::Elu { .. } => (1.0, 0.0),
+            _ => (0.0, 0.0),
+        }
+    }
+}
+
+/// The cell variants of the ONNX recurrent operators (and of Keras) that PyTorch's layers lack.
+/// All off by default, and then the cell is exactly PyTorch's. Any other setting runs on the
+/// general layer ([`crate::core::regular`]), forward, BPTT and streaming; see docs/onnx.md.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CellOptions {
+    /// GRU: apply the reset gate after the recurrent product, `n = g(W_n x + b_in + r ⊙ (W_hn
+    /// h + b_hn))` (PyTorch's form, ONNX `linear_before_reset = 1`; the default). `false` is
+    /// ONNX's default and Keras `reset_after=False`: `n = g(W_n x + b_in + W_hn (r ⊙ h) + b_hn)`.
+    pub linear_before_reset: bool,
+    /// LSTM: peephole connections, parameters `weight_peephole_l{k}` of shape (3, H), rows in
+    /// the order i, f, o (PyTorch's gate order; ONNX's `P` is i, o, f): `i = f(… + p_i ⊙ c)`,
+    /// `f = f(… + p_f ⊙ c)`, `o = f(… + p_o ⊙ c')` with `c'` the new cell state.
+    pub peepholes: bool,
+    /// LSTM: coupled input and forget gates, `f = 1 - i` (ONNX `input_forget`); the forget
+    /// gate's weights stay in the layout and get zero gradients.
+    pub input_forget: bool,
+    /// Bounds every activation's input to [-clip, clip] (ONNX `clip`; not the cell state's
+    /// `h(c)`). Its gradient is 0 where the bound is active.
+    pub clip: Option<f64>,
+    /// The activation functions, ONNX's `activations`: empty for the mode's own (RNN: tanh or
+    /// relu; GRU: sigmoid, tanh; LSTM: sigmoid, tanh, tanh), else one per function of the cell
+    /// (RNN: f; GRU: f for z and r, g for the candidate; LSTM: f for i, f, o, g for the
+    /// candidate, h for the output) and, for a bidirectional layer, optionally as many again for
+    /// the reverse direction (without them it uses the forward direction's).
+    pub activations: Vec<Activation>,
+}
+
+impl Default for CellOptions {
+    fn default() -> CellOptions {
+        CellOptions {
+            linear_before_reset: true,
+            peepholes: false,
+            input_forget: false,
+            clip: None,
+            activations: Vec::new(),
+        }
+    }
+}
+
+impl CellOptions {
+    /// True when the cell is PyTorch's.
+    pub fn is_default(&self) -> bool {
+        *self == CellOptions::default()
+    }
+
+    /// The activations of direction `d` of a `mode` cell: (f, g, h); entries a cell does not
+    /// use are the defaults.
+    pub fn activations_of(&self, mode: Mode, d: usize) -> [Activation; 3] {
+        let n = activation_count(mode);
+        let own = match mode {
+            Mode::RnnTanh => [Activation::Tanh; 3],
+            Mode::RnnRelu => [Activation::Relu; 3],
+            Mode::Gru | Mode::Lstm => [Activation::Sigmoid, Activation::Tanh, Activation::Tanh],
+        };
+        let a = &self.activations;
+        let set = if a.len() == 2 * n && d == 1 {
+            &a[n..]
+        } else if a.len() >= n {
+            &a[..n]
+        } else {
+            return own;
+        };
+        let mut out = own;
+        out[..n].copy_from_slice(set);
+        out
+    }
+}
+
+/// How many activation functions a cell has (ONNX: RNN 1, GRU 2, LSTM 3).
+pub fn activation_count(mode: Mode) -> usize {
+    match mode {
+        Mode::RnnTanh | Mode::RnnRelu => 1,
+        Mode::Gru => 2,
+        Mode::Lstm => 3,
     }
 }

@@ -30,6 +30,8 @@ pub enum ParamKind {
     LnCWeight,
     /// `ln_c_bias` (LSTM): its bias, (H), initially 0
     LnCBias,
+    /// `weight_peephole` (LSTM with peepholes): (3, H), rows p_i, p_f, p_o
+    WeightPeephole,
 }
 
 impl ParamKind {
@@ -46,6 +48,7 @@ impl ParamKind {
             ParamKind::LnHhBias => "ln_hh_bias",
             ParamKind::LnCWeight => "ln_c_weight",
             ParamKind::LnCBias => "ln_c_bias",
+            ParamKind::WeightPeephole => "weight_peephole",
         }
     }
     /// True for the layer-norm gains and biases (not in PyTorch's `nn.LSTM`).
@@ -128,6 +131,8 @@ pub struct DirLayout {
     pub input_size: usize,
     /// The layer-norm parameters, when the configuration has them.
     pub ln: Option<LnLayout>,
+    /// `weight_peephole`: (3, H), rows p_i, p_f, p_o (LSTM with peepholes)
+    pub peephole: Option<Range<usize>>,
 }
 
 /// Where the layer-norm gains and biases of one (layer, direction) live.
@@ -155,6 +160,10 @@ pub struct LnLayout {
 /// LSTM, `ln_c_weight_l{k}`, `ln_c_bias_l{k}` (`ln_ih_weight` etc. for a cell): the buffer
 /// starts with exactly the parameters of `nn.LSTM`, and a configuration without layer norm has
 /// exactly `nn.LSTM`'s layout.
+///
+/// LSTM peepholes ([`crate::core::config::CellOptions::peepholes`]) come last, one
+/// `weight_peephole_l{k}` (`_reverse`) of shape (3, H) per layer and direction, rows p_i, p_f,
+/// p_o.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParamLayout {
     entries: Vec<ParamEntry>,
@@ -196,6 +205,7 @@ impl ParamLayout {
                     w_hr: None,
                     input_size,
                     ln: None,
+                    peephole: None,
                 };
                 for (kind, shape) in specs {
                     let name = param_name(kind, naming, layer, direction);
@@ -266,6 +276,23 @@ impl ParamLayout {
                         entries.push(e);
                     }
                     dirs[layer * d + direction].ln = Some(ln);
+                }
+            }
+        }
+        if config.mode == Mode::Lstm && config.cell.peepholes {
+            for layer in 0..config.num_layers {
+                for direction in 0..d {
+                    let e = ParamEntry {
+                        name: param_name(ParamKind::WeightPeephole, naming, layer, direction),
+                        shape: vec![3, config.hidden_size],
+                        offset,
+                        layer,
+                        direction,
+                        kind: ParamKind::WeightPeephole,
+                    };
+                    offset += e.len();
+                    dirs[layer * d + direction].peephole = Some(e.range());
+                    entries.push(e);
                 }
             }
         }
@@ -382,5 +409,29 @@ mod tests {
         let l = ParamLayout::new(&cfg, Naming::Cell);
         let names: Vec<&str> = l.entries().iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["weight_ih", "weight_hh"]);
+    }
+
+    #[test]
+    fn peepholes_come_last() {
+        let cfg = RnnConfig::lstm(3, 4)
+            .bidirectional(true)
+            .num_layers(2)
+            .peepholes(true);
+        let l = ParamLayout::new(&cfg, Naming::Layer);
+        let tail: Vec<(&str, &[usize])> = l.entries()[16..]
+            .iter()
+            .map(|e| (e.name.as_str(), e.shape.as_slice()))
+            .collect();
+        assert_eq!(
+            tail,
+            [
+                ("weight_peephole_l0", &[3, 4][..]),
+                ("weight_peephole_l0_reverse", &[3, 4][..]),
+                ("weight_peephole_l1", &[3, 4][..]),
+                ("weight_peephole_l1_reverse", &[3, 4][..]),
+            ]
+        );
+        assert_eq!(Some(l.total()), cfg.checked_num_params());
+        assert_eq!(l.dir(1, 1).peephole, Some(l.entries()[19].range()));
     }
 }

@@ -2,8 +2,18 @@
 //! zoneout, weight drop and locked dropout between layers ([`Regularizers`]), forward and BPTT.
 //!
 //! [`crate::Rnn`] runs these instead of its fused engine when its configuration has any of them
-//! (in evaluation, only when the layers differ from PyTorch's there: layer norm, zoneout); a
-//! configuration without them never reaches this module. The input projections of all steps
+//! (in evaluation, only when the layers differ from PyTorch's there: layer norm, zoneout), and
+//! always for the cell variants of ONNX and Keras ([`crate::core::config::CellOptions`]:
+//! GRU `linear_before_reset = false`, LSTM peepholes and `input_forget`, `clip`, the ONNX
+//! activations per direction); a configuration without them never reaches this module. The
+//! layers may be bidirectional when no regularizer is on (the reverse direction runs each
+//! sequence reversed within its length).
+//!
+//! With cell variants, in the equations below σ, tanh (candidate) and tanh (LSTM output) are the
+//! activations f, g, h; every activation's input is first bounded to [-clip, clip]; LSTM
+//! peepholes add `p_i ⊙ c` and `p_f ⊙ c` to the inputs of i and f and `p_o ⊙ c'` (the new cell
+//! state) to the input of o; `input_forget` sets f = 1 - i; a GRU with
+//! `linear_before_reset = false` has `n = g(a_n + (r ⊙ h̃) W_hnᵀ + b_hn)`. The input projections of all steps
 //! are one matrix product, the recurrent product is one per step, both through the
 //! `recur_kernels` GEMM; the rest is plain loops.
 //!
@@ -32,13 +42,12 @@
 //! each element by `rng.gen::<f64>()`, as [`crate::Dropout::Sample`] draws its masks. The same
 //! generator state gives the same masks.
 
-use crate::core::config::{Mode, Regularizers, RnnConfig};
+use crate::core::config::{Activation, Mode, Regularizers, RnnConfig};
 use crate::core::layout::LnLayout;
 use crate::core::rnn::{check_input, BackwardObserver, InputGrads, Output, Rnn, State};
 use crate::core::tensor::Tensor;
 use crate::error::{Error, Result};
 use rand::{Rng, RngCore};
-use recur_kernels::cells::{sigmoid_inplace, tanh_inplace};
 use recur_kernels::gemm::{matmul, MatMut, MatRef, Par};
 use recur_kernels::packed::PackedB;
 use recur_kernels::Real;
@@ -62,7 +71,7 @@ pub struct LayerMasks<T> {
     /// Zoneout on c (LSTM), (T, B, H), as `zoneout_h`.
     pub zoneout_c: Option<Vec<T>>,
     /// Dropout on this layer's output, towards the next layer (never on the last layer):
-    /// (B, H) when locked, else (T, B, H): 0 or 1/(1-p).
+    /// (B, D·H) when locked, else (T, B, D·H): 0 or 1/(1-p).
     pub output: Option<Vec<T>>,
 }
 
@@ -126,7 +135,8 @@ impl<T: Real> Masks<T> {
                     m.zoneout_c = Some(zoneout_mask(rng, t * b * h, r.zoneout_c));
                 }
                 if l + 1 < nl && config.dropout > 0.0 {
-                    let n = if r.locked_dropout { b * h } else { t * b * h };
+                    let dh = config.num_directions() * h;
+                    let n = if r.locked_dropout { b * dh } else { t * b * dh };
                     m.output = Some(if config.dropout >= 1.0 {
                         vec![T::ZERO; n]
                     } else {
@@ -165,10 +175,11 @@ impl<T: Real> Masks<T> {
         let h = config.hidden_size;
         let gh = config.mode.gates() * h;
         for (l, m) in self.layers.iter().enumerate() {
+            let dh = config.num_directions() * h;
             let out = if config.regular.locked_dropout {
-                b * h
+                b * dh
             } else {
-                t * b * h
+                t * b * dh
             };
             let c_ok = m.zoneout_c.is_none() || config.mode == Mode::Lstm;
             let out_ok = m.output.is_none() || l + 1 < nl;
@@ -213,13 +224,15 @@ pub(crate) struct RegTape<T> {
     lengths: Vec<usize>,
     unbatched: bool,
     input_shape: Vec<usize>,
+    /// One per (layer, direction), index `layer * D + direction`.
     layers: Vec<LayerTape<T>>,
 }
 
 #[derive(Clone, Debug)]
 struct LayerTape<T> {
     masks: LayerMasks<T>,
-    /// (T·B, in): the input after input dropout.
+    /// (T·B, in): the input after input dropout (the reverse direction: each sequence
+    /// reversed within its length).
     xd: Vec<T>,
     /// LN: the normalized input pre-activations (T·B, G·H) and 1/σ of each row (T·B).
     ih_hat: Vec<T>,
@@ -231,13 +244,18 @@ struct LayerTape<T> {
     hd: Vec<T>,
     /// (T·B, G·H): the gate activations (RNN: h').
     gates: Vec<T>,
+    /// Cell variants (T·B, G·H): every activation's input, before the clip.
+    pre: Vec<T>,
     /// GRU (T·B, H): the recurrent pre-activation of n (after LN and bias).
     ghn: Vec<T>,
+    /// GRU with `linear_before_reset = false` (T·B, H): r ⊙ h̃.
+    rh: Vec<T>,
     /// LSTM LN: the normalized new cell state f c + i g (T·B, H) and 1/σ (T·B).
     c_hat: Vec<T>,
     c_rstd: Vec<T>,
-    /// LSTM (T·B, H): tanh(c').
+    /// LSTM (T·B, H): h(c'), and with cell variants c' itself.
     tc: Vec<T>,
+    cnew: Vec<T>,
     /// ((T+1)·B, H): h and c after each step (slot 0: the initial state).
     hs: Vec<T>,
     cs: Vec<T>,
@@ -245,13 +263,66 @@ struct LayerTape<T> {
     w_eff: Option<Vec<T>>,
 }
 
-/// The parameters of one layer.
+/// The parameters of one layer and direction.
 struct LayerParams<'a, T> {
     w_ih: &'a [T],
     w_hh: &'a [T],
     b_ih: Option<&'a [T]>,
     b_hh: Option<&'a [T]>,
     ln: Option<LnParams<'a, T>>,
+    /// LSTM peepholes (3H): p_i, p_f, p_o.
+    peep: Option<&'a [T]>,
+    cell: CellOpts<T>,
+}
+
+/// The cell variants of one direction, resolved.
+#[derive(Clone, Copy, Debug)]
+struct CellOpts<T> {
+    /// Anything other than PyTorch's cell (then `pre` is kept).
+    general: bool,
+    /// Gates (σ), candidate (tanh), LSTM output (tanh).
+    f: Activation,
+    g: Activation,
+    hf: Activation,
+    clip: Option<T>,
+    linear_before_reset: bool,
+    input_forget: bool,
+}
+
+impl<T: Real> CellOpts<T> {
+    fn of(c: &RnnConfig, d: usize) -> CellOpts<T> {
+        let [f, g, hf] = c.cell.activations_of(c.mode, d);
+        CellOpts {
+            general: !c.cell.is_default(),
+            f,
+            g,
+            hf,
+            clip: c.cell.clip.map(T::from_f64),
+            linear_before_reset: c.cell.linear_before_reset,
+            input_forget: c.cell.input_forget,
+        }
+    }
+    /// Bounds `v` in place (ONNX's clip).
+    #[inline]
+    fn clip(&self, v: &mut [T]) {
+        if let Some(c) = self.clip {
+            for x in v {
+                if *x > c {
+                    *x = c;
+                } else if *x < -c {
+                    *x = -c;
+                }
+            }
+        }
+    }
+    /// d f(clip(x)) / d f: 0 where the bound is active, else f'(x).
+    #[inline]
+    fn grad(&self, a: Activation, x: T, y: T) -> T {
+        match self.clip {
+            Some(c) if x > c || x < -c => T::ZERO,
+            _ => a.grad(x, y),
+        }
+    }
 }
 
 struct LnParams<'a, T> {
@@ -263,8 +334,8 @@ struct LnParams<'a, T> {
     c_b: Option<&'a [T]>,
 }
 
-fn layer_params<'a, T: Real>(rnn: &'a Rnn<T>, l: usize) -> LayerParams<'a, T> {
-    let d = rnn.layout().dir(l, 0);
+fn layer_params<T: Real>(rnn: &Rnn<T>, l: usize, dir: usize) -> LayerParams<'_, T> {
+    let d = rnn.layout().dir(l, dir);
     let p = rnn.params();
     LayerParams {
         w_ih: &p[d.w_ih.clone()],
@@ -279,7 +350,22 @@ fn layer_params<'a, T: Real>(rnn: &'a Rnn<T>, l: usize) -> LayerParams<'a, T> {
             c_w: ln.c_weight.clone().map(|r| &p[r]),
             c_b: ln.c_bias.clone().map(|r| &p[r]),
         }),
+        peep: d.peephole.clone().map(|r| &p[r]),
+        cell: CellOpts::of(rnn.config(), dir),
     }
+}
+
+/// Reverses each sequence of a time-major (T·B, n) buffer within its length (rows past it
+/// stay where they are). Its own inverse.
+fn reverse_seqs<T: Real>(v: &[T], t: usize, b: usize, n: usize, lens: &[usize]) -> Vec<T> {
+    let mut out = v.to_vec();
+    for (bi, &len) in lens.iter().enumerate() {
+        for ti in 0..len.min(t) {
+            let (from, to) = ((ti * b + bi) * n, ((len - 1 - ti) * b + bi) * n);
+            out[to..to + n].copy_from_slice(&v[from..from + n]);
+        }
+    }
+    out
 }
 
 /// The sum of `v` in eight lanes (so that it vectorizes).
@@ -341,11 +427,13 @@ fn ln_row_back<T: Real>(
     }
 }
 
-/// Whether a pass runs here: with any regularizer in training (masks drawn), with layer norm
-/// or zoneout always.
+/// Whether a pass runs here: with cell variants always, with any regularizer in training
+/// (masks drawn), with layer norm or zoneout always.
 pub(crate) fn applies(config: &RnnConfig, training: bool) -> bool {
     let r: &Regularizers = &config.regular;
-    if training {
+    if config.has_cell_variants() {
+        true
+    } else if training {
         r.any()
     } else {
         r.any_in_eval()
@@ -396,6 +484,7 @@ pub(crate) fn run<T: Real>(
     let c = rnn.config();
     let (t, b, unbatched, lens) = check_input(c, input, lengths)?;
     let (nl, h) = (c.num_layers, c.hidden_size);
+    let nd = c.num_directions();
     let lstm = c.mode == Mode::Lstm;
     let h0 = state_in(rnn, "h0", state.map(|s| &s.h), b, unbatched, false)?;
     let c0 = match (lstm, state.and_then(|s| s.c.as_ref())) {
@@ -425,64 +514,87 @@ pub(crate) fn run<T: Real>(
             x[(ti * b + bi) * i..][..i].copy_from_slice(&input.data()[from..from + i]);
         }
     }
-    let mut hn = vec![T::ZERO; nl * b * h];
-    let mut cn = vec![T::ZERO; if lstm { nl * b * h } else { 0 }];
+    let dh = nd * h;
+    let mut hn = vec![T::ZERO; nl * nd * b * h];
+    let mut cn = vec![T::ZERO; if lstm { nl * nd * b * h } else { 0 }];
     let mut tapes = Vec::new();
     let mut layer_in = x;
     for (l, m) in masks.layers.into_iter().enumerate() {
-        let p = layer_params(rnn, l);
-        let c0l = if lstm {
-            &c0[l * b * h..][..b * h]
-        } else {
-            &[][..]
-        };
-        let tape = layer_forward(
-            c.mode,
-            h,
-            c.layer_input_size(l),
-            &p,
-            t,
-            b,
-            &lens,
-            layer_in,
-            &h0[l * b * h..][..b * h],
-            c0l,
-            m,
-        );
-        hn[l * b * h..][..b * h].copy_from_slice(&tape.hs[t * b * h..]);
-        if lstm {
-            cn[l * b * h..][..b * h].copy_from_slice(&tape.cs[t * b * h..]);
+        let out_mask = m.output.clone();
+        // This layer's output: h after each step of every direction, zero at padding.
+        let mut y = vec![T::ZERO; t * b * dh];
+        let mut m = Some(m);
+        for d in 0..nd {
+            let p = layer_params(rnn, l, d);
+            let s = (l * nd + d) * b * h;
+            let c0l = if lstm { &c0[s..][..b * h] } else { &[][..] };
+            let xd = if d == 1 {
+                reverse_seqs(&layer_in, t, b, c.layer_input_size(l), &lens)
+            } else {
+                layer_in.clone()
+            };
+            // The regularizers are for unidirectional layers: direction 1 has no masks.
+            let mut dm = m.take().unwrap_or_default();
+            dm.output = None;
+            let tape = layer_forward(
+                c.mode,
+                h,
+                c.layer_input_size(l),
+                &p,
+                t,
+                b,
+                &lens,
+                xd,
+                &h0[s..][..b * h],
+                c0l,
+                dm,
+            );
+            hn[s..][..b * h].copy_from_slice(&tape.hs[t * b * h..]);
+            if lstm {
+                cn[s..][..b * h].copy_from_slice(&tape.cs[t * b * h..]);
+            }
+            let hs = if d == 1 {
+                reverse_seqs(&tape.hs[b * h..], t, b, h, &lens)
+            } else {
+                tape.hs[b * h..].to_vec()
+            };
+            for ti in 0..t {
+                for (bi, &len) in lens.iter().enumerate() {
+                    if ti < len {
+                        let r = ti * b + bi;
+                        y[r * dh + d * h..][..h].copy_from_slice(&hs[r * h..][..h]);
+                    }
+                }
+            }
+            tapes.push(tape);
         }
-        // This layer's output: h after each step, zero at padding, then the dropout towards
-        // the next layer.
-        let mut y = vec![T::ZERO; t * b * h];
-        for ti in 0..t {
-            for (bi, &len) in lens.iter().enumerate() {
-                if ti < len {
-                    let r = (ti * b + bi) * h;
-                    y[r..r + h].copy_from_slice(&tape.hs[r + b * h..][..h]);
-                    if let Some(om) = &tape.masks.output {
-                        let mr = if c.regular.locked_dropout { bi * h } else { r };
-                        for (v, &mv) in y[r..r + h].iter_mut().zip(&om[mr..mr + h]) {
+        // The dropout towards the next layer.
+        if let Some(om) = &out_mask {
+            for ti in 0..t {
+                for (bi, &len) in lens.iter().enumerate() {
+                    if ti < len {
+                        let r = (ti * b + bi) * dh;
+                        let mr = if c.regular.locked_dropout { bi * dh } else { r };
+                        for (v, &mv) in y[r..r + dh].iter_mut().zip(&om[mr..mr + dh]) {
                             *v *= mv;
                         }
                     }
                 }
             }
         }
+        tapes[l * nd].masks.output = out_mask;
         layer_in = y;
-        tapes.push(tape);
     }
     // Output in the caller's layout.
-    let mut out = vec![T::ZERO; t * b * h];
+    let mut out = vec![T::ZERO; t * b * dh];
     for bi in 0..b {
         for ti in 0..t {
-            out[user_row(c.batch_first, ti, bi, t, b) * h..][..h]
-                .copy_from_slice(&layer_in[(ti * b + bi) * h..][..h]);
+            out[user_row(c.batch_first, ti, bi, t, b) * dh..][..dh]
+                .copy_from_slice(&layer_in[(ti * b + bi) * dh..][..dh]);
         }
     }
     let mut oshape = input.shape().to_vec();
-    *oshape.last_mut().unwrap() = h;
+    *oshape.last_mut().unwrap() = dh;
     let sshape = rnn.state_shape(if unbatched { None } else { Some(b) }, false);
     let output = Output {
         output: Tensor::new(&oshape, out).expect("output shape"),
@@ -519,6 +631,9 @@ fn layer_forward<T: Real>(
     let tb = t * b;
     let lstm = mode == Mode::Lstm;
     let gru = mode == Mode::Gru;
+    let cv = p.cell;
+    // GRU with linear_before_reset = false: n's recurrent product is of r ⊙ h̃, after r.
+    let reset_first = gru && !cv.linear_before_reset;
     let ln = p.ln.as_ref();
     if let Some(m) = &masks.input {
         for (r, row) in xd.chunks_exact_mut(input).enumerate() {
@@ -578,7 +693,10 @@ fn layer_forward<T: Real>(
         (Vec::new(), Vec::new())
     };
     let mut gates = vec![T::ZERO; tb * gh];
+    let mut pre = vec![T::ZERO; if cv.general { tb * gh } else { 0 }];
     let mut ghn = vec![T::ZERO; if gru { tb * h } else { 0 }];
+    let mut rh = vec![T::ZERO; if reset_first { tb * h } else { 0 }];
+    let mut rhw = vec![T::ZERO; if reset_first { b * h } else { 0 }];
     let ln_c = ln.filter(|_| lstm);
     let (mut c_hat, mut c_rstd) = if ln_c.is_some() {
         (vec![T::ZERO; tb * h], vec![T::ZERO; tb])
@@ -586,8 +704,15 @@ fn layer_forward<T: Real>(
         (Vec::new(), Vec::new())
     };
     let mut tc = vec![T::ZERO; if lstm { tb * h } else { 0 }];
+    let mut cnew_all = vec![T::ZERO; if lstm && cv.general { tb * h } else { 0 }];
     let mut phh = vec![T::ZERO; b * gh];
     let mut cnew = vec![T::ZERO; h];
+    // Activation inputs: kept in `pre` (cell variants), then clipped in `gt`.
+    let keep_pre = |pre: &mut [T], r: usize, from: usize, v: &[T]| {
+        if cv.general {
+            pre[r * gh + from..][..v.len()].copy_from_slice(v);
+        }
+    };
     for ti in 0..t {
         let (past, future) = hs.split_at_mut((ti + 1) * b * h);
         let hp = &past[ti * b * h..];
@@ -632,11 +757,25 @@ fn layer_forward<T: Real>(
                     for k in 0..gh {
                         gt[k] = a[k] + bb[k];
                     }
-                    sigmoid_inplace(&mut gt[..2 * h]);
-                    tanh_inplace(&mut gt[2 * h..3 * h]);
-                    sigmoid_inplace(&mut gt[3 * h..]);
                     let (cp, cf) = cs.split_at_mut((ti + 1) * b * h);
                     let cpr = &cp[(ti * b + bi) * h..][..h];
+                    if let Some(pp) = p.peep {
+                        for j in 0..h {
+                            gt[j] += pp[j] * cpr[j];
+                            gt[h + j] += pp[h + j] * cpr[j];
+                        }
+                    }
+                    keep_pre(&mut pre, r, 0, &gt[..3 * h]);
+                    cv.clip(&mut gt[..3 * h]);
+                    cv.f.apply_slice(&mut gt[..h]);
+                    if cv.input_forget {
+                        for j in 0..h {
+                            gt[h + j] = T::ONE - gt[j];
+                        }
+                    } else {
+                        cv.f.apply_slice(&mut gt[h..2 * h]);
+                    }
+                    cv.g.apply_slice(&mut gt[2 * h..3 * h]);
                     for j in 0..h {
                         cnew[j] = gt[h + j] * cpr[j] + gt[j] * gt[2 * h + j];
                     }
@@ -648,11 +787,23 @@ fn layer_forward<T: Real>(
                             &mut c_hat[r * h..][..h],
                         );
                     }
+                    // The output gate sees the new cell state through its peephole.
+                    if let Some(pp) = p.peep {
+                        for j in 0..h {
+                            gt[3 * h + j] += pp[2 * h + j] * cnew[j];
+                        }
+                    }
+                    keep_pre(&mut pre, r, 3 * h, &gt[3 * h..]);
+                    cv.clip(&mut gt[3 * h..]);
+                    cv.f.apply_slice(&mut gt[3 * h..]);
+                    if cv.general {
+                        cnew_all[r * h..][..h].copy_from_slice(&cnew);
+                    }
                     let zc = masks.zoneout_c.as_ref().map(|m| &m[r * h..][..h]);
                     let cout = &mut cf[bi * h..][..h];
                     let tcr = &mut tc[r * h..][..h];
                     tcr.copy_from_slice(&cnew);
-                    tanh_inplace(tcr);
+                    cv.hf.apply_slice(tcr);
                     for j in 0..h {
                         let hnew = gt[3 * h + j] * tcr[j];
                         cout[j] = match zc {
@@ -669,34 +820,31 @@ fn layer_forward<T: Real>(
                     for k in 0..2 * h {
                         gt[k] = a[k] + bb[k];
                     }
-                    sigmoid_inplace(&mut gt[..2 * h]);
+                    keep_pre(&mut pre, r, 0, &gt[..2 * h]);
+                    cv.clip(&mut gt[..2 * h]);
+                    cv.f.apply_slice(&mut gt[..2 * h]);
+                    if reset_first {
+                        // n waits for (r ⊙ h̃) W_hnᵀ of every row, below.
+                        let hdr = &hd[r * h..][..h];
+                        for j in 0..h {
+                            rh[r * h + j] = gt[j] * hdr[j];
+                        }
+                        continue;
+                    }
                     for j in 0..h {
                         let bn = bb[2 * h + j];
                         ghn[r * h + j] = bn;
                         gt[2 * h + j] = a[2 * h + j] + gt[j] * bn;
                     }
-                    tanh_inplace(&mut gt[2 * h..]);
-                    for j in 0..h {
-                        let n = gt[2 * h + j];
-                        let z = gt[h + j];
-                        let hnew = (T::ONE - z) * n + z * hpr[j];
-                        hnext[bi * h + j] = match zh {
-                            Some(d) => d[j] * hpr[j] + (T::ONE - d[j]) * hnew,
-                            None => hnew,
-                        };
-                    }
+                    gru_finish(&cv, &mut pre, r, gt, h, hpr, zh, &mut hnext[bi * h..][..h]);
                 }
                 Mode::RnnTanh | Mode::RnnRelu => {
                     for j in 0..h {
                         gt[j] = a[j] + bb[j];
                     }
-                    if mode == Mode::RnnTanh {
-                        tanh_inplace(gt);
-                    } else {
-                        for v in gt.iter_mut() {
-                            *v = v.relu();
-                        }
-                    }
+                    keep_pre(&mut pre, r, 0, gt);
+                    cv.clip(gt);
+                    cv.f.apply_slice(gt);
                     for j in 0..h {
                         let hnew = gt[j];
                         hnext[bi * h + j] = match zh {
@@ -705,6 +853,37 @@ fn layer_forward<T: Real>(
                         };
                     }
                 }
+            }
+        }
+        if reset_first {
+            // (r ⊙ h̃) W_hnᵀ + b_hn for every row at once.
+            matmul(
+                MatMut::new(&mut rhw, b, h),
+                MatRef::new(&rh[ti * b * h..][..b * h], b, h),
+                MatRef::new(&w[2 * h * h..], h, h).t(),
+                false,
+                Par::Seq,
+            );
+            for bi in (0..b).filter(|&bi| ti < lens[bi]) {
+                let r = ti * b + bi;
+                let a = &pih[r * gh..][..gh];
+                let gt = &mut gates[r * gh..][..gh];
+                for j in 0..h {
+                    let bn = rhw[bi * h + j] + p.b_hh.map_or(T::ZERO, |bh| bh[2 * h + j]);
+                    ghn[r * h + j] = bn;
+                    gt[2 * h + j] = a[2 * h + j] + bn;
+                }
+                let zh = masks.zoneout_h.as_ref().map(|m| &m[r * h..][..h]);
+                gru_finish(
+                    &cv,
+                    &mut pre,
+                    r,
+                    gt,
+                    h,
+                    &hp[bi * h..][..h],
+                    zh,
+                    &mut hnext[bi * h..][..h],
+                );
             }
         }
     }
@@ -717,13 +896,44 @@ fn layer_forward<T: Real>(
         hh_rstd,
         hd,
         gates,
+        pre,
         ghn,
+        rh,
         c_hat,
         c_rstd,
         tc,
+        cnew: cnew_all,
         hs,
         cs,
         w_eff,
+    }
+}
+
+/// The GRU's candidate from its input in `gt[2H..]`, and the new h.
+#[allow(clippy::too_many_arguments)]
+fn gru_finish<T: Real>(
+    cv: &CellOpts<T>,
+    pre: &mut [T],
+    r: usize,
+    gt: &mut [T],
+    h: usize,
+    hpr: &[T],
+    zh: Option<&[T]>,
+    hnext: &mut [T],
+) {
+    if cv.general {
+        pre[(r * 3 + 2) * h..][..h].copy_from_slice(&gt[2 * h..]);
+    }
+    cv.clip(&mut gt[2 * h..]);
+    cv.g.apply_slice(&mut gt[2 * h..]);
+    for j in 0..h {
+        let n = gt[2 * h + j];
+        let z = gt[h + j];
+        let hnew = (T::ONE - z) * n + z * hpr[j];
+        hnext[j] = match zh {
+            Some(d) => d[j] * hpr[j] + (T::ONE - d[j]) * hnew,
+            None => hnew,
+        };
     }
 }
 
@@ -739,6 +949,7 @@ struct LayerGrads<T> {
     ln_hh_b: Vec<T>,
     ln_c_w: Vec<T>,
     ln_c_b: Vec<T>,
+    peep: Vec<T>,
 }
 
 /// BPTT through the stack: adds every parameter's gradient to `grads` (flat, layout order).
@@ -756,6 +967,9 @@ pub(crate) fn backward<T: Real>(
     let c = rnn.config();
     let (t, b) = (tape.t, tape.b);
     let (nl, h) = (c.num_layers, c.hidden_size);
+    let nd = c.num_directions();
+    let dh = nd * h;
+    let lens = &tape.lengths;
     let lstm = c.mode == Mode::Lstm;
     let layout = rnn.layout();
     if grads.len() != layout.total() {
@@ -766,17 +980,17 @@ pub(crate) fn backward<T: Real>(
         )));
     }
     let mut oshape = tape.input_shape.clone();
-    *oshape.last_mut().unwrap() = h;
+    *oshape.last_mut().unwrap() = dh;
     let sshape = rnn.state_shape(if tape.unbatched { None } else { Some(b) }, false);
-    let mut dy: Vec<T> = vec![T::ZERO; t * b * h];
+    let mut dy: Vec<T> = vec![T::ZERO; t * b * dh];
     if let Some(g) = grad_output {
         if g.shape() != oshape.as_slice() {
             return Err(Error::shape("grad_output", &oshape, g.shape()));
         }
         for bi in 0..b {
-            for ti in 0..tape.lengths[bi] {
-                dy[(ti * b + bi) * h..][..h]
-                    .copy_from_slice(&g.data()[user_row(c.batch_first, ti, bi, t, b) * h..][..h]);
+            for ti in 0..lens[bi] {
+                dy[(ti * b + bi) * dh..][..dh]
+                    .copy_from_slice(&g.data()[user_row(c.batch_first, ti, bi, t, b) * dh..][..dh]);
             }
         }
     }
@@ -799,94 +1013,124 @@ pub(crate) fn backward<T: Real>(
         (false, None) => None,
     };
     if let Some(r) = record.as_deref_mut() {
-        r.start(nl, 1, t, h, tape.lengths.clone());
+        r.start(nl, nd, t, h, lens.clone());
     }
-    let mut dh0 = vec![T::ZERO; nl * b * h];
-    let mut dc0 = vec![T::ZERO; if lstm { nl * b * h } else { 0 }];
+    let mut dh0 = vec![T::ZERO; nl * nd * b * h];
+    let mut dc0 = vec![T::ZERO; if lstm { nl * nd * b * h } else { 0 }];
     let mut dx_final = Vec::new();
     for l in (0..nl).rev() {
-        let p = layer_params(rnn, l);
-        let lt = &tape.layers[l];
+        let input = c.layer_input_size(l);
         let want_dx = l > 0 || input_grad;
-        let mut rec = record.as_ref().map(|_| vec![T::ZERO; t * b * h]);
-        let (g, dx, dh0l, dc0l) = layer_backward(
-            c.mode,
-            h,
-            c.layer_input_size(l),
-            &p,
-            t,
-            b,
-            &tape.lengths,
-            lt,
-            &dy,
-            dhn.as_ref().map(|v| &v[l * b * h..][..b * h]),
-            dcn.as_ref().map(|v| &v[l * b * h..][..b * h]),
-            want_dx,
-            rec.as_deref_mut(),
-        );
-        dh0[l * b * h..][..b * h].copy_from_slice(&dh0l);
-        if lstm {
-            dc0[l * b * h..][..b * h].copy_from_slice(&dc0l);
-        }
-        if let (Some(r), Some(rec)) = (record.as_deref_mut(), &rec) {
-            r.hidden_grads(l, 0, rec);
-        }
-        let d = layout.dir(l, 0);
-        let add = |grads: &mut [T], r: &std::ops::Range<usize>, v: &[T]| {
-            for (a, &x) in grads[r.clone()].iter_mut().zip(v) {
-                *a += x;
+        let mut dx_sum = vec![T::ZERO; if want_dx { t * b * input } else { 0 }];
+        for d in 0..nd {
+            let p = layer_params(rnn, l, d);
+            let lt = &tape.layers[l * nd + d];
+            let s = (l * nd + d) * b * h;
+            // This direction's share of d output, in its own time order.
+            let mut dyd = vec![T::ZERO; t * b * h];
+            for (r, row) in dyd.chunks_exact_mut(h).enumerate() {
+                row.copy_from_slice(&dy[r * dh + d * h..][..h]);
             }
-        };
-        add(grads, &d.w_ih, &g.w_ih);
-        add(grads, &d.w_hh, &g.w_hh);
-        if let Some(r) = &d.b_ih {
-            add(grads, r, &g.b_ih);
-        }
-        if let Some(r) = &d.b_hh {
-            add(grads, r, &g.b_hh);
-        }
-        if let Some(LnLayout {
-            ih_weight,
-            ih_bias,
-            hh_weight,
-            hh_bias,
-            c_weight,
-            c_bias,
-        }) = &d.ln
-        {
-            add(grads, ih_weight, &g.ln_ih_w);
-            add(grads, ih_bias, &g.ln_ih_b);
-            add(grads, hh_weight, &g.ln_hh_w);
-            add(grads, hh_bias, &g.ln_hh_b);
-            if let (Some(w), Some(bb)) = (c_weight, c_bias) {
-                add(grads, w, &g.ln_c_w);
-                add(grads, bb, &g.ln_c_b);
+            if d == 1 {
+                dyd = reverse_seqs(&dyd, t, b, h, lens);
+            }
+            let mut rec = record.as_ref().map(|_| vec![T::ZERO; t * b * h]);
+            let (g, dx, dh0l, dc0l) = layer_backward(
+                c.mode,
+                h,
+                input,
+                &p,
+                t,
+                b,
+                lens,
+                lt,
+                &dyd,
+                dhn.as_ref().map(|v| &v[s..][..b * h]),
+                dcn.as_ref().map(|v| &v[s..][..b * h]),
+                want_dx,
+                rec.as_deref_mut(),
+            );
+            dh0[s..][..b * h].copy_from_slice(&dh0l);
+            if lstm {
+                dc0[s..][..b * h].copy_from_slice(&dc0l);
+            }
+            if let (Some(r), Some(rec)) = (record.as_deref_mut(), &rec) {
+                if d == 1 {
+                    r.hidden_grads(l, d, &reverse_seqs(rec, t, b, h, lens));
+                } else {
+                    r.hidden_grads(l, d, rec);
+                }
+            }
+            let dl = layout.dir(l, d);
+            let add = |grads: &mut [T], r: &std::ops::Range<usize>, v: &[T]| {
+                for (a, &x) in grads[r.clone()].iter_mut().zip(v) {
+                    *a += x;
+                }
+            };
+            add(grads, &dl.w_ih, &g.w_ih);
+            add(grads, &dl.w_hh, &g.w_hh);
+            if let Some(r) = &dl.b_ih {
+                add(grads, r, &g.b_ih);
+            }
+            if let Some(r) = &dl.b_hh {
+                add(grads, r, &g.b_hh);
+            }
+            if let Some(r) = &dl.peephole {
+                add(grads, r, &g.peep);
+            }
+            if let Some(LnLayout {
+                ih_weight,
+                ih_bias,
+                hh_weight,
+                hh_bias,
+                c_weight,
+                c_bias,
+            }) = &dl.ln
+            {
+                add(grads, ih_weight, &g.ln_ih_w);
+                add(grads, ih_bias, &g.ln_ih_b);
+                add(grads, hh_weight, &g.ln_hh_w);
+                add(grads, hh_bias, &g.ln_hh_b);
+                if let (Some(w), Some(bb)) = (c_weight, c_bias) {
+                    add(grads, w, &g.ln_c_w);
+                    add(grads, bb, &g.ln_c_b);
+                }
+            }
+            if want_dx {
+                let dx = if d == 1 {
+                    reverse_seqs(&dx, t, b, input, lens)
+                } else {
+                    dx
+                };
+                for (a, &v) in dx_sum.iter_mut().zip(&dx) {
+                    *a += v;
+                }
             }
         }
         if l > 0 {
-            let mut dx = dx;
-            if let Some(m) = &tape.layers[l - 1].masks.output {
-                for (r, row) in dx.chunks_exact_mut(h).enumerate() {
+            let mut dx = dx_sum;
+            if let Some(m) = &tape.layers[(l - 1) * nd].masks.output {
+                for (r, row) in dx.chunks_exact_mut(dh).enumerate() {
                     let mr = if c.regular.locked_dropout {
-                        (r % b) * h
+                        (r % b) * dh
                     } else {
-                        r * h
+                        r * dh
                     };
-                    for (v, &mv) in row.iter_mut().zip(&m[mr..mr + h]) {
+                    for (v, &mv) in row.iter_mut().zip(&m[mr..mr + dh]) {
                         *v *= mv;
                     }
                 }
             }
             dy = dx;
         } else {
-            dx_final = dx;
+            dx_final = dx_sum;
         }
     }
     let input = if input_grad {
         let i = c.input_size;
         let mut out = vec![T::ZERO; t * b * i];
         for bi in 0..b {
-            for ti in 0..tape.lengths[bi] {
+            for ti in 0..lens[bi] {
                 out[user_row(c.batch_first, ti, bi, t, b) * i..][..i]
                     .copy_from_slice(&dx_final[(ti * b + bi) * i..][..i]);
             }
@@ -921,6 +1165,8 @@ fn layer_backward<T: Real>(
     let gh = mode.gates() * h;
     let tb = t * b;
     let lstm = mode == Mode::Lstm;
+    let cv = p.cell;
+    let reset_first = mode == Mode::Gru && !cv.linear_before_reset;
     let ln = p.ln.as_ref();
     let ln_c = ln.filter(|_| lstm);
     let w: &[T] = lt.w_eff.as_deref().unwrap_or(p.w_hh);
@@ -936,6 +1182,7 @@ fn layer_backward<T: Real>(
         ln_hh_b: zeros(if ln.is_some() { gh } else { 0 }),
         ln_c_w: zeros(if ln_c.is_some() { h } else { 0 }),
         ln_c_b: zeros(if ln_c.is_some() { h } else { 0 }),
+        peep: zeros(if p.peep.is_some() { 3 * h } else { 0 }),
     };
     let mut dh = dhn.map_or_else(|| zeros(b * h), |v| v.to_vec());
     let mut dc = if lstm {
@@ -949,6 +1196,7 @@ fn layer_backward<T: Real>(
     let mut dh_prev = zeros(b * h);
     let mut dc_prev = zeros(if lstm { b * h } else { 0 });
     let mut dhd = zeros(b * h);
+    let mut drh = zeros(if reset_first { b * h } else { 0 });
     let mut dcn_row = zeros(h);
     let mut dct = zeros(h);
     for ti in (0..t).rev() {
@@ -972,6 +1220,13 @@ fn layer_backward<T: Real>(
             }
             let hp = &lt.hs[r * h..][..h];
             let gt = &lt.gates[r * gh..][..gh];
+            // The activations' inputs (without cell variants only tanh, sigmoid and relu,
+            // whose derivatives need the outputs alone).
+            let pr = if cv.general {
+                &lt.pre[r * gh..][..gh]
+            } else {
+                gt
+            };
             let zh = lt.masks.zoneout_h.as_ref().map(|m| &m[r * h..][..h]);
             // dh' and the share of dh that goes straight to h_{t-1}.
             for j in 0..h {
@@ -985,6 +1240,11 @@ fn layer_backward<T: Real>(
                 Mode::Lstm => {
                     let cp = &lt.cs[r * h..][..h];
                     let tc = &lt.tc[r * h..][..h];
+                    let cn = if cv.general {
+                        &lt.cnew[r * h..][..h]
+                    } else {
+                        tc
+                    };
                     let zc = lt.masks.zoneout_c.as_ref().map(|m| &m[r * h..][..h]);
                     let dcr = &dc[bi * h..][..h];
                     let dcpr = &mut dcp[bi * h..][..h];
@@ -992,8 +1252,13 @@ fn layer_backward<T: Real>(
                         let d = zc.map_or(T::ZERO, |z| z[j]);
                         dcpr[j] = d * dcr[j];
                         let o = gt[3 * h + j];
-                        dcn_row[j] = (T::ONE - d) * dcr[j] + dhr[j] * o * (T::ONE - tc[j] * tc[j]);
-                        dpi[3 * h + j] = dhr[j] * tc[j] * o * (T::ONE - o);
+                        let dpo = dhr[j] * tc[j] * cv.grad(cv.f, pr[3 * h + j], o);
+                        dpi[3 * h + j] = dpo;
+                        dcn_row[j] = (T::ONE - d) * dcr[j] + dhr[j] * o * cv.hf.grad(cn[j], tc[j]);
+                        if let Some(pp) = p.peep {
+                            dcn_row[j] += dpo * pp[2 * h + j];
+                            g.peep[2 * h + j] += dpo * cn[j];
+                        }
                     }
                     match ln_c {
                         Some(ln) => ln_row_back(
@@ -1011,9 +1276,23 @@ fn layer_backward<T: Real>(
                         let (i, f, gg) = (gt[j], gt[h + j], gt[2 * h + j]);
                         let d = dct[j];
                         dcpr[j] += d * f;
-                        dpi[j] = d * gg * i * (T::ONE - i);
-                        dpi[h + j] = d * cp[j] * f * (T::ONE - f);
-                        dpi[2 * h + j] = d * i * (T::ONE - gg * gg);
+                        let (mut di, mut df) = (d * gg, d * cp[j]);
+                        if cv.input_forget {
+                            di -= df;
+                            df = T::ZERO;
+                        }
+                        dpi[j] = di * cv.grad(cv.f, pr[j], i);
+                        dpi[h + j] = if cv.input_forget {
+                            T::ZERO
+                        } else {
+                            df * cv.grad(cv.f, pr[h + j], f)
+                        };
+                        dpi[2 * h + j] = d * i * cv.grad(cv.g, pr[2 * h + j], gg);
+                        if let Some(pp) = p.peep {
+                            dcpr[j] += dpi[j] * pp[j] + dpi[h + j] * pp[h + j];
+                            g.peep[j] += dpi[j] * cp[j];
+                            g.peep[h + j] += dpi[h + j] * cp[j];
+                        }
                     }
                     dph.copy_from_slice(dpi);
                 }
@@ -1025,31 +1304,55 @@ fn layer_backward<T: Real>(
                         dhp[j] += dhn_ * z;
                         let dn = dhn_ * (T::ONE - z);
                         let dz = dhn_ * (hp[j] - n);
-                        let dpn = dn * (T::ONE - n * n);
+                        let dpn = dn * cv.grad(cv.g, pr[2 * h + j], n);
                         dpi[2 * h + j] = dpn;
-                        dph[2 * h + j] = dpn * rr;
-                        let dr = dpn * bn[j];
-                        dpi[j] = dr * rr * (T::ONE - rr);
-                        dph[j] = dpi[j];
-                        dpi[h + j] = dz * z * (T::ONE - z);
+                        dpi[h + j] = dz * cv.grad(cv.f, pr[h + j], z);
                         dph[h + j] = dpi[h + j];
+                        if reset_first {
+                            // d(W_hn (r ⊙ h̃) + b_hn); r's share follows the product below.
+                            dph[2 * h + j] = dpn;
+                        } else {
+                            dph[2 * h + j] = dpn * rr;
+                            dpi[j] = dpn * bn[j] * cv.grad(cv.f, pr[j], rr);
+                            dph[j] = dpi[j];
+                        }
                     }
                 }
                 Mode::RnnTanh | Mode::RnnRelu => {
                     for j in 0..h {
-                        let hn = gt[j];
-                        let da = if mode == Mode::RnnTanh {
-                            T::ONE - hn * hn
-                        } else if hn > T::ZERO {
-                            T::ONE
-                        } else {
-                            T::ZERO
-                        };
-                        dpi[j] = dhr[j] * da;
+                        dpi[j] = dhr[j] * cv.grad(cv.f, pr[j], gt[j]);
                         dph[j] = dpi[j];
                     }
                 }
             }
+        }
+        dhd.fill(T::ZERO);
+        if reset_first {
+            // d(r ⊙ h̃) = d n_pre W_hn; then r's gradient and h̃'s share.
+            matmul(
+                MatMut::new(&mut drh, b, h),
+                MatRef::strided(&dphh[2 * h..], b, h, gh),
+                MatRef::new(&w[2 * h * h..], h, h),
+                false,
+                Par::Seq,
+            );
+            for bi in (0..b).filter(|&bi| ti < lens[bi]) {
+                let r = ti * b + bi;
+                let gt = &lt.gates[r * gh..][..gh];
+                let pr = &lt.pre[r * gh..][..gh];
+                let hdr = &lt.hd[r * h..][..h];
+                for j in 0..h {
+                    let d = drh[bi * h + j];
+                    let v = d * hdr[j] * cv.grad(cv.f, pr[j], gt[j]);
+                    dpih[r * gh + j] = v;
+                    dphh[bi * gh + j] = v;
+                    dhd[bi * h + j] = d * gt[j];
+                }
+            }
+        }
+        for bi in (0..b).filter(|&bi| ti < lens[bi]) {
+            let r = ti * b + bi;
+            let dph = &dphh[bi * gh..][..gh];
             for (a, &v) in g.b_hh.iter_mut().zip(dph.iter()) {
                 *a += v;
             }
@@ -1067,12 +1370,14 @@ fn layer_backward<T: Real>(
                 None => dbmr.copy_from_slice(dph),
             }
         }
-        // d h̃ = d(h̃ Wᵀ) W, then through the recurrent dropout to h_{t-1}.
+        // d h̃ = d(h̃ Wᵀ) W (without n's block when it multiplies r ⊙ h̃), then through the
+        // recurrent dropout to h_{t-1}.
+        let cols = if reset_first { 2 * h } else { gh };
         matmul(
             MatMut::new(&mut dhd, b, h),
-            MatRef::new(&dbm[ti * b * gh..][..b * gh], b, gh),
-            MatRef::new(w, gh, h),
-            false,
+            MatRef::strided(&dbm[ti * b * gh..][..b * gh], b, cols, gh),
+            MatRef::new(&w[..cols * h], cols, h),
+            reset_first,
             Par::Seq,
         );
         if let Some(m) = &lt.masks.recurrent {
@@ -1088,14 +1393,32 @@ fn layer_backward<T: Real>(
             std::mem::swap(&mut dc, &mut dc_prev);
         }
     }
-    // d W = Σ_t d(h̃ Wᵀ)ᵀ h̃, then through the weight drop.
-    matmul(
-        MatMut::new(&mut g.w_hh, gh, h),
-        MatRef::new(&dbm, tb, gh).t(),
-        MatRef::new(&lt.hd, tb, h),
-        false,
-        Par::Threads,
-    );
+    // d W = Σ_t d(h̃ Wᵀ)ᵀ h̃ (n's block: d(..)ᵀ (r ⊙ h̃)), then through the weight drop.
+    if reset_first {
+        let (w_rz, w_n) = g.w_hh.split_at_mut(2 * h * h);
+        matmul(
+            MatMut::new(w_rz, 2 * h, h),
+            MatRef::strided(&dbm, tb, 2 * h, gh).t(),
+            MatRef::new(&lt.hd, tb, h),
+            false,
+            Par::Threads,
+        );
+        matmul(
+            MatMut::new(w_n, h, h),
+            MatRef::strided(&dbm[2 * h..], tb, h, gh).t(),
+            MatRef::new(&lt.rh, tb, h),
+            false,
+            Par::Threads,
+        );
+    } else {
+        matmul(
+            MatMut::new(&mut g.w_hh, gh, h),
+            MatRef::new(&dbm, tb, gh).t(),
+            MatRef::new(&lt.hd, tb, h),
+            false,
+            Par::Threads,
+        );
+    }
     if let Some(m) = &lt.masks.weight_hh {
         for (v, &mv) in g.w_hh.iter_mut().zip(m) {
             *v *= mv;

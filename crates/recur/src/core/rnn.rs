@@ -569,9 +569,29 @@ impl<T: Real> Rnn<T> {
         let c = &self.config;
         // Dropout::Off is evaluation mode: the regularized layers only where they differ there.
         if regular::applies(c, !matches!(dropout, Dropout::Off)) {
+            let given;
             let source = match dropout {
                 Dropout::Off => MaskSource::Eval,
                 Dropout::Sample(rng) => MaskSource::Sample(rng),
+                // Cell variants alone: the between-layer masks are all there is.
+                Dropout::Masks(m) if !c.regular.any() => {
+                    if m.len() + 1 != c.num_layers {
+                        return Err(Error::Input(format!(
+                            "dropout masks: expected {} (one per layer but the last), got {}",
+                            c.num_layers - 1,
+                            m.len()
+                        )));
+                    }
+                    given = Masks {
+                        layers: (0..c.num_layers)
+                            .map(|l| regular::LayerMasks {
+                                output: m.get(l).map(|t| t.data().to_vec()),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    };
+                    MaskSource::Given(&given)
+                }
                 Dropout::Masks(_) => {
                     return Err(Error::Input(
                         "dropout masks between layers: this configuration has regularizers inside the layers; give all their masks with Rnn::forward_train_masked".into(),

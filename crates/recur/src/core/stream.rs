@@ -143,7 +143,7 @@ impl<'m, T: Real> Stream<'m, T> {
         }
         if precision != Precision::F32 && crate::core::regular::applies(c, false) {
             return Err(Error::Config(format!(
-                "{precision} weights are for layers without layer norm or zoneout"
+                "{precision} weights are for layers without layer norm, zoneout or cell variants"
             )));
         }
         let (l, h, hout, g) = (
@@ -303,8 +303,13 @@ impl<'m, T: Real> Stream<'m, T> {
             )));
         }
         if crate::core::regular::applies(cfg, false) {
-            // Layer norm or zoneout: one evaluation step of the regularized layers.
-            let xs = Tensor::new(&[1, b, cfg.input_size], x.to_vec())?;
+            // Layer norm, zoneout or cell variants: one evaluation step of the general layers.
+            let xshape = if cfg.batch_first {
+                [b, 1, cfg.input_size]
+            } else {
+                [1, b, cfg.input_size]
+            };
+            let xs = Tensor::new(&xshape, x.to_vec())?;
             let shape = self.model.state_shape(Some(b), false);
             let state = State {
                 h: Tensor::new(&shape, self.h.clone())?,

@@ -528,6 +528,11 @@ fn infer_config(
             layer_norm: file.contains(&sfx("ln_ih_weight", 0, false)),
             ..Default::default()
         },
+        // Of the cell variants only peepholes have parameters (`weight_peephole_l0`).
+        cell: crate::core::config::CellOptions {
+            peepholes: mode == Mode::Lstm && file.contains(&sfx("weight_peephole", 0, false)),
+            ..Default::default()
+        },
     })
 }
 
@@ -619,6 +624,9 @@ pub fn describe(c: &RnnConfig) -> String {
     }
     if c.proj_size > 0 {
         s += &format!(", proj_size={}", c.proj_size);
+    }
+    if c.cell.peepholes {
+        s += ", peepholes=True";
     }
     s + ")"
 }
@@ -745,6 +753,11 @@ impl ModelFile {
         // The regularizers without parameters are not in the weights: they come from `want`.
         if rnn.config().regular.layer_norm == want.regular.layer_norm {
             rnn.set_regularizers(want.regular.clone())?;
+        }
+        // So are the cell variants other than peepholes.
+        if rnn.config().cell.peepholes == want.cell.peepholes && rnn.config().cell != want.cell {
+            let cfg = rnn.config().clone().cell_options(want.cell.clone());
+            rnn = Rnn::from_params(cfg, rnn.params().to_vec())?;
         }
         let mut want = want.clone();
         want.dropout = 0.0;

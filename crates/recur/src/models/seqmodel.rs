@@ -35,7 +35,7 @@
 //! assert_eq!(model.classify(&batch).unwrap(), labels);
 //! ```
 
-use crate::core::config::{Mode, RnnConfig};
+use crate::core::config::{CellOptions, Mode, RnnConfig};
 use crate::core::regular::{LayerMasks, Masks};
 use crate::core::rnn::{Dropout, Rnn, Tape};
 use crate::core::tensor::Tensor;
@@ -143,6 +143,8 @@ pub struct SeqModelConfig {
     /// loss terms on the last layer's output sequence (before the head's dropout, at the
     /// valid steps; TAR between consecutive valid steps of each sequence).
     pub regular: LmRegularizers,
+    /// The cell variants of the recurrent stack (PyTorch's cells by default).
+    pub cell_options: CellOptions,
 }
 
 impl SeqModelConfig {
@@ -159,6 +161,7 @@ impl SeqModelConfig {
             loss,
             output_size,
             regular: LmRegularizers::default(),
+            cell_options: CellOptions::default(),
         }
     }
     /// Text classification: token ids (embeddings of 64) → final hidden state → classes.
@@ -223,6 +226,11 @@ impl SeqModelConfig {
     /// Sets `bidirectional`.
     pub fn bidirectional(mut self, b: bool) -> Self {
         self.bidirectional = b;
+        self
+    }
+    /// Sets the cell variants of the recurrent stack ([`CellOptions`]).
+    pub fn cell_options(mut self, o: CellOptions) -> Self {
+        self.cell_options = o;
         self
     }
     /// Sets `dropout`.
@@ -344,6 +352,7 @@ impl SeqModelConfig {
             .zoneout(r.zoneout)
             .weight_drop(r.weight_drop)
             .locked_dropout(r.locked_dropout)
+            .cell_options(self.cell_options.clone())
     }
 
     /// The configuration as a JSON object: `{"model": "seq_model", "input": "tokens" |
@@ -426,6 +435,8 @@ struct SeqModelFile {
     pooling: Option<PoolingName>,
     loss: LossName,
     output_size: usize,
+    #[serde(default, skip_serializing_if = "CellOptions::is_default")]
+    cell_options: CellOptions,
     #[serde(default, skip_serializing_if = "is_false")]
     layer_norm: bool,
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -496,6 +507,7 @@ impl From<&SeqModelConfig> for SeqModelFile {
             embed_dropout: c.regular.embed_dropout,
             ar: c.regular.ar,
             tar: c.regular.tar,
+            cell_options: c.cell_options.clone(),
         }
     }
 }
@@ -548,6 +560,7 @@ impl TryFrom<SeqModelFile> for SeqModelConfig {
                 ar: f.ar,
                 tar: f.tar,
             },
+            cell_options: f.cell_options,
         })
     }
 }

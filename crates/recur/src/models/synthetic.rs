@@ -587,6 +587,8 @@ impl FromStr for CellKind {
 
 /// The recurrent layer of a [`Model`].
 #[derive(Clone, Debug)]
+// One value per model, so the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Recurrent {
     /// One of the fused layers (tanh or ReLU RNN, LSTM, GRU), in f32.
     Fused(Rnn<f32>),
