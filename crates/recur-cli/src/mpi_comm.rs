@@ -40,7 +40,7 @@ enum Overlap {
 #[derive(Default)]
 struct Timing {
     steps: [u64; 2],
-    seconds: [f64; 2],
+    seconds: [Vec<f64>; 2],
 }
 
 /// The ranks of `MPI_COMM_WORLD`.
@@ -341,26 +341,35 @@ impl Communicator for MpiComm {
         let mut t = self.timing.borrow_mut();
         let i = usize::from(!overlapped);
         t.steps[i] += 1;
-        t.seconds[i] += seconds;
+        if self.overlap == Overlap::Alternate {
+            t.seconds[i].push(seconds);
+        }
         Ok(stats)
     }
 }
 
 impl Drop for MpiComm {
-    /// With `RECUR_MPI_OVERLAP=alternate`, rank 0 prints the mean exposed all-reduce time
-    /// per step of each way (one JSON line on stderr).
+    /// With `RECUR_MPI_OVERLAP=alternate`, rank 0 prints the mean and the median exposed
+    /// all-reduce time per step of each way (one JSON line on stderr).
     fn drop(&mut self) {
         let t = self.timing.borrow();
         if self.overlap == Overlap::Alternate && self.rank() == 0 && t.steps[0] + t.steps[1] > 0 {
-            let mean = |i: usize| t.seconds[i] / t.steps[i].max(1) as f64;
+            let mean = |i: usize| t.seconds[i].iter().sum::<f64>() / t.steps[i].max(1) as f64;
+            let median = |i: usize| {
+                let mut v = t.seconds[i].clone();
+                v.sort_by(f64::total_cmp);
+                v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+            };
             eprintln!(
                 "{}",
                 serde_json::json!({
                     "ranks": self.size(),
                     "overlapped_steps": t.steps[0],
-                    "overlapped_exposed_seconds_per_step": mean(0),
+                    "overlapped_exposed_seconds_mean": mean(0),
+                    "overlapped_exposed_seconds_median": median(0),
                     "blocking_steps": t.steps[1],
-                    "blocking_exposed_seconds_per_step": mean(1),
+                    "blocking_exposed_seconds_mean": mean(1),
+                    "blocking_exposed_seconds_median": median(1),
                 })
             );
         }

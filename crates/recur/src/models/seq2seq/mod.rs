@@ -443,6 +443,18 @@ pub struct Seq2SeqGrads<T> {
 }
 
 impl<T: Real> Seq2SeqGrads<T> {
+    #[cfg(test)]
+    fn buffers(&self) -> [&[T]; 7] {
+        [
+            &self.src_embed,
+            &self.encoder,
+            &self.tgt_embed,
+            &self.decoder,
+            &self.attn,
+            &self.attn_combine,
+            &self.head,
+        ]
+    }
     fn buffers_mut(&mut self) -> [&mut [T]; 7] {
         [
             &mut self.src_embed,
@@ -1566,4 +1578,77 @@ pub fn load_from<T: Real>(
         tgt_vocab,
         config_json: json.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shares of a batch, each padded to its own longest pair, with row-by-row dropout:
+    /// their gradients weighted by their targets sum to the whole batch's (f64: only the
+    /// order of the sums differs), and the backward pass announces the buffers from the
+    /// head down, each final when announced.
+    #[test]
+    fn shares_of_a_batch_sum_to_the_whole_batch_and_announce_their_final_buffers() {
+        let cfg = Seq2SeqConfig::new(Mode::Lstm, 7, 8)
+            .embed_size(3)
+            .hidden_size(4)
+            .num_layers(2)
+            .bidirectional(true)
+            .dropout(0.3)
+            .attention(Attention::General);
+        let model: Seq2Seq<f64> = Seq2Seq::new(cfg, 5).unwrap();
+        let src: Vec<Vec<usize>> = vec![vec![3, 4, 5], vec![2], vec![6, 2, 3, 4, 5], vec![3, 3]];
+        let tgt: Vec<Vec<usize>> = vec![vec![2, 3], vec![4, 5, 6, 7], vec![3], vec![]];
+        let whole_batch = model.batch(&src, &tgt).unwrap();
+        let mut whole = model.zeros_like_grads();
+        let mut order = Vec::new();
+        let loss = model
+            .loss_and_grad_rows(&whole_batch, 0, Some(11), &mut whole, &mut |k, _| {
+                order.push(k);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(order, [6, 5, 4, 3, 2, 1]);
+        let n = whole_batch.num_targets() as f64;
+        let mut sum = model.zeros_like_grads();
+        let mut loss_sum = 0.0;
+        for rows in [0..1, 1..3, 3..4] {
+            let b = model.batch(&src[rows.clone()], &tgt[rows.clone()]).unwrap();
+            let mut g = model.zeros_like_grads();
+            let mut seen: Vec<(usize, Vec<f64>)> = Vec::new();
+            let l = model
+                .loss_and_grad_rows(&b, rows.start, Some(11), &mut g, &mut |k, g| {
+                    seen.push((k, g.buffers()[k].to_vec()));
+                    Ok(())
+                })
+                .unwrap();
+            for (k, v) in &seen {
+                assert_eq!(v, &g.buffers()[*k], "buffer {k} changed after it was final");
+            }
+            let w = b.num_targets() as f64;
+            loss_sum += l * w;
+            for (s, x) in sum.buffers_mut().into_iter().zip(g.buffers()) {
+                for (a, &y) in s.iter_mut().zip(x) {
+                    *a += y * w / n;
+                }
+            }
+        }
+        assert!(
+            (loss_sum / n - loss).abs() < 1e-12,
+            "{} {loss}",
+            loss_sum / n
+        );
+        for (k, (a, b)) in sum.buffers().iter().zip(whole.buffers()).enumerate() {
+            for (x, y) in a.iter().zip(b.iter()) {
+                assert!((x - y).abs() < 1e-12, "buffer {k}: {x} against {y}");
+            }
+        }
+        // Another key drops other values.
+        let mut other = model.zeros_like_grads();
+        model
+            .loss_and_grad_rows(&whole_batch, 0, Some(12), &mut other, &mut |_, _| Ok(()))
+            .unwrap();
+        assert_ne!(other.decoder, whole.decoder);
+    }
 }
