@@ -5,7 +5,10 @@
 #     seconds to the same validation loss (the worse of the two runs' best);
 #  2. the all-reduce of each model's gradient buffer timed on loopback (2 ranks);
 #  3. the expected scaling to 8-64 machines on 10 and 25 Gbit/s from those measurements (a
-#     ring all-reduce model, see the docs).
+#     ring all-reduce model, see the docs);
+#  4. the all-reduce time a step leaves exposed with the buckets started as seq2seq's
+#     backward pass finishes them against one all-reduce after it, alternating step by step
+#     in one run (RECUR_MPI_OVERLAP=alternate; 2 ranks x 1 thread, generated pairs).
 #
 #   bash scripts/mpi_scaling.sh [--smoke] [--lm-text FILE] [--tag-train FILE --tag-valid FILE]
 #                               [--steps N] [--out DIR]
@@ -121,6 +124,22 @@ iters=30; [ "$smoke" = 1 ] && iters=5
 echo "== all-reduce on loopback, 2 ranks, sizes $sizes" >&2
 "${mpirun[@]}" -np 2 "$recur" allreduce-bench --sizes "$sizes" --iters "$iters" >"$out/allreduce.jsonl"
 
+echo "== seq2seq, 2 ranks x 1 thread, overlapped and blocking all-reduce alternating" >&2
+n_pairs=20000; s2s_hidden=256; [ "$smoke" = 1 ] && { n_pairs=300; s2s_hidden=16; }
+python3 - "$out/pairs.tsv" "$n_pairs" <<'EOF'
+import random, sys
+random.seed(2)
+with open(sys.argv[1], "w") as f:
+    for _ in range(int(sys.argv[2])):
+        w = "".join(random.choice("abcdefghij") for _ in range(random.randint(3, 12)))
+        f.write(f"{w}\t{w[::-1]}\n")
+EOF
+head -n 200 "$out/pairs.tsv" >"$out/pairs-valid.tsv"
+RECUR_MPI_OVERLAP=alternate "${mpirun[@]}" -np 2 "$recur" train seq2seq --train "$out/pairs.tsv" \
+  --valid "$out/pairs-valid.tsv" --test "$out/pairs-valid.tsv" --out "$out/s2s" \
+  --hidden-size "$s2s_hidden" --batch-size 64 --steps "$steps" --eval-every 1000000 \
+  --threads 1 --log-every 1000000 2>&1 | grep '"overlapped_steps"' >"$out/overlap.json"
+
 python3 - "$out" "$sizes" <<'EOF'
 import json, sys
 out, sizes = sys.argv[1], [int(x) for x in sys.argv[2].split(",")]
@@ -177,4 +196,13 @@ for task, n in zip(["lm", "tag"], sizes):
                 t = t1 / m + comm + local
             cells.append(f"{t * 1e3:8.2f} ms x{t1 / t:6.2f} ({t1 / t / m:4.0%})")
         print(f"  {m:>8} " + " ".join(f"{c:>22}" for c in cells))
+
+o = json.load(open(f"{out}/overlap.json"))
+print()
+print("seq2seq, 2 ranks x 1 thread: all-reduce time exposed per step (same run, alternating):")
+for way in ["overlapped", "blocking"]:
+    print(f"  {way:10} {o[way + '_steps']:4d} steps  mean {o[way + '_exposed_seconds_mean'] * 1e3:9.2f} ms"
+          f"  median {o[way + '_exposed_seconds_median'] * 1e3:9.2f} ms")
+print(f"  overlapped / blocking: mean {o['overlapped_exposed_seconds_mean'] / o['blocking_exposed_seconds_mean']:.2f}"
+      f", median {o['overlapped_exposed_seconds_median'] / o['blocking_exposed_seconds_median']:.2f}")
 EOF

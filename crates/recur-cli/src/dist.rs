@@ -63,6 +63,28 @@ impl Dist {
         Box::new(Local)
     }
 
+    /// [`Dist::comm`] whose training steps wait at most `seconds` for the other ranks
+    /// (`--dist-timeout`; MPI only, alone there is nothing to wait for).
+    pub fn comm_within(&self, seconds: Option<f64>) -> Result<Box<dyn Communicator>, String> {
+        let timeout = match seconds {
+            None => None,
+            Some(s) if s.is_finite() && s > 0.0 => Some(std::time::Duration::from_secs_f64(s)),
+            Some(s) => {
+                return Err(format!(
+                    "--dist-timeout must be a positive number of seconds, got {s}"
+                ))
+            }
+        };
+        #[cfg(feature = "mpi")]
+        if self.universe.is_some() {
+            return Ok(Box::new(
+                crate::mpi_comm::MpiComm::world().with_timeout(timeout),
+            ));
+        }
+        let _ = timeout;
+        Ok(Box::new(Local))
+    }
+
     /// This process's rank (0 when alone).
     pub fn rank(&self) -> usize {
         self.comm().rank()

@@ -160,7 +160,10 @@ fn main() -> ExitCode {
         Command::Forward(a) => forward::run(a).map_err(Failure::from),
         Command::Export(a) => export::run(a).map_err(Failure::from),
         Command::Bench(_) => return run_bench(),
-        Command::Train(a) => train::run(*a, &*dist.comm()),
+        Command::Train(a) => match dist.comm_within(a.dist_timeout) {
+            Ok(comm) => train::run(*a, &*comm),
+            Err(message) => Err(Failure::from(message)),
+        },
         Command::Eval(a) => eval::run_eval(a),
         Command::Predict(a) => eval::run_predict(a),
         Command::Sample(a) => sample::run(a).map_err(Failure::from),

@@ -517,17 +517,44 @@ impl Task for LmTask {
         }
         let chunk = self.batches.chunk(k);
         self.grads.zero();
-        if self.model.has_regularizers() {
-            // The regularized step draws its masks from the task's generator over the whole
-            // batch; it has no row-by-row form yet.
-            if !shard.is_whole() {
-                return Err(recur::Error::Config(format!(
-                    "--layer-norm/--input-dropout/--recurrent-dropout/--zoneout/--weight-drop/\
-                     --locked-dropout/--embed-dropout/--ar/--tar do not run on several ranks \
-                     yet (this run has {} ranks): train a regularized model on one process",
-                    shard.ranks
-                )));
+        if self.model.has_regularizers() && !shard.is_whole() {
+            // Every rank draws the masks of the whole batch from the task's generator (the
+            // same on every rank) and uses its streams' rows of them. A rank without streams
+            // (fewer streams than ranks) computes stream 0 to keep its generator in step with
+            // the others, and sends nothing.
+            let rows = shard.range(chunk.batch);
+            let (compute, units) = if rows.is_empty() {
+                (0..1, 0)
+            } else {
+                (rows.clone(), chunk.steps * rows.len())
+            };
+            self.rows = rows.clone();
+            let state = match &self.state {
+                Some(s) => Some(crate::shard::state_rows(s, &compute)?),
+                None => None,
+            };
+            let (terms, next) = self.model.loss_terms_and_grad_regular_rows(
+                &chunk,
+                compute.clone(),
+                state.as_ref(),
+                &mut self.rng,
+                &mut self.grads,
+            )?;
+            if !rows.is_empty() {
+                self.state = Some(crate::shard::with_rows(
+                    self.state.take(),
+                    next,
+                    &rows,
+                    chunk.batch,
+                )?);
             }
+            self.cursor += 1;
+            return Ok(StepStats {
+                loss: terms.cross_entropy,
+                units: units as u64,
+            });
+        }
+        if self.model.has_regularizers() {
             self.rows = 0..chunk.batch;
             let (loss, next) = self.model.loss_and_grad(
                 &chunk,

@@ -789,6 +789,83 @@ impl Seq2SeqTask {
         })
     }
 
+    /// One training step on this rank's rows of the next batch (data parallelism): every
+    /// rank walks the same batches (the epoch's order follows from the seed) and computes
+    /// the rows [`Shard::range`](recur::train::Shard::range) gives it; dropout is drawn row
+    /// by row from a key of the step ([`Seq2Seq::loss_and_grad_rows`]), so it does not
+    /// depend on the number of ranks. With `ready`, the backward pass announces the parts
+    /// whose gradients are final as it goes (their all-reduce starts while it computes the
+    /// rest).
+    fn step(
+        &mut self,
+        shard: recur::train::Shard,
+        mut ready: Option<&mut dyn recur::train::GradReady>,
+    ) -> recur::Result<StepStats> {
+        let idx = self.next_batch().to_vec();
+        let key = recur::models::lm::RngCore::next_u64(&mut self.rng);
+        if self.model.config().regular.any() {
+            // The regularizers' masks are drawn for the whole batch from the run's generator.
+            shard.require_whole(self.name())?;
+            self.grads.zero();
+            self.cursor += 1;
+            let s: Vec<&[usize]> = idx.iter().map(|&k| &self.pairs[k].0[..]).collect();
+            let t: Vec<&[usize]> = idx.iter().map(|&k| &self.pairs[k].1[..]).collect();
+            let batch: Batch = self.model.batch(&s, &t)?;
+            let loss = self
+                .model
+                .loss_and_grad(&batch, Some(&mut self.rng), &mut self.grads)?;
+            return Ok(StepStats {
+                loss,
+                units: batch.num_targets() as u64,
+            });
+        }
+        let rows = shard.range(idx.len());
+        self.grads.zero();
+        self.cursor += 1;
+        if rows.is_empty() {
+            return Ok(StepStats {
+                loss: 0.0,
+                units: 0,
+            });
+        }
+        let share = &idx[rows.clone()];
+        let s: Vec<&[usize]> = share.iter().map(|&k| &self.pairs[k].0[..]).collect();
+        let t: Vec<&[usize]> = share.iter().map(|&k| &self.pairs[k].1[..]).collect();
+        let batch: Batch = self.model.batch(&s, &t)?;
+        let units = batch.num_targets() as u64;
+        let dropout = (self.model.config().dropout > 0.0).then_some(key);
+        // The model's buffer k is part `part[k]` of `parts()`, which leaves out the empty ones.
+        let lens = self.model.params().map(|p| p.len());
+        let loss = self.model.loss_and_grad_rows(
+            &batch,
+            rows.start,
+            dropout,
+            &mut self.grads,
+            &mut |k, g| {
+                let Some(ready) = ready.as_deref_mut() else {
+                    return Ok(());
+                };
+                let bufs = [
+                    &g.src_embed,
+                    &g.encoder,
+                    &g.tgt_embed,
+                    &g.decoder,
+                    &g.attn,
+                    &g.attn_combine,
+                    &g.head,
+                ];
+                let first = lens[..k].iter().filter(|&&n| n > 0).count();
+                let grads: Vec<&[f32]> = bufs[k..]
+                    .iter()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| &b[..])
+                    .collect();
+                ready.parts_final(first, units, &grads)
+            },
+        )?;
+        Ok(StepStats { loss, units })
+    }
+
     /// The batch the cursor points at: epochs visit the batches in a new order each.
     fn next_batch(&mut self) -> &[usize] {
         let n = self.batches.len() as u64;
@@ -822,25 +899,15 @@ impl Task for Seq2SeqTask {
     }
 
     fn train_batch(&mut self, shard: recur::train::Shard) -> recur::Result<StepStats> {
-        shard.require_whole(self.name())?;
-        let idx = self.next_batch().to_vec();
-        let s: Vec<&[usize]> = idx.iter().map(|&k| &self.pairs[k].0[..]).collect();
-        let t: Vec<&[usize]> = idx.iter().map(|&k| &self.pairs[k].1[..]).collect();
-        let batch: Batch = self.model.batch(&s, &t)?;
-        self.grads.zero();
-        let c = self.model.config();
-        let rng: Option<&mut dyn recur::models::lm::RngCore> = if c.dropout > 0.0 || c.regular.any()
-        {
-            Some(&mut self.rng)
-        } else {
-            None
-        };
-        let loss = self.model.loss_and_grad(&batch, rng, &mut self.grads)?;
-        self.cursor += 1;
-        Ok(StepStats {
-            loss,
-            units: batch.num_targets() as u64,
-        })
+        self.step(shard, None)
+    }
+
+    fn train_batch_announcing(
+        &mut self,
+        shard: recur::train::Shard,
+        ready: &mut dyn recur::train::GradReady,
+    ) -> recur::Result<StepStats> {
+        self.step(shard, Some(ready))
     }
 
     fn parts(&mut self) -> Vec<Part<'_>> {

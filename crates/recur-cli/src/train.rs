@@ -10,6 +10,10 @@ use recur::train::Communicator;
 pub struct Args {
     #[command(subcommand)]
     what: What,
+    /// On several ranks (MPI): end the run when a rank waits more than SECS seconds for the
+    /// others in a training step's all-reduce (a rank that hangs); off by default.
+    #[arg(long, global = true, value_name = "SECS")]
+    pub dist_timeout: Option<f64>,
 }
 
 #[derive(Subcommand)]

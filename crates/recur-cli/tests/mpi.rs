@@ -224,6 +224,70 @@ fn tag_args(train: &Path, valid: &Path, out: &Path, extra: &[&str]) -> Vec<Strin
     with(a, extra)
 }
 
+/// Pairs `source<TAB>target` of short letter strings and their reversals, of lengths 2 to
+/// 7 (so that every batch is padded).
+fn pairs(n: usize, seed: u64) -> String {
+    let mut x = seed;
+    let mut next = || {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (x >> 33) as usize
+    };
+    let mut s = String::new();
+    for _ in 0..n {
+        let len = 2 + next() % 6;
+        let w: String = (0..len)
+            .map(|_| (b'a' + (next() % 6) as u8) as char)
+            .collect();
+        s += &format!("{w}\t{}\n", w.chars().rev().collect::<String>());
+    }
+    s
+}
+
+/// `recur train seq2seq`: a 2-layer bidirectional LSTM encoder and a 2-layer decoder with
+/// general attention and dropout (masks between the layers of both and on the decoder's
+/// output), batches of 9 pairs.
+fn s2s_args(train: &Path, valid: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let a: Vec<String> = [
+        "train",
+        "seq2seq",
+        "--train",
+        train.to_str().unwrap(),
+        "--valid",
+        valid.to_str().unwrap(),
+        "--test",
+        valid.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--hidden-size",
+        "16",
+        "--embed-size",
+        "8",
+        "--num-layers",
+        "2",
+        "--bidirectional",
+        "--dropout",
+        "0.25",
+        "--batch-size",
+        "9",
+        "--steps",
+        "16",
+        "--eval-every",
+        "8",
+        "--threads",
+        "1",
+        "--log-every",
+        "1000",
+        "--lr",
+        "0.01",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    with(a, extra)
+}
+
 /// `base` with the options of `extra` (`--name value`, or `--name` alone before another
 /// option) in place of the same options of `base`, or added.
 fn with(mut base: Vec<String>, extra: &[&str]) -> Vec<String> {
@@ -274,20 +338,63 @@ fn lm_on_two_and_three_ranks_trains_the_parameters_of_one_process() {
     assert_eq!(params(&again), params(&dir.path("r2")));
 }
 
+/// The regularizers draw the masks of the whole batch on every rank, and each rank uses its
+/// streams' rows: the regularized layers' masks (layer norm, input and recurrent dropout,
+/// zoneout, weight drop, locked dropout between the layers), and, with the fused layers, the
+/// dropout between them; the embedding dropout, the output's mask and AR/TAR beside both.
 #[test]
-fn a_regularized_lm_is_refused_on_two_ranks_and_trains_alone() {
+fn a_regularized_lm_on_two_and_three_ranks_trains_the_parameters_of_one_process() {
     let dir = TmpDir::new("mpi-lm-regular");
     let train = dir.path("train.txt");
     std::fs::write(&train, text()).unwrap();
-    let reg = ["--zoneout", "0.1", "--ar", "0.5"];
-    ok(&alone(&strs(&lm_args(&train, &dir.path("one"), &reg))));
-    let o = mpirun(2, &strs(&lm_args(&train, &dir.path("two"), &reg)));
-    assert!(
-        !o.status.success(),
-        "a regularized model trained on two ranks"
-    );
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("do not run on several ranks yet"), "{err}");
+    let inside = [
+        "--layer-norm",
+        "--input-dropout",
+        "0.1",
+        "--recurrent-dropout",
+        "0.2",
+        "--zoneout",
+        "0.1",
+        "--weight-drop",
+        "0.2",
+        "--locked-dropout",
+        "--embed-dropout",
+        "0.1",
+        "--ar",
+        "0.5",
+        "--tar",
+        "0.5",
+        // Layer norm makes this small model chaotic: the difference of the order of the
+        // sums grows about twofold a step (docs/distributed.md), so few steps.
+        "--steps",
+        "4",
+        "--eval-every",
+        "2",
+    ];
+    let beside = ["--embed-dropout", "0.1", "--ar", "0.5", "--tar", "0.5"];
+    for (name, reg, ranks) in [
+        ("inside", &inside[..], &[2, 3][..]),
+        ("beside", &beside[..], &[2][..]),
+    ] {
+        let one = dir.path(&format!("{name}-one"));
+        ok(&alone(&strs(&lm_args(&train, &one, reg))));
+        let p1 = params(&one);
+        for &n in ranks {
+            let out = dir.path(&format!("{name}-r{n}"));
+            ok(&mpirun(n, &strs(&lm_args(&train, &out, reg))));
+            let d = max_rel_diff(&params(&out), &p1);
+            eprintln!(
+                "regularized lm ({name} the layers), {n} ranks: largest relative difference {d:e}"
+            );
+            assert!(
+                d < TOLERANCE,
+                "{name}, {n} ranks against one process: {d:e}"
+            );
+        }
+    }
+    let again = dir.path("inside-r3-again");
+    ok(&mpirun(3, &strs(&lm_args(&train, &again, &inside))));
+    assert_eq!(params(&again), params(&dir.path("inside-r3")));
 }
 
 #[test]
@@ -312,6 +419,40 @@ fn tagger_on_two_and_three_ranks_trains_the_parameters_of_one_process() {
     let again = dir.path("r3-again");
     ok(&mpirun(3, &strs(&tag_args(&train, &valid, &again, &[]))));
     assert_eq!(params(&again), params(&dir.path("r3")));
+}
+
+#[test]
+fn seq2seq_on_two_and_three_ranks_trains_the_parameters_of_one_process() {
+    let dir = TmpDir::new("mpi-s2s");
+    let (train, valid) = (dir.path("train.tsv"), dir.path("valid.tsv"));
+    std::fs::write(&train, pairs(60, 1)).unwrap();
+    std::fs::write(&valid, pairs(12, 2)).unwrap();
+    let one = dir.path("one");
+    ok(&alone(&strs(&s2s_args(&train, &valid, &one, &[]))));
+    let p1 = params(&one);
+    for ranks in [2, 3] {
+        let out = dir.path(&format!("r{ranks}"));
+        let o = mpirun(ranks, &strs(&s2s_args(&train, &valid, &out, &["--json"])));
+        ok(&o);
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(stdout.lines().count(), 1, "rank 0 alone prints: {stdout}");
+        let d = max_rel_diff(&params(&out), &p1);
+        eprintln!("seq2seq, {ranks} ranks: largest relative difference {d:e}");
+        assert!(d < TOLERANCE, "{ranks} ranks against one process: {d:e}");
+    }
+    // The same N twice: bit for bit.
+    let again = dir.path("r3-again");
+    ok(&mpirun(3, &strs(&s2s_args(&train, &valid, &again, &[]))));
+    assert_eq!(params(&again), params(&dir.path("r3")));
+    // On two ranks each sum is one addition, whatever the order: the buckets all-reduced
+    // as the backward pass finishes them give the bits of one all-reduce after it.
+    let blocking = dir.path("r2-blocking");
+    let o = mpirun_cmd(2, &strs(&s2s_args(&train, &valid, &blocking, &[])))
+        .env("RECUR_MPI_OVERLAP", "off")
+        .output()
+        .unwrap();
+    ok(&o);
+    assert_eq!(params(&blocking), params(&dir.path("r2")));
 }
 
 #[test]
@@ -458,4 +599,77 @@ fn a_killed_rank_ends_the_run_and_the_last_checkpoint_resumes() {
     let _ = log;
     let c = recur::train::checkpoint::Checkpoint::read(&ckpt).unwrap();
     assert_eq!(c.field("run").unwrap()["step"].as_u64(), Some(step + 2));
+}
+
+/// A rank that hangs (stopped with SIGSTOP: alive, but it never answers): with
+/// `--dist-timeout`, the rank waiting for it in the step's all-reduce ends the run, naming
+/// itself and the time-out, and the last checkpoint is whole.
+#[test]
+fn a_hanging_rank_ends_the_run_after_the_dist_timeout() {
+    let dir = TmpDir::new("mpi-hang");
+    let train = dir.path("train.txt");
+    std::fs::write(&train, text()).unwrap();
+    let out = dir.path("m");
+    let marker = format!("RECUR_MPI_HANG_TEST={}", std::process::id());
+    let long = lm_args(
+        &train,
+        &out,
+        &[
+            "--steps",
+            "1000000",
+            "--eval-every",
+            "1000000",
+            "--checkpoint-every",
+            "3",
+            "--dist-timeout",
+            "2",
+        ],
+    );
+    let mut child = mpirun_cmd(2, &strs(&long))
+        .env("RECUR_MPI_HANG_TEST", std::process::id().to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ckpt = out.join("checkpoint.safetensors");
+    let t0 = Instant::now();
+    while !ckpt.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(120), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pids = pids_of_rank(&marker, 1);
+    assert_eq!(pids.len(), 1, "rank 1: {pids:?}");
+    let stopped = Command::new("kill")
+        .args(["-STOP", &pids[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let t1 = Instant::now();
+    let o = loop {
+        if let Some(_status) = child.try_wait().unwrap() {
+            break child.wait_with_output().unwrap();
+        }
+        if t1.elapsed() > Duration::from_secs(60) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pids[0].to_string()])
+                .status();
+            let _ = child.kill();
+            panic!("the run did not end within 60 s of the hang");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // The stopped process, if the launcher left it.
+    let _ = Command::new("kill")
+        .args(["-KILL", &pids[0].to_string()])
+        .status();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success());
+    assert!(
+        err.contains("error: rank 0 of 2: no answer from the other ranks for 2 s")
+            && err.contains("--dist-timeout"),
+        "{err}"
+    );
+    let c = recur::train::checkpoint::Checkpoint::read(&ckpt).unwrap();
+    let step = c.field("run").unwrap()["step"].as_u64().unwrap();
+    assert!(step >= 3 && step.is_multiple_of(3), "step {step}");
 }

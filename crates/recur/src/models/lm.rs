@@ -38,6 +38,7 @@
 //! ```
 
 use crate::core::config::{Mode, RnnConfig};
+use crate::core::regular::{LayerMasks, Masks};
 use crate::core::rnn::{Dropout, Rnn, State};
 use crate::core::stream::Stream;
 use crate::core::tensor::Tensor;
@@ -77,6 +78,33 @@ enum LmDrop<'a, T> {
         layers: Vec<Tensor<T>>,
         output: Vec<T>,
     },
+    /// Every mask given (a share of a batch with the regularizers): the embedding's, the
+    /// recurrent stack's, the output's (steps·batch, hidden).
+    Given {
+        embed: Option<Vec<T>>,
+        rnn: RnnMasks<T>,
+        output: Option<Vec<T>>,
+    },
+}
+
+/// The recurrent stack's masks of [`LmDrop::Given`].
+enum RnnMasks<T> {
+    /// No dropout in the fused layers.
+    Off,
+    /// The fused layers' dropout between layers, (steps, batch, width) each.
+    Between(Vec<Tensor<T>>),
+    /// The regularized layers' ([`Masks`]).
+    Regular(Masks<T>),
+}
+
+/// Rows `rows` of `v`, laid out (blocks, batch, width): (blocks, rows.len(), width).
+fn take_rows<T: Copy>(v: &[T], blocks: usize, batch: usize, rows: &Range<usize>) -> Vec<T> {
+    let w = v.len() / (blocks * batch).max(1);
+    let mut out = Vec::with_capacity(blocks * rows.len() * w);
+    for k in 0..blocks {
+        out.extend_from_slice(&v[(k * batch + rows.start) * w..(k * batch + rows.end) * w]);
+    }
+    out
 }
 
 /// The shape of a [`CharLm`]; in `config.json` (serde) with the cell's name under `"cell"`
@@ -703,6 +731,129 @@ impl<T: Real> CharLm<T> {
             .map(|(l, next)| (l.cross_entropy, next))
     }
 
+    /// [`CharLm::loss_terms_and_grad`] with the regularizers over the streams `rows` of
+    /// `chunk` only (a rank's share of a batch; `state` and the returned state are those
+    /// streams'; the terms are means over their targets).
+    ///
+    /// Every mask is drawn from `rng` for the whole batch, in the order
+    /// [`CharLm::loss_and_grad`] draws them (the embedding's over the vocabulary, the
+    /// recurrent stack's, as [`Masks::sample`] or the fused layers' dropout between layers,
+    /// then the one on the output), and the share takes its streams' rows of them. So ranks
+    /// whose generators are in the same state use the masks of one process computing the
+    /// whole batch, and the gradients of the shares, weighted by their targets, sum to its
+    /// gradient (the AR and TAR terms are means over the same targets).
+    pub fn loss_terms_and_grad_regular_rows(
+        &self,
+        chunk: &Chunk,
+        rows: Range<usize>,
+        state: Option<&State<T>>,
+        rng: &mut dyn RngCore,
+        grads: &mut CharLmGrads<T>,
+    ) -> Result<(LossTerms, State<T>)> {
+        let (steps, batch) = (chunk.steps, chunk.batch);
+        self.check_ids("input", &chunk.input, steps, batch)?;
+        self.check_ids("target", &chunk.target, steps, batch)?;
+        if rows.is_empty() || rows.end > batch {
+            return Err(Error::Input(format!(
+                "rows {}..{} of a chunk of {batch} streams",
+                rows.start, rows.end
+            )));
+        }
+        let (v, h) = (self.config.vocab_size, self.config.hidden_size);
+        let p = self.config.dropout;
+        let r = &self.config.regular;
+        let draw = |rng: &mut dyn RngCore, n: usize, p: f64| -> Vec<T> {
+            let keep = 1.0 - p;
+            let scale = T::from_f64(1.0 / keep);
+            (0..n)
+                .map(|_| {
+                    if rng.gen::<f64>() < keep {
+                        scale
+                    } else {
+                        T::ZERO
+                    }
+                })
+                .collect()
+        };
+        // The whole batch's masks, in the order of the one-process step.
+        let embed = (r.embed_dropout > 0.0).then(|| draw(&mut *rng, v, r.embed_dropout));
+        let rc = self.rnn.config();
+        let rnn_masks = if rc.regular.any() {
+            let m: Masks<T> = Masks::sample(rc, steps, batch, &mut *rng);
+            let (locked, blocks) = (rc.regular.locked_dropout, steps);
+            RnnMasks::Regular(Masks {
+                layers: m
+                    .layers
+                    .iter()
+                    .map(|l| LayerMasks {
+                        input: l.input.as_ref().map(|x| take_rows(x, 1, batch, &rows)),
+                        recurrent: l.recurrent.as_ref().map(|x| take_rows(x, 1, batch, &rows)),
+                        weight_hh: l.weight_hh.clone(),
+                        zoneout_h: l
+                            .zoneout_h
+                            .as_ref()
+                            .map(|x| take_rows(x, blocks, batch, &rows)),
+                        zoneout_c: l
+                            .zoneout_c
+                            .as_ref()
+                            .map(|x| take_rows(x, blocks, batch, &rows)),
+                        output: l
+                            .output
+                            .as_ref()
+                            .map(|x| take_rows(x, if locked { 1 } else { blocks }, batch, &rows)),
+                    })
+                    .collect(),
+            })
+        } else if rc.dropout > 0.0 {
+            // The fused layers draw (steps, batch, width) per layer but the last, in this
+            // order when no lengths sort the rows.
+            let width = rc.h_out() * rc.num_directions();
+            let layers = (1..rc.num_layers)
+                .map(|_| {
+                    let m = draw(&mut *rng, steps * batch * width, rc.dropout);
+                    Tensor::new(
+                        &[steps, rows.len(), width],
+                        take_rows(&m, steps, batch, &rows),
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?;
+            RnnMasks::Between(layers)
+        } else {
+            RnnMasks::Off
+        };
+        let output = (p > 0.0).then(|| {
+            if r.locked_dropout {
+                let m = take_rows(&draw(&mut *rng, batch * h, p), 1, batch, &rows);
+                let bh = rows.len() * h;
+                (0..steps * bh).map(|k| m[k % bh]).collect()
+            } else {
+                take_rows(&draw(&mut *rng, steps * batch * h, p), steps, batch, &rows)
+            }
+        });
+        let pick = |x: &[usize]| -> Vec<usize> {
+            (0..steps)
+                .flat_map(|t| {
+                    x[t * batch + rows.start..t * batch + rows.end]
+                        .iter()
+                        .copied()
+                })
+                .collect()
+        };
+        let sub = Chunk {
+            input: pick(&chunk.input),
+            target: pick(&chunk.target),
+            steps,
+            batch: rows.len(),
+            start: chunk.start,
+        };
+        let drop = LmDrop::Given {
+            embed,
+            rnn: rnn_masks,
+            output,
+        };
+        self.step(&sub, state, drop, grads)
+    }
+
     /// True when a regularizer beyond `dropout` is on (which [`CharLm::loss_and_grad_rows`]
     /// does not run).
     pub fn has_regularizers(&self) -> bool {
@@ -779,6 +930,25 @@ impl<T: Real> CharLm<T> {
                     self.rnn
                         .forward_train(&x, state, None, Dropout::Masks(&layers))?;
                 (out, tape, Some(output), None)
+            }
+            LmDrop::Given { embed, rnn, output } => {
+                if let Some(m) = &embed {
+                    let e = self.config.embed_size;
+                    let xd = x.data_mut();
+                    for (row, &id) in xd.chunks_exact_mut(e).zip(&chunk.input) {
+                        for a in row {
+                            *a *= m[id];
+                        }
+                    }
+                }
+                let (out, tape) = match &rnn {
+                    RnnMasks::Off => self.rnn.forward_train(&x, state, None, Dropout::Off)?,
+                    RnnMasks::Between(l) => {
+                        self.rnn.forward_train(&x, state, None, Dropout::Masks(l))?
+                    }
+                    RnnMasks::Regular(m) => self.rnn.forward_train_masked(&x, state, None, m)?,
+                };
+                (out, tape, output, embed)
             }
             LmDrop::Off => {
                 let (out, tape) = self.rnn.forward_train(&x, state, None, Dropout::Off)?;

@@ -84,7 +84,7 @@ mod hooks;
 mod report;
 mod runner;
 
-pub use comm::{Communicator, Local};
+pub use comm::{Communicator, GradBuffer, GradReady, Local};
 pub use config::{Length, NonFinite, TrainConfig};
 pub use hooks::{Evaluation, Finished, Hooks, Start};
 pub use report::{fmt_metrics, fmt_value, json_f64, metric_json};
@@ -228,6 +228,19 @@ pub trait Task {
     /// computes whole batches only returns an error for more than one rank
     /// ([`Shard::require_whole`]).
     fn train_batch(&mut self, shard: Shard) -> Result<StepStats>;
+    /// [`Task::train_batch`], telling `ready` during the backward pass which parts' gradients
+    /// are final ([`GradReady::parts_final`]: the head's, then the recurrent stack's, ...),
+    /// so that with several ranks their all-reduce overlaps the rest of the backward pass.
+    /// The default is [`Task::train_batch`], announcing nothing: the loop sends every part
+    /// after the step.
+    fn train_batch_announcing(
+        &mut self,
+        shard: Shard,
+        ready: &mut dyn GradReady,
+    ) -> Result<StepStats> {
+        let _ = ready;
+        self.train_batch(shard)
+    }
     /// Called when the loop skips the step just computed (non-finite loss or gradient).
     fn discard_step(&mut self) {}
     /// The parameters and gradients, in a fixed order.

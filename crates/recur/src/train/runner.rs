@@ -489,71 +489,6 @@ pub fn run(task: &mut dyn Task, config: &TrainConfig, hooks: &mut dyn Hooks) -> 
     run_on(task, config, hooks, &Local)
 }
 
-/// The gradients of all ranks, each rank's mean weighted by its units: every rank's
-/// gradients become `Σ units_r · grad_r / Σ units_r`, its loss the same mean of the losses;
-/// returns the loss, the units of all ranks and whether any rank asked to stop. The sums run
-/// in f64 (an f32 gradient times an integer count below 2^29 is exact in f64), so the
-/// reduced gradient differs from one process's whole-batch gradient only by the order of
-/// the sums.
-fn reduce(
-    comm: &dyn Communicator,
-    task: &mut dyn Task,
-    loss: f64,
-    units: u64,
-    stop: bool,
-) -> Result<(f64, u64, bool)> {
-    let u = units as f64;
-    // The f64 parts first, then the f32 parts (whose buffer the code below reads as before).
-    let wide: Vec<f64> = task
-        .parts_f64()
-        .iter()
-        .flat_map(|p| {
-            p.grads
-                .iter()
-                .map(|&g| if units == 0 { 0.0 } else { g * u })
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let m = wide.len();
-    let mut parts = task.parts();
-    let n: usize = parts.iter().map(|p| p.grads.len()).sum::<usize>() + m;
-    let mut buf = Vec::with_capacity(n + 3);
-    buf.extend_from_slice(&wide);
-    for p in &parts {
-        if units == 0 {
-            buf.extend(std::iter::repeat_n(0.0, p.grads.len()));
-        } else {
-            buf.extend(p.grads.iter().map(|&g| g as f64 * u));
-        }
-    }
-    buf.push(u);
-    buf.push(if units == 0 { 0.0 } else { loss * u });
-    buf.push(f64::from(u8::from(stop)));
-    comm.all_reduce_sum_f64(&mut buf)?;
-    let total = buf[n];
-    if total <= 0.0 {
-        return Err(Error::Input(
-            "a training batch with no targets on any rank".into(),
-        ));
-    }
-    let mut k = m;
-    for p in parts.iter_mut() {
-        for g in p.grads.iter_mut() {
-            *g = (buf[k] / total) as f32;
-            k += 1;
-        }
-    }
-    drop(parts);
-    let mut k = 0;
-    for p in task.parts_f64() {
-        for g in p.grads.iter_mut() {
-            *g = buf[k] / total;
-            k += 1;
-        }
-    }
-    Ok((buf[n + 1] / total, total as u64, buf[n + 2] > 0.0))
-}
-
 /// Trains `task` as `config` says, as rank `comm.rank()` of `comm.size()`: every rank calls
 /// this with its own task (and the same configuration); gradients are all-reduced after
 /// every backward pass; only rank 0 writes files (the best model, checkpoints,
@@ -718,6 +653,7 @@ pub fn run_on(
             resumed: c.resume,
         })?;
     }
+    let mut grad_buf = super::GradBuffer::new(task.parts().iter().map(|p| p.grads.len()));
     let mut nonfinite_run = 0u64;
     let mut last_ckpt = c.resume.then(|| (r.step, ckpt_path.clone()));
     let max_norm = if c.clip_grad_norm > 0.0 {
@@ -733,15 +669,12 @@ pub fn run_on(
             o.set_lr(lr * scale);
         }
         let t0 = Instant::now();
-        let mut stats = task.train_batch(shard)?;
-        let mut stop = false;
-        if ranks > 1 {
+        let (stats, mut stop) = if ranks > 1 {
             let asked = hooks.should_stop();
-            let (loss, units, any) = reduce(comm, task, stats.loss, stats.units, asked)?;
-            stats.loss = loss;
-            stats.units = units;
-            stop = any;
-        }
+            super::comm::step_on(comm, task, shard, &mut grad_buf, asked)?
+        } else {
+            (task.train_batch(shard)?, false)
+        };
         if lead {
             let parts = task.parts();
             let named: Vec<(&str, &[f32])> = parts.iter().map(|p| (p.name, &*p.grads)).collect();

@@ -47,6 +47,7 @@ use crate::data::TokenVocab;
 use crate::error::{fmt_shape, Error, Result};
 use crate::io::state_dict::{describe, load_rnn, state_dict, LoadOptions, TensorFile};
 pub use crate::models::lm::LmRegularizers;
+use crate::models::rows::RowMasks;
 use crate::models::ModelKind;
 use crate::nn::{clip_grad_norm, softmax_cross_entropy, Embedding, Linear, DEFAULT_IGNORE_INDEX};
 use attention::AttnDims;
@@ -546,6 +547,18 @@ pub struct Seq2SeqGrads<T> {
 }
 
 impl<T: Real> Seq2SeqGrads<T> {
+    #[cfg(test)]
+    fn buffers(&self) -> [&[T]; 7] {
+        [
+            &self.src_embed,
+            &self.encoder,
+            &self.tgt_embed,
+            &self.decoder,
+            &self.attn,
+            &self.attn_combine,
+            &self.head,
+        ]
+    }
     fn buffers_mut(&mut self) -> [&mut [T]; 7] {
         [
             &mut self.src_embed,
@@ -638,6 +651,28 @@ pub struct Seq2Seq<T: Real = f32> {
     attn: Option<Linear<T>>,
     attn_combine: Option<Linear<T>>,
     head: Linear<T>,
+}
+
+/// Where the dropout of a training pass comes from.
+enum S2sDrop<'a> {
+    Off,
+    /// One generator over the whole batch.
+    Sample(&'a mut dyn RngCore),
+    /// Row by row ([`RowMasks`]): the batch's row `r` is row `first + r` of the whole batch.
+    Rows {
+        key: u64,
+        first: usize,
+    },
+}
+
+/// Row-by-row dropout masks of a batch (0 at padding).
+struct RowDrop<T> {
+    /// The encoder's masks between layers, (S, B, D·H_out) each.
+    enc: Vec<Tensor<T>>,
+    /// The decoder's, (T, B, H) each.
+    dec: Vec<Tensor<T>>,
+    /// (T, B, H): the mask on the decoder's output.
+    out: Vec<T>,
 }
 
 /// What a forward pass over a [`Batch`] keeps for the backward pass.
@@ -907,12 +942,7 @@ impl<T: Real> Seq2Seq<T> {
 
     /// The forward pass over a batch: with `train`, dropout (drawn from `rng` when given) and
     /// tapes for the backward pass.
-    fn run(
-        &self,
-        batch: &Batch,
-        mut rng: Option<&mut dyn RngCore>,
-        train: bool,
-    ) -> Result<Forward<T>> {
+    fn run(&self, batch: &Batch, drop: S2sDrop<'_>, train: bool) -> Result<Forward<T>> {
         self.check_batch(batch)?;
         let (s, t, b) = (batch.s, batch.t, batch.b);
         let (e, h, v) = (
@@ -929,6 +959,12 @@ impl<T: Real> Seq2Seq<T> {
             || r.zoneout > 0.0
             || r.weight_drop > 0.0
             || r.embed_dropout > 0.0;
+        let (mut rng, rows) = match drop {
+            S2sDrop::Sample(r) => (Some(r), None),
+            S2sDrop::Rows { key, first } => (None, Some(self.row_masks(batch, key, first)?)),
+            S2sDrop::Off => (None, None),
+        };
+        let rows = rows.filter(|_| train && p > 0.0);
         let sample = train && random && rng.is_some();
         // Embedding dropout: one mask over each vocabulary's rows for the whole batch.
         let (src_mask, tgt_mask) = match rng {
@@ -957,9 +993,10 @@ impl<T: Real> Seq2Seq<T> {
             None,
             &batch.src_lengths,
             train,
-            match rng {
-                Some(ref mut r) if sample => Some(&mut **r as &mut dyn RngCore),
-                _ => None,
+            match (&mut rng, &rows) {
+                (Some(r), _) if sample => Dropout::Sample(&mut **r),
+                (_, Some(m)) => Dropout::Masks(&m.enc),
+                _ => Dropout::Off,
             },
         )?;
         let state = bridge(enc_out.state(), self.config.bidirectional);
@@ -975,15 +1012,22 @@ impl<T: Real> Seq2Seq<T> {
             Some(&state),
             &batch.tgt_lengths,
             train,
-            match rng {
-                Some(ref mut r) if sample => Some(&mut **r as &mut dyn RngCore),
-                _ => None,
+            match (&mut rng, &rows) {
+                (Some(r), _) if sample => Dropout::Sample(&mut **r),
+                (_, Some(m)) => Dropout::Masks(&m.dec),
+                _ => Dropout::Off,
             },
         )?;
         let mut dec = dec_out.output.into_data();
         let dec_raw = (train && r.tar > 0.0).then(|| dec.clone());
-        let dec_mask = match rng {
-            Some(r) if sample && p > 0.0 => {
+        let dec_mask = match (rng, rows) {
+            (_, Some(m)) => {
+                for (x, &k) in dec.iter_mut().zip(&m.out) {
+                    *x *= k;
+                }
+                Some(m.out)
+            }
+            (Some(r), _) if sample && p > 0.0 => {
                 // nn.Dropout(p): keep with probability 1 - p, scaled by 1/(1-p).
                 let keep = 1.0 - p;
                 let scale = T::from_f64(1.0 / keep);
@@ -1089,15 +1133,117 @@ impl<T: Real> Seq2Seq<T> {
                 "grads: the buffers do not fit this model (use zeros_like_grads)".into(),
             ));
         }
-        let f = self.run(batch, rng, true)?;
+        let drop = match rng {
+            Some(r) => S2sDrop::Sample(r),
+            None => S2sDrop::Off,
+        };
+        self.train_step(batch, drop, grads, &mut |_, _| Ok(()))
+    }
+
+    /// [`Seq2Seq::loss_and_grad`] of a share of a larger batch (data parallelism): `batch`
+    /// holds rows `first..first + batch.len()` of it. Returns the mean loss over the share's
+    /// predicted ids ([`Batch::num_targets`]).
+    ///
+    /// Dropout, when `dropout_key` is given and the configured probability is positive, is
+    /// drawn row by row ([`RowMasks`]): row `first + r` gets the masks of generator
+    /// `first + r` of the key, at its own steps only: the encoder's masks between layers
+    /// (layer by layer, step by step), then the decoder's, then the mask on the decoder's
+    /// output. So a row's masks do not depend on the rows beside it nor on the padding, and
+    /// the gradients of the shares of a batch, weighted by their targets, sum to those of
+    /// the whole batch.
+    ///
+    /// `final_from(k, grads)` is called during the backward pass each time the buffers
+    /// `k..` of [`Seq2SeqGrads`] (in the order of [`Seq2Seq::params`]) are final for this
+    /// batch: 6 (the head), 5 (`attn_combine`), 4 (`attn`), 3 (the decoder), 2
+    /// (`tgt_embed`), 1 (the encoder), in that order (the ones without attention skipped),
+    /// so that their all-reduce can start while the rest is computed.
+    pub fn loss_and_grad_rows(
+        &self,
+        batch: &Batch,
+        first: usize,
+        dropout_key: Option<u64>,
+        grads: &mut Seq2SeqGrads<T>,
+        final_from: &mut dyn FnMut(usize, &Seq2SeqGrads<T>) -> Result<()>,
+    ) -> Result<f64> {
+        if self.config.regular.any() {
+            return Err(Error::Input(
+                "a sequence-to-sequence model with regularizers (layer norm, variational \
+                 dropout, zoneout, weight drop, embedding dropout, AR/TAR) trains on whole \
+                 batches only: draw its masks with loss_and_grad"
+                    .into(),
+            ));
+        }
+        let drop = match dropout_key {
+            Some(key) => S2sDrop::Rows { key, first },
+            None => S2sDrop::Off,
+        };
+        self.train_step(batch, drop, grads, final_from)
+            .map(|l| l.cross_entropy)
+    }
+
+    fn train_step(
+        &self,
+        batch: &Batch,
+        drop: S2sDrop<'_>,
+        grads: &mut Seq2SeqGrads<T>,
+        final_from: &mut dyn FnMut(usize, &Seq2SeqGrads<T>) -> Result<()>,
+    ) -> Result<crate::models::lm::LossTerms> {
+        if grads.params_lens() != self.params().map(|p| p.len()) {
+            return Err(Error::Input(
+                "grads: the buffers do not fit this model (use zeros_like_grads)".into(),
+            ));
+        }
+        let f = self.run(batch, drop, true)?;
         let v = self.config.tgt_vocab_size;
         let (loss, dlogits) =
             softmax_cross_entropy(&f.logits, v, &batch.target, DEFAULT_IGNORE_INDEX)?;
-        let (ar, tar) = self.backward(batch, &f, &dlogits, grads)?;
+        let (ar, tar) = self.backward(batch, &f, &dlogits, grads, final_from)?;
         Ok(crate::models::lm::LossTerms {
             cross_entropy: loss.to_f64(),
             ar,
             tar,
+        })
+    }
+
+    /// The row-by-row dropout masks of `batch`, rows `first..` of the whole batch.
+    fn row_masks(&self, batch: &Batch, key: u64, first: usize) -> Result<RowDrop<T>> {
+        let m = RowMasks::new(key, self.config.dropout);
+        let (s, t, b, h) = (batch.s, batch.t, batch.b, self.config.hidden_size);
+        let (ec, dc) = (self.encoder.config(), self.decoder.config());
+        let ew = ec.h_out() * ec.num_directions();
+        let dw = dc.h_out() * dc.num_directions();
+        let mut enc: Vec<Vec<T>> = (1..ec.num_layers)
+            .map(|_| vec![T::ZERO; s * b * ew])
+            .collect();
+        let mut dec: Vec<Vec<T>> = (1..dc.num_layers)
+            .map(|_| vec![T::ZERO; t * b * dw])
+            .collect();
+        let mut out = vec![T::ZERO; t * b * h];
+        for r in 0..b {
+            let mut rng = m.rng(first + r);
+            for layer in enc.iter_mut() {
+                for ti in 0..batch.src_lengths[r] {
+                    m.fill(&mut rng, &mut layer[(ti * b + r) * ew..][..ew]);
+                }
+            }
+            for layer in dec.iter_mut() {
+                for ti in 0..batch.tgt_lengths[r] {
+                    m.fill(&mut rng, &mut layer[(ti * b + r) * dw..][..dw]);
+                }
+            }
+            for ti in 0..batch.tgt_lengths[r] {
+                m.fill(&mut rng, &mut out[(ti * b + r) * h..][..h]);
+            }
+        }
+        let tensors = |v: Vec<Vec<T>>, steps: usize, w: usize| {
+            v.into_iter()
+                .map(|x| Tensor::new(&[steps, b, w], x))
+                .collect::<Result<Vec<_>>>()
+        };
+        Ok(RowDrop {
+            enc: tensors(enc, s, ew)?,
+            dec: tensors(dec, t, dw)?,
+            out,
         })
     }
 
@@ -1107,6 +1253,7 @@ impl<T: Real> Seq2Seq<T> {
         f: &Forward<T>,
         dlogits: &[T],
         grads: &mut Seq2SeqGrads<T>,
+        final_from: &mut dyn FnMut(usize, &Seq2SeqGrads<T>) -> Result<()>,
     ) -> Result<(f64, f64)> {
         let AttnDims { s, t, b, h } = f.d;
         let n = t * b;
@@ -1114,6 +1261,7 @@ impl<T: Real> Seq2Seq<T> {
         let mut dout = vec![T::ZERO; n * h];
         self.head
             .backward(&f.out, dlogits, n, &mut grads.head, Some(&mut dout));
+        final_from(6, grads)?;
         // ddec (T, B, H), denc (S, B, H)
         let mut denc = None;
         let mut ddec = match &self.attn_combine {
@@ -1125,6 +1273,7 @@ impl<T: Real> Seq2Seq<T> {
                 }
                 let mut dcat = vec![T::ZERO; n * 2 * h];
                 combine.backward(&f.cat, &dout, n, &mut grads.attn_combine, Some(&mut dcat));
+                final_from(5, grads)?;
                 let mut ddec = vec![T::ZERO; n * h];
                 let mut de = vec![T::ZERO; s * b * h];
                 let mut dkeys = vec![T::ZERO; s * b * h];
@@ -1149,6 +1298,9 @@ impl<T: Real> Seq2Seq<T> {
                     }
                     None => dkeys,
                 };
+                if self.attn.is_some() {
+                    final_from(4, grads)?;
+                }
                 for (x, &y) in de.iter_mut().zip(&dk_enc) {
                     *x += y;
                 }
@@ -1204,12 +1356,14 @@ impl<T: Real> Seq2Seq<T> {
         let gd = self
             .decoder
             .backward(dec_tape, Some(&ddec), None, None, &mut grads.decoder)?;
+        final_from(3, grads)?;
         let mut dxt = gd.input.data().to_vec();
         if let Some(m) = &f.tgt_mask {
             mask_rows(&mut dxt, &batch.dec_input, m, self.config.embed_size);
         }
         self.tgt_embed
             .backward(&batch.dec_input, &dxt, &mut grads.tgt_embed)?;
+        final_from(2, grads)?;
         // The bridge: the decoder's initial state is the encoder's final state.
         let enc_tape = f
             .enc_tape
@@ -1223,6 +1377,7 @@ impl<T: Real> Seq2Seq<T> {
             gd.c0.as_ref().map(|c| unbridge(c, bi)).as_ref(),
             &mut grads.encoder,
         )?;
+        final_from(1, grads)?;
         let mut dxs = ge.input.into_data();
         if let Some(m) = &f.src_mask {
             mask_rows(&mut dxs, &batch.src, m, self.config.embed_size);
@@ -1235,7 +1390,7 @@ impl<T: Real> Seq2Seq<T> {
     /// Evaluation-mode logits of a batch with teacher forcing: (T·B, Vt), time-major rows
     /// (rows past a target's length hold the head's output for a zero input).
     pub fn logits(&self, batch: &Batch) -> Result<Vec<T>> {
-        Ok(self.run(batch, None, false)?.logits)
+        Ok(self.run(batch, S2sDrop::Off, false)?.logits)
     }
 
     /// Evaluation-mode log-likelihood of every target given its source (teacher forcing):
@@ -1493,22 +1648,18 @@ fn unbridge<T: Real>(g: &Tensor<T>, bidirectional: bool) -> Tensor<T> {
 }
 
 /// A recurrent stack over `x`: evaluation mode, or with `train` a training pass that keeps its
-/// tape, with dropout drawn from `rng` if given.
+/// tape, with `dropout`.
 fn run_rnn<T: Real>(
     rnn: &Rnn<T>,
     x: &Tensor<T>,
     state: Option<&State<T>>,
     lengths: &[usize],
     train: bool,
-    rng: Option<&mut dyn RngCore>,
+    dropout: Dropout<'_, T>,
 ) -> Result<(Output<T>, Option<Tape<T>>)> {
     if !train {
         return Ok((rnn.forward(x, state, Some(lengths))?, None));
     }
-    let dropout = match rng {
-        Some(r) => Dropout::Sample(r),
-        None => Dropout::Off,
-    };
     let (o, tape) = rnn.forward_train(x, state, Some(lengths), dropout)?;
     Ok((o, Some(tape)))
 }
@@ -1670,4 +1821,77 @@ pub fn load_from<T: Real>(
         tgt_vocab,
         config_json: json.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shares of a batch, each padded to its own longest pair, with row-by-row dropout:
+    /// their gradients weighted by their targets sum to the whole batch's (f64: only the
+    /// order of the sums differs), and the backward pass announces the buffers from the
+    /// head down, each final when announced.
+    #[test]
+    fn shares_of_a_batch_sum_to_the_whole_batch_and_announce_their_final_buffers() {
+        let cfg = Seq2SeqConfig::new(Mode::Lstm, 7, 8)
+            .embed_size(3)
+            .hidden_size(4)
+            .num_layers(2)
+            .bidirectional(true)
+            .dropout(0.3)
+            .attention(Attention::General);
+        let model: Seq2Seq<f64> = Seq2Seq::new(cfg, 5).unwrap();
+        let src: Vec<Vec<usize>> = vec![vec![3, 4, 5], vec![2], vec![6, 2, 3, 4, 5], vec![3, 3]];
+        let tgt: Vec<Vec<usize>> = vec![vec![2, 3], vec![4, 5, 6, 7], vec![3], vec![]];
+        let whole_batch = model.batch(&src, &tgt).unwrap();
+        let mut whole = model.zeros_like_grads();
+        let mut order = Vec::new();
+        let loss = model
+            .loss_and_grad_rows(&whole_batch, 0, Some(11), &mut whole, &mut |k, _| {
+                order.push(k);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(order, [6, 5, 4, 3, 2, 1]);
+        let n = whole_batch.num_targets() as f64;
+        let mut sum = model.zeros_like_grads();
+        let mut loss_sum = 0.0;
+        for rows in [0..1, 1..3, 3..4] {
+            let b = model.batch(&src[rows.clone()], &tgt[rows.clone()]).unwrap();
+            let mut g = model.zeros_like_grads();
+            let mut seen: Vec<(usize, Vec<f64>)> = Vec::new();
+            let l = model
+                .loss_and_grad_rows(&b, rows.start, Some(11), &mut g, &mut |k, g| {
+                    seen.push((k, g.buffers()[k].to_vec()));
+                    Ok(())
+                })
+                .unwrap();
+            for (k, v) in &seen {
+                assert_eq!(v, &g.buffers()[*k], "buffer {k} changed after it was final");
+            }
+            let w = b.num_targets() as f64;
+            loss_sum += l * w;
+            for (s, x) in sum.buffers_mut().into_iter().zip(g.buffers()) {
+                for (a, &y) in s.iter_mut().zip(x) {
+                    *a += y * w / n;
+                }
+            }
+        }
+        assert!(
+            (loss_sum / n - loss).abs() < 1e-12,
+            "{} {loss}",
+            loss_sum / n
+        );
+        for (k, (a, b)) in sum.buffers().iter().zip(whole.buffers()).enumerate() {
+            for (x, y) in a.iter().zip(b.iter()) {
+                assert!((x - y).abs() < 1e-12, "buffer {k}: {x} against {y}");
+            }
+        }
+        // Another key drops other values.
+        let mut other = model.zeros_like_grads();
+        model
+            .loss_and_grad_rows(&whole_batch, 0, Some(12), &mut other, &mut |_, _| Ok(()))
+            .unwrap();
+        assert_ne!(other.decoder, whole.decoder);
+    }
 }
