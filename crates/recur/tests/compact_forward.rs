@@ -65,13 +65,19 @@ fn half_forward_matches_f64_on_the_rounded_weights() {
             let want = r64.forward(&x64, None, None).unwrap();
             let want: Vec<f32> = want.output.data().iter().map(|&v| v as f32).collect();
             let gap = max_gap(got.output.data(), &want);
-            assert!(gap < 2e-5, "{name} {p}: {gap} from f64 on the rounded weights");
+            assert!(
+                gap < 2e-5,
+                "{name} {p}: {gap} from f64 on the rounded weights"
+            );
             let off = max_gap(
                 got.output.data(),
                 full.forward(&x, None, None).unwrap().output.data(),
             );
             let bound = if p == Precision::F16 { 5e-3 } else { 5e-2 };
-            assert!(off > 0.0 && off < bound, "{name} {p}: {off} from the f32 model");
+            assert!(
+                off > 0.0 && off < bound,
+                "{name} {p}: {off} from the f32 model"
+            );
         }
     }
 }
@@ -157,7 +163,11 @@ fn int8_ragged_rows_are_the_sequences_run_alone() {
                 let one = Tensor::new(&[len, i], one).unwrap(); // unbatched
                 let alone = m.forward(&one, None, None).unwrap();
                 for ti in 0..t {
-                    let idx = if batch_first { bi * t + ti } else { ti * b + bi };
+                    let idx = if batch_first {
+                        bi * t + ti
+                    } else {
+                        ti * b + bi
+                    };
                     let row = &got.output.data()[idx * w..(idx + 1) * w];
                     if ti < len {
                         assert_eq!(
@@ -223,7 +233,9 @@ fn compact_models_are_for_inference() {
     assert!(e.to_string().contains("inference only"), "{e}");
     let e = m.set_precision(Precision::F16).unwrap_err();
     assert!(e.to_string().contains("already stored as int8"), "{e}");
-    let e = Stream::with_precision(&m, 1, Precision::Bf16).err().unwrap();
+    let e = Stream::with_precision(&m, 1, Precision::Bf16)
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("stored as int8"), "{e}");
     // The same precision again changes nothing; the int8 weights are a fixed point.
     let before = m.params().to_vec();

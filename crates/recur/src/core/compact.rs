@@ -73,7 +73,7 @@ impl<T: Real> Rnn<T> {
     }
 }
 
-impl Rnn<f32> {
+impl<T: Real> Rnn<T> {
     /// Stores the recurrent weights (`weight_ih`, `weight_hh`, `weight_hr` of every layer and
     /// direction; the biases stay f32) in `precision`, for inference:
     ///
@@ -113,6 +113,12 @@ impl Rnn<f32> {
         let Some(format) = format_of(precision) else {
             return Ok(());
         };
+        if recur_kernels::as_f32(self.params()).is_none() {
+            return Err(Error::Config(format!(
+                "{precision} weights are for f32 models; this model computes in {}",
+                T::DTYPE
+            )));
+        }
         let c = self.config().clone();
         if crate::core::regular::applies(&c, false) {
             return Err(Error::Config(format!(
@@ -144,7 +150,7 @@ impl Rnn<f32> {
                 }
             }
         }
-        let params = self.params_mut();
+        let params = recur_kernels::as_f32_mut(self.params_mut()).expect("an f32 model");
         for (range, rows, cols) in rounds {
             let v = rounded(&params[range.clone()], rows, cols, format);
             params[range].copy_from_slice(&v);
