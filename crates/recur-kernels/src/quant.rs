@@ -393,13 +393,33 @@ pub fn vnni() -> bool {
 mod vnni {
     use std::arch::x86_64::*;
 
+    /// `acc + Σ` of the four u8 × i8 products of each 32-bit lane of `x` and `w`
+    /// (`vpdpbusd`, EVEX-encoded: AVX-512 VNNI + VL). Inline assembly rather than the
+    /// intrinsic, which needs a newer Rust than the crate's minimum.
+    ///
+    /// # Safety
+    /// AVX-512 VNNI and VL present.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn dpbusd(acc: __m256i, x: __m256i, w: __m256i) -> __m256i {
+        let mut a = acc;
+        std::arch::asm!(
+            "{{evex}} vpdpbusd {a}, {x}, {w}",
+            a = inout(ymm_reg) a,
+            x = in(ymm_reg) x,
+            w = in(ymm_reg) w,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+        a
+    }
+
     /// Two input rows against four weight rows with `vpdpbusd` (256-bit, AVX-512 VL):
     /// eight i32 accumulators, each instruction 32 exact multiply-adds.
     ///
     /// # Safety
     /// AVX2, AVX-512 VNNI and VL present; `x[0]`, `x[1]` and every `w[q]` of equal length, a
     /// multiple of 32.
-    #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+    #[target_feature(enable = "avx2")]
     pub unsafe fn dot4x2_u8_i8(x: [&[u8]; 2], w: [&[i8]; 4]) -> [[i32; 4]; 2] {
         let mut a = [_mm256_setzero_si256(); 4];
         let mut b = [_mm256_setzero_si256(); 4];
@@ -410,8 +430,8 @@ mod vnni {
             let x1 = _mm256_loadu_si256(x[1].as_ptr().add(k) as *const __m256i);
             for q in 0..4 {
                 let wv = _mm256_loadu_si256(w[q].as_ptr().add(k) as *const __m256i);
-                a[q] = _mm256_dpbusd_epi32(a[q], x0, wv);
-                b[q] = _mm256_dpbusd_epi32(b[q], x1, wv);
+                a[q] = dpbusd(a[q], x0, wv);
+                b[q] = dpbusd(b[q], x1, wv);
             }
             k += 32;
         }
@@ -422,7 +442,7 @@ mod vnni {
     ///
     /// # Safety
     /// As [`dot4x2_u8_i8`]: the features present, equal lengths, multiples of 32.
-    #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+    #[target_feature(enable = "avx2")]
     pub unsafe fn dot4_u8_i8(x: &[u8], w: [&[i8]; 4]) -> [i32; 4] {
         let mut a = [_mm256_setzero_si256(); 4];
         let n = x.len();
@@ -431,7 +451,7 @@ mod vnni {
             let xv = _mm256_loadu_si256(x.as_ptr().add(k) as *const __m256i);
             for q in 0..4 {
                 let wv = _mm256_loadu_si256(w[q].as_ptr().add(k) as *const __m256i);
-                a[q] = _mm256_dpbusd_epi32(a[q], xv, wv);
+                a[q] = dpbusd(a[q], xv, wv);
             }
             k += 32;
         }
