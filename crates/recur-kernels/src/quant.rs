@@ -9,8 +9,11 @@
 //!   per input row (PyTorch uses one per tensor; per row makes a stream's result independent of
 //!   the other streams of its batch);
 //! - `y[j] = s_w[j] · s_x · (Σ_k q[j, k] q_x[k] − z_x Σ_k q[j, k])`: the integer sum is exact,
-//!   so the AVX2 kernel ([`QuantMat::matvecs_rows`]) and the plain one ([`naive`]) give the
-//!   same bits.
+//!   so the kernels ([`QuantMat::matvecs_rows`]: AVX-512 VNNI `vpdpbusd` when the CPU has
+//!   it, see [`vnni`], else AVX2 `vpmaddubsw` + `vpmaddwd`) and the plain ones ([`naive`])
+//!   give the same bits.
+//! - [`QuantMat::gemm`]: the same product over many rows (a whole sequence's input
+//!   projection), blocked for the caches and split across threads.
 
 /// Columns are stored in blocks of this many (zero-padded): one 256-bit load of int8 weights.
 pub const BLOCK: usize = 32;
