@@ -10,7 +10,7 @@
 //!   the other streams of its batch);
 //! - `y[j] = s_w[j] · s_x · (Σ_k q[j, k] q_x[k] − z_x Σ_k q[j, k])`: the integer sum is exact,
 //!   so the kernels ([`QuantMat::matvecs_rows`]: AVX-512 VNNI `vpdpbusd` when the CPU has
-//!   it, see [`vnni`], else AVX2 `vpmaddubsw` + `vpmaddwd`) and the plain ones ([`naive`])
+//!   it, see [`vnni()`], else AVX2 `vpmaddubsw` + `vpmaddwd`) and the plain ones ([`naive`])
 //!   give the same bits.
 //! - [`QuantMat::gemm`]: the same product over many rows (a whole sequence's input
 //!   projection), blocked for the caches and split across threads.
