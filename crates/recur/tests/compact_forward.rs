@@ -247,8 +247,13 @@ fn compact_models_are_for_inference() {
     assert_eq!(m.precision(), Precision::F32);
     assert!(m.forward_train(&x, None, None, Dropout::Off).is_ok());
     // f16 weights beyond the format's range.
-    let mut big = Rnn::from_params(RnnConfig::rnn(1, 1), vec![1e5, 0.5, 0.0, 0.0]).unwrap();
+    let mut big: Rnn<f32> =
+        Rnn::from_params(RnnConfig::rnn(1, 1), vec![1e5, 0.5, 0.0, 0.0]).unwrap();
     let e = big.set_precision(Precision::F16).unwrap_err();
     assert!(e.to_string().contains("beyond the range"), "{e}");
     assert_eq!(big.precision(), Precision::F32);
+    // Compact weights are for f32 models.
+    let mut wide: Rnn<f64> = Rnn::new(RnnConfig::lstm(3, 4), 0).unwrap();
+    let e = wide.set_precision(Precision::Int8).unwrap_err();
+    assert!(e.to_string().contains("for f32 models"), "{e}");
 }
