@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""What storing a trained model's recurrent weights in f16 or bf16 costs in quality.
+"""What storing a trained model's recurrent weights in f16, bf16 or int8 costs in quality.
 
     python3 scripts/precision_cost.py --model pp --data text.txt [--recur target/release/recur]
 
@@ -7,7 +7,9 @@ For each precision (f32, f16, bf16) the script copies the model directory, round
 weight of its model.safetensors (`weight_ih*`, `weight_hh*`, `weight_hr*`; biases, embeddings and
 heads stay f32, as in recur's reduced-precision streams) to the 16-bit format and back with NumPy
 (f16: numpy's float16 cast; bf16: round to nearest even on the top 16 bits), runs
-`recur eval --model COPY --data DATA --json`, and prints one table row of the metrics.
+`recur eval --model COPY --data DATA --json`, and prints one table row of the metrics. Then int8:
+`recur eval --precision int8` on the model, and `recur eval` on a `recur quantize --precision int8`
+copy (the rounding of the activations at every step is part of the scheme, so recur computes it).
 
 This measures the model that recur's f16/bf16 path computes: that path rounds the same weights (to
 nearest, ties to even) and multiplies in f32, and crates/recur/tests/stream_precision.rs checks it
@@ -79,6 +81,20 @@ def main():
     for precision in ("f32", "f16", "bf16"):
         m, n = evaluate(args.recur, args.model, args.data, precision, extra)
         rows.append((precision, m, n))
+    # int8 rounds the activations too, at every step, which rounding the file cannot show:
+    # recur's own whole-sequence int8 path (`recur eval --precision int8`), and the same
+    # through a directory written by `recur quantize` (which must give the same numbers).
+    for label in ("int8", "int8 (recur quantize)"):
+        with tempfile.TemporaryDirectory() as tmp:
+            model, flags = args.model, ["--precision", "int8"]
+            if label != "int8":
+                model = str(Path(tmp) / "q")
+                subprocess.run([str(args.recur), "quantize", "--model", args.model, "--precision", "int8",
+                                "--out", model], check=True, capture_output=True)
+                flags = []
+            out = subprocess.run([str(args.recur), "eval", "--model", model, "--data", str(args.data), "--json",
+                                  *flags, *extra], check=True, capture_output=True, text=True).stdout
+            rows.append((label, json.loads(out.strip().splitlines()[-1]), "recur"))
     # Metrics are the float values that are not counts.
     keys = [k for k in (args.metrics.split(",") if args.metrics else rows[0][1])
             if isinstance(rows[0][1].get(k), float) and not rows[0][1][k].is_integer()]

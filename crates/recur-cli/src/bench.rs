@@ -169,17 +169,27 @@ fn run_row(a: &Args, r: &Row) -> Result<Record, String> {
         .num_layers(r.layers)
         .bidirectional(r.bidirectional)
         .batch_first(true);
-    let rnn: Rnn<f32> = Rnn::new(cfg, 0).map_err(|e| e.to_string())?;
+    let mut rnn: Rnn<f32> = Rnn::new(cfg, 0).map_err(|e| e.to_string())?;
     let x: Vec<f32> = (0..r.batch * r.seq * r.input)
         .map(|i| ((i as f32) * 0.618).sin())
         .collect();
     let lengths = r.ragged.then(|| ragged_lengths(r.batch, r.seq));
     let lengths = lengths.as_deref();
     if r.precision.is_some() && !r.streaming {
-        return Err(format!(
-            "bench/grid.json: row {}/{}/{}: \"precision\" is for streaming rows",
-            r.name, r.cell, r.mode
-        ));
+        if r.mode != "infer" {
+            return Err(format!(
+                "bench/grid.json: row {}/{}/{}: \"precision\" is for inference rows",
+                r.name, r.cell, r.mode
+            ));
+        }
+        // Whole-sequence inference with compact weights (Rnn::set_precision).
+        let p: Precision = r
+            .precision
+            .as_deref()
+            .unwrap_or("f32")
+            .parse()
+            .map_err(|e: recur::Error| e.to_string())?;
+        rnn.set_precision(p).map_err(|e| e.to_string())?;
     }
     if r.ragged && (r.streaming || r.batch < 2 || r.seq < 5) {
         return Err(format!(

@@ -72,9 +72,10 @@ fn seq_predictor(
     }
 }
 
-/// Reads `dir/config.json` (once) and finds its kind in [`KINDS`].
-fn open(dir: &Path) -> Result<(ModelConfig, &'static Entry), Failure> {
-    let cfg = read_config(dir).map_err(|e| format!("--model {e}"))?;
+/// Reads `dir/config.json` (once), applies `--precision`, and finds its kind in [`KINDS`].
+fn open(dir: &Path, precision: Option<&str>) -> Result<(ModelConfig, &'static Entry), Failure> {
+    let mut cfg = read_config(dir).map_err(|e| format!("--model {e}"))?;
+    crate::quantize::apply_precision(&mut cfg, precision)?;
     let entry = KINDS
         .iter()
         .find(|e| e.kind == cfg.kind)
@@ -86,7 +87,7 @@ pub fn run_eval(a: EvalArgs) -> Result<(), Failure> {
     if a.batch_size == 0 {
         return Err("--batch-size must be at least 1".to_string().into());
     }
-    let (cfg, entry) = open(&a.model)?;
+    let (cfg, entry) = open(&a.model, a.precision.as_deref())?;
     let metrics: Metrics = (entry.eval)(&a, &cfg)?;
     if a.json {
         let m: serde_json::Map<String, serde_json::Value> = metrics
@@ -105,7 +106,7 @@ pub fn run_predict(a: PredictArgs) -> Result<(), Failure> {
     if !(a.temperature.is_finite() && a.temperature >= 0.0) {
         return Err(format!("--temperature must be a number >= 0, got {}", a.temperature).into());
     }
-    let (cfg, entry) = open(&a.model)?;
+    let (cfg, entry) = open(&a.model, a.precision.as_deref())?;
     limits::in_range("--max-len", a.max_len, entry.max_len)?;
     let mut predictor = (entry.predictor)(&a, &cfg)?;
     let input: Box<dyn BufRead> = match &a.input {

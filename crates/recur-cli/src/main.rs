@@ -24,6 +24,7 @@ mod model_opts;
 mod mpi_comm;
 mod opts;
 mod progress;
+mod quantize;
 mod regular_opts;
 mod run;
 mod sample;
@@ -66,6 +67,9 @@ enum Command {
     Predict(eval::PredictArgs),
     /// Generate text from a character-level language model trained by `recur train lm`.
     Sample(sample::Args),
+    /// Write a copy of a model directory with its recurrent weights stored as int8, f16 or
+    /// bf16, for inference.
+    Quantize(quantize::Args),
     /// Long-range benchmarks (adding, copy, digits): every cell at every length, a table and plots.
     Experiment(experiment::Args),
     /// Vanishing and exploding gradients: dL/dh_t per step, recurrent spectra, step Jacobians.
@@ -167,6 +171,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => eval::run_eval(a),
         Command::Predict(a) => eval::run_predict(a),
         Command::Sample(a) => sample::run(a).map_err(Failure::from),
+        Command::Quantize(a) => quantize::run(a),
         Command::Experiment(a) => experiment::run(a).map_err(Failure::from),
         Command::Gradients(a) => gradients::run(a).map_err(Failure::from),
         #[cfg(feature = "mpi")]

@@ -21,6 +21,10 @@ pub struct EvalArgs {
     /// Print the metrics as one line of JSON.
     #[arg(long)]
     pub json: bool,
+    /// Store the recurrent weights as f16, bf16 or int8 for this run (docs/precision.md);
+    /// default: as the model directory stores them.
+    #[arg(long, value_name = "f32|f16|bf16|int8")]
+    pub precision: Option<String>,
 }
 
 /// Options of `recur predict`.
@@ -48,6 +52,10 @@ pub struct PredictArgs {
     /// Seed of sampling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Store the recurrent weights as f16, bf16 or int8 for this run (docs/precision.md);
+    /// default: as the model directory stores them.
+    #[arg(long, value_name = "f32|f16|bf16|int8")]
+    pub precision: Option<String>,
 }
 
 /// A loaded model answering `recur predict` one input line at a time.

@@ -249,6 +249,7 @@ pub fn si(x: f64) -> String {
 /// it).
 pub fn check_opts(o: &TrainOpts) -> Result<(), String> {
     check_values(o)?;
+    crate::quantize::refuse_quantized_out(&o.out)?;
     optimizer_config(o).map_err(|e| format!("--optimizer: {e}"))?;
     Schedule::parse(
         &o.lr_schedule,

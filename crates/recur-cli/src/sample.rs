@@ -8,7 +8,7 @@
 //! Prints the priming text followed by the generated characters. The same options (seed
 //! included) print the same text.
 
-use crate::task_lm::load_lm;
+use crate::task_lm::load_lm_from;
 use clap::Args as ClapArgs;
 use recur::models::lm::SampleOptions;
 use std::io::Write;
@@ -36,6 +36,10 @@ pub struct Args {
     /// Seed of the generator.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Store the recurrent weights as f16, bf16 or int8 (docs/precision.md); default: as the
+    /// model directory stores them.
+    #[arg(long, value_name = "f32|f16|bf16|int8")]
+    precision: Option<String>,
 }
 
 pub fn run(a: Args) -> Result<(), String> {
@@ -49,7 +53,9 @@ pub fn run(a: Args) -> Result<(), String> {
         return Err("--top-k must be at least 1".into());
     }
     crate::limits::in_range("--length", a.length.max(1), crate::limits::MAX_GENERATE)?;
-    let (model, vocab) = load_lm(&a.model).map_err(|e| e.to_string())?;
+    let mut cfg = recur::models::read_config(&a.model).map_err(|e| format!("--model {e}"))?;
+    crate::quantize::apply_precision(&mut cfg, a.precision.as_deref())?;
+    let (model, vocab) = load_lm_from(&a.model, &cfg).map_err(|e| e.to_string())?;
     let prime = a.prime.unwrap_or_default();
     let unknown = vocab.count_unknown(&prime);
     if unknown > 0 {

@@ -286,7 +286,10 @@ pub(crate) fn load_lm_from(
             config.vocab_size
         )));
     }
-    let model = CharLm::load_weights(dir.join(recur::models::lm::WEIGHTS_FILE), &config)?;
+    let mut model = CharLm::load_weights(dir.join(recur::models::lm::WEIGHTS_FILE), &config)?;
+    model
+        .rnn_mut()
+        .set_precision(recur::models::precision_of(cfg)?)?;
     Ok((model, LmVocab::Words(vocab)))
 }
 

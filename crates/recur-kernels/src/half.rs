@@ -361,10 +361,18 @@ enum Store {
     Int8(QuantMat),
 }
 
-/// The input rows of a product: f32 (row stride) for 16-bit weights, quantized for int8.
+/// The input rows of a product: f32 (row stride) for 16-bit weights, quantized for int8; or
+/// for the input product, its result already made (`Pre`, (n, G·H)).
 enum Operand<'a> {
     F32(&'a [f32], usize),
     Q(QuantRows<'a>),
+    Pre(&'a [f32]),
+}
+
+/// What a step gets for its input: the rows of x, or their projection x · W_ihᵀ.
+enum StepInput<'a> {
+    X(&'a [f32]),
+    Projected(&'a [f32]),
 }
 
 impl Store {
@@ -515,6 +523,41 @@ impl HalfCell {
         }
     }
 
+    /// The input size.
+    pub fn input_size(&self) -> usize {
+        self.input
+    }
+
+    /// The gate rows, G·H.
+    pub fn gate_rows(&self) -> usize {
+        self.kind.gates() * self.h
+    }
+
+    /// The input projection of `n` rows at once, `y (n, G·H) = x (n, input) · W_ihᵀ` (no
+    /// bias): for int8 weights the rows of `x` are quantized first, each with its own scale
+    /// and zero point as [`HalfCell::step`] quantizes them, and multiplied by the blocked
+    /// integer kernel ([`QuantMat::gemm`], the weight rows split across up to `threads`
+    /// threads). Feed the rows of `y` to [`HalfCell::step_projected`].
+    pub fn project(&self, n: usize, x: &[f32], y: &mut [f32], threads: usize) {
+        let (input, g) = (self.input, self.gate_rows());
+        assert!(x.len() >= n * input && y.len() >= n * g);
+        match &self.w_ih {
+            Store::Half(m) => m.matvecs(n, x, input, y, g, false),
+            Store::Int8(m) => {
+                let ld = padded(input);
+                let (mut q, mut sc, mut z) = (vec![0u8; n * ld], vec![0.0f32; n], vec![0i32; n]);
+                quantize_rows(n, x, input, input, &mut q, &mut sc, &mut z);
+                let rows = QuantRows {
+                    q: &q,
+                    ld,
+                    scale: &sc,
+                    zero: &z,
+                };
+                m.gemm(n, &rows, y, g, false, threads);
+            }
+        }
+    }
+
     /// One time step of rows 0..n: `x` (n, input), `h_prev` (n, H_out), `c` (n, H) the LSTM's
     /// cell state, updated in place (empty otherwise), `h_new` (n, H_out) out. With
     /// `threads` ≥ 2 and enough work the hidden units are split across a team of threads
@@ -530,10 +573,43 @@ impl HalfCell {
         s: HalfScratch<'_>,
         threads: usize,
     ) {
+        assert!(x.len() >= n * self.input);
+        self.step_in(n, StepInput::X(x), h_prev, c, h_new, s, threads)
+    }
+
+    /// [`HalfCell::step`] with the input projection already made: `pre` (n, G·H) holds
+    /// `x · W_ihᵀ` of this step (a block of [`HalfCell::project`]'s output); the biases are
+    /// added here.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step_projected(
+        &self,
+        n: usize,
+        pre: &[f32],
+        h_prev: &[f32],
+        c: &mut [f32],
+        h_new: &mut [f32],
+        s: HalfScratch<'_>,
+        threads: usize,
+    ) {
+        assert!(pre.len() >= n * self.gate_rows());
+        self.step_in(n, StepInput::Projected(pre), h_prev, c, h_new, s, threads)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn step_in(
+        &self,
+        n: usize,
+        input: StepInput<'_>,
+        h_prev: &[f32],
+        c: &mut [f32],
+        h_new: &mut [f32],
+        s: HalfScratch<'_>,
+        threads: usize,
+    ) {
         let (h, hout, g) = (self.h, self.hout, self.kind.gates() * self.h);
         let (lstm, gru) = (self.kind == CellKind::Lstm, self.kind == CellKind::Gru);
         let proj = self.w_hr.is_some();
-        assert!(x.len() >= n * self.input && h_prev.len() >= n * hout && h_new.len() >= n * hout);
+        assert!(h_prev.len() >= n * hout && h_new.len() >= n * hout);
         assert!(s.gates.len() >= n * g);
         assert!(!lstm || c.len() >= n * h);
         assert!(!gru || (s.gh.len() >= n * g && s.hn.len() >= n * h));
@@ -545,7 +621,10 @@ impl HalfCell {
         // quantizes each product's input).
         let (ox, oh, rest_m) = match self.format {
             Format::Half(_) => (
-                Operand::F32(x, self.input),
+                match input {
+                    StepInput::X(x) => Operand::F32(x, self.input),
+                    StepInput::Projected(p) => Operand::Pre(p),
+                },
                 Operand::F32(h_prev, hout),
                 None,
             ),
@@ -557,15 +636,20 @@ impl HalfCell {
                 let (sh, qs_m) = qs.split_at_mut(n);
                 let (zx, qz) = s.qz.split_at_mut(n);
                 let (zh, qz_m) = qz.split_at_mut(n);
-                quantize_rows(n, x, self.input, self.input, q_x, sx, zx);
                 quantize_rows(n, h_prev, hout, hout, q_h, sh, zh);
                 (
-                    Operand::Q(QuantRows {
-                        q: q_x,
-                        ld: padded(self.input),
-                        scale: sx,
-                        zero: zx,
-                    }),
+                    match input {
+                        StepInput::X(x) => {
+                            quantize_rows(n, x, self.input, self.input, q_x, sx, zx);
+                            Operand::Q(QuantRows {
+                                q: q_x,
+                                ld: padded(self.input),
+                                scale: sx,
+                                zero: zx,
+                            })
+                        }
+                        StepInput::Projected(p) => Operand::Pre(p),
+                    },
                     Operand::Q(QuantRows {
                         q: q_h,
                         ld: padded(hout),
@@ -617,13 +701,22 @@ impl HalfCell {
             unsafe {
                 for blk in 0..self.kind.gates() {
                     let (j0, j1) = (blk * h + u0, blk * h + u1);
-                    for r in 0..n {
-                        let row = p.gates.add(r * g);
-                        for j in j0..j1 {
-                            *row.add(j) = self.bias[j];
+                    if let Operand::Pre(pre) = &ox {
+                        for r in 0..n {
+                            let row = p.gates.add(r * g);
+                            for j in j0..j1 {
+                                *row.add(j) = self.bias[j] + pre[r * g + j];
+                            }
                         }
+                    } else {
+                        for r in 0..n {
+                            let row = p.gates.add(r * g);
+                            for j in j0..j1 {
+                                *row.add(j) = self.bias[j];
+                            }
+                        }
+                        self.w_ih.rows_into(j0, j1, n, &ox, p.gates, g, true);
                     }
-                    self.w_ih.rows_into(j0, j1, n, &ox, p.gates, g, true);
                     if gru {
                         self.w_hh.rows_into(j0, j1, n, &oh, p.gh, g, false);
                     } else {

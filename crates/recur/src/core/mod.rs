@@ -4,6 +4,7 @@
 //! (`nn`, `data`, `io`, `analysis`, `train`, `models`).
 
 pub mod cell;
+mod compact;
 pub mod config;
 mod engine;
 pub mod init;

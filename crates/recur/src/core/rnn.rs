@@ -35,6 +35,9 @@ pub struct Rnn<T = f32> {
     /// The forward pass's packed weights of each (layer, direction), made on first use and
     /// dropped whenever the parameters may change ([`Rnn::params_mut`]).
     packed: PackCache<T>,
+    /// The weights in a compact precision, once [`Rnn::set_precision`] made them so
+    /// (`core::compact`); dropped with the packed weights.
+    pub(crate) compact: Option<std::sync::Arc<crate::core::compact::Compact>>,
 }
 
 /// Per (layer, direction): the packed forward weights, once made.
@@ -214,6 +217,7 @@ impl<T: Real> Rnn<T> {
             config,
             layout,
             params,
+            compact: None,
         })
     }
 
@@ -241,6 +245,7 @@ impl<T: Real> Rnn<T> {
             config,
             layout,
             params,
+            compact: None,
         })
     }
 
@@ -286,6 +291,7 @@ impl<T: Real> Rnn<T> {
     /// forward pass (they are packed again, once, by the next call).
     pub fn params_mut(&mut self) -> &mut [T] {
         self.packed.clear();
+        self.compact = None;
         &mut self.params
     }
     /// The parameter called `name` (a PyTorch name such as `weight_hh_l0`).
@@ -307,6 +313,7 @@ impl<T: Real> Rnn<T> {
                 .iter()
                 .map(|&x| U::from_f64(x.to_f64()))
                 .collect(),
+            compact: None,
         }
     }
 
@@ -367,6 +374,9 @@ impl<T: Real> Rnn<T> {
         state: Option<&State<T>>,
         lengths: Option<&[usize]>,
     ) -> Result<Output<T>> {
+        if let Some(c) = crate::core::compact::takes_over(&self.compact) {
+            return crate::core::compact::forward(self, c, input, state, lengths);
+        }
         self.run(input, state, lengths, Dropout::Off, false)
             .map(|(o, _)| o)
     }
@@ -380,6 +390,7 @@ impl<T: Real> Rnn<T> {
         lengths: Option<&[usize]>,
         dropout: Dropout<'_, T>,
     ) -> Result<(Output<T>, Tape<T>)> {
+        self.check_trainable()?;
         let (o, t) = self.run(input, state, lengths, dropout, true)?;
         Ok((o, t.expect("tape kept")))
     }
@@ -395,6 +406,7 @@ impl<T: Real> Rnn<T> {
         lengths: Option<&[usize]>,
         masks: &Masks<T>,
     ) -> Result<(Output<T>, Tape<T>)> {
+        self.check_trainable()?;
         let (o, t) = regular::run(self, input, state, lengths, MaskSource::Given(masks), true)?;
         Ok((
             o,

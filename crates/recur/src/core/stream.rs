@@ -141,6 +141,16 @@ impl<'m, T: Real> Stream<'m, T> {
         if batch == 0 {
             return Err(Error::Input("a stream needs a batch of at least 1".into()));
         }
+        // A model whose weights are stored compactly streams in its own precision.
+        let precision = match model.precision() {
+            Precision::F32 => precision,
+            own if precision == Precision::F32 || precision == own => own,
+            own => {
+                return Err(Error::Config(format!(
+                    "the model's weights are stored as {own}: they cannot stream as {precision}"
+                )))
+            }
+        };
         if precision != Precision::F32 && crate::core::regular::applies(c, false) {
             return Err(Error::Config(format!(
                 "{precision} weights are for layers without layer norm, zoneout or cell variants"
@@ -433,7 +443,11 @@ fn f32_mut<T: 'static>(v: &mut [T]) -> &mut [f32] {
 }
 
 /// One layer's weights rounded to `kind`, refusing values beyond the format's range.
-fn half_layer<T: Real>(d: &Dims, p: &engine::DirParams<'_, T>, format: Format) -> Result<HalfCell> {
+pub(crate) fn half_layer<T: Real>(
+    d: &Dims,
+    p: &engine::DirParams<'_, T>,
+    format: Format,
+) -> Result<HalfCell> {
     let to32 = |v: &[T]| -> Vec<f32> { v.iter().map(|x| x.to_f64() as f32).collect() };
     let checked = |name: &str, v: &[T]| -> Result<Vec<f32>> {
         let w = to32(v);

@@ -151,6 +151,58 @@ impl TensorFile {
         &self.metadata
     }
 
+    /// Replaces every int8 tensor `X` (rows, ...) stored with a companion `X.scale` (f32, one
+    /// value per row) by its f32 values `scale[row] · X[row, ...]`, and drops the companion:
+    /// how `recur quantize --precision int8` stores weights (docs/precision.md).
+    pub fn dequantize_int8(&mut self) -> Result<()> {
+        let names: Vec<String> = self
+            .tensors
+            .iter()
+            .filter(|(_, t)| t.dtype == DType::Int(8, true))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            let scale_name = format!("{name}.scale");
+            let Some(st) = self.tensors.get(&scale_name) else {
+                continue;
+            };
+            let t = &self.tensors[&name];
+            let rows = t.shape.first().copied().unwrap_or(1);
+            if st.dtype != DType::F32 || st.shape != [rows] {
+                return Err(Error::Weights(format!(
+                    "{}: tensor '{scale_name}' must be F32 of shape [{rows}] (one scale per row of '{name}'), got {} of shape {}",
+                    self.source,
+                    st.dtype_name,
+                    fmt_shape(&st.shape)
+                )));
+            }
+            let scales: Vec<f32> = st
+                .bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            let per_row = t.bytes.len().checked_div(rows).unwrap_or(0);
+            let bytes: Vec<u8> = t
+                .bytes
+                .iter()
+                .enumerate()
+                .flat_map(|(k, &q)| (scales[k / per_row] * (q as i8) as f32).to_le_bytes())
+                .collect();
+            let shape = t.shape.clone();
+            self.tensors.remove(&scale_name);
+            self.tensors.insert(
+                name,
+                RawTensor {
+                    dtype: DType::F32,
+                    shape,
+                    bytes,
+                    dtype_name: "F32".into(),
+                },
+            );
+        }
+        Ok(())
+    }
+
     /// The floating-point tensor `name`, converted to `T`; an error naming the tensor if it
     /// is missing or not a float.
     pub fn float<T: Real>(&self, name: &str) -> Result<Tensor<T>> {
@@ -235,6 +287,12 @@ pub enum OutTensor<'a> {
     F64(&'a [f64]),
     /// i64 values.
     I64(&'a [i64]),
+    /// int8 values (the weights of `recur quantize --precision int8`).
+    I8(&'a [i8]),
+    /// IEEE half-precision values, as their bits.
+    F16(&'a [u16]),
+    /// bfloat16 values, as their bits.
+    Bf16(&'a [u16]),
 }
 
 /// Writes tensors to a safetensors file, atomically (a temporary file in the same folder,
@@ -261,6 +319,12 @@ pub fn serialize_tensors(
             OutTensor::F32(v) => (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
             OutTensor::F64(v) => (Dtype::F64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
             OutTensor::I64(v) => (Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            OutTensor::I8(v) => (Dtype::I8, v.iter().map(|&x| x as u8).collect()),
+            OutTensor::F16(v) => (Dtype::F16, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            OutTensor::Bf16(v) => (
+                Dtype::BF16,
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
         };
         bufs.push((name.clone(), dtype, shape.clone(), bytes));
     }
@@ -724,9 +788,9 @@ pub(crate) struct ModelFile {
 
 impl ModelFile {
     pub(crate) fn read(path: impl AsRef<Path>) -> Result<ModelFile> {
-        Ok(ModelFile {
-            file: TensorFile::read(path)?,
-        })
+        let mut file = TensorFile::read(path)?;
+        file.dequantize_int8()?;
+        Ok(ModelFile { file })
     }
 
     fn misfit(&self, m: String) -> Error {

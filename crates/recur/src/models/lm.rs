@@ -1271,6 +1271,7 @@ pub fn load_from<T: Real>(
             config.vocab_size
         )));
     }
-    let model = CharLm::load_weights(dir.join(WEIGHTS_FILE), &config)?;
+    let mut model = CharLm::load_weights(dir.join(WEIGHTS_FILE), &config)?;
+    model.rnn_mut().set_precision(super::precision_of(cfg)?)?;
     Ok((model, vocab))
 }

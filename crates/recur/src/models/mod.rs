@@ -232,6 +232,21 @@ pub mod by_name {
 
 /// Writes `dir/config.json` atomically: `json` (which holds `"model"`) with `"format"` set
 /// to [`FORMAT_VERSION`].
+/// The precision of the recurrent weights a model directory records in its config.json
+/// (`"precision"`: `f16`, `bf16` or `int8`, written by `recur quantize`; absent: `f32`).
+pub fn precision_of(cfg: &ModelConfig) -> Result<crate::Precision> {
+    match cfg.json.get("precision") {
+        None => Ok(crate::Precision::F32),
+        Some(serde_json::Value::String(s)) => s
+            .parse()
+            .map_err(|e| crate::Error::Config(format!("{}: {e}", cfg.source))),
+        Some(v) => Err(crate::Error::Config(format!(
+            "{}: \"precision\" must be a string (f32, f16, bf16 or int8), got {v}",
+            cfg.source
+        ))),
+    }
+}
+
 pub fn write_config(dir: impl AsRef<Path>, mut json: serde_json::Value) -> Result<()> {
     json["format"] = FORMAT_VERSION.into();
     let text = serde_json::to_string_pretty(&json).expect("JSON of a configuration");

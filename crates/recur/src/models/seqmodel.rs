@@ -2188,5 +2188,8 @@ pub fn load_from<T: Real>(
             model.set_target_norm(Some(read("target")?)).map_err(wrap)?;
         }
     }
+    model
+        .rnn_mut()
+        .set_precision(crate::models::precision_of(cfg)?)?;
     Ok(model)
 }
