@@ -233,7 +233,11 @@ pub(super) fn step_on(
         let u = local.units as f64;
         let mut wide = Vec::with_capacity(wide_n);
         for part in task.parts_f64() {
-            wide.extend(part.grads.iter().map(|&g| if local.units == 0 { 0.0 } else { g * u }));
+            wide.extend(
+                part.grads
+                    .iter()
+                    .map(|&g| if local.units == 0 { 0.0 } else { g * u }),
+            );
         }
         comm.all_reduce_sum_f64(&mut wide)?;
         let mut k = 0;
