@@ -312,8 +312,11 @@ fn layer_masks_from<T: Real + Element + Named>(
 #[pymethods]
 impl PyRnn {
     /// `Rnn(mode, input_size, hidden_size, num_layers, bias, batch_first, bidirectional,
-    /// proj_size, params, dtype)`: `mode` is `RNN_TANH`, `RNN_RELU`, `LSTM` or `GRU`; `params`
-    /// the arrays of the state_dict in PyTorch's registration order.
+    /// proj_size, params, dtype, *, dropout, layer_norm, input_dropout, recurrent_dropout,
+    /// zoneout, weight_drop, locked_dropout)`: `mode` is `RNN_TANH`, `RNN_RELU`, `LSTM` or
+    /// `GRU`; `params` the arrays of the state_dict in PyTorch's registration order, then the
+    /// layer norm's (`ln_*_l{k}`, layer by layer) when `layer_norm`; the keyword arguments are
+    /// `RnnConfig`'s builder methods (their masks go to `forward(layer_masks=...)`).
     #[new]
     #[pyo3(signature = (mode, input_size, hidden_size, num_layers, bias, batch_first, bidirectional, proj_size, params, dtype="float32", *, dropout=0.0, layer_norm=false, input_dropout=0.0, recurrent_dropout=0.0, zoneout=0.0, weight_drop=0.0, locked_dropout=false))]
     #[allow(clippy::too_many_arguments)]

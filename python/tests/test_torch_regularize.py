@@ -461,3 +461,74 @@ def test_bad_values_other_kinds():
         rt.GRU(3, 4, zoneout=1)
     with pytest.raises(ValueError, match="bidirectional=True"):
         rt.RNN(3, 4, recurrent_dropout=0.2, bidirectional=True)
+
+
+def test_parameter_gradients_only():
+    """An input that needs no gradient and no hx: recur's backward for the parameters only."""
+    m = make("gru", input_size=3, hidden_size=4, num_layers=2, layer_norm=True, **ALL)
+    m.train()
+    x, _ = inputs(m, 6, 3, hx=False)
+    x = x.detach()
+    torch.manual_seed(5)
+    out, h_n = m(x)
+    torch.manual_seed(5)
+    masks = m.sample_masks(6, 3)
+    params = list(m.parameters())
+    g_rec = torch.autograd.grad(loss_of(out, h_n, None), params)
+    r_out, r_hn, _ = reference(m, x, None, masks)
+    g_ref = torch.autograd.grad(loss_of(r_out, r_hn, None), params)
+    torch.testing.assert_close(out, r_out, **TOL)
+    for a, b in zip(g_rec, g_ref):
+        torch.testing.assert_close(a, b, **TOL)
+
+
+def test_native_masks_are_checked():
+    from recur import RecurError, _native
+
+    m = make("lstm", input_size=3, hidden_size=4, num_layers=1, zoneout=0.1)
+    params = [p.detach().numpy() for p in m.parameters()]
+    nat = _native.Rnn("LSTM", 3, 4, 1, True, False, False, 0, params, "float64", zoneout=0.1)
+    assert nat.config()["zoneout"] == 0.1
+    x = torch.randn(5, 2, 3, dtype=torch.float64).numpy()
+    z = torch.ones(5, 2, 4, dtype=torch.float64).numpy()
+    # all-ones zoneout masks keep the initial (zero) state
+    out, h_n, c_n, _ = nat.forward(x, layer_masks=[{"zoneout_h": z, "zoneout_c": z}])
+    assert (out == 0).all() and (c_n == 0).all()
+    with pytest.raises(RecurError, match="unknown mask 'zonout_h'"):
+        nat.forward(x, layer_masks=[{"zonout_h": z}])
+    with pytest.raises(RecurError, match="zoneout_h mask of layer 0: expected 40 values, got 20"):
+        nat.forward(x, layer_masks=[{"zoneout_h": z[:, :1]}])
+    with pytest.raises(RecurError, match="one per layer"):
+        nat.forward(x, layer_masks=[{}, {}])
+    with pytest.raises(RecurError, match="zoneout_h must be a probability"):
+        _native.Rnn("LSTM", 3, 4, 1, True, False, False, 0, params, "float64", zoneout=1.0)
+    with pytest.raises(RecurError, match="expected 10 parameter arrays"):
+        _native.Rnn("LSTM", 3, 4, 1, True, False, False, 0, params, "float64", layer_norm=True)
+
+
+def test_weight_drop_is_awd_lstm_weight_drop():
+    """weight_drop alone draws what AWD-LSTM's WeightDrop draws after the same seed
+    (F.dropout of each layer's raw weight_hh, layer by layer): against torch.nn.LSTM with
+    those dropped weights."""
+    kw = dict(input_size=3, hidden_size=5, num_layers=2)
+    m = make("lstm", **kw, weight_drop=0.5)
+    ref = torch.nn.LSTM(**kw).double()
+    ref.load_state_dict(m.state_dict())
+    x, hx = inputs(m, 6, 3)
+    torch.manual_seed(21)
+    out, (h_n, c_n) = m(x, hx)
+    torch.manual_seed(21)
+    weights = dict(ref.named_parameters())
+    for k in range(2):
+        w = weights[f"weight_hh_l{k}"]
+        weights[f"weight_hh_l{k}"] = torch.nn.functional.dropout(w, 0.5, training=True)
+    r_out, (r_hn, r_cn) = torch.func.functional_call(ref, weights, (x, hx))
+    torch.testing.assert_close(out, r_out, **TOL)
+    torch.testing.assert_close(h_n, r_hn, **TOL)
+    torch.testing.assert_close(c_n, r_cn, **TOL)
+    wrt = [x, *hx, *m.parameters()]
+    g = torch.autograd.grad(loss_of(out, h_n, c_n), wrt)
+    r_wrt = [x, *hx, *ref.parameters()]
+    r_g = torch.autograd.grad(loss_of(r_out, r_hn, r_cn), r_wrt)
+    for a, b in zip(g, r_g):
+        torch.testing.assert_close(a, b, **TOL)
