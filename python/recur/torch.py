@@ -6,6 +6,12 @@ registration order, initialisation from torch's generator), ``state_dict``, ``re
 ``_flat_weights``/``all_weights`` are torch's own. Only ``forward`` differs: it runs recur
 (forward and backpropagation through time as one ``torch.autograd.Function``), reading the
 parameters' current values at every call.
+
+``LSTM``, ``GRU`` and ``RNN`` also take recur's regularizers as keyword arguments
+(``layer_norm``, ``input_dropout``, ``recurrent_dropout``, ``zoneout``, ``weight_drop``,
+``locked_dropout``; docs/regularization.md). Their masks are drawn in ``train()`` mode only, from
+torch's generator (``torch.manual_seed``), in the order of :meth:`sample_masks`; ``eval()`` gives
+the deterministic layer. Without them a module has exactly torch's parameters and state_dict.
 """
 
 import weakref
@@ -59,21 +65,21 @@ def _opt_np(t):
     return None if t is None else _np(t)
 
 
-def _native_model(module, cfg, params):
+def _native_model(module, cfg, params, reg=()):
     """The native model for `params` (current values). Training calls always read the
     parameters afresh (writes through `.data` do not bump a tensor's version, and a training
     step's compute dwarfs the copy); inference calls reuse the model converted by the last
     inference call while every parameter keeps its data_ptr and _version."""
     dtype = params[0].dtype
     fresh = torch.is_grad_enabled() and any(p.requires_grad for p in params)
-    key = (cfg, dtype, tuple((p.data_ptr(), p._version, tuple(p.shape)) for p in params))
+    key = (cfg, reg, dtype, tuple((p.data_ptr(), p._version, tuple(p.shape)) for p in params))
     if fresh:
         _cache.pop(module, None)
     else:
         hit = _cache.get(module)
         if hit is not None and hit[0] == key:
             return hit[1]
-    nat = _native.Rnn(*cfg, [_np(p) for p in params], _DTYPES[dtype])
+    nat = _native.Rnn(*cfg, [_np(p) for p in params], _DTYPES[dtype], **dict(reg))
     if not fresh:
         _cache[module] = (key, nat)
     return nat
@@ -83,7 +89,7 @@ class _RnnFunction(torch.autograd.Function):
     """recur's forward pass and BPTT: inputs (x, h0, c0, *params), outputs (out, h_n[, c_n])."""
 
     @staticmethod
-    def forward(ctx, nat, lstm, lengths, masks, x, h0, c0, *params):
+    def forward(ctx, nat, lstm, lengths, masks, layer_masks, x, h0, c0, *params):
         out, h_n, c_n, tape = nat.forward(
             _np_strided(x),
             _opt_np(h0),
@@ -91,6 +97,7 @@ class _RnnFunction(torch.autograd.Function):
             lengths,
             None if masks is None else [_np(m) for m in masks],
             True,
+            _np_layer_masks(layer_masks),
         )
         ctx.tape = tape
         ctx.shapes = [p.shape for p in params]
@@ -103,8 +110,8 @@ class _RnnFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g_out, g_hn, g_cn=None):
         need = ctx.needs_input_grad
-        need_x, need_h0, need_c0 = need[4], need[5], need[6]
-        need_p = need[7:]
+        need_x, need_h0, need_c0 = need[5], need[6], need[7]
+        need_p = need[8:]
         tape = ctx.tape
         dx = dh0 = dc0 = flat = None
         if need_x or need_h0 or need_c0:
@@ -127,6 +134,7 @@ class _RnnFunction(torch.autograd.Function):
             None,
             None,
             None,
+            None,
             torch.from_numpy(dx) if need_x else None,
             torch.from_numpy(dh0) if need_h0 else None,
             torch.from_numpy(dc0) if need_c0 and dc0 is not None else None,
@@ -134,13 +142,21 @@ class _RnnFunction(torch.autograd.Function):
         )
 
 
-def _run(module, cfg, params, lstm, x, h0, c0, lengths, masks):
+def _np_layer_masks(layer_masks):
+    if layer_masks is None:
+        return None
+    return [{k: _np(v) for k, v in d.items()} for d in layer_masks]
+
+
+def _run(module, cfg, params, lstm, x, h0, c0, lengths, masks, reg=(), layer_masks=None):
     """Runs recur on a padded batch `x` (in the layout `cfg` says): the training path (an
-    autograd Function) when a gradient is wanted, else inference (no tape)."""
-    nat = _native_model(module, cfg, params)
+    autograd Function) when a gradient is wanted, else inference (no tape). `reg`: the
+    regularizers, `(name, value)` pairs; `layer_masks`: their training-mode masks (None in
+    evaluation mode)."""
+    nat = _native_model(module, cfg, params, reg)
     tensors = [x, h0, c0, *params]
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        outs = _RnnFunction.apply(nat, lstm, lengths, masks, x, h0, c0, *params)
+        outs = _RnnFunction.apply(nat, lstm, lengths, masks, layer_masks, x, h0, c0, *params)
         return outs if lstm else (outs[0], outs[1], None)
     out, h_n, c_n, _ = nat.forward(
         _np_strided(x),
@@ -149,6 +165,7 @@ def _run(module, cfg, params, lstm, x, h0, c0, lengths, masks):
         lengths,
         None if masks is None else [_np(m) for m in masks],
         False,
+        _np_layer_masks(layer_masks),
     )
     return (
         torch.from_numpy(out),
@@ -187,8 +204,173 @@ def _dropout_masks(n_masks, shape, p, dtype):
     return [torch.empty(shape, dtype=dtype).bernoulli_(1 - p).div_(1 - p) for _ in range(n_masks)]
 
 
+_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+_PROBS = ("input_dropout", "recurrent_dropout", "zoneout", "weight_drop")
+
+
 class _RecurRNNBase:
-    """forward() of nn.RNN/nn.LSTM/nn.GRU on recur."""
+    """forward() of nn.RNN/nn.LSTM/nn.GRU on recur, and recur's regularizers.
+
+    Keyword arguments beyond torch's (all off by default; docs/regularization.md):
+
+    - ``layer_norm`` (bool): layer norm of ``x W_ihᵀ`` and of ``h W_hhᵀ`` (over all gates) and,
+      for an LSTM, of the new cell state, with gains and biases registered as the parameters
+      ``ln_ih_weight_l{k}``, ``ln_ih_bias_l{k}``, ``ln_hh_weight_l{k}``, ``ln_hh_bias_l{k}``
+      (and ``ln_c_weight_l{k}``, ``ln_c_bias_l{k}``), after torch's.
+    - ``input_dropout`` (p): variational dropout on every layer's input, one mask per sequence.
+    - ``recurrent_dropout`` (p): variational dropout on ``h_{t-1}`` in the recurrent product.
+    - ``zoneout`` (p): each unit of h (and c for an LSTM) keeps its previous value with
+      probability p at each step; in eval() ``h = p h_{t-1} + (1 - p) h'``.
+    - ``weight_drop`` (p): DropConnect on ``weight_hh``, one mask per forward call.
+    - ``locked_dropout`` (bool): torch's ``dropout`` between layers with one mask per sequence.
+
+    Probabilities are in [0, 1). The regularizers are for unidirectional layers without
+    projection. Masks are drawn in train() mode only, from torch's generator, as
+    :meth:`sample_masks` draws them.
+    """
+
+    layer_norm = False
+    input_dropout = 0.0
+    recurrent_dropout = 0.0
+    zoneout = 0.0
+    weight_drop = 0.0
+    locked_dropout = False
+
+    def __init__(
+        self,
+        *args,
+        layer_norm=False,
+        input_dropout=0.0,
+        recurrent_dropout=0.0,
+        zoneout=0.0,
+        weight_drop=0.0,
+        locked_dropout=False,
+        **kwargs,
+    ):
+        name = type(self).__name__
+        probs = dict(
+            input_dropout=input_dropout,
+            recurrent_dropout=recurrent_dropout,
+            zoneout=zoneout,
+            weight_drop=weight_drop,
+        )
+        for k, p in probs.items():
+            if isinstance(p, bool) or not isinstance(p, (int, float)):
+                raise TypeError(f"{name}: {k} must be a number, got {type(p).__name__}")
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"{name}: {k} must be a probability in [0, 1), got {p}")
+        for k, v in (("layer_norm", layer_norm), ("locked_dropout", locked_dropout)):
+            if not isinstance(v, bool):
+                raise TypeError(f"{name}: {k} must be True or False, got {v!r}")
+        super().__init__(*args, **kwargs)
+        on = [k for k, p in probs.items() if p > 0]
+        on += [k for k, v in (("layer_norm", layer_norm), ("locked_dropout", locked_dropout)) if v]
+        if on and (self.bidirectional or self.proj_size > 0):
+            raise ValueError(
+                f"{name}: {', '.join(on)} need a unidirectional layer without projection "
+                f"(bidirectional={self.bidirectional}, proj_size={self.proj_size}); drop "
+                "bidirectional/proj_size or the regularizers"
+            )
+        for k, p in probs.items():
+            setattr(self, k, float(p))
+        self.locked_dropout = locked_dropout
+        self.layer_norm = layer_norm
+        if layer_norm:
+            w = self.weight_ih_l0
+            gh = _GATES[self.mode] * self.hidden_size
+            for n in self._ln_names():
+                size = self.hidden_size if n.startswith("ln_c_") else gh
+                self.register_parameter(
+                    n, nn.Parameter(torch.empty(size, dtype=w.dtype, device=w.device))
+                )
+            self._reset_ln()
+
+    def _ln_names(self):
+        """The layer norm's parameter names, in recur's layout order (after torch's)."""
+        if not self.layer_norm:
+            return []
+        kinds = ["ih_weight", "ih_bias", "hh_weight", "hh_bias"]
+        if self.mode == "LSTM":
+            kinds += ["c_weight", "c_bias"]
+        return [f"ln_{kind}_l{k}" for k in range(self.num_layers) for kind in kinds]
+
+    def _reset_ln(self):
+        with torch.no_grad():
+            for n in self._ln_names():
+                p = getattr(self, n)
+                if "_weight_l" in n:
+                    p.fill_(1.0)
+                else:
+                    p.zero_()
+
+    def reset_parameters(self):
+        """torch's initialisation; the layer norm's gains 1 and biases 0."""
+        super().reset_parameters()
+        if self.layer_norm and hasattr(self, "ln_ih_weight_l0"):
+            self._reset_ln()
+
+    def _regularizers(self):
+        """The regularizers as `(name, value)` pairs for the native model (empty when off)."""
+        reg = tuple((k, getattr(self, k)) for k in _PROBS if getattr(self, k) > 0)
+        reg += tuple((k, True) for k in ("layer_norm", "locked_dropout") if getattr(self, k))
+        if reg:
+            reg += (("dropout", float(self.dropout)),)
+        return reg
+
+    def extra_repr(self):
+        s = super().extra_repr()
+        for k in _PROBS:
+            if getattr(self, k) > 0:
+                s += f", {k}={getattr(self, k)}"
+        for k in ("layer_norm", "locked_dropout"):
+            if getattr(self, k):
+                s += f", {k}=True"
+        return s
+
+    def sample_masks(self, seq_len, batch_size, dtype=None):
+        """The masks a train()-mode forward call over `seq_len` steps of `batch_size`
+        sequences draws from torch's generator (after the same ``torch.manual_seed`` the call
+        draws these), one dict per layer, time-major, batch rows in the caller's order (for a
+        PackedSequence: the padded batch of its longest length):
+
+        - ``input`` (B, layer input size), ``recurrent`` (B, H), ``weight_hh`` (G·H, H):
+          ``bernoulli(1 - p) / (1 - p)``;
+        - ``zoneout_h``, ``zoneout_c`` (LSTM) (T, B, H): 1 (keep the previous value) with
+          probability p;
+        - ``output`` (layers but the last, torch's ``dropout``): (B, H) when
+          ``locked_dropout``, else (T, B, H).
+
+        Drawn layer by layer in that order, only the masks whose probability is above 0. A
+        module without recur's regularizers draws torch's own dropout masks instead.
+        """
+        dtype = self.weight_ih_l0.dtype if dtype is None else dtype
+        t, b, h = seq_len, batch_size, self.hidden_size
+        gh = _GATES[self.mode] * h
+
+        def drop(shape, p):
+            if p >= 1:
+                return torch.zeros(shape, dtype=dtype)
+            return torch.empty(shape, dtype=dtype).bernoulli_(1 - p).div_(1 - p)
+
+        layers = []
+        for k in range(self.num_layers):
+            m = {}
+            if self.input_dropout > 0:
+                width = self.input_size if k == 0 else h
+                m["input"] = drop((b, width), self.input_dropout)
+            if self.recurrent_dropout > 0:
+                m["recurrent"] = drop((b, h), self.recurrent_dropout)
+            if self.weight_drop > 0:
+                m["weight_hh"] = drop((gh, h), self.weight_drop)
+            if self.zoneout > 0:
+                m["zoneout_h"] = torch.empty((t, b, h), dtype=dtype).bernoulli_(self.zoneout)
+                if self.mode == "LSTM":
+                    m["zoneout_c"] = torch.empty((t, b, h), dtype=dtype).bernoulli_(self.zoneout)
+            if k + 1 < self.num_layers and self.dropout > 0:
+                shape = (b, h) if self.locked_dropout else (t, b, h)
+                m["output"] = drop(shape, self.dropout)
+            layers.append(m)
+        return layers
 
     def flatten_parameters(self):
         """A no-op: recur reads the parameters where they are."""
@@ -197,14 +379,15 @@ class _RecurRNNBase:
     def forward(self, input, hx=None):  # noqa: A002 (torch's argument name)
         name = type(self).__name__
         lstm = self.mode == "LSTM"
-        params = [getattr(self, n) for n in self._flat_weights_names]
-        for n, p in zip(self._flat_weights_names, params):
+        names = list(self._flat_weights_names) + self._ln_names()
+        params = [getattr(self, n) for n in names]
+        for n, p in zip(names, params):
             _check(p, f"{name}.{n}")
         dtype = params[0].dtype
-        for n, p in zip(self._flat_weights_names, params):
+        for n, p in zip(names, params):
             if p.dtype != dtype:
                 raise ValueError(
-                    f"{name}: all parameters must have one dtype: {self._flat_weights_names[0]} "
+                    f"{name}: all parameters must have one dtype: {names[0]} "
                     f"is {dtype}, {n} is {p.dtype}"
                 )
         bf = self.batch_first
@@ -265,7 +448,12 @@ class _RecurRNNBase:
                 h0 = h0.unsqueeze(1)
                 c0 = c0.unsqueeze(1) if c0 is not None else None
         masks = None
-        if self.training and self.dropout > 0 and self.num_layers > 1:
+        layer_masks = None
+        reg = self._regularizers()
+        if reg:
+            if self.training:
+                layer_masks = self.sample_masks(t, b, dtype)
+        elif self.training and self.dropout > 0 and self.num_layers > 1:
             if packed:
                 rows = _dropout_masks(self.num_layers - 1, (data.shape[0], width), self.dropout, dtype)
                 masks = [
@@ -283,7 +471,7 @@ class _RecurRNNBase:
             bool(self.bidirectional),
             int(self.proj_size),
         )
-        out, h_n, c_n = _run(self, cfg, params, lstm, x, h0, c0, lengths, masks)
+        out, h_n, c_n = _run(self, cfg, params, lstm, x, h0, c0, lengths, masks, reg, layer_masks)
         if packed:
             out = PackedSequence(out[t_idx, b_idx], batch_sizes, sorted_indices, unsorted_indices)
         else:

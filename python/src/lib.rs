@@ -9,6 +9,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use recur::core::regular::{LayerMasks, Masks};
 use recur::io::state_dict::{load_rnn, LoadOptions, TensorFile};
 use recur::{Dropout, Mode, Precision, Real, Rnn, RnnConfig, State, Stream, Tape, Tensor};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -196,6 +197,7 @@ fn forward_impl<'py, T: Real + Element + Named>(
     c0: Option<&Bound<'py, PyAny>>,
     lengths: Option<Vec<usize>>,
     masks: Option<Vec<Bound<'py, PyAny>>>,
+    layer_masks: Option<Vec<Bound<'py, PyDict>>>,
     train: bool,
     wrap: fn(Arc<Rnn<T>>, Tape<T>) -> TapeInner,
 ) -> PyResult<ForwardOut<'py>> {
@@ -210,6 +212,20 @@ fn forward_impl<'py, T: Real + Element + Named>(
                 .collect::<PyResult<Vec<_>>>()
         })
         .transpose()?;
+    let layer_masks: Option<Masks<T>> = layer_masks
+        .map(|v| {
+            v.iter()
+                .enumerate()
+                .map(|(l, d)| layer_masks_from(d, l))
+                .collect::<PyResult<Vec<_>>>()
+                .map(|layers| Masks { layers })
+        })
+        .transpose()?;
+    if masks.is_some() && layer_masks.is_some() {
+        return Err(RecurError::new_err(
+            "give either masks (dropout between layers) or layer_masks (every regularizer's), not both",
+        ));
+    }
     let state = match (h0, c0) {
         (None, None) => None,
         (Some(h), c) => Some(State { h, c }),
@@ -225,7 +241,11 @@ fn forward_impl<'py, T: Real + Element + Named>(
             Some(v) => Dropout::Masks(v),
             None => Dropout::Off,
         };
-        if train {
+        if let Some(lm) = &layer_masks {
+            // Training mode of the regularized layers; the tape is dropped when not wanted.
+            let (o, t) = m.forward_train_masked(&x, state.as_ref(), lengths.as_deref(), lm)?;
+            Ok((o, train.then_some(t)))
+        } else if train {
             let (o, t) = m.forward_train(&x, state.as_ref(), lengths.as_deref(), drop)?;
             Ok((o, Some(t)))
         } else if masks.is_some() {
@@ -247,13 +267,58 @@ fn forward_impl<'py, T: Real + Element + Named>(
     ))
 }
 
+/// One layer's masks from a dict with the keys `input` (B, I), `recurrent` (B, H),
+/// `weight_hh` (G·H, H), `zoneout_h`, `zoneout_c` (T, B, H) and `output` ((B, H) when locked,
+/// else (T, B, H)); a missing key or None is no mask.
+fn layer_masks_from<T: Real + Element + Named>(
+    d: &Bound<'_, PyDict>,
+    l: usize,
+) -> PyResult<LayerMasks<T>> {
+    const KEYS: [&str; 6] = [
+        "input",
+        "recurrent",
+        "weight_hh",
+        "zoneout_h",
+        "zoneout_c",
+        "output",
+    ];
+    for k in d.keys() {
+        let k: String = k.extract()?;
+        if !KEYS.contains(&k.as_str()) {
+            return Err(RecurError::new_err(format!(
+                "layer_masks[{l}]: unknown mask '{k}' (expected one of {})",
+                KEYS.join(", ")
+            )));
+        }
+    }
+    let get = |k: &str| -> PyResult<Option<Vec<T>>> {
+        match d.get_item(k)? {
+            Some(a) if !a.is_none() => Ok(Some(
+                tensor_from::<T>(&a, &format!("{k} mask of layer {l}"))?.into_data(),
+            )),
+            _ => Ok(None),
+        }
+    };
+    Ok(LayerMasks {
+        input: get("input")?,
+        recurrent: get("recurrent")?,
+        weight_hh: get("weight_hh")?,
+        zoneout_h: get("zoneout_h")?,
+        zoneout_c: get("zoneout_c")?,
+        output: get("output")?,
+    })
+}
+
 #[pymethods]
 impl PyRnn {
     /// `Rnn(mode, input_size, hidden_size, num_layers, bias, batch_first, bidirectional,
-    /// proj_size, params, dtype)`: `mode` is `RNN_TANH`, `RNN_RELU`, `LSTM` or `GRU`; `params`
-    /// the arrays of the state_dict in PyTorch's registration order.
+    /// proj_size, params, dtype, *, dropout, layer_norm, input_dropout, recurrent_dropout,
+    /// zoneout, weight_drop, locked_dropout)`: `mode` is `RNN_TANH`, `RNN_RELU`, `LSTM` or
+    /// `GRU`; `params` the arrays of the state_dict in PyTorch's registration order, then the
+    /// layer norm's (`ln_*_l{k}`, layer by layer) when `layer_norm`; the keyword arguments are
+    /// `RnnConfig`'s builder methods (their masks go to `forward(layer_masks=...)`).
     #[new]
-    #[pyo3(signature = (mode, input_size, hidden_size, num_layers, bias, batch_first, bidirectional, proj_size, params, dtype="float32"))]
+    #[pyo3(signature = (mode, input_size, hidden_size, num_layers, bias, batch_first, bidirectional, proj_size, params, dtype="float32", *, dropout=0.0, layer_norm=false, input_dropout=0.0, recurrent_dropout=0.0, zoneout=0.0, weight_drop=0.0, locked_dropout=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         mode: &str,
@@ -266,6 +331,13 @@ impl PyRnn {
         proj_size: usize,
         params: Vec<Bound<'_, PyAny>>,
         dtype: &str,
+        dropout: f64,
+        layer_norm: bool,
+        input_dropout: f64,
+        recurrent_dropout: f64,
+        zoneout: f64,
+        weight_drop: f64,
+        locked_dropout: bool,
     ) -> PyResult<PyRnn> {
         let mode: Mode = mode.parse().map_err(to_py_err)?;
         let cfg = RnnConfig::new(mode, input_size, hidden_size)
@@ -273,7 +345,14 @@ impl PyRnn {
             .bias(bias)
             .batch_first(batch_first)
             .bidirectional(bidirectional)
-            .proj_size(proj_size);
+            .proj_size(proj_size)
+            .dropout(dropout)
+            .layer_norm(layer_norm)
+            .input_dropout(input_dropout)
+            .recurrent_dropout(recurrent_dropout)
+            .zoneout(zoneout)
+            .weight_drop(weight_drop)
+            .locked_dropout(locked_dropout);
         let model = if parse_dtype(dtype)? {
             Model::F64(Arc::new(build::<f64>(cfg, &params)?))
         } else {
@@ -322,10 +401,12 @@ impl PyRnn {
         .map(|model| PyRnn { model })
     }
 
-    /// `forward(x, h0=None, c0=None, lengths=None, masks=None, train=False)` →
-    /// `(output, h_n, c_n or None, tape or None)`. `masks`: dropout masks, one per layer but
-    /// the last, (T, B, D·H_out) time-major. `train`: keep a tape for `tape.backward`.
-    #[pyo3(signature = (x, h0=None, c0=None, lengths=None, masks=None, train=false))]
+    /// `forward(x, h0=None, c0=None, lengths=None, masks=None, train=False, layer_masks=None)`
+    /// → `(output, h_n, c_n or None, tape or None)`. `masks`: dropout masks, one per layer but
+    /// the last, (T, B, D·H_out) time-major. `layer_masks`: for a model with regularizers, the
+    /// training-mode masks of every one, a dict per layer (see `layer_masks_from`); without
+    /// it such a model runs in evaluation mode. `train`: keep a tape for `tape.backward`.
+    #[pyo3(signature = (x, h0=None, c0=None, lengths=None, masks=None, train=false, layer_masks=None))]
     #[allow(clippy::too_many_arguments)]
     fn forward<'py>(
         &self,
@@ -336,10 +417,33 @@ impl PyRnn {
         lengths: Option<Vec<usize>>,
         masks: Option<Vec<Bound<'py, PyAny>>>,
         train: bool,
+        layer_masks: Option<Vec<Bound<'py, PyDict>>>,
     ) -> PyResult<ForwardOut<'py>> {
         match &self.model {
-            Model::F32(r) => forward_impl(py, r, x, h0, c0, lengths, masks, train, TapeInner::F32),
-            Model::F64(r) => forward_impl(py, r, x, h0, c0, lengths, masks, train, TapeInner::F64),
+            Model::F32(r) => forward_impl(
+                py,
+                r,
+                x,
+                h0,
+                c0,
+                lengths,
+                masks,
+                layer_masks,
+                train,
+                TapeInner::F32,
+            ),
+            Model::F64(r) => forward_impl(
+                py,
+                r,
+                x,
+                h0,
+                c0,
+                lengths,
+                masks,
+                layer_masks,
+                train,
+                TapeInner::F64,
+            ),
         }
     }
 
@@ -363,6 +467,14 @@ impl PyRnn {
         d.set_item("batch_first", c.batch_first)?;
         d.set_item("bidirectional", c.bidirectional)?;
         d.set_item("proj_size", c.proj_size)?;
+        d.set_item("dropout", c.dropout)?;
+        let r = &c.regular;
+        d.set_item("layer_norm", r.layer_norm)?;
+        d.set_item("input_dropout", r.input_dropout)?;
+        d.set_item("recurrent_dropout", r.recurrent_dropout)?;
+        d.set_item("zoneout", r.zoneout_h)?;
+        d.set_item("weight_drop", r.weight_drop)?;
+        d.set_item("locked_dropout", r.locked_dropout)?;
         Ok(d)
     }
 
