@@ -441,6 +441,45 @@ fn classifiers_export_with_their_pooling_and_directions() {
             "classify_rnn_last",
             &["--cell", "rnn_tanh", "--bidirectional=false"][..],
         ),
+        // The cell variants become the ONNX attributes (P, clip, activations with their
+        // parameters, input_forget, linear_before_reset = 0).
+        (
+            "classify_bilstm_peepholes_clip_activations",
+            &[
+                "--cell",
+                "lstm",
+                "--peepholes",
+                "--cell-clip",
+                "2.5",
+                "--activations",
+                "hard_sigmoid:0.3,0.45/softsign/elu:0.7",
+            ][..],
+        ),
+        (
+            "classify_lstm_input_forget",
+            &["--cell", "lstm", "--input-forget", "--bidirectional=false"][..],
+        ),
+        (
+            "classify_bigru_reset_before",
+            &[
+                "--cell",
+                "gru",
+                "--gru-linear-before-reset",
+                "false",
+                "--activations",
+                "leaky_relu:0.2/scaled_tanh:1.1,0.9",
+            ][..],
+        ),
+        (
+            "classify_rnn_affine",
+            &[
+                "--cell",
+                "rnn_tanh",
+                "--activations",
+                "affine:0.5,0.1",
+                "--bidirectional=false",
+            ][..],
+        ),
     ] {
         let mut a = common.to_vec();
         a.extend_from_slice(extra);

@@ -19,6 +19,7 @@ use crate::proto::{
     OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, TypeTensor, ValueInfoProto,
 };
 use prost::Message;
+use recur::core::config::{activation_count, Activation};
 use recur::{Mode, Real, Rnn};
 
 /// What the exported graph takes.
@@ -197,6 +198,92 @@ fn attr_is(name: &str, v: &[i64]) -> AttributeProto {
         ..Default::default()
     }
 }
+fn attr_f(name: &str, v: f64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attr_type::FLOAT,
+        f: v as f32,
+        ..Default::default()
+    }
+}
+fn attr_fs(name: &str, v: &[f64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attr_type::FLOATS,
+        floats: v.iter().map(|&x| x as f32).collect(),
+        ..Default::default()
+    }
+}
+
+/// ONNX's name of an activation and its α, β (those it takes).
+fn onnx_activation(a: Activation) -> (&'static str, Option<f64>, Option<f64>) {
+    match a {
+        Activation::Relu => ("Relu", None, None),
+        Activation::Tanh => ("Tanh", None, None),
+        Activation::Sigmoid => ("Sigmoid", None, None),
+        Activation::Affine { alpha, beta } => ("Affine", Some(alpha), Some(beta)),
+        Activation::LeakyRelu { alpha } => ("LeakyRelu", Some(alpha), None),
+        Activation::ThresholdedRelu { alpha } => ("ThresholdedRelu", Some(alpha), None),
+        Activation::ScaledTanh { alpha, beta } => ("ScaledTanh", Some(alpha), Some(beta)),
+        Activation::HardSigmoid { alpha, beta } => ("HardSigmoid", Some(alpha), Some(beta)),
+        Activation::Elu { alpha } => ("Elu", Some(alpha), None),
+        Activation::Softsign => ("Softsign", None, None),
+        Activation::Softplus => ("Softplus", None, None),
+    }
+}
+
+/// The attributes of a recurrent node for the cell variants of `c` (`RnnConfig::cell`):
+/// `clip`, `input_forget`, and `activations` with `activation_alpha` / `activation_beta`
+/// (each list holds the parameters of the functions that take one, in order).
+fn variant_attrs(c: &recur::RnnConfig) -> Vec<AttributeProto> {
+    let o = &c.cell;
+    let mut attrs = Vec::new();
+    if let Some(x) = o.clip {
+        attrs.push(attr_f("clip", x));
+    }
+    if o.input_forget {
+        attrs.push(attr_i("input_forget", 1));
+    }
+    if !o.activations.is_empty() {
+        let n = activation_count(c.mode);
+        let (mut names, mut alphas, mut betas) = (Vec::new(), Vec::new(), Vec::new());
+        for d in 0..c.num_directions() {
+            for &a in &o.activations_of(c.mode, d)[..n] {
+                let (name, alpha, beta) = onnx_activation(a);
+                names.push(name);
+                alphas.extend(alpha);
+                betas.extend(beta);
+            }
+        }
+        attrs.push(attr_ss("activations", &names));
+        if !alphas.is_empty() {
+            attrs.push(attr_fs("activation_alpha", &alphas));
+        }
+        if !betas.is_empty() {
+            attrs.push(attr_fs("activation_beta", &betas));
+        }
+    }
+    attrs
+}
+
+/// ONNX's `P` (D, 3H) of a peephole LSTM layer, rows i, o, f (recur keeps i, f, o).
+fn peepholes<T: Real>(rnn: &Rnn<T>, layer: usize) -> Result<Vec<f64>> {
+    let c = rnn.config();
+    let h = c.hidden_size;
+    let mut p = Vec::with_capacity(c.num_directions() * 3 * h);
+    for d in 0..c.num_directions() {
+        let sfx = if d == 1 { "_reverse" } else { "" };
+        let name = format!("weight_peephole_l{layer}{sfx}");
+        let w = rnn
+            .param(&name)
+            .ok_or_else(|| Error::Invalid(format!("the model has no parameter {name}")))?;
+        for k in [0, 2, 1] {
+            p.extend(w[k * h..(k + 1) * h].iter().map(|v| v.to_f64()));
+        }
+    }
+    Ok(p)
+}
+
 fn attr_ss(name: &str, v: &[&str]) -> AttributeProto {
     AttributeProto {
         name: name.into(),
@@ -416,6 +503,13 @@ fn rnn_stack<T: Real>(
                 ins.push(b.op("Slice", &format!("{p}c0_l{l}"), &[c0, &s, &e], vec![]));
             }
         }
+        if lstm && c.cell.peepholes {
+            // X, W, R, B, sequence_lens, initial_h, initial_c, P
+            ins.resize(7, String::new());
+            let pn = format!("{p}P_l{l}");
+            b.floats(&pn, &[nd, 3 * h], &peepholes(rnn, l)?);
+            ins.push(pn);
+        }
         while ins.last().is_some_and(|s| s.is_empty()) {
             ins.pop();
         }
@@ -424,11 +518,13 @@ fn rnn_stack<T: Real>(
             attrs.push(attr_s("direction", "bidirectional"));
         }
         if c.mode == Mode::Gru {
-            attrs.push(attr_i("linear_before_reset", 1));
+            let lbr = i64::from(c.cell.linear_before_reset);
+            attrs.push(attr_i("linear_before_reset", lbr));
         }
-        if lw.relu {
+        if lw.relu && c.cell.activations.is_empty() {
             attrs.push(attr_ss("activations", &vec!["Relu"; nd]));
         }
+        attrs.extend(variant_attrs(c));
         let (y, h_l, c_l) = (
             format!("{p}Y_l{l}"),
             format!("{p}Y_h_l{l}"),
