@@ -50,6 +50,7 @@ use crate::error::{Error, Result};
 use rand::{Rng, RngCore};
 use recur_kernels::gemm::{matmul, MatMut, MatRef, Par};
 use recur_kernels::packed::PackedB;
+use recur_kernels::pool::Buf;
 use recur_kernels::Real;
 
 /// The `eps` of the layer norms (`nn.LayerNorm`'s default).
@@ -217,7 +218,7 @@ impl<T: Real> Masks<T> {
 
 /// What the regularized training forward pass keeps for its BPTT.
 #[derive(Clone, Debug)]
-pub(crate) struct RegTape<T> {
+pub(crate) struct RegTape<T: Real> {
     t: usize,
     b: usize,
     /// Each sequence's length.
@@ -229,36 +230,36 @@ pub(crate) struct RegTape<T> {
 }
 
 #[derive(Clone, Debug)]
-struct LayerTape<T> {
+struct LayerTape<T: Real> {
     masks: LayerMasks<T>,
     /// (T·B, in): the input after input dropout (the reverse direction: each sequence
     /// reversed within its length).
     xd: Vec<T>,
     /// LN: the normalized input pre-activations (T·B, G·H) and 1/σ of each row (T·B).
-    ih_hat: Vec<T>,
-    ih_rstd: Vec<T>,
+    ih_hat: Buf<T>,
+    ih_rstd: Buf<T>,
     /// LN: the normalized recurrent pre-activations and 1/σ.
-    hh_hat: Vec<T>,
-    hh_rstd: Vec<T>,
+    hh_hat: Buf<T>,
+    hh_rstd: Buf<T>,
     /// (T·B, H): h_{t-1} after recurrent dropout.
-    hd: Vec<T>,
+    hd: Buf<T>,
     /// (T·B, G·H): the gate activations (RNN: h').
-    gates: Vec<T>,
+    gates: Buf<T>,
     /// Cell variants (T·B, G·H): every activation's input, before the clip.
-    pre: Vec<T>,
+    pre: Buf<T>,
     /// GRU (T·B, H): the recurrent pre-activation of n (after LN and bias).
-    ghn: Vec<T>,
+    ghn: Buf<T>,
     /// GRU with `linear_before_reset = false` (T·B, H): r ⊙ h̃.
-    rh: Vec<T>,
+    rh: Buf<T>,
     /// LSTM LN: the normalized new cell state f c + i g (T·B, H) and 1/σ (T·B).
-    c_hat: Vec<T>,
-    c_rstd: Vec<T>,
+    c_hat: Buf<T>,
+    c_rstd: Buf<T>,
     /// LSTM (T·B, H): h(c'), and with cell variants c' itself.
-    tc: Vec<T>,
-    cnew: Vec<T>,
+    tc: Buf<T>,
+    cnew: Buf<T>,
     /// ((T+1)·B, H): h and c after each step (slot 0: the initial state).
-    hs: Vec<T>,
-    cs: Vec<T>,
+    hs: Buf<T>,
+    cs: Buf<T>,
     /// The dropped `weight_hh` (weight drop only).
     w_eff: Option<Vec<T>>,
 }
@@ -644,7 +645,7 @@ fn layer_forward<T: Real>(
         }
     }
     // a = LN_ih(x̃ W_ihᵀ) + b_ih for every step at once.
-    let mut pih = vec![T::ZERO; tb * gh];
+    let mut pih = Buf::zeroed(tb * gh);
     matmul(
         MatMut::new(&mut pih, tb, gh),
         MatRef::new(&xd, tb, input),
@@ -652,10 +653,10 @@ fn layer_forward<T: Real>(
         false,
         Par::Threads,
     );
-    let (mut ih_hat, mut ih_rstd) = (Vec::new(), Vec::new());
+    let (mut ih_hat, mut ih_rstd) = (Buf::empty(), Buf::empty());
     if let Some(ln) = ln {
-        ih_hat = vec![T::ZERO; tb * gh];
-        ih_rstd = vec![T::ZERO; tb];
+        ih_hat = Buf::zeroed(tb * gh);
+        ih_rstd = Buf::zeroed(tb);
         for r in 0..tb {
             ih_rstd[r] = ln_row(
                 &mut pih[r * gh..][..gh],
@@ -680,33 +681,33 @@ fn layer_forward<T: Real>(
     // Wᵀ packed once for the per-step products.
     let mut w_t = PackedB::new();
     w_t.pack(MatRef::new(w, gh, h).t());
-    let mut hs = vec![T::ZERO; (t + 1) * b * h];
+    let mut hs = Buf::zeroed((t + 1) * b * h);
     hs[..b * h].copy_from_slice(h0);
-    let mut cs = vec![T::ZERO; if lstm { (t + 1) * b * h } else { 0 }];
+    let mut cs = Buf::zeroed(if lstm { (t + 1) * b * h } else { 0 });
     if lstm {
         cs[..b * h].copy_from_slice(c0);
     }
-    let mut hd = vec![T::ZERO; tb * h];
+    let mut hd = Buf::zeroed(tb * h);
     let (mut hh_hat, mut hh_rstd) = if ln.is_some() {
-        (vec![T::ZERO; tb * gh], vec![T::ZERO; tb])
+        (Buf::zeroed(tb * gh), Buf::zeroed(tb))
     } else {
-        (Vec::new(), Vec::new())
+        (Buf::empty(), Buf::empty())
     };
-    let mut gates = vec![T::ZERO; tb * gh];
-    let mut pre = vec![T::ZERO; if cv.general { tb * gh } else { 0 }];
-    let mut ghn = vec![T::ZERO; if gru { tb * h } else { 0 }];
-    let mut rh = vec![T::ZERO; if reset_first { tb * h } else { 0 }];
-    let mut rhw = vec![T::ZERO; if reset_first { b * h } else { 0 }];
+    let mut gates = Buf::zeroed(tb * gh);
+    let mut pre = Buf::zeroed(if cv.general { tb * gh } else { 0 });
+    let mut ghn = Buf::zeroed(if gru { tb * h } else { 0 });
+    let mut rh = Buf::zeroed(if reset_first { tb * h } else { 0 });
+    let mut rhw = Buf::zeroed(if reset_first { b * h } else { 0 });
     let ln_c = ln.filter(|_| lstm);
     let (mut c_hat, mut c_rstd) = if ln_c.is_some() {
-        (vec![T::ZERO; tb * h], vec![T::ZERO; tb])
+        (Buf::zeroed(tb * h), Buf::zeroed(tb))
     } else {
-        (Vec::new(), Vec::new())
+        (Buf::empty(), Buf::empty())
     };
-    let mut tc = vec![T::ZERO; if lstm { tb * h } else { 0 }];
-    let mut cnew_all = vec![T::ZERO; if lstm && cv.general { tb * h } else { 0 }];
-    let mut phh = vec![T::ZERO; b * gh];
-    let mut cnew = vec![T::ZERO; h];
+    let mut tc = Buf::zeroed(if lstm { tb * h } else { 0 });
+    let mut cnew_all = Buf::zeroed(if lstm && cv.general { tb * h } else { 0 });
+    let mut phh = Buf::zeroed(b * gh);
+    let mut cnew = Buf::zeroed(h);
     // Activation inputs: kept in `pre` (cell variants), then clipped in `gt`.
     let keep_pre = |pre: &mut [T], r: usize, from: usize, v: &[T]| {
         if cv.general {
