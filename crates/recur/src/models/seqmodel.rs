@@ -891,6 +891,10 @@ pub struct BatchLoss {
 /// The gradients of a [`SeqModel`]: embed, rnn, head (the shared [`EmbedRnnHeadGrads`]).
 pub type SeqModelGrads<T> = EmbedRnnHeadGrads<T>;
 
+/// The callback of [`SeqModel::loss_and_grad_rows_announcing`]: `(k, count, grads)` when
+/// the buffers `k..` of `grads` are final.
+pub type FinalFrom<'a, T> = dyn FnMut(usize, usize, &SeqModelGrads<T>) -> Result<()> + 'a;
+
 /// A recurrent model of sequences: input layer → `rnn` → dropout → `head`.
 ///
 /// Its state_dict has the names of the PyTorch module (here a bidirectional LSTM classifier of
@@ -1760,7 +1764,7 @@ impl<T: Real> SeqModel<T> {
         first: usize,
         dropout_key: Option<u64>,
         grads: &mut SeqModelGrads<T>,
-        final_from: &mut dyn FnMut(usize, usize, &SeqModelGrads<T>) -> Result<()>,
+        final_from: &mut FinalFrom<'_, T>,
     ) -> Result<BatchLoss> {
         let drop = match dropout_key {
             Some(key) => SeqDrop::Rows { key, first },
@@ -1775,7 +1779,7 @@ impl<T: Real> SeqModel<T> {
         targets: &Targets<T>,
         drop: SeqDrop<'_>,
         grads: &mut SeqModelGrads<T>,
-        final_from: &mut dyn FnMut(usize, usize, &SeqModelGrads<T>) -> Result<()>,
+        final_from: &mut FinalFrom<'_, T>,
     ) -> Result<BatchLoss> {
         if grads.embed.len() != self.embed.as_ref().map_or(0, |e| e.num_params())
             || grads.rnn.len() != self.rnn.params().len()
