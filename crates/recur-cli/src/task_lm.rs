@@ -490,30 +490,16 @@ impl LmTask {
             valid_targets: 0,
         })
     }
-}
 
-impl Task for LmTask {
-    fn name(&self) -> &'static str {
-        "lm"
-    }
-    fn unit(&self) -> &'static str {
-        self.vocab.unit()
-    }
-    fn steps_per_epoch(&self) -> u64 {
-        self.batches.num_chunks() as u64
-    }
-    fn higher_is_better(&self) -> bool {
-        false
-    }
-    fn config_json(&self) -> serde_json::Value {
-        self.config_json.clone()
-    }
-
-    /// Every rank reads the same chunk and computes the streams
-    /// [`Shard::range`](recur::train::Shard::range) gives it, carrying their state; dropout is
-    /// drawn stream by stream from a key of the step, so that it does not depend on the
-    /// number of ranks.
-    fn train_batch(&mut self, shard: recur::train::Shard) -> recur::Result<StepStats> {
+    /// One training step (see [`Task::train_batch`]). With `ready`, the plain path's
+    /// backward pass announces the parts whose gradients are final as it goes (their
+    /// all-reduce starts while it computes the rest); the paths with regularizers leave the
+    /// announcing to the loop (all parts at the end).
+    fn step(
+        &mut self,
+        shard: recur::train::Shard,
+        mut ready: Option<&mut dyn recur::train::GradReady>,
+    ) -> recur::Result<StepStats> {
         let k = (self.cursor % self.batches.num_chunks() as u64) as usize;
         if k == 0 {
             self.state = None; // a new pass over the text starts from zero states
@@ -587,12 +573,20 @@ impl Task for LmTask {
             None => None,
         };
         let dropout = (self.model.config().dropout > 0.0).then_some(key);
-        let (loss, next) = self.model.loss_and_grad_rows(
+        let units = (chunk.steps * rows.len()) as u64;
+        let (loss, next) = self.model.loss_and_grad_rows_announcing(
             &chunk,
             rows.clone(),
             state.as_ref(),
             dropout,
             &mut self.grads,
+            &mut |k, g| match ready.as_deref_mut() {
+                Some(ready) => {
+                    let bufs = [&g.embed[..], &g.rnn[..], &g.head[..]];
+                    ready.parts_final(k, units, &bufs[k..])
+                }
+                None => Ok(()),
+            },
         )?;
         self.state = Some(crate::shard::with_rows(
             self.state.take(),
@@ -601,10 +595,44 @@ impl Task for LmTask {
             chunk.batch,
         )?);
         self.cursor += 1;
-        Ok(StepStats {
-            loss,
-            units: (chunk.steps * rows.len()) as u64,
-        })
+        Ok(StepStats { loss, units })
+    }
+}
+
+impl Task for LmTask {
+    fn name(&self) -> &'static str {
+        "lm"
+    }
+    fn unit(&self) -> &'static str {
+        self.vocab.unit()
+    }
+    fn steps_per_epoch(&self) -> u64 {
+        self.batches.num_chunks() as u64
+    }
+    fn higher_is_better(&self) -> bool {
+        false
+    }
+    fn config_json(&self) -> serde_json::Value {
+        self.config_json.clone()
+    }
+
+    /// Every rank reads the same chunk and computes the streams
+    /// [`Shard::range`](recur::train::Shard::range) gives it, carrying their state; dropout is
+    /// drawn stream by stream from a key of the step, so that it does not depend on the
+    /// number of ranks.
+    fn train_batch(&mut self, shard: recur::train::Shard) -> recur::Result<StepStats> {
+        self.step(shard, None)
+    }
+
+    /// [`Task::train_batch`] whose backward pass announces the head's gradients before the
+    /// recurrent stack's backward pass, then the stack's, then the embedding's (on the
+    /// paths with regularizers, all of them at the end).
+    fn train_batch_announcing(
+        &mut self,
+        shard: recur::train::Shard,
+        ready: &mut dyn recur::train::GradReady,
+    ) -> recur::Result<StepStats> {
+        self.step(shard, Some(ready))
     }
 
     fn gather_state(&mut self, comm: &dyn recur::train::Communicator) -> recur::Result<()> {

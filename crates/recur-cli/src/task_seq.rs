@@ -309,33 +309,15 @@ impl SeqTask {
         }
         &self.order.as_ref().expect("the order was just made").1
     }
-}
 
-impl Task for SeqTask {
-    fn name(&self) -> &'static str {
-        self.kind.name()
-    }
-    fn unit(&self) -> &'static str {
-        self.kind.unit()
-    }
-    fn loss_label(&self) -> &'static str {
-        self.kind.loss_label()
-    }
-    fn steps_per_epoch(&self) -> u64 {
-        self.train.len().div_ceil(self.batch_size) as u64
-    }
-    fn higher_is_better(&self) -> bool {
-        self.kind.higher_is_better()
-    }
-    fn config_json(&self) -> serde_json::Value {
-        self.config_json.clone()
-    }
-
-    /// Every rank walks the same global batches (the epoch's order follows from the seed)
-    /// and computes the rows [`Shard::range`](recur::train::Shard::range) gives it; token
-    /// replacement and dropout are drawn row by row from two keys of the step, so that they
-    /// do not depend on the number of ranks.
-    fn train_batch(&mut self, shard: recur::train::Shard) -> recur::Result<StepStats> {
+    /// One training step (see [`Task::train_batch`]). With `ready`, the backward pass
+    /// announces the parts whose gradients are final as it goes (their all-reduce starts
+    /// while it computes the rest).
+    fn step(
+        &mut self,
+        shard: recur::train::Shard,
+        mut ready: Option<&mut dyn recur::train::GradReady>,
+    ) -> recur::Result<StepStats> {
         let per_epoch = self.steps_per_epoch();
         let (epoch, k) = (self.cursor / per_epoch, (self.cursor % per_epoch) as usize);
         let bs = self.batch_size;
@@ -367,18 +349,64 @@ impl Task for SeqTask {
         )?;
         // Dropout and the random regularizers, row by row from the step's key.
         let dropout = self.model.config().is_random().then_some(dropout_key);
-        let loss = self.model.loss_and_grad_rows(
+        let loss = self.model.loss_and_grad_rows_announcing(
             &batch,
             &targets,
             rows.start,
             dropout,
             &mut self.grads,
+            &mut |k, count, g| match ready.as_deref_mut() {
+                Some(ready) => {
+                    let bufs = [&g.embed[..], &g.rnn[..], &g.head[..]];
+                    ready.parts_final(k, count as u64, &bufs[k..])
+                }
+                None => Ok(()),
+            },
         )?;
         self.cursor += 1;
         Ok(StepStats {
             loss: loss.loss,
             units: loss.count as u64,
         })
+    }
+}
+
+impl Task for SeqTask {
+    fn name(&self) -> &'static str {
+        self.kind.name()
+    }
+    fn unit(&self) -> &'static str {
+        self.kind.unit()
+    }
+    fn loss_label(&self) -> &'static str {
+        self.kind.loss_label()
+    }
+    fn steps_per_epoch(&self) -> u64 {
+        self.train.len().div_ceil(self.batch_size) as u64
+    }
+    fn higher_is_better(&self) -> bool {
+        self.kind.higher_is_better()
+    }
+    fn config_json(&self) -> serde_json::Value {
+        self.config_json.clone()
+    }
+
+    /// Every rank walks the same global batches (the epoch's order follows from the seed)
+    /// and computes the rows [`Shard::range`](recur::train::Shard::range) gives it; token
+    /// replacement and dropout are drawn row by row from two keys of the step, so that they
+    /// do not depend on the number of ranks.
+    fn train_batch(&mut self, shard: recur::train::Shard) -> recur::Result<StepStats> {
+        self.step(shard, None)
+    }
+
+    /// [`Task::train_batch`] whose backward pass announces the head's gradients before the
+    /// recurrent stack's backward pass, then the stack's, then the embedding's.
+    fn train_batch_announcing(
+        &mut self,
+        shard: recur::train::Shard,
+        ready: &mut dyn recur::train::GradReady,
+    ) -> recur::Result<StepStats> {
+        self.step(shard, Some(ready))
     }
 
     fn parts(&mut self) -> Vec<Part<'_>> {

@@ -338,6 +338,44 @@ fn lm_on_two_and_three_ranks_trains_the_parameters_of_one_process() {
     assert_eq!(params(&again), params(&dir.path("r2")));
 }
 
+/// The LM's backward pass announces the head, then the recurrent stack, then the
+/// embedding, and their all-reduces start as it goes: on two ranks each sum is one
+/// addition, so it gives the bits of one all-reduce after the backward pass, for char and
+/// word tokens, and with the two ways alternating step by step.
+#[test]
+fn an_lm_announcing_its_parts_on_two_ranks_gives_the_bits_of_one_all_reduce() {
+    let dir = TmpDir::new("mpi-lm-overlap");
+    let train = dir.path("train.txt");
+    std::fs::write(&train, text()).unwrap();
+    for tokens in ["char", "word"] {
+        let extra = ["--tokens", tokens, "--steps", "12", "--eval-every", "6"];
+        let run = |mode: &str| {
+            let out = dir.path(&format!("{tokens}-{mode}"));
+            let o = mpirun_cmd(2, &strs(&lm_args(&train, &out, &extra)))
+                .env("RECUR_MPI_OVERLAP", mode)
+                .output()
+                .unwrap();
+            let err = ok(&o);
+            (params(&out), err)
+        };
+        let (on, _) = run("on");
+        let (off, _) = run("off");
+        let (alternate, err) = run("alternate");
+        assert_eq!(on, off, "{tokens}: overlapped against blocking");
+        assert_eq!(on, alternate, "{tokens}: alternating");
+        // The alternating run reports both ways' exposed times, 6 steps each.
+        let line = err
+            .lines()
+            .find(|l| l.contains("overlapped_steps"))
+            .unwrap_or_else(|| panic!("no timing line in:\n{err}"));
+        let t: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(
+            (t["overlapped_steps"].as_u64(), t["blocking_steps"].as_u64()),
+            (Some(6), Some(6))
+        );
+    }
+}
+
 /// The regularizers draw the masks of the whole batch on every rank, and each rank uses its
 /// streams' rows: the regularized layers' masks (layer norm, input and recurrent dropout,
 /// zoneout, weight drop, locked dropout between the layers), and, with the fused layers, the
@@ -419,6 +457,15 @@ fn tagger_on_two_and_three_ranks_trains_the_parameters_of_one_process() {
     let again = dir.path("r3-again");
     ok(&mpirun(3, &strs(&tag_args(&train, &valid, &again, &[]))));
     assert_eq!(params(&again), params(&dir.path("r3")));
+    // The backward pass announces the head, the recurrent stack, then the embedding: on two
+    // ranks the buckets all-reduced as it goes give the bits of one all-reduce after it.
+    let blocking = dir.path("r2-blocking");
+    let o = mpirun_cmd(2, &strs(&tag_args(&train, &valid, &blocking, &[])))
+        .env("RECUR_MPI_OVERLAP", "off")
+        .output()
+        .unwrap();
+    ok(&o);
+    assert_eq!(params(&blocking), params(&dir.path("r2")));
 }
 
 #[test]

@@ -28,6 +28,67 @@ fn ids(n: usize, vocab: usize, seed: u64) -> Vec<usize> {
         .collect()
 }
 
+/// The announcing step calls back with the head (2) before the recurrent stack's backward
+/// pass has written anything, then the stack (1) before the embedding's, then 0; each
+/// buffer is final when announced, and the gradients are those of the plain call.
+#[test]
+fn lm_rows_announce_the_head_then_the_rnn_then_the_embedding() {
+    let cfg = CharLmConfig::new(Mode::Gru, 13)
+        .embed_size(5)
+        .hidden_size(8)
+        .num_layers(2)
+        .dropout(0.25);
+    let model: CharLm<f32> = CharLm::new(cfg, 4).unwrap();
+    let text = ids(300, 13, 5);
+    let batches = Batches::new(&text, 6, 7).unwrap();
+    let chunk = batches.chunk(2);
+    let mut plain = model.zeros_like_grads();
+    let (lp, sp) = model
+        .loss_and_grad_rows(&chunk, 1..5, None, Some(8), &mut plain)
+        .unwrap();
+    let mut g = model.zeros_like_grads();
+    let mut seen = Vec::new();
+    let (la, sa) = model
+        .loss_and_grad_rows_announcing(&chunk, 1..5, None, Some(8), &mut g, &mut |k, g| {
+            let zero = |v: &[f32]| v.iter().all(|&x| x == 0.0);
+            // The parts announced are final; the others are not computed yet.
+            let bufs = [
+                (&g.embed, &plain.embed),
+                (&g.rnn, &plain.rnn),
+                (&g.head, &plain.head),
+            ];
+            for (i, (now, fin)) in bufs.into_iter().enumerate() {
+                if i >= k {
+                    assert_eq!(now, fin, "part {i} at the call for {k}");
+                } else {
+                    assert!(zero(now), "part {i} written before the call for {k}");
+                }
+            }
+            seen.push(k);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(seen, [2, 1, 0]);
+    assert_eq!((la, sa), (lp, sp));
+    assert_eq!(
+        (g.embed, g.rnn, g.head),
+        (plain.embed, plain.rnn, plain.head)
+    );
+    // An error of the callback ends the step.
+    let mut g = model.zeros_like_grads();
+    let e = model
+        .loss_and_grad_rows_announcing(&chunk, 0..6, None, None, &mut g, &mut |k, _| {
+            if k == 1 {
+                Err(recur::Error::Input("stop here".into()))
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("stop here"), "{e}");
+    assert!(g.embed.iter().all(|&x| x == 0.0));
+}
+
 #[test]
 fn lm_shares_sum_to_the_whole_batch() {
     let cfg = CharLmConfig::new(Mode::Lstm, 11)
@@ -153,4 +214,62 @@ fn tagger_shares_sum_to_the_whole_batch() {
             assert!(rel(a, b) < 1e-5, "{}", rel(a, b));
         }
     }
+}
+
+/// The sequence model's announcing step: the head (2) before the recurrent stack's backward
+/// pass has written anything, then the stack (1) before the embedding's, then 0, each with
+/// the loss's count; the gradients are those of the plain call.
+#[test]
+fn tagger_rows_announce_the_head_then_the_rnn_then_the_embedding() {
+    let cfg = SeqModelConfig::tagger(9, 4)
+        .hidden_size(6)
+        .num_layers(2)
+        .bidirectional(true)
+        .embed_size(5)
+        .dropout(0.3);
+    let model: SeqModel<f32> = SeqModel::new(cfg, 2).unwrap();
+    let seqs: Vec<Vec<usize>> = [4usize, 6, 1, 5]
+        .iter()
+        .enumerate()
+        .map(|(k, &n)| ids(n, 9, k as u64 + 3))
+        .collect();
+    let tags: Vec<Vec<usize>> = seqs
+        .iter()
+        .map(|s| s.iter().map(|x| x % 4).collect())
+        .collect();
+    let b = SeqBatch::<f32>::from_tokens(&seqs).unwrap();
+    let t = Targets::step_classes(&tags, b.steps());
+    let mut plain = model.zeros_like_grads();
+    let lp = model
+        .loss_and_grad_rows(&b, &t, 2, Some(6), &mut plain)
+        .unwrap();
+    let mut g = model.zeros_like_grads();
+    let mut seen = Vec::new();
+    let la = model
+        .loss_and_grad_rows_announcing(&b, &t, 2, Some(6), &mut g, &mut |k, count, g| {
+            let bufs = [
+                (&g.embed, &plain.embed),
+                (&g.rnn, &plain.rnn),
+                (&g.head, &plain.head),
+            ];
+            for (i, (now, fin)) in bufs.into_iter().enumerate() {
+                if i >= k {
+                    assert_eq!(now, fin, "part {i} at the call for {k}");
+                } else {
+                    assert!(
+                        now.iter().all(|&x| x == 0.0),
+                        "part {i} written before the call for {k}"
+                    );
+                }
+            }
+            seen.push((k, count));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(seen, [(2, 16), (1, 16), (0, 16)]);
+    assert_eq!(la, lp);
+    assert_eq!(
+        (g.embed, g.rnn, g.head),
+        (plain.embed, plain.rnn, plain.head)
+    );
 }

@@ -642,7 +642,7 @@ impl<T: Real> CharLm<T> {
             Some(rng) if sampled => LmDrop::Sample(rng),
             _ => LmDrop::Off,
         };
-        self.step(chunk, state, drop, grads)
+        self.step(chunk, state, drop, grads, &mut |_, _| Ok(()))
     }
 
     /// [`CharLm::loss_and_grad`] over the streams `rows` of `chunk` only (a rank's share of a
@@ -661,6 +661,26 @@ impl<T: Real> CharLm<T> {
         state: Option<&State<T>>,
         dropout_key: Option<u64>,
         grads: &mut CharLmGrads<T>,
+    ) -> Result<(f64, State<T>)> {
+        self.loss_and_grad_rows_announcing(chunk, rows, state, dropout_key, grads, &mut |_, _| {
+            Ok(())
+        })
+    }
+
+    /// [`CharLm::loss_and_grad_rows`] that tells the caller during the backward pass which
+    /// gradient buffers are final for this chunk: `final_from(k, grads)` is called when the
+    /// buffers `k..` (in the order embed, rnn, head of [`CharLm::parts`]) are, with 2 (the
+    /// head, before the recurrent stack's backward pass), 1 (the recurrent stack, before
+    /// the embedding's) and 0, in that order, so that their all-reduce can start while the
+    /// rest is computed. The buffers are not written again after their call.
+    pub fn loss_and_grad_rows_announcing(
+        &self,
+        chunk: &Chunk,
+        rows: Range<usize>,
+        state: Option<&State<T>>,
+        dropout_key: Option<u64>,
+        grads: &mut CharLmGrads<T>,
+        final_from: &mut dyn FnMut(usize, &CharLmGrads<T>) -> Result<()>,
     ) -> Result<(f64, State<T>)> {
         if self.has_regularizers() {
             return Err(Error::Config(
@@ -727,7 +747,7 @@ impl<T: Real> CharLm<T> {
             }
             _ => LmDrop::Off,
         };
-        self.step(&sub, state, drop, grads)
+        self.step(&sub, state, drop, grads, final_from)
             .map(|(l, next)| (l.cross_entropy, next))
     }
 
@@ -851,7 +871,7 @@ impl<T: Real> CharLm<T> {
             rnn: rnn_masks,
             output,
         };
-        self.step(&sub, state, drop, grads)
+        self.step(&sub, state, drop, grads, &mut |_, _| Ok(()))
     }
 
     /// True when a regularizer beyond `dropout` is on (which [`CharLm::loss_and_grad_rows`]
@@ -866,6 +886,7 @@ impl<T: Real> CharLm<T> {
         state: Option<&State<T>>,
         drop: LmDrop<'_, T>,
         grads: &mut CharLmGrads<T>,
+        final_from: &mut dyn FnMut(usize, &CharLmGrads<T>) -> Result<()>,
     ) -> Result<(LossTerms, State<T>)> {
         let (steps, batch) = (chunk.steps, chunk.batch);
         self.check_ids("input", &chunk.input, steps, batch)?;
@@ -973,6 +994,7 @@ impl<T: Real> CharLm<T> {
         let mut dy = vec![T::ZERO; n * h];
         self.head
             .backward(&y, &dlogits, n, &mut grads.head, Some(&mut dy));
+        final_from(2, grads)?;
         let mean_sq = |v: &mut dyn Iterator<Item = f64>, n: usize| {
             v.map(|a| a * a).sum::<f64>() / n.max(1) as f64
         };
@@ -1017,6 +1039,7 @@ impl<T: Real> CharLm<T> {
         let dx = self
             .rnn
             .backward(&tape, Some(&dy), None, None, &mut grads.rnn)?;
+        final_from(1, grads)?;
         let mut dx = dx.input.into_data();
         if let Some(m) = &embed_mask {
             let e = self.config.embed_size;
@@ -1027,6 +1050,7 @@ impl<T: Real> CharLm<T> {
             }
         }
         self.embed.backward(&chunk.input, &dx, &mut grads.embed)?;
+        final_from(0, grads)?;
         Ok((
             LossTerms {
                 cross_entropy: loss.to_f64(),

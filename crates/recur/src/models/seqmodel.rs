@@ -891,6 +891,10 @@ pub struct BatchLoss {
 /// The gradients of a [`SeqModel`]: embed, rnn, head (the shared [`EmbedRnnHeadGrads`]).
 pub type SeqModelGrads<T> = EmbedRnnHeadGrads<T>;
 
+/// The callback of [`SeqModel::loss_and_grad_rows_announcing`]: `(k, count, grads)` when
+/// the buffers `k..` of `grads` are final.
+pub type FinalFrom<'a, T> = dyn FnMut(usize, usize, &SeqModelGrads<T>) -> Result<()> + 'a;
+
 /// A recurrent model of sequences: input layer → `rnn` → dropout → `head`.
 ///
 /// Its state_dict has the names of the PyTorch module (here a bidirectional LSTM classifier of
@@ -1718,7 +1722,7 @@ impl<T: Real> SeqModel<T> {
             Some(rng) => SeqDrop::Sample(rng),
             None => SeqDrop::Off,
         };
-        self.step(batch, targets, drop, grads)
+        self.step(batch, targets, drop, grads, &mut |_, _, _| Ok(()))
     }
 
     /// [`SeqModel::loss_and_grad`] of a share of a larger batch (data parallelism): `batch`
@@ -1736,11 +1740,37 @@ impl<T: Real> SeqModel<T> {
         dropout_key: Option<u64>,
         grads: &mut SeqModelGrads<T>,
     ) -> Result<BatchLoss> {
+        self.loss_and_grad_rows_announcing(
+            batch,
+            targets,
+            first,
+            dropout_key,
+            grads,
+            &mut |_, _, _| Ok(()),
+        )
+    }
+
+    /// [`SeqModel::loss_and_grad_rows`] that tells the caller during the backward pass which
+    /// gradient buffers are final for this batch: `final_from(k, count, grads)` is called
+    /// when the buffers `k..` (in the order embed, rnn, head of [`SeqModel::params_mut`])
+    /// are, with 2 (the head, before the recurrent stack's backward pass), 1 (the recurrent
+    /// stack, before the embedding's) and 0, in that order, so that their all-reduce can
+    /// start while the rest is computed; `count` is the [`BatchLoss::count`] the call
+    /// returns. The buffers are not written again after their call.
+    pub fn loss_and_grad_rows_announcing(
+        &self,
+        batch: &SeqBatch<T>,
+        targets: &Targets<T>,
+        first: usize,
+        dropout_key: Option<u64>,
+        grads: &mut SeqModelGrads<T>,
+        final_from: &mut FinalFrom<'_, T>,
+    ) -> Result<BatchLoss> {
         let drop = match dropout_key {
             Some(key) => SeqDrop::Rows { key, first },
             None => SeqDrop::Off,
         };
-        self.step(batch, targets, drop, grads)
+        self.step(batch, targets, drop, grads, final_from)
     }
 
     fn step(
@@ -1749,6 +1779,7 @@ impl<T: Real> SeqModel<T> {
         targets: &Targets<T>,
         drop: SeqDrop<'_>,
         grads: &mut SeqModelGrads<T>,
+        final_from: &mut FinalFrom<'_, T>,
     ) -> Result<BatchLoss> {
         if grads.embed.len() != self.embed.as_ref().map_or(0, |e| e.num_params())
             || grads.rnn.len() != self.rnn.params().len()
@@ -1768,6 +1799,7 @@ impl<T: Real> SeqModel<T> {
         let mut dfeat = vec![T::ZERO; n * w];
         self.head
             .backward(&pass.feat, &dout, n, &mut grads.head, Some(&mut dfeat));
+        final_from(2, loss.count, grads)?;
         if let Some(m) = &pass.mask {
             for (a, &k) in dfeat.iter_mut().zip(m) {
                 *a *= k;
@@ -1845,6 +1877,7 @@ impl<T: Real> SeqModel<T> {
                 rnn_backward(Some(&g), None, &mut grads.rnn)?
             }
         };
+        final_from(1, loss.count, grads)?;
         if let (Some((e, ids)), Some(dx)) = (embedded, dx) {
             let i = e.embedding_dim();
             let mut dxd = dx.input.into_data(); // (B, T, E)
@@ -1860,6 +1893,7 @@ impl<T: Real> SeqModel<T> {
                 )?;
             }
         }
+        final_from(0, loss.count, grads)?;
         Ok(loss)
     }
 
