@@ -224,29 +224,41 @@ impl From<CharLmConfig> for CharLmConfigJson {
 /// recurrent stack they are [`crate::Regularizers`] (see [`crate::core::regular`]); the others
 /// are the embedding dropout and the AR/TAR loss terms of AWD-LSTM (Merity, Keskar & Socher
 /// 2017).
-#[derive(Clone, Debug, PartialEq, Default)]
+///
+/// As JSON (the keys a model's `config.json` holds beside the others, when flattened): each
+/// key written only when it is on, a missing key off.
+#[derive(Clone, Debug, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct LmRegularizers {
     /// Layer normalization inside every recurrent cell.
+    #[serde(default, skip_serializing_if = "is_false")]
     pub layer_norm: bool,
     /// Variational dropout on each recurrent layer's input (one mask per sequence).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub input_dropout: f64,
     /// Variational dropout on h_{t-1} (one mask per sequence).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub recurrent_dropout: f64,
     /// Zoneout on h (and on c for an LSTM).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub zoneout: f64,
     /// DropConnect on every `weight_hh` (one mask per batch).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub weight_drop: f64,
     /// `dropout` keeps one mask per sequence for all steps (locked dropout), between layers
     /// and before the head.
+    #[serde(default, skip_serializing_if = "is_false")]
     pub locked_dropout: bool,
     /// Embedding dropout: whole rows of the embedding (words, characters) dropped with this
     /// probability, one mask per batch, the others scaled by 1/(1-p).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub embed_dropout: f64,
     /// Activation regularization: adds `ar · mean(y²)` to the loss, `y` the last layer's
     /// output after dropout.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub ar: f64,
     /// Temporal activation regularization: adds `tar · mean((h_t - h_{t-1})²)` to the loss,
     /// `h` the last layer's output before dropout, over the steps of a chunk.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub tar: f64,
 }
 

@@ -154,73 +154,8 @@ pub struct Seq2SeqConfig {
     /// batch each), AR on the decoder's output after dropout and TAR on it before dropout,
     /// over the valid steps. In `config.json` each key beside the others, written only when
     /// it is on.
-    #[serde(flatten, with = "regular_keys")]
+    #[serde(flatten)]
     pub regular: LmRegularizers,
-}
-
-/// The keys of a [`Seq2SeqConfig`]'s regularizers in `config.json`.
-mod regular_keys {
-    use crate::models::lm::LmRegularizers;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    fn is_zero(x: &f64) -> bool {
-        *x == 0.0
-    }
-    fn is_false(x: &bool) -> bool {
-        !*x
-    }
-
-    #[derive(Serialize, Deserialize)]
-    struct Keys {
-        #[serde(default, skip_serializing_if = "is_false")]
-        layer_norm: bool,
-        #[serde(default, skip_serializing_if = "is_zero")]
-        input_dropout: f64,
-        #[serde(default, skip_serializing_if = "is_zero")]
-        recurrent_dropout: f64,
-        #[serde(default, skip_serializing_if = "is_zero")]
-        zoneout: f64,
-        #[serde(default, skip_serializing_if = "is_zero")]
-        weight_drop: f64,
-        #[serde(default, skip_serializing_if = "is_false")]
-        locked_dropout: bool,
-        #[serde(default, skip_serializing_if = "is_zero")]
-        embed_dropout: f64,
-        #[serde(default, skip_serializing_if = "is_zero")]
-        ar: f64,
-        #[serde(default, skip_serializing_if = "is_zero")]
-        tar: f64,
-    }
-
-    pub fn serialize<S: Serializer>(r: &LmRegularizers, s: S) -> Result<S::Ok, S::Error> {
-        Keys {
-            layer_norm: r.layer_norm,
-            input_dropout: r.input_dropout,
-            recurrent_dropout: r.recurrent_dropout,
-            zoneout: r.zoneout,
-            weight_drop: r.weight_drop,
-            locked_dropout: r.locked_dropout,
-            embed_dropout: r.embed_dropout,
-            ar: r.ar,
-            tar: r.tar,
-        }
-        .serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LmRegularizers, D::Error> {
-        let k = Keys::deserialize(d)?;
-        Ok(LmRegularizers {
-            layer_norm: k.layer_norm,
-            input_dropout: k.input_dropout,
-            recurrent_dropout: k.recurrent_dropout,
-            zoneout: k.zoneout,
-            weight_drop: k.weight_drop,
-            locked_dropout: k.locked_dropout,
-            embed_dropout: k.embed_dropout,
-            ar: k.ar,
-            tar: k.tar,
-        })
-    }
 }
 
 impl Seq2SeqConfig {
