@@ -76,7 +76,8 @@ pub struct Args {
     #[arg(long)]
     quick: bool,
     /// Optimizer steps per run at most (a run stops once solved) [default: adding 6000, quick
-    /// 2000; copy 4000, quick 1500; digits 3000, quick 600].
+    /// 2000, the IRNN's times T / 200 beyond T = 200; copy 4000, quick 1500; digits 3000,
+    /// quick 600].
     #[arg(long)]
     steps: Option<usize>,
     /// Hidden units [default: 64, quick 32; copy 128].
@@ -85,8 +86,9 @@ pub struct Args {
     /// Sequences per batch.
     #[arg(long, default_value_t = 50)]
     batch_size: usize,
-    /// Adam learning rate [default: adding 1e-2 (irnn 5e-4); copy 1e-3; digits 1e-3, quick
-    /// 3e-3]. An expRNN's skew-symmetric parameters learn at a tenth of it.
+    /// Adam learning rate [default: adding 1e-2 (irnn 5e-4, times (200 / T)^2 beyond T = 200:
+    /// 1.25e-4 at T = 400); copy 1e-3; digits 1e-3, quick 3e-3]. An expRNN's skew-symmetric
+    /// parameters learn at a tenth of it.
     #[arg(long)]
     lr: Option<f64>,
     /// The LSTM's gate biases: chrono (Tallec & Ollivier 2018, for dependencies up to the
@@ -146,10 +148,53 @@ struct Run {
     view: Option<&'static str>,
     task: Task,
     seed: u64,
+    /// The run's Adam learning rate and step budget.
+    lr: f64,
+    max_steps: usize,
     result: RunResult,
     /// ‖dL/dh_t‖ on a fixed training batch (T), at initialization and after training.
     grads_init: Vec<f64>,
     grads_end: Vec<f64>,
+}
+
+/// The default step budget of a task (`--steps` unset), before [`irnn_scaled_steps`].
+fn default_steps(task: Which, quick: bool) -> usize {
+    match (task, quick) {
+        (Which::Adding, false) => 6000,
+        (Which::Adding, true) => 2000,
+        (Which::Copy, false) => 4000,
+        (Which::Copy, true) => 1500,
+        (Which::Digits, false) => 3000,
+        (Which::Digits, true) => 600,
+    }
+}
+
+/// The step budget of one cell and length on the task's default budget `steps`: the IRNN's
+/// rate falls with T on the adding problem ([`default_lr`]), so its budget grows with T,
+/// `steps · T / 200` beyond T = 200 (12000 at T = 400 in the full setting).
+fn irnn_scaled_steps(task: Which, cell: CellKind, length: usize, steps: usize) -> usize {
+    match (task, cell) {
+        (Which::Adding, CellKind::Irnn) if length > 200 => {
+            (steps as u64 * length as u64).div_ceil(200) as usize
+        }
+        _ => steps,
+    }
+}
+
+/// The default Adam learning rate of a cell at length T (`--lr` unset).
+///
+/// The IRNN on the adding problem, measured with 64 units (docs/gradients.md): at T = 200,
+/// 1e-3 diverges in 1 of 3 seeds, 5e-4 solves 3 of 3 in 3100–4200 steps and 3e-4 in
+/// 4100–5400; at T = 400, 5e-4, 3e-4 and 2e-4 diverge in 1 or 2 of 3 seeds, while 1.25e-4
+/// solves 3 of 3 in 5700–7300 steps and 1e-4 in 7500–9200. So its rate is 5e-4 up to T = 200
+/// and falls as (200 / T)^2 beyond (1.25e-4 at T = 400): a fit of the two measured lengths.
+fn default_lr(task: Which, quick: bool, cell: CellKind, length: usize) -> f64 {
+    match (task, cell) {
+        (Which::Adding, CellKind::Irnn) => 5e-4 * (200.0 / length.max(200) as f64).powi(2),
+        (Which::Adding, _) => 1e-2,
+        (Which::Digits, _) if quick => 3e-3,
+        _ => 1e-3,
+    }
 }
 
 fn positive(name: &str, v: usize) -> Result<(), String> {
@@ -265,14 +310,12 @@ pub fn run(a: Args) -> Result<(), String> {
         return Err("--cells: give at least one cell".into());
     }
     let q = a.quick;
-    let steps = a.steps.unwrap_or(match (a.task, q) {
-        (Which::Adding, false) => 6000,
-        (Which::Adding, true) => 2000,
-        (Which::Copy, false) => 4000,
-        (Which::Copy, true) => 1500,
-        (Which::Digits, false) => 3000,
-        (Which::Digits, true) => 600,
-    });
+    let steps = a.steps.unwrap_or_else(|| default_steps(a.task, q));
+    // The step budget of each cell and length.
+    let steps_of = |cell: CellKind, length: usize| -> usize {
+        a.steps
+            .unwrap_or_else(|| irnn_scaled_steps(a.task, cell, length, steps))
+    };
     let hidden = a.hidden_size.unwrap_or(match (a.task, q) {
         (Which::Copy, _) => 128,
         (_, false) => 64,
@@ -293,16 +336,9 @@ pub fn run(a: Args) -> Result<(), String> {
     positive("--seeds", seeds)?;
     let jobs = a.jobs.unwrap_or_else(recur::num_threads);
     positive("--jobs", jobs)?;
-    // The learning rate of each cell.
-    let lr_of = |cell: CellKind| -> f64 {
-        a.lr.unwrap_or(match (a.task, cell) {
-            // Measured at T = 200, 64 units (docs/gradients.md): 1e-3 diverges in 1 of 3
-            // seeds, 5e-4 solves 3 of 3 in 3100–4200 steps, 3e-4 takes 4100–5400.
-            (Which::Adding, CellKind::Irnn) => 5e-4,
-            (Which::Adding, _) => 1e-2,
-            (Which::Digits, _) if q => 3e-3,
-            _ => 1e-3,
-        })
+    // The learning rate of each cell and length.
+    let lr_of = |cell: CellKind, length: usize| -> f64 {
+        a.lr.unwrap_or_else(|| default_lr(a.task, q, cell, length))
     };
     if let Some(lr) = a.lr {
         if !(lr.is_finite() && lr > 0.0) {
@@ -346,19 +382,47 @@ pub fn run(a: Args) -> Result<(), String> {
         .unwrap_or_else(|| PathBuf::from(format!("experiment-{name}")));
     std::fs::create_dir_all(&out)
         .map_err(|e| format!("--out {}: cannot create the directory: {e}", out.display()))?;
-    let lrs: Vec<String> = {
+    let lengths: Vec<usize> = {
+        let mut v: Vec<usize> = tasks.iter().map(|t| t.0).collect();
+        v.dedup();
+        v
+    };
+    // "cell value" per cell, or "cell value (T=..), value (T=..)" where it depends on T.
+    let per_cell = |of: &dyn Fn(CellKind, usize) -> String| -> Vec<String> {
         let mut v: Vec<String> = Vec::new();
         for &c in &cells {
-            let s = format!("{c} {}", lr_of(c));
+            let vals: Vec<String> = lengths.iter().map(|&t| of(c, t)).collect();
+            let s = if vals.iter().all(|x| *x == vals[0]) {
+                format!("{c} {}", vals[0])
+            } else {
+                let each: Vec<String> = vals
+                    .iter()
+                    .zip(&lengths)
+                    .map(|(x, t)| format!("{x} (T={t})"))
+                    .collect();
+                format!("{c} {}", each.join(", "))
+            };
             if !v.contains(&s) {
                 v.push(s);
             }
         }
         v
     };
+    let lrs = per_cell(&|c, t| lr_of(c, t).to_string());
+    let budgets = {
+        let v: Vec<String> = per_cell(&|c, t| steps_of(c, t).to_string())
+            .into_iter()
+            .filter(|s| !s.ends_with(&format!(" {steps}")))
+            .collect();
+        if v.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", v.join("; "))
+        }
+    };
     let settings =
         format!(
-        "at most {} steps (stopping at the first evaluation under {} x the baseline{}), batches \
+        "at most {} steps{budgets} (stopping at the first evaluation under {} x the baseline{}), batches \
          of {}, hidden size {hidden}, Adam (lr: {}), clip_grad_norm {}, evaluation every \
          {eval_every} steps on {}, {} initialization, LSTM gate biases {}, seeds {}..{}",
         steps,
@@ -439,8 +503,8 @@ pub fn run(a: Args) -> Result<(), String> {
                 let cfg = TrainConfig {
                     hidden_size: hidden,
                     batch_size,
-                    steps,
-                    optimizer: OptimizerConfig::Adam(AdamConfig::default().lr(lr_of(cell))),
+                    steps: steps_of(cell, length),
+                    optimizer: OptimizerConfig::Adam(AdamConfig::default().lr(lr_of(cell, length))),
                     clip,
                     eval_every,
                     eval_size,
@@ -486,6 +550,8 @@ pub fn run(a: Args) -> Result<(), String> {
                             view,
                             task: task.clone(),
                             seed,
+                            lr: lr_of(cell, length),
+                            max_steps: steps_of(cell, length),
                             result,
                             grads_init,
                             grads_end,
@@ -844,6 +910,8 @@ fn write_results(
                 "view": r.view,
                 "cell": r.result.cell.name(),
                 "seed": r.seed,
+                "lr": r.lr,
+                "max_steps": r.max_steps,
                 "final_loss": last.loss,
                 "final_accuracy": last.accuracy,
                 "best_loss": r.result.best().map(|b| b.loss),
@@ -1058,4 +1126,30 @@ fn plot(out: &Path, name: &str, runs: &[Run]) -> Result<(), String> {
             .map_err(|e| format!("{}: {e}", out.join(stem).display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_irnn_rate_falls_and_its_budget_grows_with_t_on_the_adding_problem() {
+        let (a, i) = (Which::Adding, CellKind::Irnn);
+        assert_eq!(default_lr(a, false, i, 50), 5e-4);
+        assert_eq!(default_lr(a, false, i, 200), 5e-4);
+        assert_eq!(default_lr(a, false, i, 400), 1.25e-4);
+        assert_eq!(default_lr(a, true, i, 400), 1.25e-4);
+        assert_eq!(irnn_scaled_steps(a, i, 200, 6000), 6000);
+        assert_eq!(irnn_scaled_steps(a, i, 400, 6000), 12000);
+        assert_eq!(irnn_scaled_steps(a, i, 401, 2000), 4010);
+        // Every other cell and task keeps one rate and one budget at every length.
+        for cell in [CellKind::RnnTanh, CellKind::Lstm, CellKind::Gru] {
+            assert_eq!(default_lr(a, false, cell, 400), 1e-2);
+            assert_eq!(irnn_scaled_steps(a, cell, 400, 6000), 6000);
+        }
+        assert_eq!(default_lr(Which::Copy, false, i, 400), 1e-3);
+        assert_eq!(irnn_scaled_steps(Which::Copy, i, 400, 4000), 4000);
+        assert_eq!(default_steps(a, false), 6000);
+        assert_eq!(default_steps(a, true), 2000);
+    }
 }

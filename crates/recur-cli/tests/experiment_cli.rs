@@ -120,6 +120,9 @@ fn experiment_adding_writes_table_json_curves_and_plots() {
     );
     for r in runs {
         assert!((r["baseline_loss"].as_f64().unwrap() - 1.0 / 6.0).abs() < 1e-15);
+        // The run's own rate and budget: the adding problem's default rate 1e-2, --steps.
+        assert_eq!(r["lr"].as_f64(), Some(1e-2));
+        assert_eq!(r["max_steps"].as_u64(), Some(20));
         let steps: Vec<u64> = r["evals"]
             .as_array()
             .unwrap()
