@@ -185,9 +185,10 @@ fn irnn_scaled_steps(task: Which, cell: CellKind, length: usize, steps: usize) -
 ///
 /// The IRNN on the adding problem, measured with 64 units (docs/gradients.md): at T = 200,
 /// 1e-3 diverges in 1 of 3 seeds, 5e-4 solves 3 of 3 in 3100–4200 steps and 3e-4 in
-/// 4100–5400; at T = 400, 5e-4, 3e-4 and 2e-4 diverge in 1 or 2 of 3 seeds, while 1.25e-4
-/// solves 3 of 3 in 5700–7300 steps and 1e-4 in 7500–9200. So its rate is 5e-4 up to T = 200
-/// and falls as (200 / T)^2 beyond (1.25e-4 at T = 400): a fit of the two measured lengths.
+/// 4100–5400; at T = 400, 5e-4, 3e-4 and 2e-4 diverge in 1 or 2 of 3 seeds; 1.25e-4 solved 3
+/// of 3 (5700–7300 steps) with `--jobs 1` but 2 of 3 in the full table (`--jobs 2`, seed 2
+/// non-finite at step 307), and 1e-4 solved 3 of 3 in 7500–9200. So its rate is 5e-4 up to
+/// T = 200 and falls as (200 / T)^2 beyond (1.25e-4 at T = 400), at the edge of stability.
 fn default_lr(task: Which, quick: bool, cell: CellKind, length: usize) -> f64 {
     match (task, cell) {
         (Which::Adding, CellKind::Irnn) => 5e-4 * (200.0 / length.max(200) as f64).powi(2),
