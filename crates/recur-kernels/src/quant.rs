@@ -240,21 +240,20 @@ impl QuantMat {
                 let mut r = r0;
                 while r < rend {
                     let nr = (rend - r).min(TILE_R);
-                    let mut acc = [[0i32; 2 * ROWS]; TILE_R];
                     let xs: [&[u8]; TILE_R] =
                         std::array::from_fn(|i| &x.q[(r + i.min(nr - 1)) * ld..][..ld]);
-                    tile(path, nr, xs, w, quads, &mut acc);
-                    for (i, a) in acc.iter().enumerate().take(nr) {
-                        let (sx, zx) = (x.scale[r + i], x.zero[r + i]);
-                        let lo = j0.max(jt);
-                        let hi = j1.min(jt + 2 * ROWS);
-                        for j in lo..hi {
-                            let dot = a[j - jt];
-                            let v = self.scale[j] * sx * (dot - zx * self.row_sum[j]) as f32;
-                            let out = y.add((r + i) * ldy + j);
-                            *out = if accumulate { *out + v } else { v };
-                        }
-                    }
+                    let e = Epilogue {
+                        y: y.add(r * ldy + jt),
+                        ldy,
+                        sx: &x.scale[r..r + nr],
+                        zx: &x.zero[r..r + nr],
+                        sw: &self.scale[jt..jt + 2 * ROWS],
+                        rs: &self.row_sum[jt..jt + 2 * ROWS],
+                        lo: j0.max(jt) - jt,
+                        hi: j1.min(jt + 2 * ROWS) - jt,
+                        accumulate,
+                    };
+                    tile(path, nr, xs, w, quads, &e);
                     r += nr;
                 }
             }
@@ -350,35 +349,69 @@ impl QuantMat {
     }
 }
 
-/// The integer sums of a tile: `acc[i][l] = Σ_k x[i][k] · q[16 p + l, k]` for the first `nr`
-/// input rows `x` (each at least `4 · quads` bytes) and the pair of packed blocks `w`.
+/// Where a tile's sums go: `y[i, l] (+)= sw[l] · sx[i] · (dot − zx[i] · rs[l])` for the
+/// tile's input rows `i` and its 16 weight rows `l` with `lo ≤ l < hi` (the others belong to
+/// another chunk or are padding).
+struct Epilogue<'a> {
+    /// Element (0, 0) of the tile in the output.
+    y: *mut f32,
+    ldy: usize,
+    sx: &'a [f32],
+    zx: &'a [i32],
+    sw: &'a [f32],
+    rs: &'a [i32],
+    lo: usize,
+    hi: usize,
+    accumulate: bool,
+}
+
+impl Epilogue<'_> {
+    /// Writes the sum of input row `i` and weight row `l` (`lo ≤ l < hi`).
+    ///
+    /// # Safety
+    /// `y` points at the tile's rows, whose columns `lo..hi` are the caller's to write.
+    #[inline]
+    unsafe fn put(&self, i: usize, l: usize, dot: i32) {
+        let v = self.sw[l] * self.sx[i] * (dot - self.zx[i] * self.rs[l]) as f32;
+        let out = self.y.add(i * self.ldy + l);
+        *out = if self.accumulate { *out + v } else { v };
+    }
+}
+
+/// A tile: the integer sums `Σ_k x[i][k] · q[16 p + l, k]` of the first `nr` input rows `x`
+/// (each at least `4 · quads` bytes) and the pair `p` of packed blocks `w`, dequantized into
+/// the output by `e`.
+///
+/// # Safety
+/// `e.y` points at the tile's `nr` rows, whose columns `e.lo..e.hi` are the caller's to write;
+/// `path` is available.
 #[inline]
-fn tile(
-    path: Path,
-    nr: usize,
-    x: [&[u8]; TILE_R],
-    w: &[i8],
-    quads: usize,
-    acc: &mut [[i32; 2 * ROWS]; TILE_R],
-) {
+unsafe fn tile(path: Path, nr: usize, x: [&[u8]; TILE_R], w: &[i8], quads: usize, e: &Epilogue) {
     debug_assert!(w.len() == 2 * ROWS * QUAD * quads && (1..=TILE_R).contains(&nr));
     debug_assert!(x.iter().all(|r| r.len() >= QUAD * quads));
-    if quads == 0 {
-        return;
-    }
     match path {
         #[cfg(target_arch = "x86_64")]
         Path::Vnni => {
             // SAFETY: the caller checked the path is available (AVX2, AVX-512 VNNI and VL);
-            // the rows hold 4 · quads bytes and w two blocks of quads 32-byte groups.
-            unsafe { simd::tile::<true>(nr, x, w, quads, acc) }
+            // the rows hold 4 · quads bytes, w two blocks of quads 32-byte groups, and the
+            // output is the caller's.
+            simd::tile::<true>(nr, x, w, quads, e)
         }
         #[cfg(target_arch = "x86_64")]
         Path::Avx2 => {
             // SAFETY: as above, with AVX2 present.
-            unsafe { simd::tile::<false>(nr, x, w, quads, acc) }
+            simd::tile::<false>(nr, x, w, quads, e)
         }
-        _ => naive::tile(nr, x, w, quads, acc),
+        _ => {
+            let mut acc = [[0i32; 2 * ROWS]; TILE_R];
+            naive::tile(nr, x, w, quads, &mut acc);
+            for (i, a) in acc.iter().enumerate().take(nr) {
+                for (l, &dot) in a.iter().enumerate().take(e.hi).skip(e.lo) {
+                    // SAFETY: the caller's columns of the tile's rows.
+                    e.put(i, l, dot);
+                }
+            }
+        }
     }
 }
 
@@ -489,6 +522,9 @@ pub mod naive {
         quads: usize,
         acc: &mut [[i32; 2 * ROWS]; TILE_R],
     ) {
+        if quads == 0 {
+            return;
+        }
         for (i, a) in acc.iter_mut().enumerate().take(nr) {
             for (b, block) in w.chunks_exact(quads * ROWS * QUAD).enumerate() {
                 for (g, group) in block.chunks_exact(ROWS * QUAD).enumerate() {
@@ -538,7 +574,7 @@ pub mod naive {
 
 #[cfg(target_arch = "x86_64")]
 mod simd {
-    use super::{QUAD, ROWS, TILE_R};
+    use super::{Epilogue, QUAD, ROWS, TILE_R};
     use std::arch::x86_64::*;
 
     /// `acc + Σ` of the four u8 × i8 products of each 32-bit lane of `x` and `w`
@@ -574,18 +610,20 @@ mod simd {
     }
 
     /// `R` input rows against two packed blocks: 2R accumulators of 8 rows each, the four
-    /// activation bytes of a quad broadcast as one i32, no horizontal sums.
+    /// activation bytes of a quad broadcast as one i32, no horizontal sums; then the eight
+    /// outputs of each accumulator dequantized at once (the same operations, in the same
+    /// order, as [`Epilogue::put`]).
     ///
     /// # Safety
     /// AVX2 present (and AVX-512 VNNI + VL when `VNNI`); every `x[i]` holds `4 · quads`
-    /// bytes, `w` two blocks of `quads` 32-byte groups.
+    /// bytes, `w` two blocks of `quads` 32-byte groups; `e` as for [`super::tile`].
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn tile_r<const VNNI: bool, const R: usize>(
         x: [&[u8]; TILE_R],
         w: &[i8],
         quads: usize,
-        acc: &mut [[i32; 2 * ROWS]; TILE_R],
+        e: &Epilogue,
     ) {
         let ones = _mm256_set1_epi16(1);
         let mut a = [[_mm256_setzero_si256(); 2]; R];
@@ -607,10 +645,30 @@ mod simd {
                 }
             }
         }
-        for i in 0..R {
-            let o = acc[i].as_mut_ptr() as *mut __m256i;
-            _mm256_storeu_si256(o, a[i][0]);
-            _mm256_storeu_si256(o.add(1), a[i][1]);
+        for b in 0..2 {
+            let l0 = b * ROWS;
+            if e.lo <= l0 && l0 + ROWS <= e.hi {
+                let sw = _mm256_loadu_ps(e.sw.as_ptr().add(l0));
+                let rs = _mm256_loadu_si256(e.rs.as_ptr().add(l0) as *const __m256i);
+                for (i, ai) in a.iter().enumerate() {
+                    let corr = _mm256_mullo_epi32(_mm256_set1_epi32(e.zx[i]), rs);
+                    let v = _mm256_cvtepi32_ps(_mm256_sub_epi32(ai[b], corr));
+                    let mut f = _mm256_mul_ps(_mm256_mul_ps(sw, _mm256_set1_ps(e.sx[i])), v);
+                    let out = e.y.add(i * e.ldy + l0);
+                    if e.accumulate {
+                        f = _mm256_add_ps(_mm256_loadu_ps(out), f);
+                    }
+                    _mm256_storeu_ps(out, f);
+                }
+            } else {
+                for (i, ai) in a.iter().enumerate() {
+                    let mut d = [0i32; ROWS];
+                    _mm256_storeu_si256(d.as_mut_ptr() as *mut __m256i, ai[b]);
+                    for l in e.lo.max(l0)..e.hi.min(l0 + ROWS) {
+                        e.put(i, l, d[l - l0]);
+                    }
+                }
+            }
         }
     }
 
@@ -624,13 +682,13 @@ mod simd {
         x: [&[u8]; TILE_R],
         w: &[i8],
         quads: usize,
-        acc: &mut [[i32; 2 * ROWS]; TILE_R],
+        e: &Epilogue,
     ) {
         match nr {
-            1 => tile_r::<VNNI, 1>(x, w, quads, acc),
-            2 => tile_r::<VNNI, 2>(x, w, quads, acc),
-            3 => tile_r::<VNNI, 3>(x, w, quads, acc),
-            _ => tile_r::<VNNI, 4>(x, w, quads, acc),
+            1 => tile_r::<VNNI, 1>(x, w, quads, e),
+            2 => tile_r::<VNNI, 2>(x, w, quads, e),
+            3 => tile_r::<VNNI, 3>(x, w, quads, e),
+            _ => tile_r::<VNNI, 4>(x, w, quads, e),
         }
     }
 }
