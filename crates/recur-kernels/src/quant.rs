@@ -9,13 +9,15 @@
 //!   per input row (PyTorch uses one per tensor; per row makes a stream's result independent of
 //!   the other streams of its batch);
 //! - `y[j] = s_w[j] · s_x · (Σ_k q[j, k] q_x[k] − z_x Σ_k q[j, k])`: the integer sum is exact,
-//!   so the kernels ([`QuantMat::matvecs_rows`]: AVX-512 VNNI `vpdpbusd` when the CPU has
-//!   it, see [`vnni()`], else AVX2 `vpmaddubsw` + `vpmaddwd`) and the plain ones ([`naive`])
+//!   so the kernels ([`QuantMat::matvecs_rows`] on the weights packed in blocks of 8 rows ×
+//!   4 columns: AVX-512 VNNI `vpdpbusd` when the CPU has it, see [`vnni()`], else AVX2
+//!   `vpmaddubsw` + `vpmaddwd`, else plain loops; [`Path`]) and the plain ones ([`naive`])
 //!   give the same bits.
 //! - [`QuantMat::gemm`]: the same product over many rows (a whole sequence's input
 //!   projection), blocked for the caches and split across threads.
 
-/// Columns are stored in blocks of this many (zero-padded): one 256-bit load of int8 weights.
+/// Quantized activation rows are padded to a multiple of this many bytes (with their zero
+/// point; the weights are zero there).
 pub const BLOCK: usize = 32;
 
 /// The padded width of `cols` columns.
@@ -26,17 +28,77 @@ pub fn padded(cols: usize) -> usize {
 /// The largest `cols` whose integer sums cannot overflow i32 (|q| ≤ 127 times q_x ≤ 127).
 pub const MAX_COLS: usize = (i32::MAX as usize) / (127 * 127);
 
-/// A row-major (rows, cols) matrix of int8 weights with one scale per row.
+/// Output rows per packed block of [`QuantMat`]: the eight i32 lanes of a 256-bit vector.
+const ROWS: usize = 8;
+/// Consecutive input bytes per lane: one `vpdpbusd` (or `vpmaddubsw` + `vpmaddwd`) quadruple.
+const QUAD: usize = 4;
+/// Input rows per tile of [`QuantMat::matvecs_rows`].
+const TILE_R: usize = 4;
+
+/// A (rows, cols) matrix of int8 weights with one scale per row, packed once for the kernels:
+/// blocks of 8 output rows, and in each block the input columns in groups of 4, so that one
+/// 32-byte load holds the 4 consecutive weights of each of the 8 rows (the lane layout of
+/// `vpdpbusd`); the columns are zero-padded to a multiple of 4 and the rows to an even number
+/// of blocks (tiles take two blocks at a time).
 #[derive(Clone, Debug)]
 pub struct QuantMat {
     rows: usize,
     cols: usize,
-    /// (rows, padded(cols)), zero beyond `cols`.
-    q: Vec<i8>,
-    /// (rows): `max |w| / 127` (1 for an all-zero row).
+    /// `blocks · quads · 32` bytes: block b, quad g, row i (of the block), byte t at
+    /// `(b · quads + g) · 32 + 4 i + t` holds `q[8 b + i, 4 g + t]`.
+    packed: Vec<i8>,
+    /// (blocks · 8): `max |w| / 127` (1 for an all-zero or padding row).
     scale: Vec<f32>,
-    /// (rows): `Σ_k q[j, k]`.
+    /// (blocks · 8): `Σ_k q[j, k]` (0 for padding).
     row_sum: Vec<i32>,
+}
+
+/// The kernels of the integer products: chosen once by CPU detection ([`Path::detected`]), or
+/// any of [`Path::available_paths`] explicitly ([`QuantMat::matvecs_on`]). The sums are exact,
+/// so every path gives the same bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// Plain integer loops.
+    Scalar,
+    /// AVX2: `vpmaddubsw` (u8 × i8 pairs into i16, which cannot saturate for activations
+    /// ≤ 127), `vpmaddwd` with ones, `vpaddd`.
+    Avx2,
+    /// AVX-512 VNNI `vpdpbusd` on 256-bit vectors (AVX-512 VL).
+    Vnni,
+}
+
+impl Path {
+    /// The paths this CPU can run, the plain one first.
+    pub fn available_paths() -> Vec<Path> {
+        let mut v = vec![Path::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                v.push(Path::Avx2);
+                if std::arch::is_x86_feature_detected!("avx512vnni")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                {
+                    v.push(Path::Vnni);
+                }
+            }
+        }
+        v
+    }
+
+    /// The path the products use: VNNI when the CPU has it (see [`vnni()`]), else AVX2, else
+    /// the plain loops (also with `RECUR_KERNELS=naive`).
+    pub fn detected() -> Path {
+        static P: std::sync::OnceLock<Path> = std::sync::OnceLock::new();
+        *P.get_or_init(|| {
+            if vnni() {
+                Path::Vnni
+            } else if cfg!(target_arch = "x86_64") && crate::cpu::features().avx2_fma {
+                Path::Avx2
+            } else {
+                Path::Scalar
+            }
+        })
+    }
 }
 
 impl QuantMat {
@@ -50,10 +112,11 @@ impl QuantMat {
             rows * cols
         );
         assert!(cols <= MAX_COLS, "QuantMat: at most {MAX_COLS} columns");
-        let ld = padded(cols);
-        let mut q = vec![0i8; rows * ld];
-        let mut scale = vec![1.0f32; rows];
-        let mut row_sum = vec![0i32; rows];
+        let blocks = rows.div_ceil(2 * ROWS) * 2;
+        let quads = cols.div_ceil(QUAD);
+        let mut packed = vec![0i8; blocks * quads * ROWS * QUAD];
+        let mut scale = vec![1.0f32; blocks * ROWS];
+        let mut row_sum = vec![0i32; blocks * ROWS];
         for j in 0..rows {
             let row = &w[j * cols..(j + 1) * cols];
             assert!(
@@ -67,7 +130,7 @@ impl QuantMat {
             let mut s = 0i32;
             for (k, &x) in row.iter().enumerate() {
                 let v = round_even(x / scale[j]).clamp(-127.0, 127.0) as i8;
-                q[j * ld + k] = v;
+                packed[Self::at(quads, j, k)] = v;
                 s += v as i32;
             }
             row_sum[j] = s;
@@ -75,10 +138,21 @@ impl QuantMat {
         QuantMat {
             rows,
             cols,
-            q,
+            packed,
             scale,
             row_sum,
         }
+    }
+
+    /// The index in `packed` of weight (j, k).
+    #[inline]
+    fn at(quads: usize, j: usize, k: usize) -> usize {
+        ((j / ROWS * quads + k / QUAD) * ROWS + j % ROWS) * QUAD + k % QUAD
+    }
+
+    /// The int8 weight (j, k).
+    fn weight(&self, j: usize, k: usize) -> i8 {
+        self.packed[Self::at(self.cols.div_ceil(QUAD), j, k)]
     }
 
     pub fn rows(&self) -> usize {
@@ -89,24 +163,22 @@ impl QuantMat {
         self.cols
     }
 
-    /// The int8 weights, row-major (rows, cols) (without the padding).
+    /// The int8 weights, row-major (rows, cols).
     pub fn values(&self) -> Vec<i8> {
-        let ld = padded(self.cols);
         (0..self.rows)
-            .flat_map(|j| self.q[j * ld..j * ld + self.cols].iter().copied())
+            .flat_map(|j| (0..self.cols).map(move |k| self.weight(j, k)))
             .collect()
     }
 
     /// The scale of every row.
     pub fn scales(&self) -> &[f32] {
-        &self.scale
+        &self.scale[..self.rows]
     }
 
     /// The weights as the kernel sees them, `s_w[j] · q[j, k]`, row-major (rows, cols).
     pub fn dequantized(&self) -> Vec<f32> {
-        let ld = padded(self.cols);
         (0..self.rows)
-            .flat_map(|j| (0..self.cols).map(move |k| self.scale[j] * self.q[j * ld + k] as f32))
+            .flat_map(|j| (0..self.cols).map(move |k| self.scale[j] * self.weight(j, k) as f32))
             .collect()
     }
 
@@ -128,56 +200,64 @@ impl QuantMat {
         ldy: usize,
         accumulate: bool,
     ) {
+        self.matvecs_rows_on(Path::detected(), j0, j1, n, x, y, ldy, accumulate)
+    }
+
+    /// [`QuantMat::matvecs_rows`] on the given path.
+    ///
+    /// # Safety
+    /// As [`QuantMat::matvecs_rows`]; `path` one of [`Path::available_paths`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn matvecs_rows_on(
+        &self,
+        path: Path,
+        j0: usize,
+        j1: usize,
+        n: usize,
+        x: &QuantRows<'_>,
+        y: *mut f32,
+        ldy: usize,
+        accumulate: bool,
+    ) {
         let ld = padded(self.cols);
         assert!(j0 <= j1 && j1 <= self.rows && ldy >= j1);
         assert!(x.ld == ld && x.q.len() >= n * ld && x.scale.len() >= n && x.zero.len() >= n);
-        let w = |j: usize| &self.q[j * ld..(j + 1) * ld];
-        let xrow = |r: usize| &x.q[r * ld..(r + 1) * ld];
-        let put = |r: usize, j: usize, dot: i32| {
-            let v = self.scale[j] * x.scale[r] * (dot - x.zero[r] * self.row_sum[j]) as f32;
-            let out = y.add(r * ldy + j);
-            *out = if accumulate { *out + v } else { v };
-        };
-        // Blocks that stay in cache: JB weight rows (L2) against RB input rows (L2), inside
-        // them four weight rows (L1) against two input rows at a time, so that every load of
-        // weights serves two rows and every load of an input row four weight rows.
-        let jb = (BLOCK_BYTES / ld).clamp(4, 1 << 16) / 4 * 4;
-        let rb = (BLOCK_BYTES / ld).clamp(2, 1 << 16) / 2 * 2;
-        let mut jb0 = j0;
-        while jb0 < j1 {
-            let jb1 = (jb0 + jb).min(j1);
-            let mut r0 = 0;
-            while r0 < n {
-                let r1 = (r0 + rb).min(n);
-                let mut j = jb0;
-                while j + 4 <= jb1 {
-                    let ws = [w(j), w(j + 1), w(j + 2), w(j + 3)];
-                    let mut r = r0;
-                    while r + 2 <= r1 {
-                        let d = dot4x2_u8_i8([xrow(r), xrow(r + 1)], ws);
-                        for (q, &v) in d[0].iter().enumerate() {
-                            put(r, j + q, v);
-                        }
-                        for (q, &v) in d[1].iter().enumerate() {
-                            put(r + 1, j + q, v);
-                        }
-                        r += 2;
-                    }
-                    if r < r1 {
-                        for (q, &v) in dot4_u8_i8(xrow(r), ws).iter().enumerate() {
-                            put(r, j + q, v);
-                        }
-                    }
-                    j += 4;
+        if j0 == j1 || n == 0 {
+            return;
+        }
+        let quads = self.cols.div_ceil(QUAD);
+        let pair = 2 * ROWS * QUAD * quads; // bytes of two blocks
+                                            // Input rows in blocks that stay in cache (L2) while every pair of weight blocks
+                                            // (16 rows) passes over them, four rows at a time.
+        let rb = (BLOCK_BYTES / ld.max(1)).clamp(TILE_R, 1 << 16) / TILE_R * TILE_R;
+        let (p0, p1) = (j0 / (2 * ROWS), (j1 - 1) / (2 * ROWS) + 1);
+        let mut r0 = 0;
+        while r0 < n {
+            let rend = (r0 + rb).min(n);
+            for p in p0..p1 {
+                let w = &self.packed[p * pair..(p + 1) * pair];
+                let jt = p * 2 * ROWS;
+                let mut r = r0;
+                while r < rend {
+                    let nr = (rend - r).min(TILE_R);
+                    let xs: [&[u8]; TILE_R] =
+                        std::array::from_fn(|i| &x.q[(r + i.min(nr - 1)) * ld..][..ld]);
+                    let e = Epilogue {
+                        y: y.add(r * ldy + jt),
+                        ldy,
+                        sx: &x.scale[r..r + nr],
+                        zx: &x.zero[r..r + nr],
+                        sw: &self.scale[jt..jt + 2 * ROWS],
+                        rs: &self.row_sum[jt..jt + 2 * ROWS],
+                        lo: j0.max(jt) - jt,
+                        hi: j1.min(jt + 2 * ROWS) - jt,
+                        accumulate,
+                    };
+                    tile(path, nr, xs, w, quads, &e);
+                    r += nr;
                 }
-                for j in j..jb1 {
-                    for r in r0..r1 {
-                        put(r, j, dot_u8_i8(xrow(r), w(j)));
-                    }
-                }
-                r0 = r1;
             }
-            jb0 = jb1;
+            r0 = rend;
         }
     }
 
@@ -202,16 +282,17 @@ impl QuantMat {
             "QuantMat::gemm: output too small"
         );
         let work = n * self.rows * padded(self.cols);
+        let tile = 2 * ROWS;
         let chunks = if work < crate::packed::THREADS_MIN {
             1
         } else {
-            threads.clamp(1, self.rows.div_ceil(4))
+            threads.clamp(1, self.rows.div_ceil(tile))
         };
         let bound = |c: usize| {
             if c == chunks {
                 self.rows
             } else {
-                c * self.rows / chunks / 4 * 4
+                c * self.rows / chunks / tile * tile
             }
         };
         struct Out(*mut f32);
@@ -236,6 +317,24 @@ impl QuantMat {
         ldy: usize,
         accumulate: bool,
     ) {
+        self.matvecs_on(Path::detected(), n, x, y, ldy, accumulate)
+    }
+
+    /// [`QuantMat::matvecs`] on the given path (which must be one of
+    /// [`Path::available_paths`]; panics otherwise): every path gives the same bits.
+    pub fn matvecs_on(
+        &self,
+        path: Path,
+        n: usize,
+        x: &QuantRows<'_>,
+        y: &mut [f32],
+        ldy: usize,
+        accumulate: bool,
+    ) {
+        assert!(
+            Path::available_paths().contains(&path),
+            "QuantMat: {path:?} is not available on this CPU"
+        );
         assert!(ldy >= self.rows);
         if n == 0 || self.rows == 0 {
             return;
@@ -244,12 +343,79 @@ impl QuantMat {
             y.len() >= (n - 1) * ldy + self.rows,
             "QuantMat::matvecs: output too small"
         );
-        // SAFETY: y holds the n rows (asserted) and the exclusive borrow gives every column.
-        unsafe { self.matvecs_rows(0, self.rows, n, x, y.as_mut_ptr(), ldy, accumulate) }
+        // SAFETY: y holds the n rows (asserted), the exclusive borrow gives every column, and
+        // the path is available (asserted).
+        unsafe { self.matvecs_rows_on(path, 0, self.rows, n, x, y.as_mut_ptr(), ldy, accumulate) }
     }
 }
 
-/// The bytes of a cache block of [`QuantMat::matvecs_rows`] (weights or input rows).
+/// Where a tile's sums go: `y[i, l] (+)= sw[l] · sx[i] · (dot − zx[i] · rs[l])` for the
+/// tile's input rows `i` and its 16 weight rows `l` with `lo ≤ l < hi` (the others belong to
+/// another chunk or are padding).
+struct Epilogue<'a> {
+    /// Element (0, 0) of the tile in the output.
+    y: *mut f32,
+    ldy: usize,
+    sx: &'a [f32],
+    zx: &'a [i32],
+    sw: &'a [f32],
+    rs: &'a [i32],
+    lo: usize,
+    hi: usize,
+    accumulate: bool,
+}
+
+impl Epilogue<'_> {
+    /// Writes the sum of input row `i` and weight row `l` (`lo ≤ l < hi`).
+    ///
+    /// # Safety
+    /// `y` points at the tile's rows, whose columns `lo..hi` are the caller's to write.
+    #[inline]
+    unsafe fn put(&self, i: usize, l: usize, dot: i32) {
+        let v = self.sw[l] * self.sx[i] * (dot - self.zx[i] * self.rs[l]) as f32;
+        let out = self.y.add(i * self.ldy + l);
+        *out = if self.accumulate { *out + v } else { v };
+    }
+}
+
+/// A tile: the integer sums `Σ_k x[i][k] · q[16 p + l, k]` of the first `nr` input rows `x`
+/// (each at least `4 · quads` bytes) and the pair `p` of packed blocks `w`, dequantized into
+/// the output by `e`.
+///
+/// # Safety
+/// `e.y` points at the tile's `nr` rows, whose columns `e.lo..e.hi` are the caller's to write;
+/// `path` is available.
+#[inline]
+unsafe fn tile(path: Path, nr: usize, x: [&[u8]; TILE_R], w: &[i8], quads: usize, e: &Epilogue) {
+    debug_assert!(w.len() == 2 * ROWS * QUAD * quads && (1..=TILE_R).contains(&nr));
+    debug_assert!(x.iter().all(|r| r.len() >= QUAD * quads));
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        Path::Vnni => {
+            // SAFETY: the caller checked the path is available (AVX2, AVX-512 VNNI and VL);
+            // the rows hold 4 · quads bytes, w two blocks of quads 32-byte groups, and the
+            // output is the caller's.
+            simd::tile::<true>(nr, x, w, quads, e)
+        }
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx2 => {
+            // SAFETY: as above, with AVX2 present.
+            simd::tile::<false>(nr, x, w, quads, e)
+        }
+        _ => {
+            let mut acc = [[0i32; 2 * ROWS]; TILE_R];
+            naive::tile(nr, x, w, quads, &mut acc);
+            for (i, a) in acc.iter().enumerate().take(nr) {
+                for (l, &dot) in a.iter().enumerate().take(e.hi).skip(e.lo) {
+                    // SAFETY: the caller's columns of the tile's rows.
+                    e.put(i, l, dot);
+                }
+            }
+        }
+    }
+}
+
+/// The bytes of a cache block of [`QuantMat::matvecs_rows`] (input rows).
 const BLOCK_BYTES: usize = 64 << 10;
 
 /// `max / 127`, moved by at most a few ulps to a value `s` with `(s · 127) / 127 == s` in f32:
@@ -323,56 +489,6 @@ pub fn quantize_rows(
     }
 }
 
-/// `Σ_k x[k] · w[k]` over equal lengths that are a multiple of [`BLOCK`].
-fn dot_u8_i8(x: &[u8], w: &[i8]) -> i32 {
-    debug_assert!(x.len() == w.len() && x.len().is_multiple_of(BLOCK));
-    #[cfg(target_arch = "x86_64")]
-    if vnni() {
-        // SAFETY: AVX-512 VNNI and VL are present (checked); equal lengths, multiples of 32.
-        return unsafe { vnni::dot4_u8_i8(x, [w, w, w, w]) }[0];
-    }
-    #[cfg(target_arch = "x86_64")]
-    if crate::cpu::features().avx2_fma {
-        // SAFETY: AVX2 is present (checked); the slices have equal lengths, multiples of 32.
-        return unsafe { simd::dot_u8_i8(x, w) };
-    }
-    naive::dot_u8_i8(x, w)
-}
-
-/// [`dot_u8_i8`] of `x` with four weight rows at once.
-fn dot4_u8_i8(x: &[u8], w: [&[i8]; 4]) -> [i32; 4] {
-    debug_assert!(w.iter().all(|r| r.len() == x.len()) && x.len().is_multiple_of(BLOCK));
-    #[cfg(target_arch = "x86_64")]
-    if vnni() {
-        // SAFETY: AVX-512 VNNI and VL are present (checked); equal lengths, multiples of 32.
-        return unsafe { vnni::dot4_u8_i8(x, w) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if crate::cpu::features().avx2_fma {
-        // SAFETY: AVX2 is present (checked); the five slices have equal lengths, multiples of
-        // 32.
-        return unsafe { simd::dot4_u8_i8(x, w) };
-    }
-    w.map(|r| naive::dot_u8_i8(x, r))
-}
-
-/// [`dot_u8_i8`] of two input rows with four weight rows at once: `out[r][q] = x[r] · w[q]`.
-fn dot4x2_u8_i8(x: [&[u8]; 2], w: [&[i8]; 4]) -> [[i32; 4]; 2] {
-    debug_assert!(w.iter().all(|r| r.len() == x[0].len()) && x[1].len() == x[0].len());
-    #[cfg(target_arch = "x86_64")]
-    if vnni() {
-        // SAFETY: AVX-512 VNNI and VL are present (checked); equal lengths, multiples of 32.
-        return unsafe { vnni::dot4x2_u8_i8(x, w) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if crate::cpu::features().avx2_fma {
-        // SAFETY: AVX2 is present (checked); the six slices have equal lengths, multiples of
-        // 32.
-        return unsafe { simd::dot4x2_u8_i8(x, w) };
-    }
-    x.map(|xr| w.map(|r| naive::dot_u8_i8(xr, r)))
-}
-
 /// Whether the integer products use AVX-512 VNNI's `vpdpbusd` on 256-bit vectors (u8 × i8
 /// quadruples summed straight into i32: one instruction where AVX2 needs three). Detected
 /// once; off with the AVX2 kernels (`RECUR_KERNELS=naive`) or with `RECUR_KERNELS=avx2`.
@@ -392,80 +508,38 @@ pub fn vnni() -> bool {
     false
 }
 
-#[cfg(target_arch = "x86_64")]
-mod vnni {
-    use std::arch::x86_64::*;
-
-    /// `acc + Σ` of the four u8 × i8 products of each 32-bit lane of `x` and `w`
-    /// (`vpdpbusd`, EVEX-encoded: AVX-512 VNNI + VL). Inline assembly rather than the
-    /// intrinsic, which needs a newer Rust than the crate's minimum.
-    ///
-    /// # Safety
-    /// AVX-512 VNNI and VL present.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn dpbusd(acc: __m256i, x: __m256i, w: __m256i) -> __m256i {
-        let mut a = acc;
-        std::arch::asm!(
-            "{{evex}} vpdpbusd {a}, {x}, {w}",
-            a = inout(ymm_reg) a,
-            x = in(ymm_reg) x,
-            w = in(ymm_reg) w,
-            options(pure, nomem, nostack, preserves_flags),
-        );
-        a
-    }
-
-    /// Two input rows against four weight rows with `vpdpbusd` (256-bit, AVX-512 VL):
-    /// eight i32 accumulators, each instruction 32 exact multiply-adds.
-    ///
-    /// # Safety
-    /// AVX2, AVX-512 VNNI and VL present; `x[0]`, `x[1]` and every `w[q]` of equal length, a
-    /// multiple of 32.
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn dot4x2_u8_i8(x: [&[u8]; 2], w: [&[i8]; 4]) -> [[i32; 4]; 2] {
-        let mut a = [_mm256_setzero_si256(); 4];
-        let mut b = [_mm256_setzero_si256(); 4];
-        let n = x[0].len();
-        let mut k = 0;
-        while k < n {
-            let x0 = _mm256_loadu_si256(x[0].as_ptr().add(k) as *const __m256i);
-            let x1 = _mm256_loadu_si256(x[1].as_ptr().add(k) as *const __m256i);
-            for q in 0..4 {
-                let wv = _mm256_loadu_si256(w[q].as_ptr().add(k) as *const __m256i);
-                a[q] = dpbusd(a[q], x0, wv);
-                b[q] = dpbusd(b[q], x1, wv);
-            }
-            k += 32;
-        }
-        [super::simd::reduce4(a), super::simd::reduce4(b)]
-    }
-
-    /// One input row against four weight rows with `vpdpbusd`.
-    ///
-    /// # Safety
-    /// As [`dot4x2_u8_i8`]: the features present, equal lengths, multiples of 32.
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn dot4_u8_i8(x: &[u8], w: [&[i8]; 4]) -> [i32; 4] {
-        let mut a = [_mm256_setzero_si256(); 4];
-        let n = x.len();
-        let mut k = 0;
-        while k < n {
-            let xv = _mm256_loadu_si256(x.as_ptr().add(k) as *const __m256i);
-            for q in 0..4 {
-                let wv = _mm256_loadu_si256(w[q].as_ptr().add(k) as *const __m256i);
-                a[q] = dpbusd(a[q], xv, wv);
-            }
-            k += 32;
-        }
-        super::simd::reduce4(a)
-    }
-}
-
 pub mod naive {
-    //! The plain integer products the AVX2 kernels are tested against.
+    //! The plain integer products the SIMD kernels are tested against.
 
-    use super::{padded, QuantMat, QuantRows};
+    use super::{padded, QuantMat, QuantRows, QUAD, ROWS, TILE_R};
+
+    /// [`super::tile`] as plain loops over the packed layout (the [`super::Path::Scalar`]
+    /// path).
+    pub(super) fn tile(
+        nr: usize,
+        x: [&[u8]; TILE_R],
+        w: &[i8],
+        quads: usize,
+        acc: &mut [[i32; 2 * ROWS]; TILE_R],
+    ) {
+        if quads == 0 {
+            return;
+        }
+        for (i, a) in acc.iter_mut().enumerate().take(nr) {
+            for (b, block) in w.chunks_exact(quads * ROWS * QUAD).enumerate() {
+                for (g, group) in block.chunks_exact(ROWS * QUAD).enumerate() {
+                    let xq = &x[i][g * QUAD..(g + 1) * QUAD];
+                    for (l, lane) in group.chunks_exact(QUAD).enumerate() {
+                        a[b * ROWS + l] += lane
+                            .iter()
+                            .zip(xq)
+                            .map(|(&q, &v)| q as i32 * v as i32)
+                            .sum::<i32>();
+                    }
+                }
+            }
+        }
+    }
 
     /// `Σ_k x[k] · w[k]` in i32.
     pub fn dot_u8_i8(x: &[u8], w: &[i8]) -> i32 {
@@ -486,8 +560,8 @@ pub mod naive {
         for r in 0..n {
             for j in 0..m.rows {
                 let mut dot = 0i64;
-                for k in 0..ld {
-                    dot += x.q[r * ld + k] as i64 * m.q[j * ld + k] as i64;
+                for k in 0..m.cols {
+                    dot += x.q[r * ld + k] as i64 * m.weight(j, k) as i64;
                 }
                 let dot = i32::try_from(dot).expect("the sum fits i32");
                 let v = m.scale[j] * x.scale[r] * (dot - x.zero[r] * m.row_sum[j]) as f32;
@@ -500,123 +574,122 @@ pub mod naive {
 
 #[cfg(target_arch = "x86_64")]
 mod simd {
+    use super::{Epilogue, QUAD, ROWS, TILE_R};
     use std::arch::x86_64::*;
 
-    /// See [`super::dot_u8_i8`]: `vpmaddubsw` (u8 × i8 pairs summed into i16, which cannot
-    /// saturate for u8 ≤ 127 and |i8| ≤ 127), `vpmaddwd` with ones (pairs of i16 into i32),
-    /// two accumulators.
+    /// `acc + Σ` of the four u8 × i8 products of each 32-bit lane of `x` and `w`
+    /// (`vpdpbusd`, EVEX-encoded: AVX-512 VNNI + VL). Inline assembly rather than the
+    /// intrinsic, which needs a newer Rust than the crate's minimum.
     ///
     /// # Safety
-    /// AVX2 present; `x` and `w` of equal length, a multiple of 32.
+    /// AVX-512 VNNI and VL present.
+    #[inline]
     #[target_feature(enable = "avx2")]
-    pub unsafe fn dot_u8_i8(x: &[u8], w: &[i8]) -> i32 {
-        let ones = _mm256_set1_epi16(1);
-        let (mut a0, mut a1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-        let (xp, wp) = (x.as_ptr(), w.as_ptr());
-        let n = x.len();
-        let mut k = 0;
-        while k + 64 <= n {
-            let p0 = _mm256_maddubs_epi16(
-                _mm256_loadu_si256(xp.add(k) as *const __m256i),
-                _mm256_loadu_si256(wp.add(k) as *const __m256i),
-            );
-            let p1 = _mm256_maddubs_epi16(
-                _mm256_loadu_si256(xp.add(k + 32) as *const __m256i),
-                _mm256_loadu_si256(wp.add(k + 32) as *const __m256i),
-            );
-            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(p0, ones));
-            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(p1, ones));
-            k += 64;
-        }
-        if k < n {
-            let p0 = _mm256_maddubs_epi16(
-                _mm256_loadu_si256(xp.add(k) as *const __m256i),
-                _mm256_loadu_si256(wp.add(k) as *const __m256i),
-            );
-            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(p0, ones));
-        }
-        let a = _mm256_add_epi32(a0, a1);
-        let s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
-        _mm_cvtsi128_si32(s)
-    }
-
-    /// Four [`dot_u8_i8`]s sharing the loads of `x`; the sums reduced together.
-    ///
-    /// # Safety
-    /// AVX2 present; `x` and every `w[q]` of equal length, a multiple of 32.
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn dot4_u8_i8(x: &[u8], w: [&[i8]; 4]) -> [i32; 4] {
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = [_mm256_setzero_si256(); 4];
-        let n = x.len();
-        let mut k = 0;
-        while k < n {
-            let xv = _mm256_loadu_si256(x.as_ptr().add(k) as *const __m256i);
-            for q in 0..4 {
-                let wv = _mm256_loadu_si256(w[q].as_ptr().add(k) as *const __m256i);
-                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(xv, wv), ones);
-                acc[q] = _mm256_add_epi32(acc[q], p);
-            }
-            k += 32;
-        }
-        // [Σa0 Σa1 Σa2 Σa3] from four 8-lane sums.
-        let ab = _mm256_hadd_epi32(acc[0], acc[1]);
-        let cd = _mm256_hadd_epi32(acc[2], acc[3]);
-        let abcd = _mm256_hadd_epi32(ab, cd);
-        let s = _mm_add_epi32(
-            _mm256_castsi256_si128(abcd),
-            _mm256_extracti128_si256(abcd, 1),
+    unsafe fn dpbusd(acc: __m256i, x: __m256i, w: __m256i) -> __m256i {
+        let mut a = acc;
+        // SAFETY: the caller guarantees the features; the instruction touches only registers.
+        std::arch::asm!(
+            "{{evex}} vpdpbusd {a}, {x}, {w}",
+            a = inout(ymm_reg) a,
+            x = in(ymm_reg) x,
+            w = in(ymm_reg) w,
+            options(pure, nomem, nostack, preserves_flags),
         );
-        let mut out = [0i32; 4];
-        _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, s);
-        out
+        a
     }
 
-    /// Two input rows against four weight rows: eight accumulators, every load of a weight
-    /// block used twice and every load of an input block four times.
-    ///
-    /// # Safety
-    /// AVX2 present; `x[0]`, `x[1]` and every `w[q]` of equal length, a multiple of 32.
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn dot4x2_u8_i8(x: [&[u8]; 2], w: [&[i8]; 4]) -> [[i32; 4]; 2] {
-        let ones = _mm256_set1_epi16(1);
-        let mut a = [_mm256_setzero_si256(); 4];
-        let mut b = [_mm256_setzero_si256(); 4];
-        let n = x[0].len();
-        let mut k = 0;
-        while k < n {
-            let x0 = _mm256_loadu_si256(x[0].as_ptr().add(k) as *const __m256i);
-            let x1 = _mm256_loadu_si256(x[1].as_ptr().add(k) as *const __m256i);
-            for q in 0..4 {
-                let wv = _mm256_loadu_si256(w[q].as_ptr().add(k) as *const __m256i);
-                let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(x0, wv), ones);
-                let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(x1, wv), ones);
-                a[q] = _mm256_add_epi32(a[q], p0);
-                b[q] = _mm256_add_epi32(b[q], p1);
-            }
-            k += 32;
-        }
-        [reduce4(a), reduce4(b)]
-    }
-
-    /// The four horizontal sums of four 8-lane i32 vectors.
+    /// The same sum with AVX2: `vpmaddubsw` (pairs into i16; no saturation as the
+    /// activations are ≤ 127), `vpmaddwd` with ones (pairs into i32), `vpaddd`.
     ///
     /// # Safety
     /// AVX2 present.
+    #[inline]
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn reduce4(acc: [__m256i; 4]) -> [i32; 4] {
-        let ab = _mm256_hadd_epi32(acc[0], acc[1]);
-        let cd = _mm256_hadd_epi32(acc[2], acc[3]);
-        let abcd = _mm256_hadd_epi32(ab, cd);
-        let s = _mm_add_epi32(
-            _mm256_castsi256_si128(abcd),
-            _mm256_extracti128_si256(abcd, 1),
-        );
-        let mut out = [0i32; 4];
-        _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, s);
-        out
+    unsafe fn madd(acc: __m256i, x: __m256i, w: __m256i, ones: __m256i) -> __m256i {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(x, w), ones))
+    }
+
+    /// `R` input rows against two packed blocks: 2R accumulators of 8 rows each, the four
+    /// activation bytes of a quad broadcast as one i32, no horizontal sums; then the eight
+    /// outputs of each accumulator dequantized at once (the same operations, in the same
+    /// order, as [`Epilogue::put`]).
+    ///
+    /// # Safety
+    /// AVX2 present (and AVX-512 VNNI + VL when `VNNI`); every `x[i]` holds `4 · quads`
+    /// bytes, `w` two blocks of `quads` 32-byte groups; `e` as for [`super::tile`].
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn tile_r<const VNNI: bool, const R: usize>(
+        x: [&[u8]; TILE_R],
+        w: &[i8],
+        quads: usize,
+        e: &Epilogue,
+    ) {
+        let ones = _mm256_set1_epi16(1);
+        let mut a = [[_mm256_setzero_si256(); 2]; R];
+        let b0 = w.as_ptr();
+        let b1 = b0.add(quads * ROWS * QUAD);
+        let xp: [*const u8; R] = std::array::from_fn(|i| x[i].as_ptr());
+        for g in 0..quads {
+            let w0 = _mm256_loadu_si256(b0.add(g * 32) as *const __m256i);
+            let w1 = _mm256_loadu_si256(b1.add(g * 32) as *const __m256i);
+            for i in 0..R {
+                let v = (xp[i].add(g * QUAD) as *const i32).read_unaligned();
+                let xb = _mm256_set1_epi32(v);
+                if VNNI {
+                    a[i][0] = dpbusd(a[i][0], xb, w0);
+                    a[i][1] = dpbusd(a[i][1], xb, w1);
+                } else {
+                    a[i][0] = madd(a[i][0], xb, w0, ones);
+                    a[i][1] = madd(a[i][1], xb, w1, ones);
+                }
+            }
+        }
+        for b in 0..2 {
+            let l0 = b * ROWS;
+            if e.lo <= l0 && l0 + ROWS <= e.hi {
+                let sw = _mm256_loadu_ps(e.sw.as_ptr().add(l0));
+                let rs = _mm256_loadu_si256(e.rs.as_ptr().add(l0) as *const __m256i);
+                for (i, ai) in a.iter().enumerate() {
+                    let corr = _mm256_mullo_epi32(_mm256_set1_epi32(e.zx[i]), rs);
+                    let v = _mm256_cvtepi32_ps(_mm256_sub_epi32(ai[b], corr));
+                    let mut f = _mm256_mul_ps(_mm256_mul_ps(sw, _mm256_set1_ps(e.sx[i])), v);
+                    let out = e.y.add(i * e.ldy + l0);
+                    if e.accumulate {
+                        f = _mm256_add_ps(_mm256_loadu_ps(out), f);
+                    }
+                    _mm256_storeu_ps(out, f);
+                }
+            } else {
+                for (i, ai) in a.iter().enumerate() {
+                    let mut d = [0i32; ROWS];
+                    _mm256_storeu_si256(d.as_mut_ptr() as *mut __m256i, ai[b]);
+                    for l in e.lo.max(l0)..e.hi.min(l0 + ROWS) {
+                        e.put(i, l, d[l - l0]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`super::tile`] with `vpdpbusd` (`VNNI`) or AVX2.
+    ///
+    /// # Safety
+    /// As [`tile_r`], and `1 ≤ nr ≤ 4`.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn tile<const VNNI: bool>(
+        nr: usize,
+        x: [&[u8]; TILE_R],
+        w: &[i8],
+        quads: usize,
+        e: &Epilogue,
+    ) {
+        match nr {
+            1 => tile_r::<VNNI, 1>(x, w, quads, e),
+            2 => tile_r::<VNNI, 2>(x, w, quads, e),
+            3 => tile_r::<VNNI, 3>(x, w, quads, e),
+            _ => tile_r::<VNNI, 4>(x, w, quads, e),
+        }
     }
 }
 

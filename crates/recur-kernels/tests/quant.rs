@@ -1,7 +1,7 @@
 //! int8 kernels: the AVX2 integer dot product against the plain one (exact, on every length
 //! the layout allows), and the quantizers against the rules their docs state.
 
-use recur_kernels::quant::{naive, padded, quantize_rows, QuantMat, QuantRows, BLOCK};
+use recur_kernels::quant::{naive, padded, quantize_rows, Path, QuantMat, QuantRows, BLOCK};
 
 mod support;
 use support::values;
@@ -139,6 +139,49 @@ fn dot_products_match_the_plain_loop() {
             m.matvecs(1, &xr, &mut y, 1, false);
             // Weights of magnitude up to 127 keep their integers (scale 1).
             assert_eq!(y[0], naive::dot_u8_i8(xv, wv) as f32, "len {len}");
+        }
+    }
+}
+
+#[test]
+fn every_path_matches_the_plain_loop_bit_for_bit() {
+    let paths = Path::available_paths();
+    assert_eq!(paths[0], Path::Scalar);
+    assert!(paths.contains(&Path::detected()));
+    let sizes = [0usize, 1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 100];
+    for &rows in &sizes {
+        for &cols in &sizes {
+            for n in 1..=5 {
+                let w = values(rows * cols, (rows * 131 + cols) as u64);
+                let x = values(n * cols, (n * 7 + cols) as u64 + 1000);
+                let m = QuantMat::from_f32(&w, rows, cols);
+                let ld = padded(cols);
+                let (mut q, mut s, mut z) = (vec![0u8; n * ld], vec![0.0; n], vec![0; n]);
+                quantize_rows(n, &x, cols, cols, &mut q, &mut s, &mut z);
+                let xr = QuantRows {
+                    q: &q,
+                    ld,
+                    scale: &s,
+                    zero: &z,
+                };
+                let ldy = rows + 2;
+                for accumulate in [false, true] {
+                    let mut want = vec![0.25f32; n * ldy];
+                    naive::matvecs(&m, n, &xr, &mut want, ldy, accumulate);
+                    for &path in &paths {
+                        let mut y = vec![0.25f32; n * ldy];
+                        m.matvecs_on(path, n, &xr, &mut y, ldy, accumulate);
+                        let same = y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(
+                            same,
+                            "{path:?} rows {rows} cols {cols} n {n} acc {accumulate}"
+                        );
+                    }
+                    let mut y = vec![0.25f32; n * ldy];
+                    m.gemm(n, &xr, &mut y, ldy, accumulate, 2);
+                    assert!(y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()));
+                }
+            }
         }
     }
 }
