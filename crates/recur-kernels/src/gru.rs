@@ -129,6 +129,141 @@ pub fn sequence<T: Real>(
     });
 }
 
+/// One GRU step for one row with the weights packed for it (f32): per slice of 8 hidden units,
+/// the columns of `W_ih` then of `W_hh`, each column as 24 values, the r, z and n rows of the
+/// slice's units side by side (units beyond H are zero). One pass over `x` and one over `h`
+/// give the three products of a slice, and the cell runs on them while they are in registers.
+///
+/// PyTorch's GRU: r = σ(W_ir x + b_ir + W_hr h + b_hr), z likewise,
+/// n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)), h' = (1 − z) ⊙ n + z ⊙ h.
+#[derive(Clone, Debug, Default)]
+pub struct GruStepPacked {
+    h: usize,
+    input: usize,
+    w: Vec<f32>,
+    /// `[b_ir + b_hr, b_iz + b_hz, b_in, b_hn]`, each padded to a whole number of slices.
+    bias: Vec<f32>,
+}
+
+impl GruStepPacked {
+    /// Packs `w_ih` (3H, input) and `w_hh` (3H, H), row-major in PyTorch's gate order r, z, n,
+    /// and the biases (3H each, absent = zero).
+    pub fn new(
+        h: usize,
+        input: usize,
+        w_ih: &[f32],
+        w_hh: &[f32],
+        b_ih: Option<&[f32]>,
+        b_hh: Option<&[f32]>,
+    ) -> GruStepPacked {
+        assert!(
+            w_ih.len() == 3 * h * input
+                && w_hh.len() == 3 * h * h
+                && b_ih.is_none_or(|b| b.len() == 3 * h)
+                && b_hh.is_none_or(|b| b.len() == 3 * h),
+            "GruStepPacked: weight shapes"
+        );
+        let slices = h.div_ceil(8);
+        let hp = slices * 8;
+        let mut w = Vec::with_capacity(slices * 24 * (input + h));
+        for s in 0..slices {
+            for (m, k_len) in [(w_ih, input), (w_hh, h)] {
+                for k in 0..k_len {
+                    for gate in 0..3 {
+                        for j in 0..8 {
+                            let u = s * 8 + j;
+                            w.push(if u < h {
+                                m[(gate * h + u) * k_len + k]
+                            } else {
+                                0.0
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        let at = |b: Option<&[f32]>, i: usize| b.map_or(0.0, |b| b[i]);
+        let mut bias = vec![0.0; 4 * hp];
+        for u in 0..h {
+            bias[u] = at(b_ih, u) + at(b_hh, u);
+            bias[hp + u] = at(b_ih, h + u) + at(b_hh, h + u);
+            bias[2 * hp + u] = at(b_ih, 2 * h + u);
+            bias[3 * hp + u] = at(b_hh, 2 * h + u);
+        }
+        GruStepPacked { h, input, w, bias }
+    }
+
+    /// Hidden size H.
+    pub fn hidden(&self) -> usize {
+        self.h
+    }
+
+    /// Input size.
+    pub fn input(&self) -> usize {
+        self.input
+    }
+
+    /// `h_new` (H) = one step from `x` (input) and `h_prev` (H). Does not allocate.
+    pub fn step(&self, x: &[f32], h_prev: &[f32], h_new: &mut [f32]) {
+        let (h, input) = (self.h, self.input);
+        assert!(
+            x.len() == input && h_prev.len() == h && h_new.len() == h,
+            "GruStepPacked::step: buffer sizes"
+        );
+        let slices = h.div_ceil(8);
+        #[cfg(target_arch = "x86_64")]
+        if crate::cpu::features().avx2_fma {
+            // SAFETY: AVX2 and FMA are present (checked once by `cpu::features`); `w` holds
+            // `slices` packed slices and `bias` 4 × 8 × slices values (built by `new` for these
+            // sizes), x, h_prev and h_new have the lengths checked above, and h_new, a
+            // `&mut`, does not overlap h_prev.
+            unsafe {
+                crate::simd::gru_step_panels(
+                    self.w.as_ptr(),
+                    self.bias.as_ptr(),
+                    input,
+                    h,
+                    0,
+                    slices,
+                    x.as_ptr(),
+                    h_prev.as_ptr(),
+                    h_new.as_mut_ptr(),
+                );
+            }
+            return;
+        }
+        self.step_plain(x, h_prev, h_new);
+    }
+
+    /// [`Self::step`] in plain scalar code on the same layout.
+    pub fn step_plain(&self, x: &[f32], h_prev: &[f32], h_new: &mut [f32]) {
+        let (h, input) = (self.h, self.input);
+        let hp = h.div_ceil(8) * 8;
+        let stride = 24 * (input + h);
+        let sig = |v: f32| 1.0 / (1.0 + (-v).exp());
+        for (u, out) in h_new.iter_mut().enumerate().take(h) {
+            let (s, j) = (u / 8, u % 8);
+            let p = &self.w[s * stride..(s + 1) * stride];
+            let mut acc = [0.0f32; 6];
+            for (k, &xv) in x.iter().enumerate() {
+                for g in 0..3 {
+                    acc[g] += p[24 * k + 8 * g + j] * xv;
+                }
+            }
+            let q = &p[24 * input..];
+            for (k, &hv) in h_prev.iter().enumerate() {
+                for g in 0..3 {
+                    acc[3 + g] += q[24 * k + 8 * g + j] * hv;
+                }
+            }
+            let r = sig(acc[0] + acc[3] + self.bias[u]);
+            let z = sig(acc[1] + acc[4] + self.bias[hp + u]);
+            let n = (acc[2] + self.bias[2 * hp + u] + r * (acc[5] + self.bias[3 * hp + u])).tanh();
+            *out = (1.0 - z) * n + z * h_prev[u];
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,5 +362,69 @@ mod tests {
             }
             check::<f32>(2, 32, &[], 2, true);
         });
+    }
+    /// The naive GRU step straight from PyTorch's formulas, in f64.
+    #[allow(clippy::too_many_arguments)]
+    fn naive_step(
+        h: usize,
+        input: usize,
+        w_ih: &[f32],
+        w_hh: &[f32],
+        b_ih: Option<&[f32]>,
+        b_hh: Option<&[f32]>,
+        x: &[f32],
+        hp: &[f32],
+    ) -> Vec<f64> {
+        let dot = |m: &[f32], row: usize, k: usize, v: &[f32]| -> f64 {
+            (0..k).map(|i| m[row * k + i] as f64 * v[i] as f64).sum()
+        };
+        let bv = |b: Option<&[f32]>, i: usize| b.map_or(0.0, |b| b[i] as f64);
+        let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
+        (0..h)
+            .map(|u| {
+                let r =
+                    sig(dot(w_ih, u, input, x) + bv(b_ih, u) + dot(w_hh, u, h, hp) + bv(b_hh, u));
+                let z = sig(dot(w_ih, h + u, input, x)
+                    + bv(b_ih, h + u)
+                    + dot(w_hh, h + u, h, hp)
+                    + bv(b_hh, h + u));
+                let n = (dot(w_ih, 2 * h + u, input, x)
+                    + bv(b_ih, 2 * h + u)
+                    + r * (dot(w_hh, 2 * h + u, h, hp) + bv(b_hh, 2 * h + u)))
+                .tanh();
+                (1.0 - z) * n + z * hp[u] as f64
+            })
+            .collect()
+    }
+
+    #[test]
+    fn packed_step_matches_naive_step() {
+        for h in [1, 3, 7, 8, 9, 15, 16, 17, 33, 100] {
+            for input in [1, 2, 5, 16, 33] {
+                for bias in [false, true] {
+                    let w_ih: Vec<f32> = vals(3 * h * input, 1, 0.03);
+                    let w_hh: Vec<f32> = vals(3 * h * h, 2, 0.02);
+                    let b_ih: Vec<f32> = vals(3 * h, 3, 0.05);
+                    let b_hh: Vec<f32> = vals(3 * h, 4, 0.07);
+                    let (bi, bh) = (bias.then_some(&b_ih[..]), bias.then_some(&b_hh[..]));
+                    let x: Vec<f32> = vals(input, 5, 0.2);
+                    let hp: Vec<f32> = vals(h, 6, 0.06);
+                    let want = naive_step(h, input, &w_ih, &w_hh, bi, bh, &x, &hp);
+                    let p = GruStepPacked::new(h, input, &w_ih, &w_hh, bi, bh);
+                    let (mut fast, mut plain) = (vec![9.0; h], vec![9.0; h]);
+                    p.step(&x, &hp, &mut fast);
+                    p.step_plain(&x, &hp, &mut plain);
+                    for u in 0..h {
+                        for got in [fast[u], plain[u]] {
+                            assert!(
+                                (got as f64 - want[u]).abs() < 1e-5,
+                                "h={h} input={input} bias={bias} u={u}: {got} vs {}",
+                                want[u]
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }

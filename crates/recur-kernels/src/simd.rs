@@ -443,3 +443,88 @@ pub unsafe fn tanh_units(n: usize, h: usize, u0: usize, u1: usize, a: *const f32
         });
     }
 }
+
+/// Sums `len` columns of one slice's panels into three accumulators: for column k, the 24
+/// values at `w + 24 k` (8 units each of r, z, n) times `v[k]`. Two columns per round, with
+/// independent accumulators, so the FMAs do not wait on each other.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `w` holds `24 len` f32 and `v` holds `len`.
+#[inline(always)]
+unsafe fn panel_dot(w: *const f32, v: *const f32, len: usize) -> (__m256, __m256, __m256) {
+    let z = _mm256_setzero_ps();
+    let (mut r0, mut z0, mut n0, mut r1, mut z1, mut n1) = (z, z, z, z, z, z);
+    let mut k = 0;
+    while k + 2 <= len {
+        let (a, b) = (splat(*v.add(k)), splat(*v.add(k + 1)));
+        let p = w.add(24 * k);
+        r0 = _mm256_fmadd_ps(_mm256_loadu_ps(p), a, r0);
+        z0 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(8)), a, z0);
+        n0 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(16)), a, n0);
+        r1 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(24)), b, r1);
+        z1 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(32)), b, z1);
+        n1 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(40)), b, n1);
+        k += 2;
+    }
+    if k < len {
+        let a = splat(*v.add(k));
+        let p = w.add(24 * k);
+        r0 = _mm256_fmadd_ps(_mm256_loadu_ps(p), a, r0);
+        z0 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(8)), a, z0);
+        n0 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(16)), a, n0);
+    }
+    (
+        _mm256_add_ps(r0, r1),
+        _mm256_add_ps(z0, z1),
+        _mm256_add_ps(n0, n1),
+    )
+}
+
+/// One fused GRU step for one row over the unit slices s0..s1 (see
+/// [`crate::gru::GruStepPacked`] for the layout): per slice of 8 units, the input and
+/// recurrent products of r, z and n in one pass each, then the cell while they are in
+/// registers, writing `h_new` for those units.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `w` holds the packed slices s0..s1 (`24 (input + h)` f32 each),
+/// `bias` `4 hp` f32 (hp = 8 × slices), `x` `input` f32, `h_prev` `h` f32 and `h_new` `h`
+/// writable f32, not overlapping `h_prev`.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gru_step_panels(
+    w: *const f32,
+    bias: *const f32,
+    input: usize,
+    h: usize,
+    s0: usize,
+    s1: usize,
+    x: *const f32,
+    h_prev: *const f32,
+    h_new: *mut f32,
+) {
+    let hp = h.div_ceil(8) * 8;
+    let stride = 24 * (input + h);
+    let one = splat(1.0);
+    for s in s0..s1 {
+        let p = w.add(s * stride);
+        let (ir, iz, inn) = panel_dot(p, x, input);
+        let (hr, hz, hn) = panel_dot(p.add(24 * input), h_prev, h);
+        let u = 8 * s;
+        let rem = h - u;
+        let b = bias.add(u);
+        let r = sigmoid8(_mm256_add_ps(_mm256_add_ps(ir, hr), _mm256_loadu_ps(b)));
+        let zg = sigmoid8(_mm256_add_ps(
+            _mm256_add_ps(iz, hz),
+            _mm256_loadu_ps(b.add(hp)),
+        ));
+        let hn = _mm256_add_ps(hn, _mm256_loadu_ps(b.add(3 * hp)));
+        let n = tanh8(_mm256_add_ps(
+            _mm256_fmadd_ps(r, hn, inn),
+            _mm256_loadu_ps(b.add(2 * hp)),
+        ));
+        let hv = load(h_prev.add(u), rem);
+        // (1 - z) n + z h
+        let out = _mm256_fmadd_ps(zg, hv, _mm256_mul_ps(_mm256_sub_ps(one, zg), n));
+        store(h_new.add(u), out, rem);
+    }
+}

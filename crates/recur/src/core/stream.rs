@@ -6,6 +6,7 @@ use crate::core::rnn::{Rnn, State};
 use crate::core::tensor::Tensor;
 use crate::error::{Error, Result};
 use recur_kernels::gemm::MatRef;
+use recur_kernels::gru::GruStepPacked;
 use recur_kernels::half::{CellKind, Format, HalfCell, HalfKind, HalfScratch};
 use recur_kernels::packed::PackedB;
 use recur_kernels::Real;
@@ -68,6 +69,9 @@ enum Weights<T> {
         packed: Vec<StepWeights<T>>,
         /// Per layer: W_ihᵀ (in, G·H) packed once, for the input projection of every step.
         ih_t: Vec<PackedB<T>>,
+        /// Per layer: a GRU's weights packed for the fused one-row step (f32, batch 1); empty
+        /// otherwise, and then the two packed products above and the cell run instead.
+        fused: Vec<GruStepPacked>,
     },
     Half(Vec<HalfCell>),
 }
@@ -191,6 +195,26 @@ impl<'m, T: Real> Stream<'m, T> {
                         pb
                     })
                     .collect(),
+                fused: if c.mode == Mode::Gru
+                    && batch == 1
+                    && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+                {
+                    (0..l)
+                        .map(|k| {
+                            let p = model.dir_params(k, 0);
+                            GruStepPacked::new(
+                                h,
+                                c.layer_input_size(k),
+                                f32_ref(p.w_ih),
+                                f32_ref(p.w_hh),
+                                p.b_ih.map(f32_ref),
+                                p.b_hh.map(f32_ref),
+                            )
+                        })
+                        .collect()
+                } else {
+                    vec![]
+                },
             },
             Precision::F16 | Precision::Bf16 | Precision::Int8 => {
                 let kind = match precision {
@@ -364,7 +388,10 @@ impl<'m, T: Real> Stream<'m, T> {
                 (&mut self.c[l * b * h..(l + 1) * b * h], &mut self.c_new)
             };
             match &self.weights {
-                Weights::Full { packed, ih_t } => {
+                Weights::Full { fused, .. } if !fused.is_empty() => {
+                    fused[l].step(f32_ref(xin), f32_ref(h_prev), f32_mut(&mut self.h_new));
+                }
+                Weights::Full { packed, ih_t, .. } => {
                     // gates (B, G·H) = x (B, in) · W_ihᵀ
                     let (b1, b2) = engine::biases(&d, &p);
                     ih_t[l].matmul_bias(b, xin, d.input, &mut self.gates, g, b1, b2, true);
