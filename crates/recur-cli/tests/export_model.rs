@@ -278,6 +278,7 @@ fn language_models_stream_through_their_exported_states() {
         "3",
         "--sample-length",
         "0",
+        "--layer-norm=false",
         "--embed-size",
         "6",
         "--hidden-size",
@@ -317,6 +318,7 @@ fn language_models_stream_through_their_exported_states() {
         s(&m),
     ]);
     fails_with(&o, "layer normalization");
+    fails_with(&o, "--layer-norm=false");
     assert!(!dir.path("ln.onnx").exists());
 }
 

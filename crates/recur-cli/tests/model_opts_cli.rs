@@ -137,7 +137,7 @@ fn each_task_keeps_its_own_defaults_in_its_help() {
         rest[d..d + rest[d..].find(']').unwrap()].to_string()
     };
     for (task, hidden, layers, embed, bidi, dropout) in [
-        ("lm", "128", "2", Some("64"), None, "0"),
+        ("lm", "192", "2", Some("64"), None, "0"),
         ("classify", "128", "1", Some("100"), Some("true"), "0.3"),
         ("tag", "128", "1", Some("100"), Some("true"), "0.33"),
         ("forecast", "64", "1", None, Some("false"), "0"),
