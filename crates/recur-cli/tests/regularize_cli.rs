@@ -89,21 +89,44 @@ fn regularized_resume_is_bit_exact_and_the_model_reloads() {
     let text = dir.path("t.txt");
     std::fs::write(&text, grammar_text(200, 5)).unwrap();
     let (a, b) = (dir.path("a"), dir.path("b"));
+    // The default cosine schedule ends at --steps: its length is fixed for the stopped run.
     let out = ok(&recur(&lm_args(
         &text,
         &a,
-        &["--steps", "30", "--eval-every", "10"],
+        &[
+            "--steps",
+            "30",
+            "--eval-every",
+            "10",
+            "--lr-schedule",
+            "cosine:t_max=30",
+        ],
     )));
     assert!(out.contains("regularizers: layer norm"), "{out}");
     ok(&recur(&lm_args(
         &text,
         &b,
-        &["--steps", "13", "--eval-every", "10"],
+        &[
+            "--steps",
+            "13",
+            "--eval-every",
+            "10",
+            "--lr-schedule",
+            "cosine:t_max=30",
+        ],
     )));
     ok(&recur(&lm_args(
         &text,
         &b,
-        &["--steps", "30", "--eval-every", "10", "--resume"],
+        &[
+            "--steps",
+            "30",
+            "--eval-every",
+            "10",
+            "--lr-schedule",
+            "cosine:t_max=30",
+            "--resume",
+        ],
     )));
     let w = weights(&a);
     assert!(w.iter().any(|(n, _)| n == "param.rnn"));
