@@ -377,6 +377,9 @@ def main():
         "--embed-size", args.embed_size, "--dropout", args.dropout, "--seq-len", args.seq_len,
         "--batch-size", args.batch_size, "--lr", args.lr, "--optimizer", args.optimizer,
         "--clip-grad-norm", args.clip_grad_norm, "--steps", args.steps, "--seed", args.seed,
+        # PyTorch's plain nn.LSTM at a constant rate, not recur train lm's layer-normalized,
+        # cosine-scheduled defaults.
+        "--layer-norm=false", "--lr-schedule", "constant",
     ]
     if args.eval_every:
         shared += ["--eval-every", args.eval_every]

@@ -2,16 +2,23 @@
 //! `--recurrent-dropout`, `--zoneout`, `--weight-drop`, `--locked-dropout`,
 //! `--embed-dropout`, `--ar`, `--tar` (see `recur::core::regular` for the equations).
 
-use clap::Args as ClapArgs;
+use clap::{ArgAction, Args as ClapArgs};
 use recur::models::lm::LmRegularizers;
 
-/// Regularizers of the recurrent layers and of the models (all off by default), shared by
-/// every `recur train` task.
+/// Regularizers of the recurrent layers and of the models, shared by every `recur train` task:
+/// all off by default, but layer norm in `recur train lm`.
 #[derive(ClapArgs, Clone, Debug)]
 pub struct RegularArgs {
     /// Layer normalization inside every recurrent cell (input and recurrent pre-activations,
-    /// and the LSTM cell state).
-    #[arg(long)]
+    /// and the LSTM cell state); `--layer-norm` alone means true.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        default_value_t = false,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
     pub layer_norm: bool,
     /// Variational dropout on each recurrent layer's input: one mask per sequence.
     #[arg(long, default_value_t = 0.0, value_name = "P")]

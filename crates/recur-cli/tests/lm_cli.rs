@@ -105,7 +105,8 @@ fn train_lm_writes_the_model_directory_and_sample_is_deterministic() {
         config["vocab_size"].as_u64().unwrap()
     );
 
-    // model.safetensors: PyTorch names.
+    // model.safetensors: PyTorch names, and the layer norms of the default model (gains and
+    // biases of the input and recurrent pre-activations and of the cell state).
     let f = TensorFile::read(model.join("model.safetensors")).unwrap();
     let names: Vec<&str> = f.names().collect();
     assert_eq!(
@@ -116,6 +117,12 @@ fn train_lm_writes_the_model_directory_and_sample_is_deterministic() {
             "head.weight",
             "rnn.bias_hh_l0",
             "rnn.bias_ih_l0",
+            "rnn.ln_c_bias_l0",
+            "rnn.ln_c_weight_l0",
+            "rnn.ln_hh_bias_l0",
+            "rnn.ln_hh_weight_l0",
+            "rnn.ln_ih_bias_l0",
+            "rnn.ln_ih_weight_l0",
             "rnn.weight_hh_l0",
             "rnn.weight_ih_l0"
         ]

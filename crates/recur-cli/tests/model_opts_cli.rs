@@ -137,7 +137,7 @@ fn each_task_keeps_its_own_defaults_in_its_help() {
         rest[d..d + rest[d..].find(']').unwrap()].to_string()
     };
     for (task, hidden, layers, embed, bidi, dropout) in [
-        ("lm", "128", "2", Some("64"), None, "0"),
+        ("lm", "192", "2", Some("64"), None, "0"),
         ("classify", "128", "1", Some("100"), Some("true"), "0.3"),
         ("tag", "128", "1", Some("100"), Some("true"), "0.33"),
         ("forecast", "64", "1", None, Some("false"), "0"),
@@ -156,6 +156,16 @@ fn each_task_keeps_its_own_defaults_in_its_help() {
             Some(b) => assert_eq!(default(&help, "--bidirectional"), b, "{task}"),
             None => assert!(!help.contains("--bidirectional"), "{task}: {help}"),
         }
+        // The language model alone defaults to layer norm, Adam at 0.004 and a cosine
+        // schedule; the other tasks to PyTorch's plain layers at a constant 0.002.
+        let (ln, lr, schedule) = if task == "lm" {
+            ("true", "0.004", "cosine")
+        } else {
+            ("false", "0.002", "constant")
+        };
+        assert_eq!(default(&help, "--layer-norm"), ln, "{task}");
+        assert_eq!(default(&help, "--lr"), lr, "{task}");
+        assert_eq!(default(&help, "--lr-schedule"), schedule, "{task}");
     }
 }
 

@@ -259,6 +259,7 @@ fn lm_eval_sample_and_quantize_in_int8() {
         "60",
         "--sample-length",
         "0",
+        "--layer-norm=false",
     ]));
     let base = eval_json(&["--model", s(&m), "--data", s(&valid)]);
     let e8 = eval_json(&["--model", s(&m), "--data", s(&valid), "--precision", "int8"]);

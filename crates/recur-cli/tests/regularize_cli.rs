@@ -89,21 +89,44 @@ fn regularized_resume_is_bit_exact_and_the_model_reloads() {
     let text = dir.path("t.txt");
     std::fs::write(&text, grammar_text(200, 5)).unwrap();
     let (a, b) = (dir.path("a"), dir.path("b"));
+    // --steps grows on resume: a constant rate (the default cosine schedule depends on --steps).
     let out = ok(&recur(&lm_args(
         &text,
         &a,
-        &["--steps", "30", "--eval-every", "10"],
+        &[
+            "--steps",
+            "30",
+            "--eval-every",
+            "10",
+            "--lr-schedule",
+            "constant",
+        ],
     )));
     assert!(out.contains("regularizers: layer norm"), "{out}");
     ok(&recur(&lm_args(
         &text,
         &b,
-        &["--steps", "13", "--eval-every", "10"],
+        &[
+            "--steps",
+            "13",
+            "--eval-every",
+            "10",
+            "--lr-schedule",
+            "constant",
+        ],
     )));
     ok(&recur(&lm_args(
         &text,
         &b,
-        &["--steps", "30", "--eval-every", "10", "--resume"],
+        &[
+            "--steps",
+            "30",
+            "--eval-every",
+            "10",
+            "--lr-schedule",
+            "constant",
+            "--resume",
+        ],
     )));
     let w = weights(&a);
     assert!(w.iter().any(|(n, _)| n == "param.rnn"));

@@ -715,7 +715,8 @@ fn check_exportable<T: Real>(rnn: &Rnn<T>, what: &str) -> Result<()> {
     if r.layer_norm {
         return Err(Error::Unsupported(format!(
             "{what} uses layer normalization inside its recurrent cells, which the ONNX \
-             RNN/GRU/LSTM operators cannot express; it cannot be exported"
+             RNN/GRU/LSTM operators cannot express; it cannot be exported: retrain it without \
+             (recur train: --layer-norm=false)"
         )));
     }
     if r.zoneout_h > 0.0 || r.zoneout_c > 0.0 {

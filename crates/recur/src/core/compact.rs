@@ -122,7 +122,8 @@ impl<T: Real> Rnn<T> {
         let c = self.config().clone();
         if crate::core::regular::applies(&c, false) {
             return Err(Error::Config(format!(
-                "{precision} weights are for layers without layer norm or zoneout"
+                "{precision} weights are for layers without layer norm or zoneout: retrain the \
+                 model without them (recur train: --layer-norm=false, no --zoneout)"
             )));
         }
         let nd = c.num_directions();
