@@ -387,37 +387,43 @@ pub fn run(a: Args) -> Result<(), String> {
     std::fs::create_dir_all(&out)
         .map_err(|e| format!("--out {}: cannot create the directory: {e}", out.display()))?;
     let lengths: Vec<usize> = {
-        let mut v: Vec<usize> = tasks.iter().map(|t| t.0).collect();
-        v.dedup();
-        v
-    };
-    // "cell value" per cell, or "cell value (T=..), value (T=..)" where it depends on T.
-    let per_cell = |of: &dyn Fn(CellKind, usize) -> String| -> Vec<String> {
-        let mut v: Vec<String> = Vec::new();
-        for &c in &cells {
-            let vals: Vec<String> = lengths.iter().map(|&t| of(c, t)).collect();
-            let s = if vals.iter().all(|x| *x == vals[0]) {
-                format!("{c} {}", vals[0])
-            } else {
-                let each: Vec<String> = vals
-                    .iter()
-                    .zip(&lengths)
-                    .map(|(x, t)| format!("{x} (T={t})"))
-                    .collect();
-                format!("{c} {}", each.join(", "))
-            };
-            if !v.contains(&s) {
-                v.push(s);
+        let mut v: Vec<usize> = Vec::new();
+        for t in &tasks {
+            if !v.contains(&t.0) {
+                v.push(t.0);
             }
         }
         v
     };
-    let lrs = per_cell(&|c, t| lr_of(c, t).to_string());
+    // "cell value" per cell, or "cell value (T=..), value (T=..)" where it depends on T.
+    // Cells for which `keep` is false are left out.
+    let per_cell =
+        |of: &dyn Fn(CellKind, usize) -> String, keep: &dyn Fn(CellKind) -> bool| -> Vec<String> {
+            let mut v: Vec<String> = Vec::new();
+            for &c in cells.iter().filter(|&&c| keep(c)) {
+                let vals: Vec<String> = lengths.iter().map(|&t| of(c, t)).collect();
+                let s = if vals.iter().all(|x| *x == vals[0]) {
+                    format!("{c} {}", vals[0])
+                } else {
+                    let each: Vec<String> = vals
+                        .iter()
+                        .zip(&lengths)
+                        .map(|(x, t)| format!("{x} (T={t})"))
+                        .collect();
+                    format!("{c} {}", each.join(", "))
+                };
+                if !v.contains(&s) {
+                    v.push(s);
+                }
+            }
+            v
+        };
+    let lrs = per_cell(&|c, t| lr_of(c, t).to_string(), &|_| true);
     let budgets = {
-        let v: Vec<String> = per_cell(&|c, t| steps_of(c, t).to_string())
-            .into_iter()
-            .filter(|s| !s.ends_with(&format!(" {steps}")))
-            .collect();
+        // Only the cells whose budget differs from `steps` at some length.
+        let v = per_cell(&|c, t| steps_of(c, t).to_string(), &|c| {
+            lengths.iter().any(|&t| steps_of(c, t) != steps)
+        });
         if v.is_empty() {
             String::new()
         } else {
