@@ -90,44 +90,24 @@ fn regularized_resume_is_bit_exact_and_the_model_reloads() {
     std::fs::write(&text, grammar_text(200, 5)).unwrap();
     let (a, b) = (dir.path("a"), dir.path("b"));
     // --steps grows on resume: a constant rate (the default cosine schedule depends on --steps).
-    let out = ok(&recur(&lm_args(
-        &text,
-        &a,
-        &[
+    let run = |out: &Path, steps: &str, resume: bool| {
+        let mut extra = vec![
             "--steps",
-            "30",
+            steps,
             "--eval-every",
             "10",
             "--lr-schedule",
             "constant",
-        ],
-    )));
+        ];
+        if resume {
+            extra.push("--resume");
+        }
+        ok(&recur(&lm_args(&text, out, &extra)))
+    };
+    let out = run(&a, "30", false);
     assert!(out.contains("regularizers: layer norm"), "{out}");
-    ok(&recur(&lm_args(
-        &text,
-        &b,
-        &[
-            "--steps",
-            "13",
-            "--eval-every",
-            "10",
-            "--lr-schedule",
-            "constant",
-        ],
-    )));
-    ok(&recur(&lm_args(
-        &text,
-        &b,
-        &[
-            "--steps",
-            "30",
-            "--eval-every",
-            "10",
-            "--lr-schedule",
-            "constant",
-            "--resume",
-        ],
-    )));
+    run(&b, "13", false);
+    run(&b, "30", true);
     let w = weights(&a);
     assert!(w.iter().any(|(n, _)| n == "param.rnn"));
     assert!(w == weights(&b), "the resumed run's weights differ");
