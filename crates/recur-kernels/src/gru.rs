@@ -203,8 +203,22 @@ impl GruStepPacked {
         self.input
     }
 
-    /// `h_new` (H) = one step from `x` (input) and `h_prev` (H). Does not allocate.
+    /// `h_new` (H) = one step from `x` (input) and `h_prev` (H). Does not allocate. With more
+    /// than one thread allowed ([`crate::num_threads`]) and a step of at least
+    /// [`crate::team::MIN_WORK`] multiply-adds, half of the units run on a helper thread kept
+    /// awake across calls ([`crate::duo`]); the result is the same bit for bit.
     pub fn step(&self, x: &[f32], h_prev: &[f32], h_new: &mut [f32]) {
+        self.step_threads(x, h_prev, h_new, crate::num_threads());
+    }
+
+    /// [`Self::step`] with at most `threads` threads.
+    pub(crate) fn step_threads(
+        &self,
+        x: &[f32],
+        h_prev: &[f32],
+        h_new: &mut [f32],
+        threads: usize,
+    ) {
         let (h, input) = (self.h, self.input);
         assert!(
             x.len() == input && h_prev.len() == h && h_new.len() == h,
@@ -213,26 +227,57 @@ impl GruStepPacked {
         let slices = h.div_ceil(8);
         #[cfg(target_arch = "x86_64")]
         if crate::cpu::features().avx2_fma {
-            // SAFETY: AVX2 and FMA are present (checked once by `cpu::features`); `w` holds
-            // `slices` packed slices and `bias` 4 × 8 × slices values (built by `new` for these
-            // sizes), x, h_prev and h_new have the lengths checked above, and h_new, a
-            // `&mut`, does not overlap h_prev.
-            unsafe {
-                crate::simd::gru_step_panels(
-                    self.w.as_ptr(),
-                    self.bias.as_ptr(),
-                    input,
-                    h,
-                    0,
-                    slices,
-                    x.as_ptr(),
-                    h_prev.as_ptr(),
-                    h_new.as_mut_ptr(),
-                );
+            // Slices s0..s1 into `out`, which points at unit 8 s0 of h_new.
+            let part = |s0: usize, s1: usize, out: *mut f32| {
+                // SAFETY: AVX2 and FMA are present (checked once by `cpu::features`); `w`
+                // holds `slices` packed slices and `bias` 4 × 8 × slices values (built by
+                // `new` for these sizes), x and h_prev have the lengths checked above, and
+                // `out` has room for units 8 s0 .. min(8 s1, H) of h_new, which does not
+                // overlap h_prev (a `&mut`).
+                unsafe {
+                    crate::simd::gru_step_panels(
+                        self.w.as_ptr(),
+                        self.bias.as_ptr(),
+                        input,
+                        h,
+                        s0,
+                        s1,
+                        x.as_ptr(),
+                        h_prev.as_ptr(),
+                        out,
+                    );
+                }
+            };
+            if let Some(duo) = self.duo(slices, threads) {
+                // Half of the slices on each core: each keeps its half of the weights in its
+                // own L2 cache from step to step.
+                let mid = slices / 2;
+                let (lo, hi) = h_new.split_at_mut(8 * mid);
+                let (lo, hi) = (SendPtr(lo.as_mut_ptr()), SendPtr(hi.as_mut_ptr()));
+                duo.run(&|p| {
+                    if p == 0 {
+                        part(0, mid, lo.get());
+                    } else {
+                        part(mid, slices, hi.get());
+                    }
+                });
+            } else {
+                part(0, slices, h_new.as_mut_ptr());
             }
             return;
         }
         self.step_plain(x, h_prev, h_new);
+    }
+
+    /// The helper thread a step is split with: when more than one thread may be used and the step does at least [`crate::team::MIN_WORK`]
+    /// multiply-adds.
+    fn duo(&self, slices: usize, threads: usize) -> Option<&'static crate::duo::Duo> {
+        let work = 3 * self.h * (self.input + self.h);
+        if slices >= 2 && work >= crate::team::MIN_WORK && threads >= 2 {
+            crate::duo::Duo::get()
+        } else {
+            None
+        }
     }
 
     /// [`Self::step`] in plain scalar code on the same layout.
@@ -399,8 +444,14 @@ mod tests {
 
     #[test]
     fn packed_step_matches_naive_step() {
-        for h in [1, 3, 7, 8, 9, 15, 16, 17, 33, 100] {
+        // H = 201 and 256 with input 33: above team::MIN_WORK, so split between two threads
+        // (201: 26 slices, the last one partial).
+        const { assert!(3 * 201 * (201 + 33) >= team::MIN_WORK) };
+        for h in [1, 3, 7, 8, 9, 15, 16, 17, 33, 100, 201, 256] {
             for input in [1, 2, 5, 16, 33] {
+                if h > 100 && input != 33 {
+                    continue;
+                }
                 for bias in [false, true] {
                     let w_ih: Vec<f32> = vals(3 * h * input, 1, 0.03);
                     let w_hh: Vec<f32> = vals(3 * h * h, 2, 0.02);
@@ -414,6 +465,10 @@ mod tests {
                     let (mut fast, mut plain) = (vec![9.0; h], vec![9.0; h]);
                     p.step(&x, &hp, &mut fast);
                     p.step_plain(&x, &hp, &mut plain);
+                    // Split between two threads when the step is large enough: the same bits.
+                    let mut split = vec![9.0; h];
+                    p.step_threads(&x, &hp, &mut split, 2);
+                    assert_eq!(fast, split, "h={h} input={input}");
                     for u in 0..h {
                         for got in [fast[u], plain[u]] {
                             assert!(

@@ -15,6 +15,7 @@
 //! - [`half`]: weights stored as f16 or bf16 and widened on the fly (reduced-precision
 //!   inference); [`quant`]: int8 weights with activations quantized at every step;
 //! - [`team`]: a time loop shared by several threads that hand each step over by spinning;
+//!   [`duo`]: a helper thread kept awake across calls for the halves of small streaming steps;
 //! - [`pool`]: scratch buffers reused across calls; [`alloc`]: an allocator that keeps count.
 //!
 //! Every buffer is row-major; shapes are given in comments as `(rows, cols)`.
@@ -22,6 +23,7 @@
 pub mod alloc;
 pub mod cells;
 pub mod cpu;
+pub mod duo;
 pub mod gemm;
 pub mod gru;
 pub mod half;

@@ -611,6 +611,201 @@ mod avx2 {
     }
 }
 
+/// One LSTM step for one row with the weights packed for it (f32): per slice of 8 hidden
+/// units, the columns of `W_ih` then of `W_hh`, each column as 32 values, the i, f, g and o
+/// rows of the slice's units side by side (units beyond H are zero). One pass over `x` and one
+/// over `h` give the four gate pre-activations of a slice (the two biases summed once), and the
+/// cell runs on them while they are in registers.
+///
+/// PyTorch's LSTM: i = σ(W_ii x + b_ii + W_hi h + b_hi), f, g (tanh) and o likewise,
+/// c' = f ⊙ c + i ⊙ g, h' = o ⊙ tanh(c').
+#[derive(Clone, Debug, Default)]
+pub struct LstmStepPacked {
+    h: usize,
+    input: usize,
+    w: Vec<f32>,
+    /// `b_ih + b_hh` of the gates i, f, g, o, each padded to a whole number of slices.
+    bias: Vec<f32>,
+}
+
+impl LstmStepPacked {
+    /// Packs `w_ih` (4H, input) and `w_hh` (4H, H), row-major in PyTorch's gate order i, f, g,
+    /// o, and the biases (4H each, absent = zero).
+    pub fn new(
+        h: usize,
+        input: usize,
+        w_ih: &[f32],
+        w_hh: &[f32],
+        b_ih: Option<&[f32]>,
+        b_hh: Option<&[f32]>,
+    ) -> LstmStepPacked {
+        assert!(
+            w_ih.len() == 4 * h * input
+                && w_hh.len() == 4 * h * h
+                && b_ih.is_none_or(|b| b.len() == 4 * h)
+                && b_hh.is_none_or(|b| b.len() == 4 * h),
+            "LstmStepPacked: weight shapes"
+        );
+        let slices = h.div_ceil(8);
+        let hp = slices * 8;
+        let mut w = Vec::with_capacity(slices * 32 * (input + h));
+        for s in 0..slices {
+            for (m, k_len) in [(w_ih, input), (w_hh, h)] {
+                for k in 0..k_len {
+                    for gate in 0..4 {
+                        for j in 0..8 {
+                            let u = s * 8 + j;
+                            w.push(if u < h {
+                                m[(gate * h + u) * k_len + k]
+                            } else {
+                                0.0
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        let at = |b: Option<&[f32]>, i: usize| b.map_or(0.0, |b| b[i]);
+        let mut bias = vec![0.0; 4 * hp];
+        for gate in 0..4 {
+            for u in 0..h {
+                bias[gate * hp + u] = at(b_ih, gate * h + u) + at(b_hh, gate * h + u);
+            }
+        }
+        LstmStepPacked { h, input, w, bias }
+    }
+
+    /// Hidden size H.
+    pub fn hidden(&self) -> usize {
+        self.h
+    }
+
+    /// Input size.
+    pub fn input(&self) -> usize {
+        self.input
+    }
+
+    /// `h_new`, `c_new` (H each) = one step from `x` (input), `h_prev` and `c_prev` (H each).
+    /// Does not allocate. With more than one thread allowed ([`crate::num_threads`]) and a
+    /// step of at least [`team::MIN_WORK`] multiply-adds, half of the units run on a helper
+    /// thread kept awake across calls ([`crate::duo`]); the result is the same bit for bit.
+    pub fn step(
+        &self,
+        x: &[f32],
+        h_prev: &[f32],
+        c_prev: &[f32],
+        h_new: &mut [f32],
+        c_new: &mut [f32],
+    ) {
+        self.step_threads(x, h_prev, c_prev, h_new, c_new, crate::num_threads());
+    }
+
+    /// [`Self::step`] with at most `threads` threads.
+    pub(crate) fn step_threads(
+        &self,
+        x: &[f32],
+        h_prev: &[f32],
+        c_prev: &[f32],
+        h_new: &mut [f32],
+        c_new: &mut [f32],
+        threads: usize,
+    ) {
+        let (h, input) = (self.h, self.input);
+        assert!(
+            x.len() == input
+                && h_prev.len() == h
+                && c_prev.len() == h
+                && h_new.len() == h
+                && c_new.len() == h,
+            "LstmStepPacked::step: buffer sizes"
+        );
+        let slices = h.div_ceil(8);
+        #[cfg(target_arch = "x86_64")]
+        if crate::cpu::features().avx2_fma {
+            // Slices s0..s1 into `ho` and `co`, which point at unit 8 s0 of h_new and c_new.
+            let part = |s0: usize, s1: usize, ho: *mut f32, co: *mut f32| {
+                // SAFETY: AVX2 and FMA are present (checked once by `cpu::features`); `w`
+                // holds `slices` packed slices and `bias` 4 × 8 × slices values (built by
+                // `new` for these sizes), x, h_prev and c_prev have the lengths checked
+                // above, and `ho`, `co` have room for units 8 s0 .. min(8 s1, H) of h_new and
+                // c_new (`&mut`s, so they overlap no input).
+                unsafe {
+                    crate::simd::lstm_step_panels(
+                        self.w.as_ptr(),
+                        self.bias.as_ptr(),
+                        input,
+                        h,
+                        s0,
+                        s1,
+                        x.as_ptr(),
+                        h_prev.as_ptr(),
+                        c_prev.as_ptr(),
+                        ho,
+                        co,
+                    );
+                }
+            };
+            let work = 4 * h * (input + h);
+            let duo = (slices >= 2 && work >= team::MIN_WORK && threads >= 2)
+                .then(crate::duo::Duo::get)
+                .flatten();
+            if let Some(duo) = duo {
+                // Half of the slices on each core, which keeps reading its half of the
+                // weights from step to step (from its own caches when they fit).
+                let mid = slices / 2;
+                let (hl, hh) = h_new.split_at_mut(8 * mid);
+                let (cl, ch) = c_new.split_at_mut(8 * mid);
+                let (hl, hh) = (SendPtr(hl.as_mut_ptr()), SendPtr(hh.as_mut_ptr()));
+                let (cl, ch) = (SendPtr(cl.as_mut_ptr()), SendPtr(ch.as_mut_ptr()));
+                duo.run(&|p| {
+                    if p == 0 {
+                        part(0, mid, hl.get(), cl.get());
+                    } else {
+                        part(mid, slices, hh.get(), ch.get());
+                    }
+                });
+            } else {
+                part(0, slices, h_new.as_mut_ptr(), c_new.as_mut_ptr());
+            }
+            return;
+        }
+        let _ = (slices, threads);
+        self.step_plain(x, h_prev, c_prev, h_new, c_new);
+    }
+
+    /// [`Self::step`] in plain scalar code on the same layout.
+    pub fn step_plain(
+        &self,
+        x: &[f32],
+        h_prev: &[f32],
+        c_prev: &[f32],
+        h_new: &mut [f32],
+        c_new: &mut [f32],
+    ) {
+        let (h, input) = (self.h, self.input);
+        let hp = h.div_ceil(8) * 8;
+        let stride = 32 * (input + h);
+        let sig = |v: f32| 1.0 / (1.0 + (-v).exp());
+        for u in 0..h {
+            let (s, j) = (u / 8, u % 8);
+            let p = &self.w[s * stride..(s + 1) * stride];
+            let mut acc = [0.0f32; 4];
+            for (g, a) in acc.iter_mut().enumerate() {
+                *a = self.bias[g * hp + u];
+            }
+            for (k, &v) in x.iter().chain(h_prev).enumerate() {
+                for (g, a) in acc.iter_mut().enumerate() {
+                    *a += p[32 * k + 8 * g + j] * v;
+                }
+            }
+            let (i, f, g, o) = (sig(acc[0]), sig(acc[1]), acc[2].tanh(), sig(acc[3]));
+            let c = f * c_prev[u] + i * g;
+            c_new[u] = c;
+            h_new[u] = o * c.tanh();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -767,5 +962,63 @@ mod tests {
         check::<f32>(9, 257, 300, false, true, 2e-5);
         // one row (a streaming step), an odd number of panels on each thread
         check::<f32>(1, 257, 1100, true, true, 2e-5);
+    }
+
+    /// The packed one-row step against a naive f64 LSTM step, and split between two threads
+    /// against one (bit for bit), on awkward sizes; H = 201 and 256 with input 33 are above
+    /// team::MIN_WORK.
+    #[test]
+    fn packed_step_matches_naive_step() {
+        const { assert!(4 * 201 * (201 + 33) >= team::MIN_WORK) };
+        let val = |len: usize, seed: usize, scale: f32| -> Vec<f32> {
+            (0..len)
+                .map(|i| (((i * 7 + seed * 13) % 29) as f32 - 14.0) * scale)
+                .collect()
+        };
+        for h in [1, 3, 7, 8, 9, 15, 16, 17, 33, 100, 201, 256] {
+            for input in [1, 2, 5, 16, 33] {
+                if h > 100 && input != 33 {
+                    continue;
+                }
+                for bias in [false, true] {
+                    let w_ih = val(4 * h * input, 1, 0.03);
+                    let w_hh = val(4 * h * h, 2, 0.02);
+                    let (b_ih, b_hh) = (val(4 * h, 3, 0.05), val(4 * h, 4, 0.07));
+                    let (bi, bh) = (bias.then_some(&b_ih[..]), bias.then_some(&b_hh[..]));
+                    let (x, hp, cp) = (val(input, 5, 0.2), val(h, 6, 0.06), val(h, 7, 0.3));
+                    let dot = |w: &[f32], row: usize, v: &[f32]| -> f64 {
+                        v.iter()
+                            .enumerate()
+                            .map(|(k, &a)| w[row * v.len() + k] as f64 * a as f64)
+                            .sum()
+                    };
+                    let bv = |b: Option<&[f32]>, i: usize| b.map_or(0.0, |b| b[i] as f64);
+                    let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
+                    let pre = |g: usize, u: usize| {
+                        let r = g * h + u;
+                        dot(&w_ih, r, &x) + bv(bi, r) + dot(&w_hh, r, &hp) + bv(bh, r)
+                    };
+                    let p = LstmStepPacked::new(h, input, &w_ih, &w_hh, bi, bh);
+                    let mut out = vec![(vec![9.0; h], vec![9.0; h]); 3];
+                    let [fast, plain, split] = &mut out[..] else {
+                        unreachable!()
+                    };
+                    p.step_threads(&x, &hp, &cp, &mut fast.0, &mut fast.1, 1);
+                    p.step_plain(&x, &hp, &cp, &mut plain.0, &mut plain.1);
+                    p.step_threads(&x, &hp, &cp, &mut split.0, &mut split.1, 2);
+                    assert_eq!(fast, split, "h={h} input={input}");
+                    for (u, &c0) in cp.iter().enumerate() {
+                        let c = sig(pre(1, u)) * c0 as f64 + sig(pre(0, u)) * pre(2, u).tanh();
+                        let hv = sig(pre(3, u)) * c.tanh();
+                        for (gh, gc) in [(fast.0[u], fast.1[u]), (plain.0[u], plain.1[u])] {
+                            assert!(
+                                (gh as f64 - hv).abs() < 1e-5 && (gc as f64 - c).abs() < 1e-5,
+                                "h={h} input={input} bias={bias} u={u}: {gh} {gc} vs {hv} {c}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }

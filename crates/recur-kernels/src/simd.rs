@@ -487,8 +487,9 @@ unsafe fn panel_dot(w: *const f32, v: *const f32, len: usize) -> (__m256, __m256
 ///
 /// # Safety
 /// The CPU has AVX2 and FMA; `w` holds the packed slices s0..s1 (`24 (input + h)` f32 each),
-/// `bias` `4 hp` f32 (hp = 8 × slices), `x` `input` f32, `h_prev` `h` f32 and `h_new` `h`
-/// writable f32, not overlapping `h_prev`.
+/// `bias` `4 hp` f32 (hp = 8 × slices), `x` `input` f32, `h_prev` `h` f32, and `h_new` points
+/// at unit `8 s0` of the new state with room for units `8 s0 .. min(8 s1, h)`, not overlapping
+/// `h_prev`.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gru_step_panels(
@@ -525,6 +526,91 @@ pub unsafe fn gru_step_panels(
         let hv = load(h_prev.add(u), rem);
         // (1 - z) n + z h
         let out = _mm256_fmadd_ps(zg, hv, _mm256_mul_ps(_mm256_sub_ps(one, zg), n));
-        store(h_new.add(u), out, rem);
+        store(h_new.add(u - 8 * s0), out, rem);
+    }
+}
+
+/// Four gate dot products of one LSTM slice (8 units): `w` holds `len` columns of 32 values
+/// (the i, f, g and o rows of the slice's units side by side), `v` the `len` values they
+/// multiply. Two columns per iteration into independent accumulators.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `w` holds `32 len` f32 and `v` holds `len`.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // one index into `acc`, `b` and the column
+unsafe fn panel_dot4(w: *const f32, v: *const f32, len: usize, acc: &mut [__m256; 4]) {
+    let z = _mm256_setzero_ps();
+    let mut b = [z; 4];
+    let mut k = 0;
+    while k + 2 <= len {
+        let (x0, x1) = (splat(*v.add(k)), splat(*v.add(k + 1)));
+        let p = w.add(32 * k);
+        for g in 0..4 {
+            acc[g] = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(8 * g)), x0, acc[g]);
+            b[g] = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(32 + 8 * g)), x1, b[g]);
+        }
+        k += 2;
+    }
+    if k < len {
+        let x0 = splat(*v.add(k));
+        let p = w.add(32 * k);
+        for g in 0..4 {
+            acc[g] = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(8 * g)), x0, acc[g]);
+        }
+    }
+    for g in 0..4 {
+        acc[g] = _mm256_add_ps(acc[g], b[g]);
+    }
+}
+
+/// One fused LSTM step for one row over the unit slices s0..s1 (see
+/// [`crate::lstm::LstmStepPacked`] for the layout): per slice of 8 units, the four gate
+/// products over x then h, then the cell while they are in registers, writing `h_new` and
+/// `c_new` for those units.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `w` holds the packed slices s0..s1 (`32 (input + h)` f32 each),
+/// `bias` `4 hp` f32 (hp = 8 × slices), `x` `input` f32, `h_prev` and `c_prev` `h` f32; `h_new`
+/// and `c_new` point at unit `8 s0` of the new state with room for units
+/// `8 s0 .. min(8 s1, h)`, and overlap none of the inputs.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn lstm_step_panels(
+    w: *const f32,
+    bias: *const f32,
+    input: usize,
+    h: usize,
+    s0: usize,
+    s1: usize,
+    x: *const f32,
+    h_prev: *const f32,
+    c_prev: *const f32,
+    h_new: *mut f32,
+    c_new: *mut f32,
+) {
+    let hp = h.div_ceil(8) * 8;
+    let stride = 32 * (input + h);
+    for s in s0..s1 {
+        let p = w.add(s * stride);
+        let u = 8 * s;
+        let rem = h - u;
+        let b = bias.add(u);
+        let mut acc = [
+            _mm256_loadu_ps(b),
+            _mm256_loadu_ps(b.add(hp)),
+            _mm256_loadu_ps(b.add(2 * hp)),
+            _mm256_loadu_ps(b.add(3 * hp)),
+        ];
+        panel_dot4(p, x, input, &mut acc);
+        panel_dot4(p.add(32 * input), h_prev, h, &mut acc);
+        let (i, f, g, o) = (
+            sigmoid8(acc[0]),
+            sigmoid8(acc[1]),
+            tanh8(acc[2]),
+            sigmoid8(acc[3]),
+        );
+        let c = _mm256_fmadd_ps(f, load(c_prev.add(u), rem), _mm256_mul_ps(i, g));
+        store(c_new.add(u - 8 * s0), c, rem);
+        store(h_new.add(u - 8 * s0), _mm256_mul_ps(o, tanh8(c)), rem);
     }
 }

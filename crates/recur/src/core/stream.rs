@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use recur_kernels::gemm::MatRef;
 use recur_kernels::gru::GruStepPacked;
 use recur_kernels::half::{CellKind, Format, HalfCell, HalfKind, HalfScratch};
+use recur_kernels::lstm::LstmStepPacked;
 use recur_kernels::packed::PackedB;
 use recur_kernels::Real;
 
@@ -69,11 +70,18 @@ enum Weights<T> {
         packed: Vec<StepWeights<T>>,
         /// Per layer: W_ihᵀ (in, G·H) packed once, for the input projection of every step.
         ih_t: Vec<PackedB<T>>,
-        /// Per layer: a GRU's weights packed for the fused one-row step (f32, batch 1); empty
-        /// otherwise, and then the two packed products above and the cell run instead.
-        fused: Vec<GruStepPacked>,
+        /// Per layer: a GRU's or an LSTM's (without projection) weights packed for the fused
+        /// one-row step (f32, batch 1); empty otherwise, and then the two packed products
+        /// above and the cell run instead.
+        fused: Vec<Fused>,
     },
     Half(Vec<HalfCell>),
+}
+
+/// One layer's weights packed for the fused one-row step.
+enum Fused {
+    Gru(GruStepPacked),
+    Lstm(LstmStepPacked),
 }
 
 /// A running state of a unidirectional [`Rnn`] for a batch of `B` streams.
@@ -195,21 +203,30 @@ impl<'m, T: Real> Stream<'m, T> {
                         pb
                     })
                     .collect(),
-                fused: if c.mode == Mode::Gru
+                fused: if (c.mode == Mode::Gru || (c.mode == Mode::Lstm && c.proj_size == 0))
                     && batch == 1
                     && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
                 {
                     (0..l)
                         .map(|k| {
                             let p = model.dir_params(k, 0);
-                            GruStepPacked::new(
+                            let args = (
                                 h,
                                 c.layer_input_size(k),
                                 f32_ref(p.w_ih),
                                 f32_ref(p.w_hh),
                                 p.b_ih.map(f32_ref),
                                 p.b_hh.map(f32_ref),
-                            )
+                            );
+                            if c.mode == Mode::Gru {
+                                Fused::Gru(GruStepPacked::new(
+                                    args.0, args.1, args.2, args.3, args.4, args.5,
+                                ))
+                            } else {
+                                Fused::Lstm(LstmStepPacked::new(
+                                    args.0, args.1, args.2, args.3, args.4, args.5,
+                                ))
+                            }
                         })
                         .collect()
                 } else {
@@ -388,9 +405,21 @@ impl<'m, T: Real> Stream<'m, T> {
                 (&mut self.c[l * b * h..(l + 1) * b * h], &mut self.c_new)
             };
             match &self.weights {
-                Weights::Full { fused, .. } if !fused.is_empty() => {
-                    fused[l].step(f32_ref(xin), f32_ref(h_prev), f32_mut(&mut self.h_new));
-                }
+                Weights::Full { fused, .. } if !fused.is_empty() => match &fused[l] {
+                    Fused::Gru(f) => {
+                        f.step(f32_ref(xin), f32_ref(h_prev), f32_mut(&mut self.h_new));
+                    }
+                    Fused::Lstm(f) => {
+                        f.step(
+                            f32_ref(xin),
+                            f32_ref(h_prev),
+                            f32_ref(c_prev),
+                            f32_mut(&mut self.h_new),
+                            f32_mut(c_new),
+                        );
+                        c_prev.copy_from_slice(c_new);
+                    }
+                },
                 Weights::Full { packed, ih_t, .. } => {
                     // gates (B, G·H) = x (B, in) · W_ihᵀ
                     let (b1, b2) = engine::biases(&d, &p);

@@ -1,5 +1,7 @@
-//! The fused one-row GRU step (batch 1, f32) against the plain step of a batch-2 stream fed the
-//! same input in both rows (the packed products and the cell kernel), over several steps.
+//! The fused one-row GRU and LSTM steps (batch 1, f32) against the plain step of a batch-2
+//! stream fed the same input in both rows (the packed products and the cell kernel), over
+//! several steps, on one thread and split between two (H = 210 with input 13 is large enough
+//! to split).
 
 use recur::{Rnn, RnnConfig, Stream};
 
@@ -9,15 +11,22 @@ fn input(t: usize, n: usize) -> Vec<f32> {
         .collect()
 }
 
-#[test]
-fn fused_gru_step_matches_the_plain_step() {
+fn check(lstm: bool) {
     for threads in [1, 2] {
         recur::set_num_threads(threads);
-        for h in [1, 3, 7, 8, 9, 15, 16, 17, 33, 100] {
+        for h in [1, 3, 7, 8, 9, 15, 16, 17, 33, 100, 210] {
             for inp in [1, 4, 13] {
+                if h > 100 && inp != 13 {
+                    continue;
+                }
                 for bias in [false, true] {
                     for layers in [1, 2] {
-                        let cfg = RnnConfig::gru(inp, h).bias(bias).num_layers(layers);
+                        let cfg = if lstm {
+                            RnnConfig::lstm(inp, h)
+                        } else {
+                            RnnConfig::gru(inp, h)
+                        };
+                        let cfg = cfg.bias(bias).num_layers(layers);
                         let m: Rnn<f32> = Rnn::new(cfg, (h * 7 + inp) as u64).unwrap();
                         let mut one = Stream::new(&m, 1).unwrap();
                         let mut two = Stream::new(&m, 2).unwrap();
@@ -42,6 +51,13 @@ fn fused_gru_step_matches_the_plain_step() {
                             for u in 0..h {
                                 assert!((ra[u] - rb[u]).abs() < 2e-5, "state layer {l} unit {u}");
                             }
+                            if lstm {
+                                let (ca, cb) = (sa.c.as_ref().unwrap(), sb.c.as_ref().unwrap());
+                                let (ra, rb) = (&ca.data()[l * h..], &cb.data()[2 * l * h..]);
+                                for u in 0..h {
+                                    assert!((ra[u] - rb[u]).abs() < 2e-5, "c layer {l} unit {u}");
+                                }
+                            }
                         }
                     }
                 }
@@ -49,4 +65,11 @@ fn fused_gru_step_matches_the_plain_step() {
         }
     }
     recur::set_num_threads(1);
+}
+
+#[test]
+fn fused_gru_and_lstm_steps_match_the_plain_step() {
+    // One test: both change the process-wide thread count.
+    check(false);
+    check(true);
 }
