@@ -220,15 +220,18 @@ impl ModelOpts {
         Ok(o)
     }
 
-    /// An error if a cell variant flag was given to a task whose model does not take them
-    /// (`what` names the model).
-    pub fn refuse_cell_options(&self, what: &str) -> Result<(), String> {
-        if self.cell_options()? != recur::core::config::CellOptions::default() {
-            return Err(format!(
-                "--gru-linear-before-reset, --peepholes, --input-forget, --cell-clip, --activations: {what} uses PyTorch's cells only"
-            ));
+    /// [`ModelOpts::cell_options`] for a model with layer normalization on or off
+    /// (`layer_norm`, the value of `--layer-norm`): a GRU whose reset gate comes before the
+    /// recurrent product cannot be normalized, and the error says how to choose.
+    pub fn cell_options_with_layer_norm(
+        &self,
+        layer_norm: bool,
+    ) -> Result<recur::core::config::CellOptions, String> {
+        let o = self.cell_options()?;
+        if layer_norm && !o.linear_before_reset {
+            return Err("--gru-linear-before-reset false: layer normalization (--layer-norm, on by default in recur train lm) normalizes the recurrent product, which the reset gate sits inside of here; add --layer-norm=false, or keep the reset gate after the product (--gru-linear-before-reset true)".into());
         }
-        Ok(())
+        Ok(o)
     }
 
     /// The cell as the library names it.

@@ -360,7 +360,8 @@ impl LmTask {
     pub fn new(a: &LmArgs, log: &mut Log) -> Result<LmTask, String> {
         let m = &a.model;
         m.refuse_missing("a language model", true, false)?;
-        m.refuse_cell_options("a language model")?;
+        // Checked before the data is read: the flags against the cell.
+        m.cell_options()?;
         limits::check_model(
             m,
             &[("--seq-len", a.seq_len), ("--batch-size", a.batch_size)],
@@ -447,6 +448,7 @@ impl LmTask {
             .num_layers(a.model.num_layers)
             .dropout(a.model.dropout);
         config.regular = a.regular.lm()?;
+        config.cell_options = m.cell_options_with_layer_norm(config.regular.layer_norm)?;
         config.validate().map_err(|e| e.to_string())?;
         let model: CharLm<f32> =
             CharLm::new(config.clone(), a.opts.seed).map_err(|e| e.to_string())?;

@@ -543,8 +543,8 @@ impl Seq2SeqTask {
     /// Reads the data and builds the model; prints what it read.
     pub fn new(a: &Seq2SeqArgs, log: &mut Log) -> Result<Seq2SeqTask, String> {
         let mode: Mode = a.model.mode();
-        a.model
-            .refuse_cell_options("a sequence-to-sequence model")?;
+        // Checked before the data is read: the flags against the cell.
+        a.model.cell_options()?;
         let attention: Attention = a
             .attention
             .parse()
@@ -691,6 +691,9 @@ impl Seq2SeqTask {
             .dropout(a.model.dropout)
             .attention(attention);
         config.regular = a.regular.seq("seq2seq", true, a.model.bidirectional)?;
+        config.cell_options = a
+            .model
+            .cell_options_with_layer_norm(config.regular.layer_norm)?;
         let model: Seq2Seq<f32> = Seq2Seq::new(config.clone(), a.opts.seed).map_err(|e| {
             if a.model.bidirectional && !a.model.hidden_size.is_multiple_of(2) {
                 format!(

@@ -306,6 +306,34 @@ fn language_models_stream_through_their_exported_states() {
     let m = train(&dir, "word_gru", &a);
     assert_eq!(config_layers(&m), 3);
     lm_case(&dir, "lm_word_gru", &m, false);
+    // The cell variants become the ONNX attributes (P, input_forget, clip, activations,
+    // linear_before_reset = 0), the state streaming through them as before.
+    let mut a = vec!["lm"];
+    a.extend_from_slice(&common);
+    a.extend_from_slice(&[
+        "--layer-norm=false",
+        "--num-layers",
+        "2",
+        "--peepholes",
+        "--input-forget",
+        "--cell-clip",
+        "1.5",
+    ]);
+    let m = train(&dir, "lstm_peepholes", &a);
+    lm_case(&dir, "lm_char_lstm_peepholes_coupled_clip", &m, true);
+    let mut a = vec!["lm"];
+    a.extend_from_slice(&common);
+    a.extend_from_slice(&[
+        "--layer-norm=false",
+        "--cell",
+        "gru",
+        "--gru-linear-before-reset",
+        "false",
+        "--activations",
+        "hard_sigmoid:0.3,0.45/softsign",
+    ]);
+    let m = train(&dir, "gru_reset_before", &a);
+    lm_case(&dir, "lm_char_gru_reset_before_activations", &m, false);
     // Layer normalization inside the cells (the default) has no ONNX operator: refused, with
     // the reason and what to do.
     let mut a = vec!["lm"];
@@ -912,6 +940,32 @@ fn seq2seq_models_export_an_encoder_and_a_decoder_step() {
         (
             "seq2seq_rnn_none",
             &["--cell", "rnn_tanh", "--attention", "none"][..],
+        ),
+        // The cell variants in both graphs: peepholes and clip in a bidirectional encoder
+        // and its decoder; a GRU with the reset gate before the product and other functions.
+        (
+            "seq2seq_bilstm_peepholes_clip",
+            &[
+                "--cell",
+                "lstm",
+                "--bidirectional=true",
+                "--peepholes",
+                "--cell-clip",
+                "2",
+            ][..],
+        ),
+        (
+            "seq2seq_gru_reset_before_activations",
+            &[
+                "--cell",
+                "gru",
+                "--attention",
+                "dot",
+                "--gru-linear-before-reset",
+                "false",
+                "--activations",
+                "hard_sigmoid:0.3,0.45/elu:0.8",
+            ][..],
         ),
     ] {
         let mut a = common.to_vec();

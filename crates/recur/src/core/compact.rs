@@ -122,8 +122,10 @@ impl<T: Real> Rnn<T> {
         let c = self.config().clone();
         if crate::core::regular::applies(&c, false) {
             return Err(Error::Config(format!(
-                "{precision} weights are for layers without layer norm or zoneout: retrain the \
-                 model without them (recur train: --layer-norm=false, no --zoneout)"
+                "{precision} weights are for PyTorch's cells without layer norm or zoneout: \
+                 run this model in f32, or retrain it without them (recur train: \
+                 --layer-norm=false, no --zoneout, none of --peepholes, --input-forget, \
+                 --cell-clip, --activations, --gru-linear-before-reset false)"
             )));
         }
         let nd = c.num_directions();

@@ -37,7 +37,7 @@
 //! assert_eq!(out.len(), 10);
 //! ```
 
-use crate::core::config::{Mode, RnnConfig};
+use crate::core::config::{CellOptions, Mode, RnnConfig};
 use crate::core::regular::{LayerMasks, Masks};
 use crate::core::rnn::{Dropout, Rnn, State};
 use crate::core::stream::Stream;
@@ -130,6 +130,9 @@ pub struct CharLmConfig {
     pub dropout: f64,
     /// The regularizers beyond dropout (all off by default).
     pub regular: LmRegularizers,
+    /// The cell variants of the recurrent stack (PyTorch's cells by default; in
+    /// `config.json` under `"cell_options"`, written only when not the default).
+    pub cell_options: CellOptions,
 }
 
 fn is_zero(x: &f64) -> bool {
@@ -171,6 +174,8 @@ struct CharLmConfigJson {
     ar: f64,
     #[serde(default, skip_serializing_if = "is_zero")]
     tar: f64,
+    #[serde(default, skip_serializing_if = "CellOptions::is_default")]
+    cell_options: CellOptions,
 }
 
 impl From<CharLmConfigJson> for CharLmConfig {
@@ -193,6 +198,7 @@ impl From<CharLmConfigJson> for CharLmConfig {
                 ar: j.ar,
                 tar: j.tar,
             },
+            cell_options: j.cell_options,
         }
     }
 }
@@ -216,6 +222,7 @@ impl From<CharLmConfig> for CharLmConfigJson {
             embed_dropout: r.embed_dropout,
             ar: r.ar,
             tar: r.tar,
+            cell_options: c.cell_options,
         }
     }
 }
@@ -281,7 +288,13 @@ impl CharLmConfig {
             num_layers: 2,
             dropout: 0.0,
             regular: LmRegularizers::default(),
+            cell_options: CellOptions::default(),
         }
+    }
+    /// Sets the cell variants of the recurrent stack ([`CellOptions`]).
+    pub fn cell_options(mut self, o: CellOptions) -> Self {
+        self.cell_options = o;
+        self
     }
     /// Sets `embed_size`.
     pub fn embed_size(mut self, n: usize) -> Self {
@@ -350,6 +363,7 @@ impl CharLmConfig {
             .zoneout(r.zoneout)
             .weight_drop(r.weight_drop)
             .locked_dropout(r.locked_dropout)
+            .cell_options(self.cell_options.clone())
     }
 
     /// The configuration as a JSON object: `{"model": "char_lm", "cell": "lstm",

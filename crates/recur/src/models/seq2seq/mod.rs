@@ -40,7 +40,7 @@ mod metrics;
 pub use decode::{BeamOptions, Hypothesis};
 pub use metrics::{levenshtein, ErrorCounts};
 
-use crate::core::config::{Mode, RnnConfig};
+use crate::core::config::{activation_count, CellOptions, Mode, RnnConfig};
 use crate::core::rnn::{Dropout, Output, Rnn, State, Tape};
 use crate::core::tensor::Tensor;
 use crate::data::TokenVocab;
@@ -156,6 +156,11 @@ pub struct Seq2SeqConfig {
     /// it is on.
     #[serde(flatten)]
     pub regular: LmRegularizers,
+    /// The cell variants of the encoder and the decoder (PyTorch's cells by default; in
+    /// `config.json` under `"cell_options"`, written only when not the default). Both use
+    /// the same activation functions: one set, as many as the cell takes.
+    #[serde(default, skip_serializing_if = "CellOptions::is_default")]
+    pub cell_options: CellOptions,
 }
 
 impl Seq2SeqConfig {
@@ -175,7 +180,13 @@ impl Seq2SeqConfig {
             bos_id: TokenVocab::BOS,
             eos_id: TokenVocab::EOS,
             regular: LmRegularizers::default(),
+            cell_options: CellOptions::default(),
         }
+    }
+    /// Sets the cell variants of the encoder and the decoder ([`CellOptions`]).
+    pub fn cell_options(mut self, o: CellOptions) -> Self {
+        self.cell_options = o;
+        self
     }
     /// Sets `embed_size`.
     pub fn embed_size(mut self, n: usize) -> Self {
@@ -263,6 +274,16 @@ impl Seq2SeqConfig {
                 return bad(format!("{name} must be a number >= 0, got {x}"));
             }
         }
+        let (n, k) = (
+            activation_count(self.mode),
+            self.cell_options.activations.len(),
+        );
+        if k != 0 && k != n {
+            return bad(format!(
+                "activations: the encoder and the decoder share one set, and a {} takes {n} function(s), got {k}",
+                self.mode
+            ));
+        }
         self.encoder_config().validate()?;
         self.decoder_config().validate()
     }
@@ -283,6 +304,7 @@ impl Seq2SeqConfig {
                 .bidirectional(self.bidirectional),
             &self.regular,
         )
+        .cell_options(self.cell_options.clone())
     }
 
     /// The decoder: `nn.<cell>(embed_size, hidden_size, num_layers, dropout)`, time-major.
@@ -293,6 +315,7 @@ impl Seq2SeqConfig {
                 .dropout(self.dropout),
             &self.regular,
         )
+        .cell_options(self.cell_options.clone())
     }
 
     /// The configuration as a JSON object: `{"model": "seq2seq", "cell": "lstm",
@@ -1440,6 +1463,11 @@ impl<T: Real> Seq2Seq<T> {
             // the configuration.
             if r.config().regular.layer_norm == want.regular.layer_norm {
                 r.set_regularizers(want.regular.clone())?;
+            }
+            // So are the cell variants other than peepholes.
+            if r.config().cell.peepholes == want.cell.peepholes && r.config().cell != want.cell {
+                let cfg = r.config().clone().cell_options(want.cell.clone());
+                r = Rnn::from_params(cfg, r.params().to_vec())?;
             }
             if *r.config() != want {
                 return Err(misfit(format!(
