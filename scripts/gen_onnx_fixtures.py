@@ -379,7 +379,7 @@ def glue_cases():
 
 
 def loop_cases():
-    """Loop (a for loop with outer-scope names, a while loop), ReverseSequence, ReduceProd, And,
+    """Loop (a for loop with outer-scope names, a while loop, a GRU node in a body), ReverseSequence, ReduceProd, And,
     Or, Xor: the operators of tf2onnx's Keras graphs (scripts/gen_keras_fixtures.py)."""
     rng = np.random.default_rng(11)
     f = lambda *s: rng.standard_normal(s).astype(np.float32)
@@ -406,6 +406,15 @@ def loop_cases():
     glue_case("glue_loop_while", [N("Loop", ["", "go", "k0"], ["k", "ks"], body=wbody)],
               [vi("k0", I64, [1]), vi("limit", I64, [1])], {"k0": np.array([2], np.int64), "limit": np.array([6], np.int64)},
               ["k", "ks"], inits=[c("go", np.array(True))])
+    # A recurrent node inside a body: a GRU over the outer X, from the carried state, 3 times.
+    gbody = helper.make_graph(
+        [N("GRU", ["X", "W", "R", "B", "", "h_in"], ["", "h_out"], hidden_size=3, linear_before_reset=1),
+         N("Identity", ["h_out"], ["h_scan"]), N("Identity", ["cond_in"], ["cond_out"])],
+        "gru_body", [vi("it", I64, []), vi("cond_in", B, []), vi("h_in", F, [1, 2, 3])],
+        [vi("cond_out", B, []), vi("h_out", F, [1, 2, 3]), vi("h_scan", F, [1, 2, 3])])
+    glue_case("glue_loop_gru", [N("Loop", ["m", "", "h0"], ["h", "hs"], body=gbody)],
+              [vi("X", F, [4, 2, 5]), vi("h0", F, [1, 2, 3])], {"X": f(4, 2, 5), "h0": f(1, 2, 3)}, ["h", "hs"],
+              inits=[c("m", np.array(3, np.int64)), c("W", f(1, 9, 5) * 0.5), c("R", f(1, 9, 3) * 0.5), c("B", f(1, 18) * 0.5)])
     glue_case("glue_reverse_sequence", [N("ReverseSequence", ["x", "l"], ["y"], time_axis=0, batch_axis=1),
                                         N("ReverseSequence", ["x2", "l2"], ["y2"], time_axis=1, batch_axis=0)],
               [vi("x", F, [4, 3, 2]), vi("l", I64, [3]), vi("x2", F, [3, 4, 2]), vi("l2", I64, [3])],

@@ -203,10 +203,14 @@ impl Model {
                 self.run_loop(ctx, node, &args, scope, *held)?
             } else if let Some(cell) = Cell::from_op(&node.op) {
                 if top {
-                    match &self.rec[k] {
-                        Some(attrs) => self.run_recurrent(k, node, attrs, &args, ctx.feeds)?,
-                        None => unreachable!("attributes of every recurrent node are read"),
-                    }
+                    let attrs = self.rec.get(k).and_then(|a| a.as_ref()).ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "{}: {}: the node's attributes were not read",
+                            self.source,
+                            node.label()
+                        ))
+                    })?;
+                    self.run_recurrent(k, node, attrs, &args, ctx.feeds)?
                 } else {
                     // Inside a body: the attributes were checked at load time; no cached layer.
                     let attrs = Attrs::from_node(node, cell, self.graph.opset)
