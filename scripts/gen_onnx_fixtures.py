@@ -17,7 +17,9 @@ References (meta.json "reference"):
   "onnx.reference"     onnx's reference evaluator (double-precision GRU/RNN, which ORT lacks);
   torch exports are run by ONNX Runtime, and PyTorch's own outputs must agree.
 
-Usage: python3 scripts/gen_onnx_fixtures.py  (onnx, onnxruntime, torch, safetensors installed)
+Usage: python3 scripts/gen_onnx_fixtures.py  (onnx, onnxruntime, torch, safetensors installed;
+`--no-torch` leaves out the torch exports, `--loop-only` writes only the Loop, ReverseSequence,
+ReduceProd and And/Or/Xor cases). The cases keras_* are scripts/gen_keras_fixtures.py's.
 """
 import json
 import os
@@ -376,12 +378,70 @@ def glue_cases():
               [vi("x", F, [2, 3, 4])], {"x": f(2, 3, 4)}, ["s", "q", "rm", "a", "b"], opset=11)
 
 
+def loop_cases():
+    """Loop (a for loop with outer-scope names, a while loop, a GRU node in a body), ReverseSequence, ReduceProd, And,
+    Or, Xor: the operators of tf2onnx's Keras graphs (scripts/gen_keras_fixtures.py)."""
+    rng = np.random.default_rng(11)
+    f = lambda *s: rng.standard_normal(s).astype(np.float32)
+    vi = lambda n, t, s: helper.make_tensor_value_info(n, t, s)
+    F, I64, B = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
+    c = lambda n, v: numpy_helper.from_array(np.asarray(v), n)
+    N = helper.make_node
+    # for i in 0..M: acc = acc + x * i (x from the enclosing graph); scan outputs 2 * acc and i.
+    body = helper.make_graph(
+        [N("Cast", ["i"], ["fi"], to=F), N("Mul", ["x", "fi"], ["xi"]), N("Add", ["acc_in", "xi"], ["acc_out"]),
+         N("Mul", ["acc_out", "two"], ["twice"]), N("Identity", ["cond_in"], ["cond_out"]), N("Identity", ["i"], ["i_out"])],
+        "for_body", [vi("i", I64, []), vi("cond_in", B, []), vi("acc_in", F, [2, 3])],
+        [vi("cond_out", B, []), vi("acc_out", F, [2, 3]), vi("twice", F, [2, 3]), vi("i_out", I64, [])],
+        initializer=[c("two", np.array(2.0, np.float32))])
+    glue_case("glue_loop_for", [N("Loop", ["m", "", "acc0"], ["acc", "twices", "iters"], body=body)],
+              [vi("x", F, [2, 3]), vi("acc0", F, [2, 3])], {"x": f(2, 3), "acc0": f(2, 3)}, ["acc", "twices", "iters"],
+              inits=[c("m", np.array(4, np.int64))])
+    # while cond: k = k + 1; cond = k < limit (limit from the enclosing graph); scan out k.
+    wbody = helper.make_graph(
+        [N("Add", ["k_in", "one"], ["k_out"]), N("Less", ["k_out", "limit"], ["cond_out"]), N("Identity", ["k_out"], ["k_scan"])],
+        "while_body", [vi("it", I64, []), vi("cond_in", B, []), vi("k_in", I64, [1])],
+        [vi("cond_out", B, [1]), vi("k_out", I64, [1]), vi("k_scan", I64, [1])],
+        initializer=[c("one", np.array([1], np.int64))])
+    glue_case("glue_loop_while", [N("Loop", ["", "go", "k0"], ["k", "ks"], body=wbody)],
+              [vi("k0", I64, [1]), vi("limit", I64, [1])], {"k0": np.array([2], np.int64), "limit": np.array([6], np.int64)},
+              ["k", "ks"], inits=[c("go", np.array(True))])
+    # A recurrent node inside a body: a GRU over the outer X, from the carried state, 3 times.
+    gbody = helper.make_graph(
+        [N("GRU", ["X", "W", "R", "B", "", "h_in"], ["", "h_out"], hidden_size=3, linear_before_reset=1),
+         N("Identity", ["h_out"], ["h_scan"]), N("Identity", ["cond_in"], ["cond_out"])],
+        "gru_body", [vi("it", I64, []), vi("cond_in", B, []), vi("h_in", F, [1, 2, 3])],
+        [vi("cond_out", B, []), vi("h_out", F, [1, 2, 3]), vi("h_scan", F, [1, 2, 3])])
+    glue_case("glue_loop_gru", [N("Loop", ["m", "", "h0"], ["h", "hs"], body=gbody)],
+              [vi("X", F, [4, 2, 5]), vi("h0", F, [1, 2, 3])], {"X": f(4, 2, 5), "h0": f(1, 2, 3)}, ["h", "hs"],
+              inits=[c("m", np.array(3, np.int64)), c("W", f(1, 9, 5) * 0.5), c("R", f(1, 9, 3) * 0.5), c("B", f(1, 18) * 0.5)])
+    glue_case("glue_reverse_sequence", [N("ReverseSequence", ["x", "l"], ["y"], time_axis=0, batch_axis=1),
+                                        N("ReverseSequence", ["x2", "l2"], ["y2"], time_axis=1, batch_axis=0)],
+              [vi("x", F, [4, 3, 2]), vi("l", I64, [3]), vi("x2", F, [3, 4, 2]), vi("l2", I64, [3])],
+              {"x": f(4, 3, 2), "l": np.array([4, 1, 3], np.int64), "x2": f(3, 4, 2), "l2": np.array([2, 4, 1], np.int64)}, ["y", "y2"])
+    glue_case("glue_bool_reduceprod", [N("And", ["a", "b"], ["and"]), N("Or", ["a", "b"], ["or"]), N("Xor", ["a", "b"], ["xor"]),
+                                       N("ReduceProd", ["x", "ax"], ["p"], keepdims=0), N("ReduceProd", ["x"], ["pall"]),
+                                       N("Shape", ["x"], ["s"]), N("ReduceProd", ["s"], ["n"], keepdims=1)],
+              [vi("a", B, [2, 3]), vi("b", B, [3]), vi("x", F, [2, 3, 4])],
+              {"a": np.array([[1, 0, 1], [0, 0, 1]], bool), "b": np.array([1, 1, 0], bool), "x": f(2, 3, 4)},
+              ["and", "or", "xor", "p", "pall", "n"], inits=[c("ax", np.array([1], np.int64))])
+
+
 def main():
+    if "--loop-only" in sys.argv:
+        # Only the cases of loop_cases(); the others stay as they are.
+        loop_cases()
+        print(f"wrote {len(written)} cases to {os.path.normpath(ROOT)}")
+        return
+    # The Keras cases (keras_*) come from scripts/gen_keras_fixtures.py and stay.
     if os.path.exists(ROOT):
-        shutil.rmtree(ROOT)
-    os.makedirs(ROOT)
+        for d in os.listdir(ROOT):
+            if not d.startswith("keras_"):
+                shutil.rmtree(os.path.join(ROOT, d))
+    os.makedirs(ROOT, exist_ok=True)
     recurrent_cases()
     glue_cases()
+    loop_cases()
     if "--no-torch" not in sys.argv:
         torch_cases()
     print(f"wrote {len(written)} cases to {os.path.normpath(ROOT)}")

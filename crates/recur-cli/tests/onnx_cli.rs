@@ -160,6 +160,42 @@ fn generated_onnx_fixtures_pass_through_recur_forward() {
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
+/// The Keras models of scripts/gen_keras_fixtures.py through `recur forward`, against Keras's
+/// own output and ONNX Runtime's, at recur's f32 forward tolerance.
+#[test]
+fn keras_models_pass_through_recur_forward() {
+    use recur::core::tolerance::F32_FORWARD;
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(fixtures().join("cases"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("keras_")
+        })
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 14, "{} Keras cases", cases.len());
+    let mut bad = Vec::new();
+    for c in &cases {
+        let name = c.file_name().unwrap().to_string_lossy().to_string();
+        for reference in ["expected.safetensors", "expected_keras.safetensors"] {
+            let (b, rel) = run_case(
+                &c.join("model.onnx"),
+                &c.join("inputs.safetensors"),
+                &c.join(reference),
+                &format!("{name}-{reference}"),
+                F32_FORWARD.abs,
+                F32_FORWARD.rel,
+            );
+            println!("{name} against {reference}: worst relative error {rel:.1e}");
+            bad.extend(b);
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
 #[test]
 fn bad_onnx_files_give_one_line_and_status_2() {
     let model = fixtures().join("node/test_lstm_defaults/model.onnx");

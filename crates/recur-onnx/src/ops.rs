@@ -10,6 +10,7 @@ use std::sync::Arc;
 pub const SUPPORTED: &[&str] = &[
     "Abs",
     "Add",
+    "And",
     "Cast",
     "Concat",
     "Constant",
@@ -31,11 +32,14 @@ pub const SUPPORTED: &[&str] = &[
     "Mul",
     "Neg",
     "Not",
+    "Or",
     "Range",
     "ReduceMean",
+    "ReduceProd",
     "ReduceSum",
     "Relu",
     "Reshape",
+    "ReverseSequence",
     "Shape",
     "Sigmoid",
     "Slice",
@@ -48,6 +52,7 @@ pub const SUPPORTED: &[&str] = &[
     "Transpose",
     "Unsqueeze",
     "Where",
+    "Xor",
 ];
 
 /// Whether `op` is one of [`SUPPORTED`].
@@ -225,6 +230,29 @@ pub fn run(node: &Node, args: Args<'_>, opset: i64) -> Result<Vec<Option<Value>>
             )?;
             one(Value::int(DType::Bool, v.shape.clone(), v.to_i64()))
         }
+        "And" | "Or" | "Xor" => {
+            let (a, b) = (arg(node, args, 0)?, arg(node, args, 1)?);
+            for v in [a, b] {
+                if v.dtype != DType::Bool {
+                    return Err(err(
+                        node,
+                        format!("inputs must be bool tensors, got {}", v.dtype.name()),
+                    ));
+                }
+            }
+            let f: fn(bool, bool) -> bool = match node.op.as_str() {
+                "And" => |x, y| x && y,
+                "Or" => |x, y| x || y,
+                _ => |x, y| x != y,
+            };
+            let v = binary(node, a, b, |_, _| 0.0, |x, y| Ok(f(x != 0, y != 0) as i64))?;
+            one(Value::int(DType::Bool, v.shape.clone(), v.to_i64()))
+        }
+        "ReverseSequence" => one(reverse_sequence(
+            node,
+            arg(node, args, 0)?,
+            arg(node, args, 1)?,
+        )?),
         "Where" => {
             let (c, a, b) = (
                 arg(node, args, 0)?,
@@ -404,7 +432,7 @@ pub fn run(node: &Node, args: Args<'_>, opset: i64) -> Result<Vec<Option<Value>>
             })
         }
         "Softmax" | "LogSoftmax" => one(softmax(node, arg(node, args, 0)?, opset)?),
-        "ReduceSum" | "ReduceMean" => one(reduce(node, args, opset)?),
+        "ReduceSum" | "ReduceMean" | "ReduceProd" => one(reduce(node, args, opset)?),
         other => Err(Error::Unsupported(format!(
             "{}: operator {other} is not supported",
             node.label()
@@ -1191,6 +1219,27 @@ fn reduce(node: &Node, args: Args<'_>, opset: i64) -> Result<Value> {
     }
     let idx = bcast_index(&out_shape, &x.shape);
     let n_out: usize = out_shape.iter().product();
+    if node.op == "ReduceProd" {
+        // Integers multiply exactly (wrapping as in two's complement), floats in f64.
+        let shape = reduced_shape(&x.shape, &out_shape, &axes, keep);
+        return Ok(match &x.data {
+            Data::Int(d) => {
+                let mut acc = vec![1i64; n_out];
+                for (k, &o) in idx.iter().enumerate() {
+                    acc[o] = acc[o].wrapping_mul(d[k]);
+                }
+                Value::int(x.dtype, shape, acc)
+            }
+            _ => {
+                let v = x.to_f64();
+                let mut acc = vec![1.0; n_out];
+                for (k, &o) in idx.iter().enumerate() {
+                    acc[o] *= v[k];
+                }
+                Value::float(x.dtype, shape, acc)
+            }
+        });
+    }
     let v = x.to_f64();
     let mut acc = vec![0.0; n_out];
     for (k, &o) in idx.iter().enumerate() {
@@ -1202,18 +1251,82 @@ fn reduce(node: &Node, args: Args<'_>, opset: i64) -> Result<Value> {
             *a /= cnt.max(1) as f64;
         }
     }
-    let shape = if keep {
-        out_shape
+    let shape = reduced_shape(&x.shape, &out_shape, &axes, keep);
+    Ok(match x.dtype {
+        t if t.is_float() => Value::float(t, shape, acc),
+        t => Value::int(t, shape, acc.iter().map(|&v| v as i64).collect()),
+    })
+}
+
+/// The shape of a reduction: the kept axes as 1 (`keep`) or dropped.
+fn reduced_shape(shape: &[usize], kept: &[usize], axes: &[usize], keep: bool) -> Vec<usize> {
+    if keep {
+        kept.to_vec()
     } else {
-        x.shape
+        shape
             .iter()
             .enumerate()
             .filter(|(k, _)| !axes.contains(k))
             .map(|(_, &d)| d)
             .collect()
-    };
-    Ok(match x.dtype {
-        t if t.is_float() => Value::float(t, shape, acc),
-        t => Value::int(t, shape, acc.iter().map(|&v| v as i64).collect()),
-    })
+    }
+}
+
+/// ONNX `ReverseSequence` (opset 10): along `time_axis` (0 or 1), the first
+/// `sequence_lens[b]` elements of each batch entry `b` (along `batch_axis`, the other one)
+/// reversed, the rest copied.
+fn reverse_sequence(node: &Node, x: &Value, lens: &Value) -> Result<Value> {
+    let time_axis = node.int("time_axis")?.unwrap_or(0);
+    let batch_axis = node.int("batch_axis")?.unwrap_or(1);
+    if !matches!((time_axis, batch_axis), (0, 1) | (1, 0)) {
+        return Err(err(
+            node,
+            format!(
+                "time_axis {time_axis} and batch_axis {batch_axis}: ONNX allows 0 and 1, one each"
+            ),
+        ));
+    }
+    if x.shape.len() < 2 {
+        return Err(err(
+            node,
+            format!(
+                "input has shape {}; it needs rank 2 or more",
+                fmt_shape(&x.shape)
+            ),
+        ));
+    }
+    let (t_ax, b_ax) = (time_axis as usize, batch_axis as usize);
+    let (steps, batch) = (x.shape[t_ax], x.shape[b_ax]);
+    let l = lens.ints("ReverseSequence sequence_lens")?;
+    if lens.shape != [batch] {
+        return Err(err(
+            node,
+            format!(
+                "sequence_lens has shape {}, expected ({batch}) for an input of shape {}",
+                fmt_shape(&lens.shape),
+                fmt_shape(&x.shape)
+            ),
+        ));
+    }
+    if let Some(&bad) = l.iter().find(|&&v| v < 0 || v as usize > steps) {
+        return Err(err(
+            node,
+            format!("sequence length {bad} is outside 0..={steps} (the time axis)"),
+        ));
+    }
+    // The elements of one (time, batch) position are contiguous: the axes after both.
+    let inner: usize = x.shape[2..].iter().product();
+    let st = strides(&x.shape);
+    let mut idx = Vec::with_capacity(x.len());
+    // Output position (i0, i1, rest) reads from the same position with time reversed.
+    for i0 in 0..x.shape[0] {
+        for i1 in 0..x.shape[1] {
+            let (t, b) = if t_ax == 0 { (i0, i1) } else { (i1, i0) };
+            let n = l[b] as usize;
+            let src_t = if t < n { n - 1 - t } else { t };
+            let base = src_t * st[t_ax] + b * st[b_ax];
+            idx.extend(base..base + inner);
+        }
+    }
+    Ok(gather_flat(x, x.shape.clone(), &idx))
 }

@@ -1,8 +1,9 @@
 //! The subset of `onnx.proto` (IR version ≤ 11) that recur reads and writes, as `prost`
 //! messages. Field numbers follow the ONNX specification; fields recur does not use are not
-//! declared, so the decoder skips them. Sub-graphs (`If`, `Loop`, `Scan` bodies) are not
-//! declared either: no operator recur runs takes one, and leaving them out keeps the decoder
-//! free of recursion.
+//! declared, so the decoder skips them. A graph attribute (`AttributeProto.g`: the body of a
+//! `Loop`) nests a `GraphProto` in a node; prost bounds the nesting of messages it decodes (its
+//! recursion limit of 100), and the reader allows at most
+//! [`MAX_GRAPH_DEPTH`](crate::reader::MAX_GRAPH_DEPTH) nested graphs.
 
 /// `TensorProto.DataType`
 pub mod data_type {
@@ -114,6 +115,8 @@ pub struct AttributeProto {
     pub s: Vec<u8>,
     #[prost(message, optional, tag = "5")]
     pub t: Option<TensorProto>,
+    #[prost(message, optional, boxed, tag = "6")]
+    pub g: Option<Box<GraphProto>>,
     #[prost(float, repeated, tag = "7")]
     pub floats: Vec<f32>,
     #[prost(int64, repeated, tag = "8")]

@@ -14,6 +14,9 @@ pub const MAX_FILE_BYTES: usize = (1 << 31) - 1;
 /// The opsets of the default domain that recur runs.
 pub const OPSETS: std::ops::RangeInclusive<i64> = 7..=22;
 
+/// How deeply graphs may nest (a `Loop` body is one level below the graph that holds it).
+pub const MAX_GRAPH_DEPTH: usize = 8;
+
 /// An attribute value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Attr {
@@ -24,6 +27,8 @@ pub enum Attr {
     Floats(Vec<f32>),
     Ints(Vec<i64>),
     Strs(Vec<String>),
+    /// A sub-graph (the body of a `Loop`).
+    Graph(Box<Graph>),
 }
 
 impl Attr {
@@ -36,12 +41,13 @@ impl Attr {
             Attr::Floats(_) => "a list of floats",
             Attr::Ints(_) => "a list of ints",
             Attr::Strs(_) => "a list of strings",
+            Attr::Graph(_) => "a graph",
         }
     }
 }
 
 /// A node of the graph.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Node {
     /// The node's name (may be empty).
     pub name: String,
@@ -131,6 +137,14 @@ impl Node {
             Some(a) => Err(self.bad_type(name, "a tensor", a)),
         }
     }
+    /// A graph attribute.
+    pub fn graph(&self, name: &str) -> Result<Option<&Graph>> {
+        match self.attrs.get(name) {
+            None => Ok(None),
+            Some(Attr::Graph(g)) => Ok(Some(g)),
+            Some(a) => Err(self.bad_type(name, "a graph", a)),
+        }
+    }
     /// Input `k` if present and non-empty.
     pub fn input(&self, k: usize) -> Option<&str> {
         self.inputs
@@ -150,7 +164,7 @@ pub enum Dim {
 }
 
 /// A graph input or output as the graph declares it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct IoInfo {
     pub name: String,
     /// The element type; `None` if not declared or not a tensor type recur handles.
@@ -182,8 +196,9 @@ impl IoInfo {
     }
 }
 
-/// A decoded and checked model: the main graph, flattened.
-#[derive(Clone, Debug)]
+/// A decoded and checked model: the main graph, or a sub-graph (a `Loop` body, whose inputs
+/// and outputs are the body's and which may use names of the graphs around it).
+#[derive(Clone, Debug, PartialEq)]
 pub struct Graph {
     /// The default domain's opset.
     pub opset: i64,
@@ -242,6 +257,19 @@ pub fn read_model(bytes: &[u8], source: &str) -> Result<Graph> {
             OPSETS.end()
         )));
     }
+    read_graph(&g, opset, m.ir_version, m.producer_name, source, 0)
+}
+
+/// Reads one graph (the model's, or a sub-graph `depth` levels below it).
+fn read_graph(
+    g: &proto::GraphProto,
+    opset: i64,
+    ir_version: i64,
+    producer: String,
+    source: &str,
+    depth: usize,
+) -> Result<Graph> {
+    let bad = |m: String| Error::Malformed(format!("{source}: {m}"));
     let mut initializers = HashMap::new();
     for t in &g.initializer {
         if t.name.is_empty() {
@@ -288,8 +316,26 @@ pub fn read_model(bytes: &[u8], source: &str) -> Result<Graph> {
         }
         let mut attrs = HashMap::new();
         for a in &n.attribute {
-            let v =
-                attr_value(a).map_err(|e| bad(format!("{label}: attribute '{}': {e}", a.name)))?;
+            let v = match (&a.g, a.r#type) {
+                (Some(sub), 0 | attr_type::GRAPH) => {
+                    if depth + 1 > MAX_GRAPH_DEPTH {
+                        return Err(Error::Unsupported(format!(
+                            "{source}: {label}: attribute '{}': graphs nested more than {MAX_GRAPH_DEPTH} deep",
+                            a.name
+                        )));
+                    }
+                    Attr::Graph(Box::new(read_graph(
+                        sub,
+                        opset,
+                        ir_version,
+                        String::new(),
+                        source,
+                        depth + 1,
+                    )?))
+                }
+                _ => attr_value(a)
+                    .map_err(|e| bad(format!("{label}: attribute '{}': {e}", a.name)))?,
+            };
             attrs.insert(a.name.clone(), v);
         }
         nodes.push(Node {
@@ -302,8 +348,8 @@ pub fn read_model(bytes: &[u8], source: &str) -> Result<Graph> {
     }
     Ok(Graph {
         opset,
-        ir_version: m.ir_version,
-        producer: m.producer_name,
+        ir_version,
+        producer,
         nodes,
         initializers,
         inputs,
@@ -350,9 +396,7 @@ fn attr_value(a: &AttributeProto) -> std::result::Result<Attr, String> {
                 .map(|s| utf8(s))
                 .collect::<std::result::Result<_, _>>()?,
         ),
-        attr_type::GRAPH => {
-            return Err("a sub-graph (recur runs no operator that takes one)".into())
-        }
+        attr_type::GRAPH => return Err("a graph attribute without a graph".into()),
         other => return Err(format!("attribute type {other} is not supported")),
     })
 }

@@ -206,6 +206,40 @@ impl Value {
             _ => Value::f32(shape, v.into_iter().map(|x| x as f32).collect()),
         }
     }
+    /// A tensor of type `dtype` and `shape` with zeros (false for bool).
+    pub fn zeros(dtype: DType, shape: Vec<usize>) -> Value {
+        let n = shape.iter().product();
+        match dtype {
+            DType::F32 => Value::f32(shape, vec![0.0; n]),
+            DType::F64 => Value::f64(shape, vec![0.0; n]),
+            t => Value::int(t, shape, vec![0; n]),
+        }
+    }
+    /// The tensors `parts` (all of the first one's type and shape) one after the other, as a
+    /// tensor of `shape` (whose element count is the sum of theirs).
+    pub fn stack(shape: Vec<usize>, parts: &[Value]) -> Value {
+        let dtype = parts.first().map_or(DType::F32, |p| p.dtype);
+        macro_rules! cat {
+            ($var:ident) => {
+                Data::$var(
+                    parts
+                        .iter()
+                        .flat_map(|p| match &p.data {
+                            Data::$var(d) => d.as_slice(),
+                            _ => &[],
+                        })
+                        .copied()
+                        .collect(),
+                )
+            };
+        }
+        let data = match parts.first().map(|p| &p.data) {
+            Some(Data::F64(_)) => cat!(F64),
+            Some(Data::Int(_)) => cat!(Int),
+            _ => cat!(F32),
+        };
+        Value { dtype, shape, data }
+    }
     /// The element count.
     pub fn len(&self) -> usize {
         match &self.data {

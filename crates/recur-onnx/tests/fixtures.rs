@@ -90,3 +90,53 @@ fn the_same_model_runs_twice_with_the_same_result() {
     let b = m.run(&feeds, "x").unwrap();
     assert_eq!(a, b);
 }
+
+/// The Keras models of scripts/gen_keras_fixtures.py (`cases/keras_*`: Embedding → LSTM or
+/// GRU → Dense, converted by tf2onnx; GRUs and masked layers as ONNX `Loop`s) against both
+/// references: Keras's own output and ONNX Runtime's, at recur's f32 forward tolerance.
+#[test]
+fn keras_models_match_keras_and_onnx_runtime() {
+    use recur::core::tolerance::F32_FORWARD;
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root().join("cases"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("keras_")
+        })
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 14, "{} Keras cases", dirs.len());
+    let mut bad = Vec::new();
+    let mut loops = 0;
+    for d in &dirs {
+        let name = d.file_name().unwrap().to_string_lossy().to_string();
+        let m = Model::read(d.join("model.onnx")).unwrap_or_else(|e| panic!("{name}: {e}"));
+        loops += m.graph().nodes.iter().any(|n| n.op == "Loop") as usize;
+        let feeds: HashMap<String, Value> = read_safetensors(&d.join("inputs.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+        let got: HashMap<String, Value> = m
+            .run(&feeds, "inputs")
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .into_iter()
+            .collect();
+        for reference in ["expected.safetensors", "expected_keras.safetensors"] {
+            for (k, e) in read_safetensors(&d.join(reference)).unwrap() {
+                let y = &got[&k];
+                assert_eq!((y.dtype, &y.shape), (e.dtype, &e.shape), "{name}: {k}");
+                for (i, (&a, r)) in y.to_f64().iter().zip(e.to_f64()).enumerate() {
+                    if !F32_FORWARD.ok(a, r) {
+                        bad.push(format!("{name}: {k}[{i}] = {a}, {reference} has {r}"));
+                    }
+                }
+            }
+        }
+    }
+    // GRUs and masked layers stay TensorFlow while loops: the Loop operator is exercised.
+    assert!(loops >= 8, "only {loops} of the Keras cases have a Loop");
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
