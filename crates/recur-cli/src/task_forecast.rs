@@ -8,7 +8,7 @@
 //! recur train forecast --train FILE.csv --column NAME|INDEX --out DIR [--header=false]
 //!     [--window 24] [--horizon 1] [--stride 1] [--valid-fraction 0.1] [--test-fraction 0.1]
 //!     [--cell lstm] [--hidden-size 64] [--num-layers 1] [--dropout 0] [--batch-size 32]
-//!     [training options: --lr, --optimizer, --steps/--epochs, --resume, ...]
+//!     [--lr-schedule cosine] [training options: --lr, --optimizer, --steps/--epochs, --resume, ...]
 //! ```
 //!
 //! `DIR` gets `model.safetensors` (PyTorch names: `rnn.weight_ih_l0`, ..., `head.weight`,
@@ -48,9 +48,27 @@ const MODEL: ModelDefaults = ModelDefaults {
     ],
 };
 
+/// The training defaults of `recur train forecast` that differ from the other tasks': a cosine
+/// schedule (on the monthly sunspots it gives a lower validation RMSE than the constant rate,
+/// docs/regularization.md).
+const TRAINING: &[(&str, &str)] = &[("lr_schedule", "cosine")];
+
+/// [`TRAINING`] as a method of the command, for `#[command(forecast_training_defaults())]`.
+trait WithForecastTrainingDefaults {
+    fn forecast_training_defaults(self) -> Self;
+}
+
+impl WithForecastTrainingDefaults for clap::Command {
+    fn forecast_training_defaults(self) -> clap::Command {
+        TRAINING.iter().fold(self, |cmd, (id, v)| {
+            cmd.mut_arg(*id, |a| a.default_value(*v))
+        })
+    }
+}
+
 /// Options of `recur train forecast`.
 #[derive(ClapArgs)]
-#[command(model_defaults(MODEL))]
+#[command(model_defaults(MODEL), forecast_training_defaults())]
 pub struct ForecastArgs {
     /// The series: a CSV file with a header line (see --header).
     #[arg(long, value_name = "FILE")]
