@@ -138,6 +138,29 @@ impl Duo {
     }
 }
 
+/// Runs `part(s0, s1)` over the slices `0..slices` of one step: as two halves, the calling
+/// thread's and the helper's ([`Duo::run`]), when `threads` ≥ 2, `slices` ≥ 2 and the step does
+/// at least [`crate::team::MIN_WORK`] multiply-adds (`work`); otherwise as one part on the
+/// calling thread. The same half always goes to the same thread.
+pub fn halves(slices: usize, work: usize, threads: usize, part: &(dyn Fn(usize, usize) + Sync)) {
+    let duo = (slices >= 2 && work >= crate::team::MIN_WORK && threads >= 2)
+        .then(Duo::get)
+        .flatten();
+    match duo {
+        Some(duo) => {
+            let mid = slices / 2;
+            duo.run(&|p| {
+                if p == 0 {
+                    part(0, mid)
+                } else {
+                    part(mid, slices)
+                }
+            });
+        }
+        None => part(0, slices),
+    }
+}
+
 /// Ends a job on the caller's side when dropped: marks part 1 finished if the caller claimed
 /// it (or claims it now so the helper cannot start it), else waits for the helper to finish.
 struct End<'a> {

@@ -129,6 +129,38 @@ pub fn sequence<T: Real>(
     });
 }
 
+/// Packs `w_ih` (G·H, input) and `w_hh` (G·H, H), row-major with G gate blocks of H rows, for
+/// the fused one-row steps: per slice of 8 hidden units, the columns of `w_ih` then of `w_hh`,
+/// each column as G × 8 values (the slice's rows of every gate side by side; units beyond H
+/// are zero).
+pub(crate) fn pack_gate_slices(
+    gates: usize,
+    h: usize,
+    input: usize,
+    w_ih: &[f32],
+    w_hh: &[f32],
+) -> Vec<f32> {
+    let slices = h.div_ceil(8);
+    let mut w = Vec::with_capacity(slices * 8 * gates * (input + h));
+    for s in 0..slices {
+        for (m, k_len) in [(w_ih, input), (w_hh, h)] {
+            for k in 0..k_len {
+                for gate in 0..gates {
+                    for j in 0..8 {
+                        let u = s * 8 + j;
+                        w.push(if u < h {
+                            m[(gate * h + u) * k_len + k]
+                        } else {
+                            0.0
+                        });
+                    }
+                }
+            }
+        }
+    }
+    w
+}
+
 /// One GRU step for one row with the weights packed for it (f32): per slice of 8 hidden units,
 /// the columns of `W_ih` then of `W_hh`, each column as 24 values, the r, z and n rows of the
 /// slice's units side by side (units beyond H are zero). One pass over `x` and one over `h`
@@ -165,23 +197,7 @@ impl GruStepPacked {
         );
         let slices = h.div_ceil(8);
         let hp = slices * 8;
-        let mut w = Vec::with_capacity(slices * 24 * (input + h));
-        for s in 0..slices {
-            for (m, k_len) in [(w_ih, input), (w_hh, h)] {
-                for k in 0..k_len {
-                    for gate in 0..3 {
-                        for j in 0..8 {
-                            let u = s * 8 + j;
-                            w.push(if u < h {
-                                m[(gate * h + u) * k_len + k]
-                            } else {
-                                0.0
-                            });
-                        }
-                    }
-                }
-            }
-        }
+        let w = pack_gate_slices(3, h, input, w_ih, w_hh);
         let at = |b: Option<&[f32]>, i: usize| b.map_or(0.0, |b| b[i]);
         let mut bias = vec![0.0; 4 * hp];
         for u in 0..h {
@@ -227,13 +243,15 @@ impl GruStepPacked {
         let slices = h.div_ceil(8);
         #[cfg(target_arch = "x86_64")]
         if crate::cpu::features().avx2_fma {
-            // Slices s0..s1 into `out`, which points at unit 8 s0 of h_new.
-            let part = |s0: usize, s1: usize, out: *mut f32| {
+            let out = SendPtr(h_new.as_mut_ptr());
+            // Half of the slices on each core when the step is large enough: each keeps its
+            // half of the weights in its own L2 cache from step to step.
+            crate::duo::halves(slices, 3 * h * (input + h), threads, &|s0, s1| {
                 // SAFETY: AVX2 and FMA are present (checked once by `cpu::features`); `w`
                 // holds `slices` packed slices and `bias` 4 × 8 × slices values (built by
                 // `new` for these sizes), x and h_prev have the lengths checked above, and
-                // `out` has room for units 8 s0 .. min(8 s1, H) of h_new, which does not
-                // overlap h_prev (a `&mut`).
+                // h_new (a `&mut`, so overlapping neither) holds H values, of which this part
+                // writes units 8 s0 .. min(8 s1, H) only; the two parts' ranges are disjoint.
                 unsafe {
                     crate::simd::gru_step_panels(
                         self.w.as_ptr(),
@@ -244,40 +262,14 @@ impl GruStepPacked {
                         s1,
                         x.as_ptr(),
                         h_prev.as_ptr(),
-                        out,
+                        out.get().add(8 * s0),
                     );
                 }
-            };
-            if let Some(duo) = self.duo(slices, threads) {
-                // Half of the slices on each core: each keeps its half of the weights in its
-                // own L2 cache from step to step.
-                let mid = slices / 2;
-                let (lo, hi) = h_new.split_at_mut(8 * mid);
-                let (lo, hi) = (SendPtr(lo.as_mut_ptr()), SendPtr(hi.as_mut_ptr()));
-                duo.run(&|p| {
-                    if p == 0 {
-                        part(0, mid, lo.get());
-                    } else {
-                        part(mid, slices, hi.get());
-                    }
-                });
-            } else {
-                part(0, slices, h_new.as_mut_ptr());
-            }
+            });
             return;
         }
+        let _ = (slices, threads);
         self.step_plain(x, h_prev, h_new);
-    }
-
-    /// The helper thread a step is split with: when more than one thread may be used and the step does at least [`crate::team::MIN_WORK`]
-    /// multiply-adds.
-    fn duo(&self, slices: usize, threads: usize) -> Option<&'static crate::duo::Duo> {
-        let work = 3 * self.h * (self.input + self.h);
-        if slices >= 2 && work >= crate::team::MIN_WORK && threads >= 2 {
-            crate::duo::Duo::get()
-        } else {
-            None
-        }
     }
 
     /// [`Self::step`] in plain scalar code on the same layout.

@@ -648,23 +648,7 @@ impl LstmStepPacked {
         );
         let slices = h.div_ceil(8);
         let hp = slices * 8;
-        let mut w = Vec::with_capacity(slices * 32 * (input + h));
-        for s in 0..slices {
-            for (m, k_len) in [(w_ih, input), (w_hh, h)] {
-                for k in 0..k_len {
-                    for gate in 0..4 {
-                        for j in 0..8 {
-                            let u = s * 8 + j;
-                            w.push(if u < h {
-                                m[(gate * h + u) * k_len + k]
-                            } else {
-                                0.0
-                            });
-                        }
-                    }
-                }
-            }
-        }
+        let w = crate::gru::pack_gate_slices(4, h, input, w_ih, w_hh);
         let at = |b: Option<&[f32]>, i: usize| b.map_or(0.0, |b| b[i]);
         let mut bias = vec![0.0; 4 * hp];
         for gate in 0..4 {
@@ -722,13 +706,16 @@ impl LstmStepPacked {
         let slices = h.div_ceil(8);
         #[cfg(target_arch = "x86_64")]
         if crate::cpu::features().avx2_fma {
-            // Slices s0..s1 into `ho` and `co`, which point at unit 8 s0 of h_new and c_new.
-            let part = |s0: usize, s1: usize, ho: *mut f32, co: *mut f32| {
+            let (ho, co) = (SendPtr(h_new.as_mut_ptr()), SendPtr(c_new.as_mut_ptr()));
+            // Half of the slices on each core when the step is large enough: each keeps
+            // reading its half of the weights (from its own caches when they fit).
+            crate::duo::halves(slices, 4 * h * (input + h), threads, &|s0, s1| {
                 // SAFETY: AVX2 and FMA are present (checked once by `cpu::features`); `w`
                 // holds `slices` packed slices and `bias` 4 × 8 × slices values (built by
                 // `new` for these sizes), x, h_prev and c_prev have the lengths checked
-                // above, and `ho`, `co` have room for units 8 s0 .. min(8 s1, H) of h_new and
-                // c_new (`&mut`s, so they overlap no input).
+                // above, and h_new and c_new (`&mut`s, so they overlap no input) hold H values
+                // each, of which this part writes units 8 s0 .. min(8 s1, H) only; the two
+                // parts' ranges are disjoint.
                 unsafe {
                     crate::simd::lstm_step_panels(
                         self.w.as_ptr(),
@@ -740,33 +727,11 @@ impl LstmStepPacked {
                         x.as_ptr(),
                         h_prev.as_ptr(),
                         c_prev.as_ptr(),
-                        ho,
-                        co,
+                        ho.get().add(8 * s0),
+                        co.get().add(8 * s0),
                     );
                 }
-            };
-            let work = 4 * h * (input + h);
-            let duo = (slices >= 2 && work >= team::MIN_WORK && threads >= 2)
-                .then(crate::duo::Duo::get)
-                .flatten();
-            if let Some(duo) = duo {
-                // Half of the slices on each core, which keeps reading its half of the
-                // weights from step to step (from its own caches when they fit).
-                let mid = slices / 2;
-                let (hl, hh) = h_new.split_at_mut(8 * mid);
-                let (cl, ch) = c_new.split_at_mut(8 * mid);
-                let (hl, hh) = (SendPtr(hl.as_mut_ptr()), SendPtr(hh.as_mut_ptr()));
-                let (cl, ch) = (SendPtr(cl.as_mut_ptr()), SendPtr(ch.as_mut_ptr()));
-                duo.run(&|p| {
-                    if p == 0 {
-                        part(0, mid, hl.get(), cl.get());
-                    } else {
-                        part(mid, slices, hh.get(), ch.get());
-                    }
-                });
-            } else {
-                part(0, slices, h_new.as_mut_ptr(), c_new.as_mut_ptr());
-            }
+            });
             return;
         }
         let _ = (slices, threads);
