@@ -23,6 +23,7 @@ mod model_opts;
 #[cfg(feature = "mpi")]
 mod mpi_comm;
 mod opts;
+mod plot_runs;
 mod progress;
 mod quantize;
 mod regular_opts;
@@ -74,6 +75,9 @@ enum Command {
     Experiment(experiment::Args),
     /// Vanishing and exploding gradients: dL/dh_t per step, recurrent spectra, step Jacobians.
     Gradients(gradients::Args),
+    /// Compare runs of `recur train`: their validation curves at equal steps and at equal
+    /// wall-clock time in one figure, and each run's best value.
+    Plot(plot_runs::Args),
     /// Time the training loop's gradient all-reduce under mpirun (scripts/mpi_scaling.sh).
     #[cfg(feature = "mpi")]
     #[command(hide = true)]
@@ -174,6 +178,7 @@ fn main() -> ExitCode {
         Command::Quantize(a) => quantize::run(a),
         Command::Experiment(a) => experiment::run(a).map_err(Failure::from),
         Command::Gradients(a) => gradients::run(a).map_err(Failure::from),
+        Command::Plot(a) => plot_runs::run(a),
         #[cfg(feature = "mpi")]
         Command::AllreduceBench(a) => mpi_comm::bench(a).map_err(Failure::from),
     };
