@@ -48,10 +48,12 @@ use crate::core::rnn::{check_input, BackwardObserver, InputGrads, Output, Rnn, S
 use crate::core::tensor::Tensor;
 use crate::error::{Error, Result};
 use rand::{Rng, RngCore};
+use rayon::prelude::*;
 use recur_kernels::gemm::{matmul, MatMut, MatRef, Par};
 use recur_kernels::packed::PackedB;
 use recur_kernels::pool::Buf;
 use recur_kernels::Real;
+use std::ops::Range;
 
 /// The `eps` of the layer norms (`nn.LayerNorm`'s default).
 pub const LN_EPS: f64 = 1e-5;
@@ -225,8 +227,68 @@ pub(crate) struct RegTape<T: Real> {
     lengths: Vec<usize>,
     unbatched: bool,
     input_shape: Vec<usize>,
-    /// One per (layer, direction), index `layer * D + direction`.
-    layers: Vec<LayerTape<T>>,
+    /// One per (layer, direction), index `layer * D + direction`: the tape of each row group.
+    layers: Vec<Vec<GroupTape<T>>>,
+    /// The dropout of each layer's output towards the next layer (the last: `None`).
+    out_masks: Vec<Option<Vec<T>>>,
+}
+
+/// The tape of one group of batch rows ([`row_groups`]) of one (layer, direction): the group's
+/// own time loop, buffers (T, rows, ·).
+#[derive(Clone, Debug)]
+struct GroupTape<T: Real> {
+    rows: Range<usize>,
+    tape: LayerTape<T>,
+}
+
+/// The groups of batch rows whose time loops run side by side, one per thread: contiguous,
+/// of equal size (±1), at least 8 rows each (as the fused engine's groups); one group below
+/// 16 rows or with one thread. Rows never interact in a step, so every group's loop is the
+/// whole layer's loop restricted to its rows; the weight gradients are the groups' sums.
+fn row_groups(b: usize) -> Vec<Range<usize>> {
+    let n = recur_kernels::num_threads().min(b / 8).max(1);
+    (0..n).map(|g| g * b / n..(g + 1) * b / n).collect()
+}
+
+/// Rows `r` of a time-major (t, b, n) buffer, as (t, |r|, n).
+fn gather_rows<T: Copy>(v: &[T], t: usize, b: usize, n: usize, r: &Range<usize>) -> Vec<T> {
+    let mut out = Vec::with_capacity(t * r.len() * n);
+    for ti in 0..t {
+        out.extend_from_slice(&v[(ti * b + r.start) * n..(ti * b + r.end) * n]);
+    }
+    out
+}
+
+/// Writes a (t, |r|, n) buffer into rows `r` of a time-major (t, b, n) buffer.
+fn scatter_rows<T: Copy>(src: &[T], t: usize, b: usize, n: usize, r: &Range<usize>, dst: &mut [T]) {
+    let k = r.len() * n;
+    for ti in 0..t {
+        dst[(ti * b + r.start) * n..][..k].copy_from_slice(&src[ti * k..][..k]);
+    }
+}
+
+/// Runs `f` on every item, on the rayon threads when there is more than one.
+fn map_groups<I: Sync, R: Send>(items: &[I], f: impl Fn(&I) -> R + Sync + Send) -> Vec<R> {
+    if items.len() > 1 {
+        items.par_iter().map(f).collect()
+    } else {
+        items.iter().map(f).collect()
+    }
+}
+
+impl<T: Real> LayerMasks<T> {
+    /// The masks of batch rows `r` (of `b`), for a group's time loop; no output mask.
+    fn rows(&self, t: usize, b: usize, input: usize, h: usize, r: &Range<usize>) -> LayerMasks<T> {
+        let per_row = |m: &Vec<T>, n: usize| m[r.start * n..r.end * n].to_vec();
+        LayerMasks {
+            input: self.input.as_ref().map(|m| per_row(m, input)),
+            recurrent: self.recurrent.as_ref().map(|m| per_row(m, h)),
+            weight_hh: self.weight_hh.clone(),
+            zoneout_h: self.zoneout_h.as_ref().map(|m| gather_rows(m, t, b, h, r)),
+            zoneout_c: self.zoneout_c.as_ref().map(|m| gather_rows(m, t, b, h, r)),
+            output: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -519,6 +581,9 @@ pub(crate) fn run<T: Real>(
     let mut hn = vec![T::ZERO; nl * nd * b * h];
     let mut cn = vec![T::ZERO; if lstm { nl * nd * b * h } else { 0 }];
     let mut tapes = Vec::new();
+    let mut out_masks = Vec::new();
+    let groups = row_groups(b);
+    let par = groups.len() == 1;
     let mut layer_in = x;
     for (l, m) in masks.layers.into_iter().enumerate() {
         let out_mask = m.output.clone();
@@ -537,28 +602,61 @@ pub(crate) fn run<T: Real>(
             // The regularizers are for unidirectional layers: direction 1 has no masks.
             let mut dm = m.take().unwrap_or_default();
             dm.output = None;
-            let tape = layer_forward(
-                c.mode,
-                h,
-                c.layer_input_size(l),
-                &p,
-                t,
-                b,
-                &lens,
-                xd,
-                &h0[s..][..b * h],
-                c0l,
-                dm,
-            );
-            hn[s..][..b * h].copy_from_slice(&tape.hs[t * b * h..]);
-            if lstm {
-                cn[s..][..b * h].copy_from_slice(&tape.cs[t * b * h..]);
-            }
-            let hs = if d == 1 {
-                reverse_seqs(&tape.hs[b * h..], t, b, h, &lens)
+            let inp = c.layer_input_size(l);
+            // Each group of rows runs its own time loop (one thread each; with one group the
+            // products inside use every thread).
+            let parts: Vec<GroupTape<T>> = if par {
+                let tape = layer_forward(
+                    c.mode,
+                    h,
+                    inp,
+                    &p,
+                    t,
+                    b,
+                    &lens,
+                    xd,
+                    &h0[s..][..b * h],
+                    c0l,
+                    dm,
+                    true,
+                );
+                vec![GroupTape { rows: 0..b, tape }]
             } else {
-                tape.hs[b * h..].to_vec()
+                map_groups(&groups, |r| {
+                    let (bg, rs) = (r.len(), r.start * h..r.end * h);
+                    let tape = layer_forward(
+                        c.mode,
+                        h,
+                        inp,
+                        &p,
+                        t,
+                        bg,
+                        &lens[r.clone()],
+                        gather_rows(&xd, t, b, inp, r),
+                        &h0[s..][..b * h][rs.clone()],
+                        if lstm { &c0l[rs] } else { &[][..] },
+                        dm.rows(t, b, inp, h, r),
+                        false,
+                    );
+                    GroupTape {
+                        rows: r.clone(),
+                        tape,
+                    }
+                })
             };
+            // h after each step (T, B, H), and the final h and c.
+            let mut hs = vec![T::ZERO; t * b * h];
+            for gt in &parts {
+                let (r, bg) = (&gt.rows, gt.rows.len());
+                scatter_rows(&gt.tape.hs[bg * h..], t, b, h, r, &mut hs);
+                hn[s + r.start * h..][..bg * h].copy_from_slice(&gt.tape.hs[t * bg * h..]);
+                if lstm {
+                    cn[s + r.start * h..][..bg * h].copy_from_slice(&gt.tape.cs[t * bg * h..]);
+                }
+            }
+            if d == 1 {
+                hs = reverse_seqs(&hs, t, b, h, &lens);
+            }
             for ti in 0..t {
                 for (bi, &len) in lens.iter().enumerate() {
                     if ti < len {
@@ -567,7 +665,7 @@ pub(crate) fn run<T: Real>(
                     }
                 }
             }
-            tapes.push(tape);
+            tapes.push(parts);
         }
         // The dropout towards the next layer.
         if let Some(om) = &out_mask {
@@ -583,7 +681,7 @@ pub(crate) fn run<T: Real>(
                 }
             }
         }
-        tapes[l * nd].masks.output = out_mask;
+        out_masks.push(out_mask);
         layer_in = y;
     }
     // Output in the caller's layout.
@@ -609,6 +707,7 @@ pub(crate) fn run<T: Real>(
         unbatched,
         input_shape: input.shape().to_vec(),
         layers: tapes,
+        out_masks,
     });
     Ok((output, tape))
 }
@@ -626,7 +725,9 @@ fn layer_forward<T: Real>(
     h0: &[T],
     c0: &[T],
     masks: LayerMasks<T>,
+    par: bool,
 ) -> LayerTape<T> {
+    let threads = if par { Par::Threads } else { Par::Seq };
     let g = mode.gates();
     let gh = g * h;
     let tb = t * b;
@@ -651,7 +752,7 @@ fn layer_forward<T: Real>(
         MatRef::new(&xd, tb, input),
         MatRef::new(p.w_ih, gh, input).t(),
         false,
-        Par::Threads,
+        threads,
     );
     let (mut ih_hat, mut ih_rstd) = (Buf::empty(), Buf::empty());
     if let Some(ln) = ln {
@@ -725,7 +826,7 @@ fn layer_forward<T: Real>(
                 *v *= mv;
             }
         }
-        w_t.matmul(b, hdt, h, &mut phh, gh, false);
+        w_t.matmul_with(b, hdt, h, &mut phh, gh, false, par);
         for bi in 0..b {
             let row = &mut phh[bi * gh..][..gh];
             let r = ti * b + bi;
@@ -953,6 +1054,30 @@ struct LayerGrads<T> {
     peep: Vec<T>,
 }
 
+impl<T: Real> LayerGrads<T> {
+    /// Adds another group's gradients.
+    fn add(&mut self, o: &LayerGrads<T>) {
+        let pairs = [
+            (&mut self.w_ih, &o.w_ih),
+            (&mut self.w_hh, &o.w_hh),
+            (&mut self.b_ih, &o.b_ih),
+            (&mut self.b_hh, &o.b_hh),
+            (&mut self.ln_ih_w, &o.ln_ih_w),
+            (&mut self.ln_ih_b, &o.ln_ih_b),
+            (&mut self.ln_hh_w, &o.ln_hh_w),
+            (&mut self.ln_hh_b, &o.ln_hh_b),
+            (&mut self.ln_c_w, &o.ln_c_w),
+            (&mut self.ln_c_b, &o.ln_c_b),
+            (&mut self.peep, &o.peep),
+        ];
+        for (a, b) in pairs {
+            for (x, &y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        }
+    }
+}
+
 /// BPTT through the stack: adds every parameter's gradient to `grads` (flat, layout order).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward<T: Real>(
@@ -1025,7 +1150,7 @@ pub(crate) fn backward<T: Real>(
         let mut dx_sum = vec![T::ZERO; if want_dx { t * b * input } else { 0 }];
         for d in 0..nd {
             let p = layer_params(rnn, l, d);
-            let lt = &tape.layers[l * nd + d];
+            let parts = &tape.layers[l * nd + d];
             let s = (l * nd + d) * b * h;
             // This direction's share of d output, in its own time order.
             let mut dyd = vec![T::ZERO; t * b * h];
@@ -1036,25 +1161,55 @@ pub(crate) fn backward<T: Real>(
                 dyd = reverse_seqs(&dyd, t, b, h, lens);
             }
             let mut rec = record.as_ref().map(|_| vec![T::ZERO; t * b * h]);
-            let (g, dx, dh0l, dc0l) = layer_backward(
-                c.mode,
-                h,
-                input,
-                &p,
-                t,
-                b,
-                lens,
-                lt,
-                &dyd,
-                dhn.as_ref().map(|v| &v[s..][..b * h]),
-                dcn.as_ref().map(|v| &v[s..][..b * h]),
-                want_dx,
-                rec.as_deref_mut(),
-            );
-            dh0[s..][..b * h].copy_from_slice(&dh0l);
-            if lstm {
-                dc0[s..][..b * h].copy_from_slice(&dc0l);
+            let recording = rec.is_some();
+            // Each group's backward loop on its own rows (one thread each), as in the forward.
+            let one = parts.len() == 1;
+            let mut results = map_groups(parts, |gt| {
+                let (r, bg) = (&gt.rows, gt.rows.len());
+                let rs = s + r.start * h..s + r.end * h;
+                let dy_g = if one {
+                    None
+                } else {
+                    Some(gather_rows(&dyd, t, b, h, r))
+                };
+                let mut rec_g = recording.then(|| vec![T::ZERO; t * bg * h]);
+                let out = layer_backward(
+                    c.mode,
+                    h,
+                    input,
+                    &p,
+                    t,
+                    bg,
+                    &lens[r.clone()],
+                    &gt.tape,
+                    dy_g.as_deref().unwrap_or(&dyd),
+                    dhn.as_ref().map(|v| &v[rs.clone()]),
+                    dcn.as_ref().map(|v| &v[rs.clone()]),
+                    want_dx,
+                    rec_g.as_deref_mut(),
+                    one,
+                );
+                (out, rec_g)
+            });
+            let mut dx = vec![T::ZERO; if want_dx && !one { t * b * input } else { 0 }];
+            for (gt, ((_, dx_g, dh0g, dc0g), rec_g)) in parts.iter().zip(&results) {
+                let (r, bg) = (&gt.rows, gt.rows.len());
+                dh0[s + r.start * h..][..bg * h].copy_from_slice(dh0g);
+                if lstm {
+                    dc0[s + r.start * h..][..bg * h].copy_from_slice(dc0g);
+                }
+                if let (Some(all), Some(part)) = (rec.as_mut(), rec_g) {
+                    scatter_rows(part, t, b, h, r, all);
+                }
+                if want_dx && !one {
+                    scatter_rows(dx_g, t, b, input, r, &mut dx);
+                }
             }
+            let ((mut g, dx_one, _, _), _) = results.remove(0);
+            for ((gg, _, _, _), _) in &results {
+                g.add(gg);
+            }
+            let dx = if one { dx_one } else { dx };
             if let (Some(r), Some(rec)) = (record.as_deref_mut(), &rec) {
                 if d == 1 {
                     r.hidden_grads(l, d, &reverse_seqs(rec, t, b, h, lens));
@@ -1110,7 +1265,7 @@ pub(crate) fn backward<T: Real>(
         }
         if l > 0 {
             let mut dx = dx_sum;
-            if let Some(m) = &tape.layers[(l - 1) * nd].masks.output {
+            if let Some(m) = &tape.out_masks[l - 1] {
                 for (r, row) in dx.chunks_exact_mut(dh).enumerate() {
                     let mr = if c.regular.locked_dropout {
                         (r % b) * dh
@@ -1162,7 +1317,9 @@ fn layer_backward<T: Real>(
     dcn: Option<&[T]>,
     want_dx: bool,
     mut rec: Option<&mut [T]>,
+    par: bool,
 ) -> (LayerGrads<T>, Vec<T>, Vec<T>, Vec<T>) {
+    let threads = if par { Par::Threads } else { Par::Seq };
     let gh = mode.gates() * h;
     let tb = t * b;
     let lstm = mode == Mode::Lstm;
@@ -1402,14 +1559,14 @@ fn layer_backward<T: Real>(
             MatRef::strided(&dbm, tb, 2 * h, gh).t(),
             MatRef::new(&lt.hd, tb, h),
             false,
-            Par::Threads,
+            threads,
         );
         matmul(
             MatMut::new(w_n, h, h),
             MatRef::strided(&dbm[2 * h..], tb, h, gh).t(),
             MatRef::new(&lt.rh, tb, h),
             false,
-            Par::Threads,
+            threads,
         );
     } else {
         matmul(
@@ -1417,7 +1574,7 @@ fn layer_backward<T: Real>(
             MatRef::new(&dbm, tb, gh).t(),
             MatRef::new(&lt.hd, tb, h),
             false,
-            Par::Threads,
+            threads,
         );
     }
     if let Some(m) = &lt.masks.weight_hh {
@@ -1452,7 +1609,7 @@ fn layer_backward<T: Real>(
         MatRef::new(&da, tb, gh).t(),
         MatRef::new(&lt.xd, tb, input),
         false,
-        Par::Threads,
+        threads,
     );
     let mut dx = Vec::new();
     if want_dx {
@@ -1462,7 +1619,7 @@ fn layer_backward<T: Real>(
             MatRef::new(&da, tb, gh),
             MatRef::new(p.w_ih, gh, input),
             false,
-            Par::Threads,
+            threads,
         );
         if let Some(m) = &lt.masks.input {
             for (r, row) in dx.chunks_exact_mut(input).enumerate() {
