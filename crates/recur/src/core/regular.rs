@@ -16,7 +16,7 @@
 //! `linear_before_reset = false` has `n = g(a_n + (r ⊙ h̃) W_hnᵀ + b_hn)`. The input projections of all steps
 //! are one matrix product, the recurrent product is one per step, both through the
 //! `recur_kernels` GEMM; the rest is plain loops. A batch of 16 rows or more is split into row
-//! groups ([`row_groups`]: one per thread, at least 8 rows each) whose time loops run side by
+//! groups (`row_groups`: one per thread, at least 8 rows each) whose time loops run side by
 //! side, forward and backward; the weight gradients are summed over the groups in group order,
 //! so a result depends on the thread count only through that order of the sums.
 //!
